@@ -1,0 +1,253 @@
+//! Command-line arguments (clap derive). Only argument definitions live here; `commands`
+//! carries them out.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Automates dataset rollouts on Kubernetes with volume snapshots.
+///
+/// snaproll reads a DatasetRollout spec, renders the VolumeSnapshotClass, PVC, producer Pod, dated
+/// VolumeSnapshot, Service and generation-suffixed StatefulSet of every dataset, commits them to
+/// Git and optionally applies them server-side with diff-then-prune semantics.
+#[derive(Debug, Parser)]
+#[command(name = "snaproll", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown under `--help` and documented in the README.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (diff: no changes)
+  1  diff: changes found; status: a generation failed
+  2  invalid input: spec, flags, templates or rendered objects (nothing was written)
+  3  Git error: repository, commit or push (nothing was committed, or the push was rejected)
+  4  cluster error: API access, apply, prune or wait
+  5  local I/O error: writing --out or reading files";
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log verbosity (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, env = "SNAPROLL_LOG", default_value = "warn")]
+    pub log_level: String,
+    /// Log format: human text, or JSON lines (the default when stderr is not a terminal in a cluster).
+    #[arg(long, global = true, env = "SNAPROLL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Colour in diffs and messages.
+    #[arg(long, global = true, env = "SNAPROLL_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec, render it and validate every object; writes nothing.
+    #[command(after_help = "Examples:\n  snaproll validate -f examples/gke-daily/snaproll.yaml")]
+    Validate(RenderArgs),
+    /// Render the manifests to stdout (multi-document YAML) or into a directory.
+    #[command(
+        after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. Files in DIR that snaproll\ndid not render are removed; DIR is replaced only after every object validated."
+    )]
+    Render(RenderCmd),
+    /// Show what `apply` would change in the cluster (exit 0: none, 1: changes, 2+: error).
+    #[command(after_help = "Examples:\n  snaproll diff -f snaproll.yaml --generation 2021-07-16")]
+    Diff(DiffCmd),
+    /// Apply the manifests with server-side apply, then optionally prune.
+    #[command(
+        after_help = "Examples:\n  snaproll apply -f snaproll.yaml --dry-run\n  snaproll apply -f snaproll.yaml --prune -o json"
+    )]
+    Apply(ApplyCmd),
+    /// Render, commit to Git (and push), optionally apply: the main job, run by a CronJob.
+    #[command(
+        after_help = "Examples:\n  snaproll reconcile -f examples/gke-daily/snaproll.yaml --repo ./gitops --generation 2021-07-15\n  snaproll reconcile -f snaproll.yaml --repo https://git.example.com/ops.git --push\n  snaproll reconcile -f snaproll.yaml --repo ./gitops --apply --prune"
+    )]
+    Reconcile(ReconcileCmd),
+    /// Show each dataset's generations and their state.
+    #[command(
+        after_help = "Examples:\n  snaproll status -f snaproll.yaml\n  snaproll status -f snaproll.yaml -o json"
+    )]
+    Status(StatusCmd),
+    /// Print shell completions.
+    #[command(
+        after_help = "Examples:\n  snaproll completions bash > /etc/bash_completion.d/snaproll"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What to render: every command that renders takes these.
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    /// The rollout spec (a DatasetRollout YAML file).
+    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    pub file: PathBuf,
+    /// Generation id (default: today's UTC date, YYYY-MM-DD).
+    #[arg(long, env = "SNAPROLL_GENERATION", value_name = "G")]
+    pub generation: Option<String>,
+    /// Directory whose <kind>.yaml.j2 files replace the built-in templates.
+    #[arg(long, env = "SNAPROLL_TEMPLATES", value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderCmd {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Write one file per object (and a kustomization.yaml) into DIR instead of stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster config).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, env = "SNAPROLL_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffCmd {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Also show objects that `apply --prune` would delete.
+    #[arg(long)]
+    pub prune: bool,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApplyFlags {
+    /// Delete owned objects that are no longer rendered, after every apply succeeded.
+    #[arg(long)]
+    pub prune: bool,
+    /// Take ownership of fields another field manager owns.
+    #[arg(long)]
+    pub force_conflicts: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyCmd {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub apply: ApplyFlags,
+    /// Server-side dry-run only: report what would change, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Where the rendered manifests go in Git.
+#[derive(Debug, Args, Clone)]
+pub struct GitArgs {
+    /// Git repository: a local path (working or bare; created when missing) or a remote URL.
+    #[arg(long, env = "SNAPROLL_REPO", value_name = "PATH_OR_URL")]
+    pub repo: String,
+    /// Folder inside the repository that snaproll owns (default: rollouts/<rollout name>).
+    #[arg(long, env = "SNAPROLL_GIT_PATH", value_name = "DIR")]
+    pub path: Option<String>,
+    /// Branch to commit to (default: the repository's current branch, or main).
+    #[arg(long, env = "SNAPROLL_GIT_BRANCH", value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Push the branch to the remote after committing (never forced).
+    #[arg(long, env = "SNAPROLL_GIT_PUSH")]
+    pub push: bool,
+    /// Remote to push to and fetch from.
+    #[arg(
+        long,
+        env = "SNAPROLL_GIT_REMOTE",
+        default_value = "origin",
+        value_name = "NAME"
+    )]
+    pub remote: String,
+    /// Work directory for a clone of a remote URL (default: a temporary directory, removed after).
+    #[arg(long, env = "SNAPROLL_GIT_WORKDIR", value_name = "DIR")]
+    pub workdir: Option<std::path::PathBuf>,
+    /// SSH private key for SSH remotes (default: the SSH agent).
+    #[arg(long, env = "SNAPROLL_GIT_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// Commit author name (default: $SNAPROLL_GIT_AUTHOR_NAME, git config user.name, "snaproll").
+    #[arg(long, env = "SNAPROLL_GIT_AUTHOR_NAME", value_name = "NAME")]
+    pub author_name: Option<String>,
+    /// Commit author email (default: $SNAPROLL_GIT_AUTHOR_EMAIL, git config user.email, "snaproll@localhost").
+    #[arg(long, env = "SNAPROLL_GIT_AUTHOR_EMAIL", value_name = "EMAIL")]
+    pub author_email: Option<String>,
+    /// How many times to rebuild and retry a push the remote rejected as non-fast-forward.
+    #[arg(
+        long,
+        env = "SNAPROLL_GIT_PUSH_RETRIES",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub push_retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileCmd {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    #[command(flatten)]
+    pub git: GitArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Apply to the cluster after committing (push mode).
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub apply_flags: ApplyFlags,
+    /// Show what would be committed (a file-level diff) without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusCmd {
+    /// The rollout spec (a DatasetRollout YAML file).
+    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}

@@ -1,0 +1,143 @@
+//! What each CLI command does: the only layer that uses `anyhow`, adding context to the typed
+//! errors of the library modules and mapping them to exit codes.
+
+mod render;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+
+use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, LogFormat, RenderArgs};
+use crate::exit;
+use crate::render::{Plan, RenderError, RenderedSet, Renderer};
+use crate::spec::{self, Loaded, SpecError};
+
+/// Runs a parsed command line; `Ok` carries the exit code of a run that did not fail.
+pub fn run(cli: Cli) -> Result<u8> {
+    let color = use_color(cli.global.color);
+    match cli.command {
+        Command::Validate(args) => render::validate(&args),
+        Command::Render(cmd) => render::render(&cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "snaproll",
+                &mut std::io::stdout(),
+            );
+            Ok(exit::OK)
+        }
+        Command::Diff(_) | Command::Apply(_) | Command::Reconcile(_) | Command::Status(_) => {
+            let _ = color;
+            anyhow::bail!("this command is not available in this build yet")
+        }
+    }
+}
+
+/// Whether to colour output written to stdout.
+pub fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    }
+}
+
+/// Installed as `kubectl-snaproll`, kubectl runs `kubectl-snaproll ARGS`; clap then names the
+/// program after argv[0], so normalise it to keep help and errors consistent.
+pub fn plugin_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.collect();
+    if let Some(first) = args.first_mut() {
+        *first = OsString::from("snaproll");
+    }
+    args
+}
+
+/// Sets up tracing on stderr: text on a terminal, JSON lines when asked or when running
+/// without a terminal inside a cluster.
+pub fn init_logging(global: &GlobalArgs) {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let format = global
+        .log_format
+        .unwrap_or(if !std::io::stderr().is_terminal() && in_cluster {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        });
+    let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .try_init(),
+    };
+}
+
+/// The lines to print for an error: each problem of an invalid spec on its own line, otherwise
+/// the cause chain joined on one line.
+pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    for cause in err.chain() {
+        if let Some(SpecError::Invalid { issues }) = cause.downcast_ref::<SpecError>() {
+            return issues.iter().map(|i| i.to_string()).collect();
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        // Skip a cause already spelled out by the layer above.
+        if parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    vec![parts.join(": ")]
+}
+
+/// The exit code for an error, from the first typed error in its chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<SpecError>() || cause.is::<RenderError>() {
+            return exit::INVALID;
+        }
+        if let Some(e) = cause.downcast_ref::<UsageError>() {
+            let _ = e;
+            return exit::INVALID;
+        }
+        if cause.is::<std::io::Error>() {
+            return exit::IO;
+        }
+    }
+    exit::IO
+}
+
+/// A flag combination or value the parser cannot reject on its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Loads the spec, prints its warnings, renders one generation of every dataset.
+pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, RenderedSet)> {
+    let loaded = spec::load(&args.file)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let generation = args
+        .generation
+        .clone()
+        .unwrap_or_else(crate::render::today_utc);
+    let renderer = Renderer::new(args.templates.as_deref()).context("loading templates")?;
+    let set = renderer
+        .render(&loaded.rollout, &Plan::single(&loaded.rollout, &generation))
+        .with_context(|| format!("rendering {}", loaded.file))?;
+    Ok((loaded, generation, set))
+}

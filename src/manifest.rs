@@ -1,0 +1,303 @@
+//! Object identity, ownership labels and ordering of rendered manifests.
+//!
+//! Everything that decides *which* object something is (kind, namespace, name), how it is
+//! labelled so that prune can recognise it, and in which order objects are applied lives here,
+//! so that rendering, Git output and the cluster layer agree on one definition.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Label every snaproll object carries; prune never touches an object without it.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "snaproll";
+/// The rollout (spec `metadata.name`) an object belongs to.
+pub const LABEL_ROLLOUT: &str = "snaproll.dev/rollout";
+/// The dataset an object belongs to (absent on the shared VolumeSnapshotClass).
+pub const LABEL_DATASET: &str = "snaproll.dev/dataset";
+/// The generation an object belongs to (only on per-generation objects).
+pub const LABEL_GENERATION: &str = "snaproll.dev/generation";
+/// Role of the object inside a dataset (`source`, `producer`, `snapshot`, `service`, `consumer`).
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Field manager used for server-side apply.
+pub const FIELD_MANAGER: &str = "snaproll";
+
+/// The kinds snaproll renders, declared in dependency (apply) order: the derived `Ord` *is*
+/// the apply order, so sorting objects by kind can never disagree with the documented order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    VolumeSnapshotClass,
+    PersistentVolumeClaim,
+    Pod,
+    VolumeSnapshot,
+    Service,
+    StatefulSet,
+}
+
+impl Kind {
+    /// Every kind, in apply order.
+    pub const ALL: [Kind; 6] = [
+        Kind::VolumeSnapshotClass,
+        Kind::PersistentVolumeClaim,
+        Kind::Pod,
+        Kind::VolumeSnapshot,
+        Kind::Service,
+        Kind::StatefulSet,
+    ];
+
+    /// The `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass => "VolumeSnapshotClass",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::Pod => "Pod",
+            Kind::VolumeSnapshot => "VolumeSnapshot",
+            Kind::Service => "Service",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+
+    /// Parses a `kind` field value.
+    pub fn from_kind(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// API group ("" for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass | Kind::VolumeSnapshot => "snapshot.storage.k8s.io",
+            Kind::StatefulSet => "apps",
+            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service => "",
+        }
+    }
+
+    /// API version within the group.
+    pub fn version(self) -> &'static str {
+        "v1"
+    }
+
+    /// The `apiVersion` field.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass | Kind::VolumeSnapshot => "snapshot.storage.k8s.io/v1",
+            Kind::StatefulSet => "apps/v1",
+            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service => "v1",
+        }
+    }
+
+    /// Resource name used in API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass => "volumesnapshotclasses",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaims",
+            Kind::Pod => "pods",
+            Kind::VolumeSnapshot => "volumesnapshots",
+            Kind::Service => "services",
+            Kind::StatefulSet => "statefulsets",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::VolumeSnapshotClass)
+    }
+
+    /// Name of the template that renders this kind (`templates/<name>.yaml.j2`).
+    pub fn template(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass => "volumesnapshotclass.yaml.j2",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaim.yaml.j2",
+            Kind::Pod => "pod.yaml.j2",
+            Kind::VolumeSnapshot => "volumesnapshot.yaml.j2",
+            Kind::Service => "service.yaml.j2",
+            Kind::StatefulSet => "statefulset.yaml.j2",
+        }
+    }
+
+    /// Lower-case kind, used in file names and messages.
+    pub fn lower(self) -> &'static str {
+        match self {
+            Kind::VolumeSnapshotClass => "volumesnapshotclass",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaim",
+            Kind::Pod => "pod",
+            Kind::VolumeSnapshot => "volumesnapshot",
+            Kind::Service => "service",
+            Kind::StatefulSet => "statefulset",
+        }
+    }
+
+    /// Position in apply order (0-based); prune walks the reverse.
+    pub fn order(self) -> usize {
+        self as usize
+    }
+
+    /// `Kind.group` as ApplySet's `contains-group-kinds` annotation spells it (`Kind` alone for
+    /// the core group, as kubectl writes it).
+    pub fn group_kind(self) -> String {
+        if self.group().is_empty() {
+            self.as_str().to_string()
+        } else {
+            format!("{}.{}", self.as_str(), self.group())
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identity of an object: what the API server keys it by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    /// `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, namespace: Option<&str>, name: &str) -> Self {
+        ObjectRef {
+            kind,
+            namespace: if kind.namespaced() {
+                namespace.map(str::to_string)
+            } else {
+                None
+            },
+            name: name.to_string(),
+        }
+    }
+
+    /// File name under `render --out` and the Git path: `<order>-<kind>-<name>.yaml`, so a plain
+    /// `ls` lists objects in apply order and every name is unique within one rollout (one
+    /// namespace per rollout; names are unique per kind).
+    pub fn file_name(&self) -> String {
+        format!(
+            "{:02}-{}-{}.yaml",
+            (self.kind.order() + 1) * 10,
+            self.kind.lower(),
+            self.name
+        )
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{} ({})", self.kind, self.name, ns),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// One rendered, validated object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    pub id: ObjectRef,
+    /// The dataset it belongs to (`None` for the shared VolumeSnapshotClass).
+    pub dataset: Option<String>,
+    /// The generation it belongs to (`None` for objects shared across generations).
+    pub generation: Option<String>,
+    /// The object as JSON, in the key order the template wrote it.
+    pub value: serde_json::Value,
+    /// Canonical YAML of `value`: what is written to files and Git.
+    pub yaml: String,
+}
+
+impl Object {
+    /// Labels of the object (empty when it has none).
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        labels_of(&self.value)
+    }
+}
+
+/// Labels of a JSON object (empty when absent or malformed).
+pub fn labels_of(value: &serde_json::Value) -> BTreeMap<String, String> {
+    value
+        .pointer("/metadata/labels")
+        .and_then(|l| l.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ownership labels of an object of `rollout`, optionally scoped to a dataset and generation.
+pub fn ownership_labels(
+    rollout: &str,
+    dataset: Option<&str>,
+    generation: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
+    labels.insert(LABEL_ROLLOUT.to_string(), rollout.to_string());
+    if let Some(d) = dataset {
+        labels.insert(LABEL_DATASET.to_string(), d.to_string());
+    }
+    if let Some(g) = generation {
+        labels.insert(LABEL_GENERATION.to_string(), g.to_string());
+    }
+    labels
+}
+
+/// Label selector matching every object of a rollout: what LIST and prune use.
+pub fn rollout_selector(rollout: &str) -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLLOUT}={rollout}")
+}
+
+/// Whether `labels` mark an object as owned by snaproll's rollout `rollout`.
+pub fn is_owned_by(labels: &BTreeMap<String, String>, rollout: &str) -> bool {
+    labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(LABEL_ROLLOUT).map(String::as_str) == Some(rollout)
+}
+
+/// Sorts objects into apply order: kind, then namespace, then name. Stable and total, so the
+/// same set always comes out in the same order.
+pub fn sort_for_apply(objects: &mut [Object]) {
+    objects.sort_by(|a, b| a.id.cmp(&b.id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_order_is_dependency_order() {
+        let mut kinds = Kind::ALL.to_vec();
+        kinds.sort();
+        assert_eq!(kinds, Kind::ALL.to_vec());
+        assert_eq!(Kind::VolumeSnapshotClass.order(), 0);
+        assert_eq!(Kind::StatefulSet.order(), 5);
+    }
+
+    #[test]
+    fn file_names_sort_in_apply_order() {
+        let a = ObjectRef::new(Kind::PersistentVolumeClaim, Some("ns"), "zz").file_name();
+        let b = ObjectRef::new(Kind::StatefulSet, Some("ns"), "aa").file_name();
+        assert_eq!(a, "20-persistentvolumeclaim-zz.yaml");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn cluster_scoped_refs_drop_the_namespace() {
+        let r = ObjectRef::new(Kind::VolumeSnapshotClass, Some("ns"), "c");
+        assert_eq!(r.namespace, None);
+        assert_eq!(r.to_string(), "VolumeSnapshotClass/c");
+    }
+
+    #[test]
+    fn ownership_requires_both_labels() {
+        let l = ownership_labels("r", Some("d"), None);
+        assert!(is_owned_by(&l, "r"));
+        assert!(!is_owned_by(&l, "other"));
+        let mut foreign = l.clone();
+        foreign.remove(LABEL_MANAGED_BY);
+        assert!(!is_owned_by(&foreign, "r"));
+    }
+}

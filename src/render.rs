@@ -1,0 +1,586 @@
+//! The minijinja environment and rendering of a rollout into validated objects.
+//!
+//! Templates are embedded (one `templates/<kind>.yaml.j2` per kind) and can be overridden from a
+//! directory. The `.yaml.j2` names make minijinja JSON-escape every interpolated value, which is
+//! valid YAML flow syntax, so no value can break out of its field. Undefined variables are
+//! errors. Every rendered document is parsed and validated (see [`crate::schema`]) and re-emitted
+//! as canonical YAML, so the output is byte-identical for the same input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::manifest::{self, Kind, Object, ObjectRef};
+use crate::schema;
+use crate::spec::{self, Dataset, Rollout};
+
+/// Templates compiled into the binary, by file name.
+pub const EMBEDDED: [(&str, &str); 6] = [
+    (
+        "volumesnapshotclass.yaml.j2",
+        include_str!("../templates/volumesnapshotclass.yaml.j2"),
+    ),
+    (
+        "persistentvolumeclaim.yaml.j2",
+        include_str!("../templates/persistentvolumeclaim.yaml.j2"),
+    ),
+    ("pod.yaml.j2", include_str!("../templates/pod.yaml.j2")),
+    (
+        "volumesnapshot.yaml.j2",
+        include_str!("../templates/volumesnapshot.yaml.j2"),
+    ),
+    (
+        "service.yaml.j2",
+        include_str!("../templates/service.yaml.j2"),
+    ),
+    (
+        "statefulset.yaml.j2",
+        include_str!("../templates/statefulset.yaml.j2"),
+    ),
+];
+
+/// Why rendering failed. Nothing is written anywhere when any of these occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The `--templates` directory could not be read.
+    #[error("cannot read template directory {dir}")]
+    TemplateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the `--templates` directory is not a template snaproll uses.
+    #[error(
+        "{path}: not a snaproll template; override templates are named {}",
+        known_templates()
+    )]
+    UnknownTemplate { path: PathBuf },
+    /// A template has a syntax error or failed while rendering.
+    #[error("{location}: {message}")]
+    Template { location: String, message: String },
+    /// A template produced text that is not one YAML mapping.
+    #[error("{template}: rendered {object} is not valid YAML: {message}")]
+    Yaml {
+        template: String,
+        object: String,
+        message: String,
+    },
+    /// A rendered object failed validation against its schema.
+    #[error("{template}: rendered {object} is invalid: {problem}")]
+    Invalid {
+        template: String,
+        object: String,
+        problem: String,
+    },
+    /// The generation id is not usable in object names and labels.
+    #[error("generation `{generation}`: {reason}")]
+    Generation { generation: String, reason: String },
+    /// Two rendered objects have the same identity.
+    #[error("{object} is rendered twice (by datasets `{first}` and `{second}`); rename one")]
+    Duplicate {
+        object: String,
+        first: String,
+        second: String,
+    },
+}
+
+fn known_templates() -> String {
+    EMBEDDED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which parts of which generations to render. The render command renders one generation with
+/// every part; the rollout state machine renders only the parts a generation has reached.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Dataset name → generations to render, oldest first.
+    pub datasets: BTreeMap<String, Vec<GenerationPlan>>,
+}
+
+/// The parts of one generation of one dataset to render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationPlan {
+    pub id: String,
+    pub producer: bool,
+    pub snapshot: bool,
+    pub statefulset: bool,
+    /// Storage request of the StatefulSet's claims (at least the snapshot's `restoreSize`);
+    /// `None` uses the dataset's `storage.size`.
+    pub claim_size: Option<String>,
+}
+
+impl GenerationPlan {
+    /// A generation with every part rendered.
+    pub fn full(id: &str) -> Self {
+        GenerationPlan {
+            id: id.to_string(),
+            producer: true,
+            snapshot: true,
+            statefulset: true,
+            claim_size: None,
+        }
+    }
+}
+
+impl Plan {
+    /// Every dataset at generation `id`, every part.
+    pub fn single(rollout: &Rollout, id: &str) -> Plan {
+        Plan {
+            datasets: rollout
+                .spec
+                .datasets
+                .iter()
+                .map(|d| (d.name.clone(), vec![GenerationPlan::full(id)]))
+                .collect(),
+        }
+    }
+}
+
+/// The validated objects of one render, in apply order.
+#[derive(Clone, Debug, Default)]
+pub struct RenderedSet {
+    pub objects: Vec<Object>,
+}
+
+impl RenderedSet {
+    /// Multi-document YAML of every object, in apply order.
+    pub fn to_yaml_stream(&self) -> String {
+        let mut out = String::with_capacity(self.objects.iter().map(|o| o.yaml.len() + 4).sum());
+        for o in &self.objects {
+            out.push_str("---\n");
+            out.push_str(&o.yaml);
+        }
+        out
+    }
+
+    /// The files of an `--out` directory or a Git path: one file per object named by
+    /// [`ObjectRef::file_name`], plus `kustomization.yaml` listing them in apply order.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = self
+            .objects
+            .iter()
+            .map(|o| (o.id.file_name(), o.yaml.clone()))
+            .collect();
+        files.push(("kustomization.yaml".to_string(), self.kustomization()));
+        files
+    }
+
+    /// A kustomization listing every object file in apply order.
+    pub fn kustomization(&self) -> String {
+        let mut s = String::from(
+            "# Generated by snaproll: lists the rendered objects in apply order.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+        );
+        for o in &self.objects {
+            s.push_str("  - ");
+            s.push_str(&o.id.file_name());
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// The compiled templates.
+pub struct Renderer {
+    env: Environment<'static>,
+    /// Where each template came from (for messages): the embedded name or the override path.
+    sources: BTreeMap<String, String>,
+}
+
+impl Renderer {
+    /// The embedded templates, each replaced by `<dir>/<name>` when `dir` has it.
+    pub fn new(dir: Option<&Path>) -> Result<Renderer, RenderError> {
+        let mut sources: BTreeMap<String, String> = EMBEDDED
+            .iter()
+            .map(|(n, _)| (n.to_string(), format!("templates/{n}")))
+            .collect();
+        let mut texts: BTreeMap<String, String> = EMBEDDED
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        if let Some(dir) = dir {
+            let entries = std::fs::read_dir(dir).map_err(|source| RenderError::TemplateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+            let mut paths: Vec<PathBuf> = entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()
+                .map_err(|source| RenderError::TemplateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+            paths.sort();
+            for path in paths {
+                if path.is_dir() {
+                    continue;
+                }
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                if !texts.contains_key(&name) {
+                    return Err(RenderError::UnknownTemplate { path });
+                }
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| RenderError::TemplateDir {
+                        dir: dir.to_path_buf(),
+                        source,
+                    })?;
+                sources.insert(name.clone(), path.display().to_string());
+                texts.insert(name, text);
+            }
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (name, text) in texts {
+            env.add_template_owned(name.clone(), text)
+                .map_err(|e| template_error(&sources, &name, &e))?;
+        }
+        Ok(Renderer { env, sources })
+    }
+
+    /// Renders and validates every object of `plan`. Either every object is valid and returned
+    /// in apply order, or nothing is returned.
+    pub fn render(&self, rollout: &Rollout, plan: &Plan) -> Result<RenderedSet, RenderError> {
+        for gens in plan.datasets.values() {
+            for g in gens {
+                check_generation(rollout, &g.id)?;
+            }
+        }
+        let datasets: Vec<&Dataset> = rollout
+            .spec
+            .datasets
+            .iter()
+            .filter(|d| plan.datasets.contains_key(&d.name))
+            .collect();
+        // Rendering is CPU-bound and independent per dataset: split it across the cores.
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(datasets.len().div_ceil(64).max(1));
+        let chunk = datasets.len().div_ceil(workers).max(1);
+        let results: Vec<Result<Vec<Object>, RenderError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = datasets
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for d in part {
+                            self.render_dataset(rollout, d, &plan.datasets[&d.name], &mut out)?;
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("render worker panicked"))
+                .collect()
+        });
+        let mut objects = Vec::new();
+        if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {
+            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class_context(rollout))?);
+        }
+        for r in results {
+            objects.extend(r?);
+        }
+        manifest::sort_for_apply(&mut objects);
+        for pair in objects.windows(2) {
+            if pair[0].id == pair[1].id {
+                return Err(RenderError::Duplicate {
+                    object: pair[0].id.to_string(),
+                    first: pair[0].dataset.clone().unwrap_or_default(),
+                    second: pair[1].dataset.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(RenderedSet { objects })
+    }
+
+    fn render_dataset(
+        &self,
+        rollout: &Rollout,
+        d: &Dataset,
+        gens: &[GenerationPlan],
+        out: &mut Vec<Object>,
+    ) -> Result<(), RenderError> {
+        let base = dataset_context(rollout, d, None);
+        out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
+        out.push(self.render_one(Kind::Service, &base)?);
+        for g in gens {
+            let ctx = dataset_context(rollout, d, Some(g));
+            if g.producer {
+                out.push(self.render_one(Kind::Pod, &ctx)?);
+            }
+            if g.snapshot {
+                out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
+            }
+            if g.statefulset {
+                out.push(self.render_one(Kind::StatefulSet, &ctx)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
+        let name = kind.template();
+        let source = self.sources[name].clone();
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| template_error(&self.sources, name, &e))?;
+        let text = tmpl
+            .render(minijinja::value::Serde(ctx))
+            .map_err(|e| template_error(&self.sources, name, &e))?;
+        let what = format!("{} of dataset `{}`", kind, ctx.dataset_name());
+        let value: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::Yaml {
+            template: source.clone(),
+            object: what.clone(),
+            message: one_line(&e.to_string()),
+        })?;
+        let invalid = |problem: String| RenderError::Invalid {
+            template: source.clone(),
+            object: what.clone(),
+            problem,
+        };
+        let id = schema::identity(&value).map_err(&invalid)?;
+        if id.kind != kind {
+            return Err(invalid(format!(
+                "template {name} must render a {kind}, it rendered a {}",
+                id.kind
+            )));
+        }
+        let what = id.to_string();
+        schema::validate(id.kind, &value).map_err(|problem| RenderError::Invalid {
+            template: source.clone(),
+            object: what.clone(),
+            problem,
+        })?;
+        let yaml = to_yaml(&value);
+        Ok(Object {
+            id,
+            dataset: ctx.dataset.as_ref().map(|d| d.name.clone()),
+            generation: ctx.generation.clone(),
+            value,
+            yaml,
+        })
+    }
+}
+
+/// Canonical YAML of a JSON value (see [`crate::yaml`]).
+pub fn to_yaml(value: &Value) -> String {
+    crate::yaml::to_string(value)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// `path:line: message` for a minijinja error, naming the override file when there is one.
+fn template_error(
+    sources: &BTreeMap<String, String>,
+    fallback: &str,
+    e: &minijinja::Error,
+) -> RenderError {
+    let name = e.name().unwrap_or(fallback);
+    let file = sources
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| name.to_string());
+    let location = match e.line() {
+        Some(l) => format!("{file}:{l}"),
+        None => file,
+    };
+    let mut message = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        message = format!("{message}: {detail}");
+    }
+    RenderError::Template { location, message }
+}
+
+/// Checks that a generation id fits every name and label it ends up in.
+pub fn check_generation(rollout: &Rollout, id: &str) -> Result<(), RenderError> {
+    let fail = |reason: String| RenderError::Generation {
+        generation: id.to_string(),
+        reason,
+    };
+    spec::check_dns_label(id).map_err(fail)?;
+    for d in &rollout.spec.datasets {
+        let sts = d.consumer.name.len() + 1 + id.len();
+        if sts > spec::MAX_STATEFULSET_NAME {
+            return Err(fail(format!(
+                "StatefulSet name `{}-{id}` would be {sts} characters, over the {} that fit the controller-revision-hash label; use a generation of at most {} characters for consumer `{}`",
+                d.consumer.name,
+                spec::MAX_STATEFULSET_NAME,
+                spec::MAX_STATEFULSET_NAME.saturating_sub(d.consumer.name.len() + 1),
+                d.consumer.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Today's UTC date as `YYYY-MM-DD`: the default generation id.
+pub fn today_utc() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
+}
+
+/// What a template sees. Documented in `docs/spec.md` ("Template context").
+#[derive(Serialize)]
+struct Context<'a> {
+    rollout: Value,
+    class: &'a spec::SnapshotClassSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset: Option<&'a Dataset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<&'a spec::Storage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer: Option<&'a spec::Producer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<String>,
+    names: BTreeMap<&'static str, String>,
+    labels: BTreeMap<&'static str, BTreeMap<String, String>>,
+    sizes: BTreeMap<&'static str, String>,
+}
+
+impl Context<'_> {
+    fn dataset_name(&self) -> &str {
+        self.dataset.map(|d| d.name.as_str()).unwrap_or("-")
+    }
+}
+
+fn rollout_value(r: &Rollout) -> Value {
+    json!({ "name": r.metadata.name, "namespace": r.metadata.namespace })
+}
+
+fn class_context(r: &Rollout) -> Context<'_> {
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "class",
+        with(
+            manifest::ownership_labels(&r.metadata.name, None, None),
+            [(manifest::LABEL_COMPONENT, "snapshot-class")],
+        ),
+    );
+    Context {
+        rollout: rollout_value(r),
+        class: &r.spec.snapshot_class,
+        dataset: None,
+        storage: None,
+        producer: None,
+        consumer: None,
+        generation: None,
+        names: BTreeMap::from([("class", r.spec.snapshot_class.name.clone())]),
+        labels,
+        sizes: BTreeMap::new(),
+    }
+}
+
+fn with<const N: usize>(
+    mut labels: BTreeMap<String, String>,
+    extra: [(&str, &str); N],
+) -> BTreeMap<String, String> {
+    for (k, v) in extra {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    labels
+}
+
+fn dataset_context<'a>(r: &'a Rollout, d: &'a Dataset, g: Option<&GenerationPlan>) -> Context<'a> {
+    let rollout = r.metadata.name.as_str();
+    let gen_id = g.map(|g| g.id.as_str());
+    let mut names = BTreeMap::from([
+        ("class", r.spec.snapshot_class.name.clone()),
+        ("pvc", d.name.clone()),
+        ("service", d.consumer.name.clone()),
+        ("claim", d.claim_name().to_string()),
+        ("volume", "data".to_string()),
+    ]);
+    let shared = manifest::ownership_labels(rollout, Some(&d.name), None);
+    // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
+    // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
+    // consumer only; claim-template labels carry ownership plus a component of their own so the
+    // rollout can clean them up by label on clusters without a retention policy.
+    let app = [
+        ("app.kubernetes.io/name", d.consumer.name.as_str()),
+        ("app.kubernetes.io/instance", rollout),
+    ];
+    let mut labels = BTreeMap::from([
+        (
+            "pvc",
+            with(shared.clone(), [(manifest::LABEL_COMPONENT, "source")]),
+        ),
+        (
+            "service",
+            with(shared.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
+        ),
+        ("serviceSelector", with(BTreeMap::new(), app)),
+    ]);
+    let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
+    if let (Some(g), Some(id)) = (g, gen_id) {
+        names.insert("producer", format!("{}-producer-{id}", d.name));
+        names.insert("snapshot", format!("{}-{id}", d.name));
+        names.insert("statefulset", format!("{}-{id}", d.consumer.name));
+        let owned = manifest::ownership_labels(rollout, Some(&d.name), Some(id));
+        labels.insert(
+            "producer",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "producer")]),
+        );
+        labels.insert(
+            "snapshot",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "snapshot")]),
+        );
+        labels.insert(
+            "statefulset",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
+        );
+        labels.insert(
+            "claim",
+            with(owned, [(manifest::LABEL_COMPONENT, "consumer-volume")]),
+        );
+        let pod = with(
+            with(BTreeMap::new(), app),
+            [(manifest::LABEL_GENERATION, id)],
+        );
+        labels.insert("podSelector", pod.clone());
+        labels.insert("pod", pod);
+        if let Some(size) = &g.claim_size {
+            sizes.insert("claim", size.clone());
+        }
+    }
+    let mut consumer = serde_json::to_value(&d.consumer).expect("spec serialises");
+    // Kubernetes spells the service field `type` and the retention values as strings; the
+    // serialised spec already does, but replicas must be a plain integer.
+    consumer["replicas"] = json!(d.consumer.replicas);
+    Context {
+        rollout: rollout_value(r),
+        class: &r.spec.snapshot_class,
+        dataset: Some(d),
+        storage: Some(&d.storage),
+        producer: Some(&d.producer),
+        consumer: Some(consumer),
+        generation: gen_id.map(str::to_string),
+        names,
+        labels,
+        sizes,
+    }
+}
+
+/// Sorted, de-duplicated kinds present in a set (for messages and inventories).
+pub fn kinds_of(objects: &[Object]) -> BTreeSet<Kind> {
+    objects.iter().map(|o| o.id.kind).collect()
+}
+
+/// Identity of every object in a set.
+pub fn ids_of(objects: &[Object]) -> Vec<ObjectRef> {
+    objects.iter().map(|o| o.id.clone()).collect()
+}

@@ -1,0 +1,1148 @@
+//! The rollout spec: the user-facing contract (`docs/spec.md`), its parsing and its validation.
+//!
+//! Parsing is strict (unknown fields are errors, with a "did you mean" where a known field is
+//! close) and every problem is reported with `file:line:column`, the field path and what would be
+//! valid. Validation collects every problem rather than stopping at the first, so a user fixes a
+//! spec in one round trip.
+
+mod positions;
+pub mod quantity;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Serialize};
+
+pub use positions::Pos;
+use positions::Positions;
+
+/// The only `apiVersion` this build understands.
+pub const API_VERSION: &str = "snaproll.dev/v1alpha1";
+/// The only `kind` this build understands.
+pub const KIND: &str = "DatasetRollout";
+/// Largest spec file accepted: far above any real rollout (10,000 datasets fit in a few MiB)
+/// and small enough that a wrong file (a disk image, a log) is refused before it is parsed.
+pub const MAX_SPEC_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest StatefulSet name: the controller appends a 10-character hash to it in the
+/// `controller-revision-hash` label, whose value may be at most 63 characters.
+pub const MAX_STATEFULSET_NAME: usize = 52;
+/// Length of the default generation suffix `-YYYY-MM-DD`.
+pub const DATE_SUFFIX_LEN: usize = 11;
+/// Restores per hour GKE allows from one standard PD snapshot (`snapshot-type: snapshots`).
+pub const GKE_RESTORES_PER_HOUR: i32 = 6;
+/// The GKE persistent-disk CSI driver.
+pub const GKE_PD_DRIVER: &str = "pd.csi.storage.gke.io";
+
+/// A parsed, validated rollout document.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollout {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: RolloutSpec,
+}
+
+/// `metadata`: names the rollout (and its inventory) and the namespace of its objects.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+/// `spec`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    pub snapshot_class: SnapshotClassSpec,
+    pub datasets: Vec<Dataset>,
+}
+
+/// `spec.snapshotClass`: the VolumeSnapshotClass every snapshot names explicitly.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotClassSpec {
+    pub name: String,
+    /// CSI driver; required unless `existing` is true.
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Reference a class that already exists in the cluster instead of rendering one.
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// What happens to the storage snapshot when its VolumeSnapshot is deleted.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// One entry of `spec.datasets`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dataset {
+    pub name: String,
+    pub storage: Storage,
+    pub producer: Producer,
+    #[serde(default)]
+    pub generations: GenerationPolicy,
+    pub consumer: Consumer,
+}
+
+/// `storage`: the PVC the producer fills.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Storage {
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+    pub size: String,
+    #[serde(default = "default_access_modes")]
+    pub access_modes: Vec<AccessMode>,
+    #[serde(default)]
+    pub volume_mode: VolumeMode,
+}
+
+fn default_access_modes() -> Vec<AccessMode> {
+    vec![AccessMode::ReadWriteOnce]
+}
+
+/// PersistentVolume access modes.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
+/// PersistentVolume volume modes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum VolumeMode {
+    #[default]
+    Filesystem,
+    Block,
+}
+
+/// `producer`: the Pod that refreshes the data into the PVC, once per generation.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Producer {
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default = "default_mount_path")]
+    pub mount_path: String,
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
+fn default_mount_path() -> String {
+    "/data".to_string()
+}
+
+/// An environment variable with a literal value.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Container resource requests and limits (resource name → quantity).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// A Pod toleration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Toleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Toleration operators.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+/// Taint effects.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// `generations`: when a new generation starts and how many are kept.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GenerationPolicy {
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Ready generations kept (the serving one included); older ones retire.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+impl Default for GenerationPolicy {
+    fn default() -> Self {
+        GenerationPolicy {
+            schedule: Schedule::default(),
+            keep: default_keep(),
+        }
+    }
+}
+
+fn default_keep() -> u32 {
+    1
+}
+
+/// When a new generation starts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Schedule {
+    /// Once per UTC day: the generation id is the date.
+    #[default]
+    Daily,
+    /// Only when `--generation` names a new one.
+    Manual,
+}
+
+/// `consumer`: the StatefulSet (one per generation) and its Service.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Consumer {
+    pub name: String,
+    #[serde(default = "default_replicas")]
+    pub replicas: i64,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default = "default_mount_path")]
+    pub mount_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Name of the volumeClaimTemplate; defaults to the dataset name.
+    #[serde(default)]
+    pub claim_name: Option<String>,
+    #[serde(default)]
+    pub pvc_retention_policy: RetentionPolicy,
+    #[serde(default)]
+    pub service: ServiceSpec,
+}
+
+fn default_replicas() -> i64 {
+    1
+}
+
+/// A container port.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: i64,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Port protocols.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Protocol {
+    #[default]
+    TCP,
+    UDP,
+    SCTP,
+}
+
+/// `persistentVolumeClaimRetentionPolicy` of the StatefulSet.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    #[serde(default = "retention_delete")]
+    pub when_deleted: Retention,
+    #[serde(default = "retention_retain")]
+    pub when_scaled: Retention,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            when_deleted: Retention::Delete,
+            when_scaled: Retention::Retain,
+        }
+    }
+}
+
+fn retention_delete() -> Retention {
+    Retention::Delete
+}
+
+fn retention_retain() -> Retention {
+    Retention::Retain
+}
+
+/// A retention choice.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Retention {
+    Delete,
+    Retain,
+}
+
+/// `consumer.service`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub kind: ServiceKind,
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+}
+
+/// Service flavours: headless (as the article uses for a StatefulSet) or a ClusterIP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ServiceKind {
+    #[default]
+    Headless,
+    ClusterIP,
+}
+
+/// A Service port.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<PortRef>,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A port given by number or by container port name.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for PortRef {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number or a container port name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortRef, E> {
+                Ok(PortRef::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortRef, E> {
+                i64::try_from(v)
+                    .map(PortRef::Number)
+                    .map_err(|_| E::custom("port number out of range"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortRef, E> {
+                Ok(match v.parse::<i64>() {
+                    Ok(n) => PortRef::Number(n),
+                    Err(_) => PortRef::Name(v.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Dataset {
+    /// Name of the consumer's volumeClaimTemplate.
+    pub fn claim_name(&self) -> &str {
+        self.consumer.claim_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One problem found in a spec, located in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    pub file: String,
+    pub pos: Option<Pos>,
+    /// Field path such as `spec.datasets[0].consumer.replicas` (empty for the whole document).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(p) = self.pos {
+            write!(f, ":{p}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a spec could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be opened or read.
+    #[error("cannot read spec {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is bigger than [`MAX_SPEC_BYTES`].
+    #[error(
+        "{path}: the file is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a rollout spec"
+    )]
+    TooLarge { path: String, size: u64 },
+    /// The file is not UTF-8 text (a binary or a wrongly encoded file).
+    #[error("{path}: not a UTF-8 text file (invalid byte at offset {offset}); expected YAML")]
+    NotText { path: String, offset: usize },
+    /// The file holds no document.
+    #[error("{path}: the file is empty; expected a {KIND} document (apiVersion: {API_VERSION})")]
+    Empty { path: String },
+    /// The document has problems; each is one located line.
+    #[error("{}", summary(.issues))]
+    Invalid { issues: Vec<Issue> },
+}
+
+fn summary(issues: &[Issue]) -> String {
+    match issues {
+        [] => "invalid spec".to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more problems)", rest.len()),
+    }
+}
+
+/// A spec that passed validation, with the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub rollout: Rollout,
+    pub warnings: Vec<Issue>,
+    /// The name the file was given as (for messages).
+    pub file: String,
+}
+
+/// Reads, parses and validates a spec file.
+pub fn load(path: &Path) -> Result<Loaded, SpecError> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge {
+            path: name,
+            size: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_bytes(&name, &bytes)
+}
+
+/// Parses and validates spec bytes; `file` is used in messages.
+pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, SpecError> {
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge {
+            path: file.to_string(),
+            size: bytes.len() as u64,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| SpecError::NotText {
+        path: file.to_string(),
+        offset: e.valid_up_to(),
+    })?;
+    parse_str(file, text)
+}
+
+/// Parses and validates spec text; `file` is used in messages.
+pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
+    if text.contains('\0') {
+        return Err(SpecError::NotText {
+            path: file.to_string(),
+            offset: text.find('\0').unwrap_or(0),
+        });
+    }
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Err(SpecError::Empty {
+            path: file.to_string(),
+        });
+    }
+    let positions = Positions::parse(text).unwrap_or_default();
+    let rollout: Rollout = serde_saphyr::from_str(text).map_err(|e| SpecError::Invalid {
+        issues: vec![parse_issue(file, text, &positions, &e)],
+    })?;
+    let mut v = Validator {
+        file,
+        positions: &positions,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    v.rollout(&rollout);
+    if v.errors.is_empty() {
+        Ok(Loaded {
+            rollout,
+            warnings: v.warnings,
+            file: file.to_string(),
+        })
+    } else {
+        Err(SpecError::Invalid { issues: v.errors })
+    }
+}
+
+/// Turns a serde-saphyr error into a one-line located issue with a field path and, for an
+/// unknown field, a "did you mean" suggestion.
+fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::Error) -> Issue {
+    let pos = e.location().and_then(|l| {
+        (l.line() > 0).then_some(Pos {
+            line: l.line() as u32,
+            column: l.column() as u32,
+        })
+    });
+    let raw = bare_message(e);
+    let mut field = pos
+        .and_then(|p| positions.path_at(p))
+        .unwrap_or("")
+        .to_string();
+    let message = if let Some((unknown, expected)) = parse_unknown_field(&raw) {
+        // The error points at the unknown key, which is not in the tree as a value: name the
+        // mapping it stands in.
+        if let Some(p) = pos {
+            field = enclosing_mapping(positions, text, p).unwrap_or(field);
+        }
+        let suggestion = closest(&unknown, &expected)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        let valid = if expected.is_empty() {
+            "this mapping takes no fields".to_string()
+        } else {
+            format!("valid fields: {}", expected.join(", "))
+        };
+        format!("unknown field `{unknown}`{suggestion} ({valid})")
+    } else if let Some(missing) = raw
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        format!("missing required field `{missing}`")
+    } else {
+        raw
+    };
+    Issue {
+        file: file.to_string(),
+        pos,
+        field,
+        message,
+    }
+}
+
+/// The error text without serde-saphyr's source snippet or position suffix.
+fn bare_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("").trim().to_string();
+    // serde-saphyr appends " at line X, column Y" to some messages.
+    let first = match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first,
+    };
+    let first = first
+        .trim_start_matches("error: ")
+        .trim_end_matches('.')
+        .to_string();
+    if first.is_empty() {
+        "not a valid YAML document".to_string()
+    } else {
+        first
+    }
+}
+
+/// Parses serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a`", or "there
+/// are no fields").
+fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    let unknown = rest[..end].to_string();
+    let expected = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((unknown, expected))
+}
+
+/// The known field closest to a misspelt one, when it is close enough to be a typo.
+pub fn closest<'a>(unknown: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| {
+            (
+                strsim::jaro_winkler(&unknown.to_lowercase(), &k.to_lowercase()),
+                k,
+            )
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.as_str())
+}
+
+/// The path of the mapping whose key stands at `pos`: the deepest path that starts on an earlier
+/// line with a smaller indentation than the key.
+fn enclosing_mapping(positions: &Positions, text: &str, pos: Pos) -> Option<String> {
+    let line = text.lines().nth(pos.line.saturating_sub(1) as usize)?;
+    let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+    let key_start = Pos {
+        line: pos.line,
+        column: indent as u32 + 1,
+    };
+    // Values of sibling keys start on this line after the key; the parent starts before.
+    let before = Pos {
+        line: key_start.line,
+        column: key_start.column.saturating_sub(1).max(1),
+    };
+    let parent = positions.path_at(if key_start.column > 1 {
+        before
+    } else {
+        Pos {
+            line: pos.line.saturating_sub(1),
+            column: u32::MAX,
+        }
+    })?;
+    // `path_at` may land on a sibling scalar on a previous line: walk up until the path's value
+    // starts at a column left of the key.
+    let mut p = parent.to_string();
+    loop {
+        match positions.find(&p) {
+            Some(at) if at.line < pos.line && (at.column as usize) <= indent => return Some(p),
+            Some(at) if at.line == pos.line && (at.column as usize) <= indent => return Some(p),
+            _ => {}
+        }
+        let cut = p.rfind(['.', '['])?;
+        p.truncate(cut);
+    }
+}
+
+/// Collects errors and warnings with their positions.
+struct Validator<'a> {
+    file: &'a str,
+    positions: &'a Positions,
+    errors: Vec<Issue>,
+    warnings: Vec<Issue>,
+}
+
+impl Validator<'_> {
+    fn issue(&self, field: &str, message: String) -> Issue {
+        Issue {
+            file: self.file.to_string(),
+            pos: self.positions.find(field),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        let issue = self.issue(field, message.into());
+        self.errors.push(issue);
+    }
+
+    fn warn(&mut self, field: &str, message: impl Into<String>) {
+        let issue = self.issue(field, message.into());
+        self.warnings.push(issue);
+    }
+
+    fn rollout(&mut self, r: &Rollout) {
+        if r.api_version != API_VERSION {
+            self.error(
+                "apiVersion",
+                format!(
+                    "unsupported apiVersion `{}`; this snaproll reads `{API_VERSION}`",
+                    r.api_version
+                ),
+            );
+        }
+        if r.kind != KIND {
+            self.error(
+                "kind",
+                format!("unsupported kind `{}`; expected `{KIND}`", r.kind),
+            );
+        }
+        self.dns_label("metadata.name", &r.metadata.name);
+        self.dns_label("metadata.namespace", &r.metadata.namespace);
+        self.snapshot_class(&r.spec.snapshot_class);
+        if r.spec.datasets.is_empty() {
+            self.error(
+                "spec.datasets",
+                "at least one dataset is required (the list is empty)",
+            );
+        }
+        let mut dataset_names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut consumer_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, d) in r.spec.datasets.iter().enumerate() {
+            let at = format!("spec.datasets[{i}]");
+            if let Some(first) = dataset_names.insert(&d.name, i) {
+                dataset_names.insert(&d.name, first);
+                self.error(
+                    &format!("{at}.name"),
+                    format!(
+                        "duplicate dataset name `{}` (already used by spec.datasets[{first}]); dataset names must be unique",
+                        d.name
+                    ),
+                );
+            }
+            if let Some(first) = consumer_names.insert(&d.consumer.name, i) {
+                consumer_names.insert(&d.consumer.name, first);
+                self.error(
+                    &format!("{at}.consumer.name"),
+                    format!(
+                        "duplicate consumer name `{}` (already used by spec.datasets[{first}]); its Service and StatefulSets would collide",
+                        d.consumer.name
+                    ),
+                );
+            }
+            self.dataset(&at, d, &r.spec.snapshot_class);
+        }
+    }
+
+    fn snapshot_class(&mut self, c: &SnapshotClassSpec) {
+        self.dns_subdomain("spec.snapshotClass.name", &c.name);
+        match (&c.driver, c.existing) {
+            (None, false) => self.error(
+                "spec.snapshotClass.driver",
+                "missing required field `driver` (the CSI driver, e.g. pd.csi.storage.gke.io or ebs.csi.aws.com), or set `existing: true` to use a class that already exists",
+            ),
+            (Some(d), _) => self.dns_subdomain("spec.snapshotClass.driver", d),
+            (None, true) => {}
+        }
+        for key in c.parameters.keys() {
+            if key.is_empty() {
+                self.error(
+                    "spec.snapshotClass.parameters",
+                    "parameter names must not be empty",
+                );
+            }
+        }
+        if c.deletion_policy == DeletionPolicy::Retain {
+            self.warn(
+                "spec.snapshotClass.deletionPolicy",
+                "with Retain, retired snapshots stay in the storage backend (and on the bill) until deleted by hand",
+            );
+        }
+    }
+
+    fn dataset(&mut self, at: &str, d: &Dataset, class: &SnapshotClassSpec) {
+        self.dns_label(&format!("{at}.name"), &d.name);
+        self.storage(&format!("{at}.storage"), &d.storage);
+        self.producer(&format!("{at}.producer"), &d.producer);
+        if d.generations.keep == 0 {
+            self.error(
+                &format!("{at}.generations.keep"),
+                "must be at least 1 (the serving generation is always kept)",
+            );
+        }
+        self.consumer(&format!("{at}.consumer"), d, class);
+    }
+
+    fn storage(&mut self, at: &str, s: &Storage) {
+        if let Some(sc) = &s.storage_class_name {
+            self.dns_subdomain(&format!("{at}.storageClassName"), sc);
+        }
+        match quantity::parse(&s.size) {
+            Ok(q) if q.is_positive() => {}
+            Ok(_) => self.error(
+                &format!("{at}.size"),
+                format!("must be greater than zero (got `{}`)", s.size),
+            ),
+            Err(e) => self.error(&format!("{at}.size"), e.to_string()),
+        }
+        if s.access_modes.is_empty() {
+            self.error(
+                &format!("{at}.accessModes"),
+                "at least one access mode is required (ReadWriteOnce, ReadOnlyMany, ReadWriteMany, ReadWriteOncePod)",
+            );
+        }
+        let unique: BTreeSet<_> = s.access_modes.iter().collect();
+        if unique.len() != s.access_modes.len() {
+            self.error(&format!("{at}.accessModes"), "access modes must not repeat");
+        }
+    }
+
+    fn producer(&mut self, at: &str, p: &Producer) {
+        self.image(&format!("{at}.image"), &p.image);
+        self.env(&format!("{at}.env"), &p.env);
+        self.resources(&format!("{at}.resources"), &p.resources);
+        self.mount_path(&format!("{at}.mountPath"), &p.mount_path);
+        if let Some(sa) = &p.service_account_name {
+            self.dns_subdomain(&format!("{at}.serviceAccountName"), sa);
+        }
+        for (i, t) in p.tolerations.iter().enumerate() {
+            let f = format!("{at}.tolerations[{i}]");
+            if t.operator == Some(TolerationOperator::Exists) && t.value.is_some() {
+                self.error(
+                    &format!("{f}.value"),
+                    "must be empty when operator is Exists",
+                );
+            }
+            if t.key.is_none() && t.operator != Some(TolerationOperator::Exists) {
+                self.error(
+                    &format!("{f}.operator"),
+                    "a toleration without a key must use operator Exists",
+                );
+            }
+        }
+    }
+
+    fn consumer(&mut self, at: &str, d: &Dataset, class: &SnapshotClassSpec) {
+        let c = &d.consumer;
+        let name_at = format!("{at}.name");
+        self.dns_label(&name_at, &c.name);
+        let max_base = MAX_STATEFULSET_NAME - DATE_SUFFIX_LEN;
+        if c.name.len() > max_base {
+            self.error(
+                &name_at,
+                format!(
+                    "consumer name `{}` is {} characters; with the {}-character generation suffix (-YYYY-MM-DD) the StatefulSet name would be {} characters, over the {} that fit the controller-revision-hash label (63 max); use at most {} characters",
+                    c.name,
+                    c.name.len(),
+                    DATE_SUFFIX_LEN,
+                    c.name.len() + DATE_SUFFIX_LEN,
+                    MAX_STATEFULSET_NAME,
+                    max_base
+                ),
+            );
+        }
+        if c.replicas < 0 {
+            self.error(
+                &format!("{at}.replicas"),
+                format!("must be 0 or more (got {})", c.replicas),
+            );
+        } else if c.replicas > i64::from(i32::MAX) {
+            self.error(
+                &format!("{at}.replicas"),
+                format!("must be at most {} (got {})", i32::MAX, c.replicas),
+            );
+        }
+        self.image(&format!("{at}.image"), &c.image);
+        self.env(&format!("{at}.env"), &c.env);
+        self.resources(&format!("{at}.resources"), &c.resources);
+        self.mount_path(&format!("{at}.mountPath"), &c.mount_path);
+        if let Some(claim) = &c.claim_name {
+            self.dns_label(&format!("{at}.claimName"), claim);
+        }
+        let mut port_names = BTreeSet::new();
+        for (i, p) in c.ports.iter().enumerate() {
+            let f = format!("{at}.ports[{i}]");
+            self.port_number(&format!("{f}.containerPort"), p.container_port);
+            if let Some(n) = &p.name {
+                self.port_name(&format!("{f}.name"), n);
+                if !port_names.insert(n.as_str()) {
+                    self.error(&format!("{f}.name"), format!("duplicate port name `{n}`"));
+                }
+            }
+        }
+        let mut svc_ports = BTreeSet::new();
+        for (i, p) in c.service.ports.iter().enumerate() {
+            let f = format!("{at}.service.ports[{i}]");
+            self.port_number(&format!("{f}.port"), p.port);
+            if !svc_ports.insert((p.port, p.protocol as u8)) {
+                self.error(
+                    &format!("{f}.port"),
+                    format!("duplicate service port {}", p.port),
+                );
+            }
+            if let Some(n) = &p.name {
+                self.port_name(&format!("{f}.name"), n);
+            } else if c.service.ports.len() > 1 {
+                self.error(
+                    &format!("{f}.name"),
+                    "a name is required when the service has more than one port",
+                );
+            }
+            match &p.target_port {
+                Some(PortRef::Number(n)) => self.port_number(&format!("{f}.targetPort"), *n),
+                Some(PortRef::Name(n)) if !port_names.contains(n.as_str()) => self.error(
+                    &format!("{f}.targetPort"),
+                    format!(
+                        "names no consumer port: `{n}` (consumer ports: {})",
+                        if port_names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            port_names.iter().copied().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        if c.service.kind == ServiceKind::ClusterIP && c.service.ports.is_empty() {
+            self.error(
+                &format!("{at}.service.ports"),
+                "a ClusterIP service needs at least one port (or use type Headless)",
+            );
+        }
+        let images = class
+            .parameters
+            .get("snapshot-type")
+            .is_some_and(|t| t == "images");
+        if class.driver.as_deref() == Some(GKE_PD_DRIVER)
+            && c.replicas > i64::from(GKE_RESTORES_PER_HOUR)
+            && !images
+        {
+            self.warn(
+                &format!("{at}.replicas"),
+                format!(
+                    "{} replicas restore from one GKE PD snapshot, which allows about {GKE_RESTORES_PER_HOUR} restores per hour; set `snapshot-type: images` in spec.snapshotClass.parameters",
+                    c.replicas
+                ),
+            );
+        }
+        if c.replicas > 1
+            && !c.read_only
+            && d.storage
+                .access_modes
+                .iter()
+                .all(|m| *m == AccessMode::ReadWriteOncePod)
+        {
+            self.warn(
+                &format!("{at}.readOnly"),
+                "every replica gets its own copy of the snapshot; ReadWriteOncePod only limits each copy to one pod",
+            );
+        }
+    }
+
+    fn image(&mut self, field: &str, image: &str) {
+        if image.trim().is_empty() {
+            self.error(field, "must name a container image (it is empty)");
+        } else if image.chars().any(char::is_whitespace) {
+            self.error(
+                field,
+                format!("container image `{image}` must not contain white space"),
+            );
+        }
+    }
+
+    fn env(&mut self, at: &str, env: &[EnvVar]) {
+        let mut seen = BTreeSet::new();
+        for (i, e) in env.iter().enumerate() {
+            let f = format!("{at}[{i}].name");
+            if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(char::is_control) {
+                self.error(
+                    &f,
+                    format!(
+                        "invalid environment variable name `{}` (must be non-empty, without `=`)",
+                        e.name
+                    ),
+                );
+            } else if !seen.insert(e.name.as_str()) {
+                self.error(&f, format!("duplicate environment variable `{}`", e.name));
+            }
+        }
+    }
+
+    fn resources(&mut self, at: &str, r: &Resources) {
+        for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (name, value) in map {
+                let f = format!("{at}.{kind}.{name}");
+                match quantity::parse(value) {
+                    Ok(q) if q.is_negative() => {
+                        self.error(&f, format!("must not be negative (got `{value}`)"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error(&f, e.to_string()),
+                }
+            }
+        }
+        for (name, request) in &r.requests {
+            if let (Some(limit), Ok(rq)) = (r.limits.get(name), quantity::parse(request))
+                && let Ok(lq) = quantity::parse(limit)
+                && rq > lq
+            {
+                self.error(
+                    &format!("{at}.requests.{name}"),
+                    format!("request {request} is above the limit {limit}"),
+                );
+            }
+        }
+    }
+
+    fn mount_path(&mut self, field: &str, path: &str) {
+        if !path.starts_with('/') {
+            self.error(field, format!("must be an absolute path (got `{path}`)"));
+        } else if path.split('/').any(|c| c == "..") {
+            self.error(field, format!("must not contain `..` (got `{path}`)"));
+        }
+    }
+
+    fn port_number(&mut self, field: &str, n: i64) {
+        if !(1..=65535).contains(&n) {
+            self.error(
+                field,
+                format!("must be a port number from 1 to 65535 (got {n})"),
+            );
+        }
+    }
+
+    fn port_name(&mut self, field: &str, name: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name.chars().any(|c| c.is_ascii_lowercase())
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && !name.contains("--");
+        if !ok {
+            self.error(
+                field,
+                format!(
+                    "invalid port name `{name}`: at most 15 lower-case letters, digits and single dashes, with at least one letter"
+                ),
+            );
+        }
+    }
+
+    fn dns_label(&mut self, field: &str, name: &str) {
+        if let Err(why) = check_dns_label(name) {
+            self.error(field, why);
+        }
+    }
+
+    fn dns_subdomain(&mut self, field: &str, name: &str) {
+        if let Err(why) = check_dns_subdomain(name) {
+            self.error(field, why);
+        }
+    }
+}
+
+/// Checks an RFC 1123 label (what Kubernetes requires of namespaces, Service names and label-like
+/// names): at most 63 lower-case alphanumerics or `-`, starting and ending alphanumeric.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty (an RFC 1123 name such as `data`)".to_string());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "`{name}` is {} characters; an RFC 1123 label has at most 63",
+            name.len()
+        ));
+    }
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ends_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if !valid_chars || !ends_ok {
+        return Err(format!(
+            "invalid name `{name}`: use lower-case letters, digits and `-`, starting and ending with a letter or digit (RFC 1123)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err(format!(
+            "`{}…` is {} characters; an RFC 1123 subdomain has at most 253",
+            &name[..20],
+            name.len()
+        ));
+    }
+    if name.is_empty() || name.split('.').any(|l| check_dns_label(l).is_err()) {
+        return Err(format!(
+            "invalid name `{name}`: use lower-case letters, digits, `-` and `.`, each part starting and ending with a letter or digit (RFC 1123 subdomain)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(check_dns_label("data-1").is_ok());
+        assert!(check_dns_label("Data").is_err());
+        assert!(check_dns_label("-a").is_err());
+        assert!(check_dns_label("../x").is_err());
+        assert!(check_dns_label(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn unknown_field_messages_parse() {
+        let (u, e) =
+            parse_unknown_field("unknown field `replcas`, expected one of `name`, `replicas`")
+                .unwrap();
+        assert_eq!(u, "replcas");
+        assert_eq!(e, vec!["name", "replicas"]);
+        assert_eq!(closest("replcas", &e), Some("replicas"));
+        assert_eq!(closest("zzz", &e), None);
+    }
+}
