@@ -1,6 +1,8 @@
 //! What each CLI command does: the only layer that uses `anyhow`, adding context to the typed
 //! errors of the library modules and mapping them to exit codes.
 
+mod cluster;
+mod reconcile;
 mod render;
 
 use std::ffi::OsString;
@@ -109,10 +111,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<SpecError>() || cause.is::<RenderError>() {
             return exit::INVALID;
         }
-        if let Some(e) = cause.downcast_ref::<UsageError>() {
-            let _ = e;
+        if cause.is::<UsageError>() {
             return exit::INVALID;
         }
+        // Module error types add their mapping here (GitError -> 3, ApplyError -> 4).
         if cause.is::<std::io::Error>() {
             return exit::IO;
         }

@@ -1,0 +1,4 @@
+//! The one integration test binary: each module covers one layer, driven as a user would.
+
+mod common;
+mod render;
