@@ -31,10 +31,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Diff(_) | Command::Apply(_) | Command::Reconcile(_) | Command::Status(_) => {
-            let _ = color;
-            anyhow::bail!("this command is not available in this build yet")
-        }
+        Command::Diff(cmd) => cluster::diff(&cmd, color),
+        Command::Apply(cmd) => cluster::apply(&cmd, color),
+        Command::Reconcile(cmd) => reconcile::reconcile(&cmd, color),
+        Command::Status(cmd) => cluster::status(&cmd, color),
     }
 }
 
