@@ -529,9 +529,12 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
             path: file.to_string(),
         });
     }
-    let positions = Positions::parse(text).unwrap_or_default();
+    // Syntax errors first: a typed parse may stop at a misplaced field before it reaches them.
+    let positions = Positions::parse(text).map_err(|e| SpecError::Invalid {
+        issues: vec![parse_issue(file, &Positions::default(), &e)],
+    })?;
     let rollout: Rollout = serde_saphyr::from_str(text).map_err(|e| SpecError::Invalid {
-        issues: vec![parse_issue(file, text, &positions, &e)],
+        issues: vec![parse_issue(file, &positions, &e)],
     })?;
     let mut v = Validator {
         file,
@@ -553,7 +556,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
 
 /// Turns a serde-saphyr error into a one-line located issue with a field path and, for an
 /// unknown field, a "did you mean" suggestion.
-fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::Error) -> Issue {
+fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Issue {
     let pos = e.location().and_then(|l| {
         (l.line() > 0).then_some(Pos {
             line: l.line() as u32,
@@ -565,11 +568,13 @@ fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::
         .and_then(|p| positions.path_at(p))
         .unwrap_or("")
         .to_string();
+    // Unknown and missing fields point at a key: name the mapping it stands in.
+    let key_mapping = pos
+        .and_then(|p| positions.mapping_of_key(p))
+        .map(str::to_string);
     let message = if let Some((unknown, expected)) = parse_unknown_field(&raw) {
-        // The error points at the unknown key, which is not in the tree as a value: name the
-        // mapping it stands in.
-        if let Some(p) = pos {
-            field = enclosing_mapping(positions, text, p).unwrap_or(field);
+        if let Some(m) = key_mapping {
+            field = m;
         }
         let suggestion = closest(&unknown, &expected)
             .map(|s| format!("; did you mean `{s}`?"))
@@ -584,7 +589,36 @@ fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::
         .strip_prefix("missing field `")
         .and_then(|r| r.strip_suffix('`'))
     {
+        if let Some(m) = key_mapping {
+            field = m;
+        }
         format!("missing required field `{missing}`")
+    } else if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let options: Vec<String> = tail
+            .split_once("expected one of ")
+            .or_else(|| tail.split_once("expected "))
+            .map(|(_, l)| {
+                l.split(", ")
+                    .map(|o| o.trim_matches('`').to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let suggestion = closest(value, &options)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        format!(
+            "invalid value `{value}`{suggestion} (valid values: {})",
+            options.join(", ")
+        )
+    } else if let Some(ty) = raw.strip_prefix("invalid ").filter(|t| {
+        matches!(
+            *t,
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64"
+        )
+    }) {
+        let _ = ty;
+        "expected a whole number".to_string()
     } else {
         raw
     };
@@ -605,10 +639,13 @@ fn bare_message(e: &serde_saphyr::Error) -> String {
         Some(i) => first[..i].to_string(),
         None => first,
     };
-    let first = first
-        .trim_start_matches("error: ")
-        .trim_end_matches('.')
-        .to_string();
+    let mut first = first.trim_start_matches("error: ").trim_end_matches('.');
+    if first.starts_with("line ")
+        && let Some((_, rest)) = first.split_once(": ")
+    {
+        first = rest;
+    }
+    let first = first.to_string();
     if first.is_empty() {
         "not a valid YAML document".to_string()
     } else {
@@ -622,11 +659,16 @@ fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
     let rest = msg.strip_prefix("unknown field `")?;
     let end = rest.find('`')?;
     let unknown = rest[..end].to_string();
-    let expected = rest[end + 1..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
+    let tail = &rest[end + 1..];
+    let list = tail
+        .split_once("expected one of ")
+        .or_else(|| tail.split_once("expected "))
+        .map(|(_, l)| l)
+        .unwrap_or("");
+    let expected = list
+        .split(", ")
+        .map(|s| s.trim().trim_matches('`').to_string())
+        .filter(|s| !s.is_empty())
         .collect();
     Some((unknown, expected))
 }
@@ -644,42 +686,6 @@ pub fn closest<'a>(unknown: &str, known: &'a [String]) -> Option<&'a str> {
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k.as_str())
-}
-
-/// The path of the mapping whose key stands at `pos`: the deepest path that starts on an earlier
-/// line with a smaller indentation than the key.
-fn enclosing_mapping(positions: &Positions, text: &str, pos: Pos) -> Option<String> {
-    let line = text.lines().nth(pos.line.saturating_sub(1) as usize)?;
-    let indent = line.len() - line.trim_start_matches([' ', '-']).len();
-    let key_start = Pos {
-        line: pos.line,
-        column: indent as u32 + 1,
-    };
-    // Values of sibling keys start on this line after the key; the parent starts before.
-    let before = Pos {
-        line: key_start.line,
-        column: key_start.column.saturating_sub(1).max(1),
-    };
-    let parent = positions.path_at(if key_start.column > 1 {
-        before
-    } else {
-        Pos {
-            line: pos.line.saturating_sub(1),
-            column: u32::MAX,
-        }
-    })?;
-    // `path_at` may land on a sibling scalar on a previous line: walk up until the path's value
-    // starts at a column left of the key.
-    let mut p = parent.to_string();
-    loop {
-        match positions.find(&p) {
-            Some(at) if at.line < pos.line && (at.column as usize) <= indent => return Some(p),
-            Some(at) if at.line == pos.line && (at.column as usize) <= indent => return Some(p),
-            _ => {}
-        }
-        let cut = p.rfind(['.', '['])?;
-        p.truncate(cut);
-    }
 }
 
 /// Collects errors and warnings with their positions.

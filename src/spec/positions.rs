@@ -29,15 +29,17 @@ impl fmt::Display for Pos {
 #[derive(Debug, Default)]
 pub struct Positions {
     by_path: BTreeMap<String, Pos>,
+    /// Position of each mapping key → path of the mapping that holds it.
+    key_parent: BTreeMap<Pos, String>,
 }
 
 impl Positions {
-    /// Builds the map; `None` when the text is not YAML at all (the typed parse reports why).
-    pub fn parse(text: &str) -> Option<Positions> {
-        let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    /// Builds the map, or returns the YAML syntax error that prevents it.
+    pub fn parse(text: &str) -> Result<Positions, serde_saphyr::Error> {
+        let root: Spanned<Node> = serde_saphyr::from_str(text)?;
         let mut positions = Positions::default();
         positions.walk(String::new(), &root);
-        Some(positions)
+        Ok(positions)
     }
 
     fn walk(&mut self, path: String, node: &Spanned<Node>) {
@@ -55,10 +57,17 @@ impl Positions {
             Node::Map(entries) => {
                 for (key, child) in entries {
                     let child_path = if path.is_empty() {
-                        key.clone()
+                        key.value.0.clone()
                     } else {
-                        format!("{path}.{key}")
+                        format!("{path}.{}", key.value.0)
                     };
+                    if key.referenced.line() > 0 {
+                        let at = Pos {
+                            line: key.referenced.line() as u32,
+                            column: key.referenced.column() as u32,
+                        };
+                        self.key_parent.insert(at, path.clone());
+                    }
                     self.walk(child_path, child);
                 }
             }
@@ -84,6 +93,16 @@ impl Positions {
         }
     }
 
+    /// The path of the mapping holding the key at `pos` (or the nearest key before it on the
+    /// same line): where an unknown or missing field is reported.
+    pub fn mapping_of_key(&self, pos: Pos) -> Option<&str> {
+        self.key_parent
+            .range(..=pos)
+            .next_back()
+            .filter(|(p, _)| p.line == pos.line)
+            .map(|(_, path)| path.as_str())
+    }
+
     /// The deepest path whose value starts at or before `pos` on the same line or the closest
     /// line above: names the field a positioned parse error is about.
     pub fn path_at(&self, pos: Pos) -> Option<&str> {
@@ -98,7 +117,7 @@ impl Positions {
 
 /// Untyped YAML node; only its shape matters, scalars are skipped.
 enum Node {
-    Map(Vec<(String, Spanned<Node>)>),
+    Map(Vec<(Spanned<KeyString>, Spanned<Node>)>),
     Seq(Vec<Spanned<Node>>),
     Scalar,
 }
@@ -120,8 +139,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<KeyString>()? {
-            entries.push((key.0, map.next_value::<Spanned<Node>>()?));
+        while let Some(key) = map.next_key::<Spanned<KeyString>>()? {
+            entries.push((key, map.next_value::<Spanned<Node>>()?));
         }
         Ok(Node::Map(entries))
     }
@@ -215,5 +234,10 @@ mod tests {
         assert_eq!(p.find("a.list[1].y").map(|p| p.line), Some(5));
         // A missing field falls back to its parent.
         assert_eq!(p.find("a.list[0].missing").map(|p| p.line), Some(4));
+        assert_eq!(p.mapping_of_key(Pos { line: 2, column: 3 }), Some("a"));
+        assert_eq!(
+            p.mapping_of_key(Pos { line: 5, column: 7 }),
+            Some("a.list[1]")
+        );
     }
 }
