@@ -223,6 +223,9 @@ pub struct GenerationPolicy {
     /// Ready generations kept (the serving one included); older ones retire.
     #[serde(default = "default_keep")]
     pub keep: u32,
+    /// Serve this (kept) generation instead of the newest: a rollback that survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl Default for GenerationPolicy {
@@ -230,6 +233,7 @@ impl Default for GenerationPolicy {
         GenerationPolicy {
             schedule: Schedule::default(),
             keep: default_keep(),
+            pin: None,
         }
     }
 }
@@ -620,7 +624,7 @@ fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Is
         let _ = ty;
         "expected a whole number".to_string()
     } else {
-        raw
+        user_message(&raw)
     };
     Issue {
         file: file.to_string(),
@@ -628,6 +632,33 @@ fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Is
         field,
         message,
     }
+}
+
+/// Rewrites parser messages addressed to Rust developers into what a spec author needs.
+fn user_message(raw: &str) -> String {
+    if let Some(key) = raw.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
+        return format!("duplicate key `{key}` (each key may appear once per mapping)");
+    }
+    if raw.starts_with("cannot deserialize null into string") {
+        return "must not be empty or null (expected a string)".to_string();
+    }
+    if raw.starts_with("multiple YAML documents detected") {
+        return format!("more than one YAML document; a spec is a single {KIND} document");
+    }
+    if let Some(what) = raw.strip_prefix("unexpected event: expected ") {
+        let what = match what {
+            "mapping start" => "a mapping (key: value pairs)",
+            "sequence start" => "a list",
+            "string scalar" => "a string",
+            other => other,
+        };
+        return format!("expected {what}");
+    }
+    if raw.contains("tab") {
+        return format!("{raw}; indent with spaces, not tabs");
+    }
+    raw.to_string()
 }
 
 /// The error text without serde-saphyr's source snippet or position suffix.
@@ -799,6 +830,9 @@ impl Validator<'_> {
         self.dns_label(&format!("{at}.name"), &d.name);
         self.storage(&format!("{at}.storage"), &d.storage);
         self.producer(&format!("{at}.producer"), &d.producer);
+        if let Some(pin) = &d.generations.pin {
+            self.dns_label(&format!("{at}.generations.pin"), pin);
+        }
         if d.generations.keep == 0 {
             self.error(
                 &format!("{at}.generations.keep"),

@@ -27,7 +27,17 @@ pub fn snaproll() -> assert_cmd::Command {
     cmd
 }
 
-/// Replaces a temporary directory's path in command output with `[TMP]`, for snapshots.
+/// Replaces a temporary directory's path in command output with `[TMP]`, for snapshots; any
+/// other `tempfile` directory (`<temp dir>/.tmpXXXXXX`) becomes `[TMP]` too.
 pub fn scrub(text: &str, tmp: &Path) -> String {
-    text.replace(&tmp.display().to_string(), "[TMP]")
+    let mut out = text.replace(&tmp.display().to_string(), "[TMP]");
+    let prefix = format!("{}/.tmp", std::env::temp_dir().display());
+    while let Some(start) = out.find(&prefix) {
+        let rest = &out[start + prefix.len()..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        out.replace_range(start..start + prefix.len() + len, "[TMP]");
+    }
+    out
 }

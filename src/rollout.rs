@@ -1,0 +1,819 @@
+//! The generation state machine: from what the cluster (or Git) shows, decide each dataset's
+//! generations' states and which parts of which generations to render this run.
+//!
+//! Each run advances as far as it can and exits; the next run continues. The decision is a pure
+//! function of the observation, so a run that observes nothing new renders exactly what the last
+//! one did (no writes, no commit). Retirement is expressed by *not rendering* an object: prune
+//! then deletes it, in reverse dependency order, and only after every apply succeeded.
+//!
+//! Per generation: producing → snapshotting → rolling out → serving → (kept) → retiring → retired,
+//! or failed. Invariants (checked by [`check_invariants`]): at most one generation is being
+//! introduced per dataset; the newest serving generation is always rendered in full; a snapshot
+//! is rendered while any StatefulSet or PVC of its generation exists.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::apply::readiness::{Readiness, readiness};
+use crate::manifest::{self, Kind};
+use crate::render::{GenerationPlan, Plan};
+use crate::spec::{self, Dataset, Rollout, Schedule};
+
+/// Default time a snapshot may take to become ready before its generation is marked failed:
+/// EBS snapshots of large volumes take hours, so this is generous.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// What was seen of one generation of one dataset.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub producer: Option<Value>,
+    pub snapshot: Option<Value>,
+    pub statefulset: Option<Value>,
+    /// Consumer PVCs (made by the StatefulSet controller) still present.
+    pub claims: usize,
+}
+
+impl Observed {
+    /// When the generation first appeared (the oldest creation timestamp among its objects).
+    fn first_seen(&self) -> Option<jiff::Timestamp> {
+        [&self.producer, &self.snapshot, &self.statefulset]
+            .into_iter()
+            .flatten()
+            .filter_map(created)
+            .min()
+    }
+}
+
+fn created(v: &Value) -> Option<jiff::Timestamp> {
+    v.pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse().ok())
+}
+
+/// Groups live objects (from one LIST per kind) into datasets and generations by their labels.
+/// Objects without snaproll's ownership labels for `rollout` are ignored.
+pub fn observe(rollout: &str, objects: &[Value]) -> BTreeMap<String, Vec<Observed>> {
+    let mut by: BTreeMap<(String, String), Observed> = BTreeMap::new();
+    for v in objects {
+        let labels = manifest::labels_of(v);
+        if !manifest::is_owned_by(&labels, rollout) {
+            continue;
+        }
+        let (Some(dataset), Some(generation)) = (
+            labels.get(manifest::LABEL_DATASET),
+            labels.get(manifest::LABEL_GENERATION),
+        ) else {
+            continue;
+        };
+        let entry = by
+            .entry((dataset.clone(), generation.clone()))
+            .or_insert_with(|| Observed {
+                id: generation.clone(),
+                ..Observed::default()
+            });
+        let kind = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::from_kind);
+        let component = labels.get(manifest::LABEL_COMPONENT).map(String::as_str);
+        match (kind, component) {
+            (Some(Kind::Pod), Some("producer")) => entry.producer = Some(v.clone()),
+            (Some(Kind::VolumeSnapshot), _) => entry.snapshot = Some(v.clone()),
+            (Some(Kind::StatefulSet), _) => entry.statefulset = Some(v.clone()),
+            (Some(Kind::PersistentVolumeClaim), Some("consumer-volume")) => entry.claims += 1,
+            _ => {}
+        }
+    }
+    let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
+    for ((dataset, _), o) in by {
+        out.entry(dataset).or_default().push(o);
+    }
+    out
+}
+
+/// The state of a generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The producer Pod is filling the PVC.
+    Producing,
+    /// The producer succeeded; the VolumeSnapshot is being taken.
+    Snapshotting,
+    /// The snapshot is ready; the StatefulSet is starting.
+    RollingOut,
+    /// The newest ready StatefulSet: what the Service sends traffic to.
+    Serving,
+    /// An older ready generation whose snapshot is kept for rollback.
+    Kept,
+    /// Being removed: StatefulSet first, then its PVCs, the producer, the snapshot.
+    Retiring,
+    /// Will not become ready; the previous generation keeps serving.
+    Failed,
+    /// Named by the schedule or `--generation` but not started yet.
+    Waiting,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Producing => "producing",
+            State::Snapshotting => "snapshotting",
+            State::RollingOut => "rolling out",
+            State::Serving => "serving",
+            State::Kept => "kept",
+            State::Retiring => "retiring",
+            State::Failed => "failed",
+            State::Waiting => "waiting",
+        })
+    }
+}
+
+/// One generation's state, for `status` and the run's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationStatus {
+    pub generation: String,
+    pub state: State,
+    /// RFC 3339 time the generation first appeared, when known.
+    pub since: Option<String>,
+    pub detail: String,
+}
+
+/// What to do for one dataset this run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub dataset: String,
+    /// Oldest first.
+    pub generations: Vec<GenerationStatus>,
+    #[serde(skip)]
+    pub render: Vec<GenerationPlan>,
+}
+
+impl Decision {
+    /// Whether any generation of this dataset is failed.
+    pub fn failed(&self) -> bool {
+        self.generations.iter().any(|g| g.state == State::Failed)
+    }
+}
+
+/// Inputs of a decision besides the observation.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--generation`: start (or pin, when it exists and is ready) this generation.
+    pub generation: Option<String>,
+    /// Today's UTC date, the generation a `daily` schedule wants.
+    pub today: String,
+    pub now: jiff::Timestamp,
+    pub snapshot_timeout: Duration,
+}
+
+/// Decides every dataset of a rollout; the plan renders exactly the decided parts.
+pub fn decide_all(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    opts: &Options,
+) -> (Vec<Decision>, Plan) {
+    let empty = Vec::new();
+    let decisions: Vec<Decision> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| decide(d, observed.get(&d.name).unwrap_or(&empty), opts))
+        .collect();
+    let plan = Plan {
+        datasets: decisions
+            .iter()
+            .map(|d| (d.dataset.clone(), d.render.clone()))
+            .collect(),
+    };
+    (decisions, plan)
+}
+
+/// The raw condition of one observed generation, before its place among the others is known.
+#[derive(Debug)]
+enum Raw {
+    Producing(String),
+    Failed(String),
+    Snapshotting(String),
+    /// Snapshot ready; `restore` is its restoreSize.
+    SnapshotReady {
+        restore: Option<String>,
+    },
+    RollingOut {
+        restore: Option<String>,
+        detail: String,
+    },
+    Ready {
+        restore: Option<String>,
+    },
+    /// Only leftovers (claims, or nothing).
+    Leftover,
+}
+
+fn restore_size(snapshot: &Option<Value>) -> Option<String> {
+    snapshot
+        .as_ref()?
+        .pointer("/status/restoreSize")
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+fn raw_state(o: &Observed, opts: &Options) -> Raw {
+    let restore = restore_size(&o.snapshot);
+    if let Some(sts) = &o.statefulset {
+        return match readiness(Kind::StatefulSet, sts) {
+            Readiness::Ready => Raw::Ready { restore },
+            Readiness::Pending(d) | Readiness::Failed(d) => Raw::RollingOut { restore, detail: d },
+        };
+    }
+    if let Some(snap) = &o.snapshot {
+        return match readiness(Kind::VolumeSnapshot, snap) {
+            Readiness::Ready => Raw::SnapshotReady { restore },
+            Readiness::Pending(d) | Readiness::Failed(d) => {
+                let name = snap
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let waited = created(snap).map(|t| opts.now.duration_since(t));
+                match waited {
+                    Some(w) if w.as_secs() >= opts.snapshot_timeout.as_secs() as i64 => {
+                        Raw::Failed(format!(
+                            "snapshot {name} not ready after {}: {d}",
+                            human(opts.snapshot_timeout)
+                        ))
+                    }
+                    _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
+                }
+            }
+        };
+    }
+    if let Some(pod) = &o.producer {
+        return match readiness(Kind::Pod, pod) {
+            Readiness::Ready => Raw::Snapshotting("producer succeeded; taking the snapshot".into()),
+            Readiness::Failed(r) => Raw::Failed(format!("producer failed: {r}")),
+            Readiness::Pending(d) => {
+                Raw::Producing(format!("producer {}", producer_detail(pod, &d)))
+            }
+        };
+    }
+    Raw::Leftover
+}
+
+/// The pod phase plus restarts and the last termination reason, which say more than a phase
+/// for a producer that keeps failing under `restartPolicy: OnFailure`.
+fn producer_detail(pod: &Value, phase: &str) -> String {
+    let status = pod
+        .pointer("/status/containerStatuses/0")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let restarts = status
+        .get("restartCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let last = status
+        .pointer("/lastState/terminated/reason")
+        .and_then(Value::as_str);
+    match (restarts, last) {
+        (0, _) => phase.to_string(),
+        (n, Some(r)) => format!("{phase}, {n} restarts (last: {r})"),
+        (n, None) => format!("{phase}, {n} restarts"),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The claim size for a StatefulSet restoring from a snapshot: at least the snapshot's
+/// `restoreSize` (a smaller request is rejected by the provisioner).
+fn claim_size(d: &Dataset, restore: &Option<String>) -> Option<String> {
+    let restore = restore.as_ref()?;
+    let want = spec::quantity::parse(&d.storage.size).ok()?;
+    let have = spec::quantity::parse(restore).ok()?;
+    (have > want).then(|| restore.clone())
+}
+
+/// Decides one dataset.
+pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
+    let mut gens: Vec<&Observed> = observed.iter().collect();
+    gens.sort_by(|a, b| {
+        a.first_seen()
+            .cmp(&b.first_seen())
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let raws: Vec<Raw> = gens.iter().map(|o| raw_state(o, opts)).collect();
+
+    // The generation `--generation` or the schedule asks for.
+    let wanted = d
+        .generations
+        .pin
+        .clone()
+        .or_else(|| opts.generation.clone())
+        .or_else(|| match d.generations.schedule {
+            Schedule::Daily => Some(opts.today.clone()),
+            Schedule::Manual => None,
+        });
+    // A pinned generation: `generations.pin` or `--generation` naming an existing one whose
+    // snapshot is usable.
+    let explicit = d.generations.pin.as_ref().or(opts.generation.as_ref());
+    let pinned = explicit.and_then(|g| {
+        gens.iter().position(|o| &o.id == g).filter(|&i| {
+            matches!(
+                raws[i],
+                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+            )
+        })
+    });
+    let newest_ready = raws.iter().rposition(|r| matches!(r, Raw::Ready { .. }));
+    let serving = match pinned {
+        Some(p) if matches!(raws[p], Raw::Ready { .. }) => Some(p),
+        _ => newest_ready,
+    };
+    // The generation being introduced: newer than the serving one and not failed; with a pin,
+    // the pinned one if it is not serving yet.
+    let in_progress: Option<usize> = match pinned {
+        Some(p) if Some(p) != serving => Some(p),
+        Some(_) => None,
+        None => (0..gens.len()).rev().find(|&i| {
+            serving.is_none_or(|s| i > s)
+                && !matches!(raws[i], Raw::Failed(_) | Raw::Leftover | Raw::Ready { .. })
+        }),
+    };
+
+    let mut statuses = Vec::new();
+    let mut render = Vec::new();
+    let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
+    for (i, (o, raw)) in gens.iter().zip(&raws).enumerate().rev() {
+        let since = o.first_seen().map(|t| t.to_string());
+        let mut plan = GenerationPlan {
+            id: o.id.clone(),
+            producer: false,
+            snapshot: false,
+            statefulset: false,
+            claim_size: None,
+        };
+        let (state, detail) = if Some(i) == serving {
+            let Raw::Ready { restore } = raw else {
+                unreachable!()
+            };
+            plan = GenerationPlan::full(&o.id);
+            plan.claim_size = claim_size(d, restore);
+            let sts = &o.statefulset;
+            (
+                State::Serving,
+                sts.as_ref().map(replicas_detail).unwrap_or_default(),
+            )
+        } else if Some(i) == in_progress {
+            match raw {
+                Raw::Producing(detail) => {
+                    plan.producer = true;
+                    (State::Producing, detail.clone())
+                }
+                Raw::Snapshotting(detail) => {
+                    plan.producer = true;
+                    plan.snapshot = true;
+                    (State::Snapshotting, detail.clone())
+                }
+                Raw::SnapshotReady { restore } => {
+                    plan = GenerationPlan::full(&o.id);
+                    plan.claim_size = claim_size(d, restore);
+                    (
+                        State::RollingOut,
+                        "snapshot ready; starting the StatefulSet".to_string(),
+                    )
+                }
+                Raw::RollingOut { restore, detail } => {
+                    plan = GenerationPlan::full(&o.id);
+                    plan.claim_size = claim_size(d, restore);
+                    (State::RollingOut, detail.clone())
+                }
+                Raw::Ready { restore } => {
+                    plan = GenerationPlan::full(&o.id);
+                    plan.claim_size = claim_size(d, restore);
+                    (State::RollingOut, "ready; taking over".to_string())
+                }
+                Raw::Failed(_) | Raw::Leftover => unreachable!("never chosen as in progress"),
+            }
+        } else if serving.is_none_or(|s| i > s) {
+            // Newer than serving and not the one being introduced: failed, or superseded.
+            match raw {
+                Raw::Failed(reason) => {
+                    plan.producer = o.producer.is_some();
+                    plan.snapshot = o.snapshot.is_some();
+                    (State::Failed, reason.clone())
+                }
+                _ => retire(o, &mut plan, "superseded by a newer generation"),
+            }
+        } else {
+            // Older than serving.
+            let was_ready = matches!(
+                raw,
+                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+            );
+            if was_ready && kept_budget > 0 && o.snapshot.is_some() {
+                kept_budget -= 1;
+                if o.statefulset.is_some() || o.claims > 0 {
+                    plan.producer = o.producer.is_some();
+                    plan.snapshot = true;
+                    (State::Retiring, retiring_detail(o, true))
+                } else {
+                    plan.snapshot = true;
+                    (State::Kept, "snapshot kept for rollback".to_string())
+                }
+            } else {
+                retire(o, &mut plan, "")
+            }
+        };
+        if plan.producer || plan.snapshot || plan.statefulset {
+            render.push(plan);
+        }
+        statuses.push(GenerationStatus {
+            generation: o.id.clone(),
+            state,
+            since,
+            detail,
+        });
+    }
+
+    // Start the wanted generation when it is new and nothing else is being introduced.
+    if let Some(w) = wanted
+        && !gens.iter().any(|o| o.id == w)
+    {
+        if let Some(p) = in_progress {
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Waiting,
+                since: None,
+                detail: format!("waits for generation {} to finish", gens[p].id),
+            });
+        } else {
+            render.push(GenerationPlan {
+                id: w.clone(),
+                producer: true,
+                snapshot: false,
+                statefulset: false,
+                claim_size: None,
+            });
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Producing,
+                since: None,
+                detail: "producer created".to_string(),
+            });
+        }
+    }
+    statuses.sort_by_key(|s| {
+        gens.iter()
+            .position(|o| o.id == s.generation)
+            .unwrap_or(usize::MAX)
+    });
+    render.sort_by_key(|p| gens.iter().position(|o| o.id == p.id).unwrap_or(usize::MAX));
+    Decision {
+        dataset: d.name.clone(),
+        generations: statuses,
+        render,
+    }
+}
+
+/// Retirement steps, one per run: the StatefulSet goes first (not rendered); the snapshot and
+/// producer stay while the StatefulSet or its PVCs exist; then the producer goes; then the
+/// snapshot.
+fn retire(o: &Observed, plan: &mut GenerationPlan, why: &str) -> (State, String) {
+    if o.statefulset.is_some() || o.claims > 0 {
+        plan.producer = o.producer.is_some();
+        plan.snapshot = o.snapshot.is_some();
+    } else if o.producer.is_some() {
+        plan.snapshot = o.snapshot.is_some();
+    }
+    let mut detail = retiring_detail(o, false);
+    if !why.is_empty() {
+        detail = format!("{why}; {detail}");
+    }
+    (State::Retiring, detail)
+}
+
+fn retiring_detail(o: &Observed, keep_snapshot: bool) -> String {
+    let snap = if keep_snapshot { "; snapshot kept" } else { "" };
+    if o.statefulset.is_some() {
+        format!("removing StatefulSet{snap}")
+    } else if o.claims > 0 {
+        format!("waiting for {} PVC(s) to be deleted{snap}", o.claims)
+    } else if o.producer.is_some() {
+        "removing producer".to_string()
+    } else {
+        "removing snapshot".to_string()
+    }
+}
+
+fn replicas_detail(sts: &Value) -> String {
+    let want = sts
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let ready = sts
+        .pointer("/status/readyReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    format!("{ready}/{want} replicas ready")
+}
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dataset {dataset}: {what}")]
+pub struct InvariantViolation {
+    pub dataset: String,
+    pub what: String,
+}
+
+/// Checks the rollout invariants of a decision against what it was decided from. The lifecycle
+/// tests call it after every run.
+pub fn check_invariants(
+    decision: &Decision,
+    observed: &[Observed],
+) -> Result<(), InvariantViolation> {
+    let fail = |what: String| InvariantViolation {
+        dataset: decision.dataset.clone(),
+        what,
+    };
+    let introducing = decision
+        .generations
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.state,
+                State::Producing | State::Snapshotting | State::RollingOut
+            )
+        })
+        .count();
+    if introducing > 1 {
+        return Err(fail(format!(
+            "{introducing} generations are being introduced at once"
+        )));
+    }
+    let rendered = |id: &str| decision.render.iter().find(|p| p.id == id);
+    // The newest serving generation is always rendered in full.
+    if let Some(s) = decision
+        .generations
+        .iter()
+        .rev()
+        .find(|g| g.state == State::Serving)
+    {
+        match rendered(&s.generation) {
+            Some(p) if p.producer && p.snapshot && p.statefulset => {}
+            _ => {
+                return Err(fail(format!(
+                    "serving generation {} is not fully rendered",
+                    s.generation
+                )));
+            }
+        }
+    }
+    // A ready generation that served before must not lose its StatefulSet unless a newer one
+    // serves.
+    let serving_exists = decision
+        .generations
+        .iter()
+        .any(|g| g.state == State::Serving);
+    for o in observed {
+        let ready_sts = o
+            .statefulset
+            .as_ref()
+            .is_some_and(|s| readiness(Kind::StatefulSet, s).is_ready());
+        if ready_sts && !serving_exists && rendered(&o.id).is_none_or(|p| !p.statefulset) {
+            return Err(fail(format!(
+                "StatefulSet of {} is dropped while no generation serves",
+                o.id
+            )));
+        }
+        // A snapshot is never dropped while a StatefulSet or PVC of its generation exists.
+        if o.snapshot.is_some()
+            && (o.statefulset.is_some() || o.claims > 0)
+            && rendered(&o.id).is_none_or(|p| !p.snapshot)
+        {
+            return Err(fail(format!(
+                "snapshot of {} is dropped while its StatefulSet or PVCs exist",
+                o.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dataset(keep: u32) -> Dataset {
+        let text = format!(
+            "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {{name: demo}}\nspec:\n  snapshotClass: {{name: c, driver: d}}\n  datasets:\n    - name: data\n      storage: {{size: 10Gi}}\n      producer: {{image: busybox}}\n      generations: {{keep: {keep}}}\n      consumer: {{name: consumer, replicas: 3, image: busybox}}\n"
+        );
+        spec::parse_str("t.yaml", &text)
+            .unwrap()
+            .rollout
+            .spec
+            .datasets[0]
+            .clone()
+    }
+
+    fn opts(today: &str) -> Options {
+        Options {
+            generation: None,
+            today: today.to_string(),
+            now: "2021-07-16T12:00:00Z".parse().unwrap(),
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+        }
+    }
+
+    fn meta(ts: &str) -> Value {
+        json!({"creationTimestamp": ts, "name": "x"})
+    }
+
+    fn pod(phase: &str, ts: &str) -> Value {
+        json!({"metadata": meta(ts), "status": {"phase": phase}})
+    }
+
+    fn snap(ready: bool, ts: &str) -> Value {
+        json!({"metadata": meta(ts), "status": {"readyToUse": ready, "restoreSize": "12Gi"}})
+    }
+
+    fn sts(ready: i64, ts: &str) -> Value {
+        json!({"metadata": {"creationTimestamp": ts, "generation": 1}, "spec": {"replicas": 3},
+               "status": {"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": 3}})
+    }
+
+    fn serving(id: &str, ts: &str) -> Observed {
+        Observed {
+            id: id.into(),
+            producer: Some(pod("Succeeded", ts)),
+            snapshot: Some(snap(true, ts)),
+            statefulset: Some(sts(3, ts)),
+            claims: 3,
+        }
+    }
+
+    #[test]
+    fn a_new_day_starts_a_producer_and_keeps_the_old_generation_serving() {
+        let d = dataset(1);
+        let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+        let dec = decide(&d, std::slice::from_ref(&old), &opts("2021-07-16"));
+        assert_eq!(dec.generations[0].state, State::Serving);
+        assert_eq!(dec.generations[1].state, State::Producing);
+        assert!(
+            dec.render
+                .iter()
+                .any(|p| p.id == "2021-07-16" && p.producer && !p.snapshot)
+        );
+        check_invariants(&dec, &[old]).unwrap();
+    }
+
+    #[test]
+    fn snapshot_waits_for_the_producer_and_statefulset_for_the_snapshot() {
+        let d = dataset(1);
+        let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+        let mut new = Observed {
+            id: "2021-07-16".into(),
+            producer: Some(pod("Running", "2021-07-16T01:00:00Z")),
+            ..Observed::default()
+        };
+        let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+        let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+        assert!(p.producer && !p.snapshot && !p.statefulset);
+        new.producer = Some(pod("Succeeded", "2021-07-16T01:00:00Z"));
+        let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+        let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+        assert!(p.snapshot && !p.statefulset);
+        new.snapshot = Some(snap(true, "2021-07-16T02:00:00Z"));
+        let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+        let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+        assert!(p.statefulset);
+        assert_eq!(
+            p.claim_size.as_deref(),
+            Some("12Gi"),
+            "restoreSize above 10Gi wins"
+        );
+        check_invariants(&dec, &[old, new]).unwrap();
+    }
+
+    #[test]
+    fn old_generation_retires_in_order_once_the_new_one_serves() {
+        let d = dataset(1);
+        let mut old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+        let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+        let step = |old: &Observed| {
+            let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+            check_invariants(&dec, &[old.clone(), new.clone()]).unwrap();
+            dec.render.iter().find(|p| p.id == "2021-07-15").cloned()
+        };
+        let p = step(&old).unwrap();
+        assert!(
+            !p.statefulset && p.snapshot && p.producer,
+            "StatefulSet goes first"
+        );
+        old.statefulset = None;
+        let p = step(&old).unwrap();
+        assert!(p.snapshot, "snapshot stays while PVCs exist");
+        old.claims = 0;
+        let p = step(&old).unwrap();
+        assert!(!p.producer && p.snapshot, "then the producer");
+        old.producer = None;
+        assert!(step(&old).is_none(), "then the snapshot");
+    }
+
+    #[test]
+    fn failed_producer_keeps_the_previous_generation_serving() {
+        let d = dataset(1);
+        let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+        let bad = Observed {
+            id: "2021-07-16".into(),
+            producer: Some(json!({"metadata": meta("2021-07-16T01:00:00Z"),
+                "status": {"phase": "Failed", "message": "DeadlineExceeded"}})),
+            ..Observed::default()
+        };
+        let dec = decide(&d, &[old.clone(), bad.clone()], &opts("2021-07-16"));
+        assert_eq!(dec.generations[0].state, State::Serving);
+        assert_eq!(dec.generations[1].state, State::Failed);
+        assert_eq!(
+            dec.generations[1].detail,
+            "producer failed: DeadlineExceeded"
+        );
+        assert!(dec.failed());
+        check_invariants(&dec, &[old, bad]).unwrap();
+    }
+
+    #[test]
+    fn snapshot_error_is_reported_but_not_final_until_the_timeout() {
+        let d = dataset(1);
+        let mut s = snap(false, "2021-07-16T10:00:00Z");
+        s["status"]["error"] = json!({"message": "quota exceeded"});
+        let g = Observed {
+            id: "2021-07-16".into(),
+            producer: Some(pod("Succeeded", "2021-07-16T09:00:00Z")),
+            snapshot: Some(s),
+            ..Observed::default()
+        };
+        let dec = decide(&d, std::slice::from_ref(&g), &opts("2021-07-16"));
+        assert_eq!(dec.generations[0].state, State::Snapshotting);
+        assert!(dec.generations[0].detail.contains("quota exceeded"));
+        let mut late = opts("2021-07-16");
+        late.now = "2021-07-16T17:00:00Z".parse().unwrap();
+        let dec = decide(&d, &[g], &late);
+        assert_eq!(dec.generations[0].state, State::Failed);
+        assert!(
+            dec.generations[0]
+                .detail
+                .starts_with("snapshot x not ready after 6h")
+        );
+    }
+
+    #[test]
+    fn keep_two_keeps_the_previous_snapshot_and_pinning_rolls_back() {
+        let d = dataset(2);
+        let mut old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+        old.statefulset = None;
+        old.claims = 0;
+        let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+        let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+        assert_eq!(dec.generations[0].state, State::Kept);
+        let mut pin = opts("2021-07-16");
+        pin.generation = Some("2021-07-15".into());
+        let dec = decide(&d, &[old.clone(), new.clone()], &pin);
+        let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
+        assert!(p.statefulset, "the pinned generation rolls out again");
+        assert_eq!(dec.generations[0].state, State::RollingOut);
+        assert_eq!(
+            dec.generations[1].state,
+            State::Serving,
+            "until it is ready"
+        );
+        check_invariants(&dec, &[old, new]).unwrap();
+    }
+
+    #[test]
+    fn at_most_one_generation_is_introduced() {
+        let d = dataset(1);
+        let busy = Observed {
+            id: "2021-07-15".into(),
+            producer: Some(pod("Running", "2021-07-15T01:00:00Z")),
+            ..Observed::default()
+        };
+        let dec = decide(&d, std::slice::from_ref(&busy), &opts("2021-07-16"));
+        assert_eq!(dec.generations[1].state, State::Waiting);
+        assert!(!dec.render.iter().any(|p| p.id == "2021-07-16"));
+        check_invariants(&dec, &[busy]).unwrap();
+    }
+}
