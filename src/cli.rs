@@ -90,6 +90,11 @@ pub enum Command {
         after_help = "Examples:\n  snaproll status -f snaproll.yaml\n  snaproll status -f snaproll.yaml -o json"
     )]
     Status(StatusCmd),
+    /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
+    #[command(
+        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders (and get,\ncreate, patch on its ApplySet ConfigMap only), in the rollout's namespace; a ClusterRole is rendered only when snaproll manages the\nVolumeSnapshotClass (spec.snapshotClass.existing: false). The Git token is read from the\nSecret named by --git-secret (key `token`), which you create; it is never rendered."
+    )]
+    Install(InstallCmd),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  snaproll completions bash > /etc/bash_completion.d/snaproll"
@@ -250,4 +255,51 @@ pub struct StatusCmd {
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCmd {
+    /// The rollout spec (a DatasetRollout YAML file); it is embedded in a ConfigMap.
+    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    pub file: PathBuf,
+    /// Cron schedule of the CronJob. Each run advances the rollout as far as it can and exits, so
+    /// run it more often than the data refreshes.
+    #[arg(
+        long,
+        env = "SNAPROLL_SCHEDULE",
+        default_value = "*/15 * * * *",
+        value_name = "CRON"
+    )]
+    pub schedule: String,
+    /// Git repository the CronJob commits and pushes to (default: no Git; the CronJob applies
+    /// directly with `snaproll apply --prune`).
+    #[arg(long, env = "SNAPROLL_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Secret (in the CronJob's namespace) whose key `token` holds the Git token.
+    #[arg(
+        long,
+        env = "SNAPROLL_GIT_SECRET",
+        default_value = "snaproll-git",
+        value_name = "NAME"
+    )]
+    pub git_secret: String,
+    /// Container image of snaproll (default: ghcr.io/snaproll/snaproll:<this version>).
+    #[arg(long, env = "SNAPROLL_IMAGE", value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Namespace of the CronJob, ServiceAccount and ConfigMap (default: the rollout's namespace).
+    #[arg(
+        short = 'n',
+        long,
+        env = "SNAPROLL_INSTALL_NAMESPACE",
+        value_name = "NS"
+    )]
+    pub namespace: Option<String>,
+    /// Write one file per object into DIR instead of stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Apply the objects to the cluster (needs the apply engine).
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }

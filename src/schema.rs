@@ -151,8 +151,9 @@ fn label_chars(s: &str) -> bool {
         && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
-/// Parses into a k8s-openapi type and reports fields lost on the way back.
-fn round_trip<T>(value: &Value) -> Result<(), String>
+/// Parses into a k8s-openapi type and reports fields lost on the way back. Also used for the
+/// objects of `snaproll install`, which are not rollout kinds.
+pub(crate) fn round_trip<T>(value: &Value) -> Result<(), String>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {

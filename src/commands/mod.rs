@@ -2,6 +2,7 @@
 //! errors of the library modules and mapping them to exit codes.
 
 mod cluster;
+mod install;
 mod reconcile;
 mod render;
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Apply(cmd) => cluster::apply(&cmd, color),
         Command::Reconcile(cmd) => reconcile::reconcile(&cmd, color),
         Command::Status(cmd) => cluster::status(&cmd, color),
+        Command::Install(cmd) => install::install(&cmd),
     }
 }
 
@@ -114,6 +116,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<UsageError>() {
             return exit::INVALID;
         }
+        if cause.is::<crate::install::InstallError>() {
+            return exit::INVALID;
+        }
         // Module error types add their mapping here (GitError -> 3, ApplyError -> 4).
         if cause.is::<std::io::Error>() {
             return exit::IO;
@@ -141,5 +146,12 @@ pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, Rend
     let set = renderer
         .render(&loaded.rollout, &Plan::single(&loaded.rollout, &generation))
         .with_context(|| format!("rendering {}", loaded.file))?;
+    tracing::debug!(
+        file = %loaded.file,
+        %generation,
+        datasets = loaded.rollout.spec.datasets.len(),
+        objects = set.objects.len(),
+        "rendered and validated"
+    );
     Ok((loaded, generation, set))
 }

@@ -1,4 +1,5 @@
 //! The one integration test binary: each module covers one layer, driven as a user would.
 
 mod common;
+mod install;
 mod render;

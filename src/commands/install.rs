@@ -1,0 +1,66 @@
+//! `install`: render (and, later, apply) what runs snaproll as a CronJob for one rollout.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use super::UsageError;
+use crate::cli::InstallCmd;
+use crate::exit;
+use crate::install::{self, Options};
+use crate::spec;
+
+pub fn install(cmd: &InstallCmd) -> Result<u8> {
+    if cmd.apply {
+        // Checked first so that nothing is rendered or written for a run that cannot finish.
+        return Err(UsageError(
+            "install --apply needs the apply engine, which this build does not have yet; pipe the output to `kubectl apply --server-side -f -` instead".to_string(),
+        )
+        .into());
+    }
+    let loaded = spec::load(&cmd.file)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let text = std::fs::read_to_string(&cmd.file)
+        .with_context(|| format!("reading {}", cmd.file.display()))?;
+    let opts = Options {
+        schedule: cmd.schedule.clone(),
+        repo: cmd.repo.clone(),
+        git_secret: cmd.git_secret.clone(),
+        image: cmd.image.clone().unwrap_or_else(install::default_image),
+        namespace: cmd.namespace.clone(),
+    };
+    let objects = install::render(&loaded.rollout, &loaded.file, &text, &opts)?;
+    match &cmd.out {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(install::to_yaml_stream(&objects).as_bytes())
+                .and_then(|_| out.flush())
+                .context("writing to stdout")?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for o in &objects {
+                let path = dir.join(o.file_name());
+                std::fs::write(&path, &o.yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            eprintln!("wrote {} objects to {}", objects.len(), dir.display());
+        }
+    }
+    if opts.repo.is_some() {
+        let ns = opts
+            .namespace
+            .as_deref()
+            .unwrap_or(&loaded.rollout.metadata.namespace);
+        eprintln!(
+            "note: the CronJob reads the Git token from Secret {ns}/{} (key `{}`); create it with: kubectl -n {ns} create secret generic {} --from-literal={}=<token>",
+            opts.git_secret,
+            install::GIT_TOKEN_KEY,
+            opts.git_secret,
+            install::GIT_TOKEN_KEY
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,711 @@
+//! `snaproll install`: the objects that run snaproll as a CronJob for one rollout.
+//!
+//! A ServiceAccount, a Role and RoleBinding in the rollout's namespace with exactly the
+//! permissions the engine uses on the kinds the spec renders ([`rbac::rules_for`]), a ClusterRole
+//! and ClusterRoleBinding only when snaproll manages the VolumeSnapshotClass, a ConfigMap holding
+//! the spec, and the CronJob. They are rendered from embedded minijinja templates
+//! (`templates/install/`) the same way as the rollout's objects (JSON auto-escaping, strict
+//! undefined), parsed into their k8s-openapi types and validated before anything is printed.
+//!
+//! These objects are kept apart from [`crate::manifest::Kind`]: they are installed once by a
+//! person (with `kubectl apply` or `--apply`), not managed by the rollout, and they carry no
+//! ownership labels, so prune can never select them.
+
+pub mod rbac;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Value, json};
+
+use crate::schema;
+use crate::spec::{self, Rollout};
+
+/// Templates compiled into the binary, in apply order.
+pub const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "serviceaccount.yaml.j2",
+        include_str!("../../templates/install/serviceaccount.yaml.j2"),
+    ),
+    (
+        "configmap.yaml.j2",
+        include_str!("../../templates/install/configmap.yaml.j2"),
+    ),
+    (
+        "role.yaml.j2",
+        include_str!("../../templates/install/role.yaml.j2"),
+    ),
+    (
+        "rolebinding.yaml.j2",
+        include_str!("../../templates/install/rolebinding.yaml.j2"),
+    ),
+    (
+        "clusterrole.yaml.j2",
+        include_str!("../../templates/install/clusterrole.yaml.j2"),
+    ),
+    (
+        "clusterrolebinding.yaml.j2",
+        include_str!("../../templates/install/clusterrolebinding.yaml.j2"),
+    ),
+    (
+        "cronjob.yaml.j2",
+        include_str!("../../templates/install/cronjob.yaml.j2"),
+    ),
+];
+
+/// Where the spec is mounted in the CronJob's container.
+pub const SPEC_DIR: &str = "/etc/snaproll";
+/// File name of the spec in [`SPEC_DIR`] (and its key in the ConfigMap).
+pub const SPEC_KEY: &str = "snaproll.yaml";
+/// Environment variable carrying the Git token (from the Secret's `token` key).
+pub const GIT_TOKEN_ENV: &str = "SNAPROLL_GIT_TOKEN";
+/// Key of the Git token in the Git Secret.
+pub const GIT_TOKEN_KEY: &str = "token";
+/// Key of the SSH private key in the Git Secret, for SSH remotes (`kubernetes.io/ssh-auth`).
+pub const GIT_SSH_KEY: &str = "ssh-privatekey";
+/// ConfigMaps hold at most 1 MiB; leave room for the object around the data.
+const MAX_SPEC_IN_CONFIGMAP: usize = 1_000_000;
+/// Longest CronJob name: the controller appends an 11-character suffix to name its Jobs, whose
+/// names (and the `job-name` label) may be at most 63 characters.
+pub const MAX_CRONJOB_NAME: usize = 52;
+/// How long one run may take before the Job is stopped. Runs are short (each advances the
+/// rollout and exits; waiting happens across runs), so an hour only stops a hung one.
+const DEADLINE_SECONDS: i64 = 3600;
+
+/// Why the install objects could not be rendered. Nothing is printed or applied when any occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A flag value cannot be used (schedule, image, namespace, secret name).
+    #[error("--{flag} `{value}`: {reason}")]
+    Option {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The spec file is too large to fit in a ConfigMap.
+    #[error(
+        "{file} is {size} bytes; a ConfigMap holds at most {MAX_SPEC_IN_CONFIGMAP}: split the rollout"
+    )]
+    SpecTooLarge { file: String, size: usize },
+    /// The rollout name makes an object name too long.
+    #[error(
+        "{object} name `{name}` is {len} characters, over {max}; shorten the rollout name `{rollout}` to at most {fit} characters"
+    )]
+    NameTooLong {
+        object: &'static str,
+        name: String,
+        len: usize,
+        max: usize,
+        rollout: String,
+        fit: usize,
+    },
+    /// An embedded template failed to compile or render (a bug in snaproll).
+    #[error("templates/install/{template}: {message}")]
+    Template { template: String, message: String },
+    /// A rendered object is not valid YAML or failed validation (a bug in snaproll, or a value
+    /// that slipped past the checks above).
+    #[error("templates/install/{template}: rendered object is invalid: {problem}")]
+    Invalid { template: String, problem: String },
+}
+
+/// What the user chose on the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Cron schedule (five fields or a `@` macro).
+    pub schedule: String,
+    /// Git repository URL; `None` runs `snaproll apply` without Git.
+    pub repo: Option<String>,
+    /// Secret holding the Git credentials (key `token`, or `ssh-privatekey` for SSH remotes).
+    pub git_secret: String,
+    /// snaproll's container image.
+    pub image: String,
+    /// Namespace of the CronJob, ServiceAccount and ConfigMap; `None`: the rollout's.
+    pub namespace: Option<String>,
+}
+
+/// The default image: this version of snaproll as the release workflow publishes it.
+pub fn default_image() -> String {
+    format!("ghcr.io/snaproll/snaproll:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The kinds `install` renders, in apply order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InstallKind {
+    ServiceAccount,
+    ConfigMap,
+    Role,
+    RoleBinding,
+    ClusterRole,
+    ClusterRoleBinding,
+    CronJob,
+}
+
+impl InstallKind {
+    fn from_kind(kind: &str) -> Option<InstallKind> {
+        use InstallKind::*;
+        [
+            ServiceAccount,
+            ConfigMap,
+            Role,
+            RoleBinding,
+            ClusterRole,
+            ClusterRoleBinding,
+            CronJob,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    }
+
+    /// The `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallKind::ServiceAccount => "ServiceAccount",
+            InstallKind::ConfigMap => "ConfigMap",
+            InstallKind::Role => "Role",
+            InstallKind::RoleBinding => "RoleBinding",
+            InstallKind::ClusterRole => "ClusterRole",
+            InstallKind::ClusterRoleBinding => "ClusterRoleBinding",
+            InstallKind::CronJob => "CronJob",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            InstallKind::ServiceAccount | InstallKind::ConfigMap => "v1",
+            InstallKind::CronJob => "batch/v1",
+            _ => "rbac.authorization.k8s.io/v1",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        !matches!(
+            self,
+            InstallKind::ClusterRole | InstallKind::ClusterRoleBinding
+        )
+    }
+}
+
+impl fmt::Display for InstallKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rendered, validated install object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstallObject {
+    pub kind: InstallKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub value: Value,
+    /// Canonical YAML (see [`crate::yaml`]).
+    pub yaml: String,
+}
+
+impl InstallObject {
+    /// `<order>-<kind>-<name>.yaml`, so a directory lists in apply order.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{:02}-{}-{}.yaml",
+            (self.kind as usize + 1) * 10,
+            self.kind.as_str().to_ascii_lowercase(),
+            self.name
+        )
+    }
+}
+
+/// Every install object as one multi-document YAML stream.
+pub fn to_yaml_stream(objects: &[InstallObject]) -> String {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&o.yaml);
+    }
+    out
+}
+
+/// The RBAC grants the rendered objects give the ServiceAccount (for [`rbac::check`]).
+pub fn grants(objects: &[InstallObject]) -> Vec<rbac::Grant> {
+    objects
+        .iter()
+        .filter(|o| matches!(o.kind, InstallKind::Role | InstallKind::ClusterRole))
+        .map(|o| rbac::Grant {
+            namespace: o.namespace.clone(),
+            rules: serde_json::from_value(o.value["rules"].clone()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Renders and validates the install objects for `rollout`, whose spec file reads `spec_text`.
+pub fn render(
+    rollout: &Rollout,
+    file: &str,
+    spec_text: &str,
+    opts: &Options,
+) -> Result<Vec<InstallObject>, InstallError> {
+    let ctx = context(rollout, file, spec_text, opts)?;
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    for (name, text) in TEMPLATES {
+        env.add_template(name, text)
+            .map_err(|e| template_error(name, &e))?;
+    }
+    let with_cluster_role = !rollout.spec.snapshot_class.existing;
+    let mut objects = Vec::new();
+    for (name, _) in TEMPLATES {
+        if name.starts_with("cluster") && !with_cluster_role {
+            continue;
+        }
+        let text = env
+            .get_template(name)
+            .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
+            .map_err(|e| template_error(name, &e))?;
+        let invalid = |problem: String| InstallError::Invalid {
+            template: name.to_string(),
+            problem,
+        };
+        let value: Value = serde_saphyr::from_str(&text)
+            .map_err(|e| invalid(e.to_string().lines().next().unwrap_or("").to_string()))?;
+        let (kind, namespace, obj_name) = validate(&value).map_err(invalid)?;
+        objects.push(InstallObject {
+            kind,
+            namespace,
+            name: obj_name,
+            yaml: crate::yaml::to_string(&value),
+            value,
+        });
+    }
+    Ok(objects)
+}
+
+fn template_error(name: &str, e: &minijinja::Error) -> InstallError {
+    let mut message = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        message = format!("{message}: {d}");
+    }
+    if let Some(l) = e.line() {
+        message = format!("line {l}: {message}");
+    }
+    InstallError::Template {
+        template: name.to_string(),
+        message,
+    }
+}
+
+/// What the install templates see.
+fn context(
+    rollout: &Rollout,
+    file: &str,
+    spec_text: &str,
+    opts: &Options,
+) -> Result<Value, InstallError> {
+    check_options(opts)?;
+    if spec_text.len() > MAX_SPEC_IN_CONFIGMAP {
+        return Err(InstallError::SpecTooLarge {
+            file: file.to_string(),
+            size: spec_text.len(),
+        });
+    }
+    let rollout_name = &rollout.metadata.name;
+    let rollout_ns = &rollout.metadata.namespace;
+    let namespace = opts.namespace.clone().unwrap_or_else(|| rollout_ns.clone());
+    let base = format!("snaproll-{rollout_name}");
+    let fit = |max: usize, prefix: usize| max.saturating_sub(prefix);
+    if base.len() > MAX_CRONJOB_NAME {
+        return Err(InstallError::NameTooLong {
+            object: "CronJob",
+            len: base.len(),
+            name: base.clone(),
+            max: MAX_CRONJOB_NAME,
+            rollout: rollout_name.clone(),
+            fit: fit(MAX_CRONJOB_NAME, "snaproll-".len()),
+        });
+    }
+    let config_map = format!("{base}-spec");
+    // Cluster-wide names must not collide between rollouts of the same name in two namespaces.
+    let cluster_role = format!("snaproll-{rollout_ns}-{rollout_name}");
+    if cluster_role.len() > 253 {
+        return Err(InstallError::NameTooLong {
+            object: "ClusterRole",
+            len: cluster_role.len(),
+            name: cluster_role,
+            max: 253,
+            rollout: rollout_name.clone(),
+            fit: fit(253, "snaproll--".len() + rollout_ns.len()),
+        });
+    }
+    let spec_path = format!("{SPEC_DIR}/{SPEC_KEY}");
+    let mut env = vec![
+        json!({"name": "SNAPROLL_LOG_FORMAT", "value": "json"}),
+        json!({"name": "SNAPROLL_LOG", "value": "info"}),
+        // libgit2 and the Git transports look for configuration under $HOME; the root file
+        // system is read-only, so point it at the writable scratch volume.
+        json!({"name": "HOME", "value": "/tmp"}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "spec", "mountPath": SPEC_DIR, "readOnly": true}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+    ];
+    let mut volumes = vec![
+        json!({"name": "spec", "configMap": {"name": config_map}}),
+        json!({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}),
+    ];
+    let args: Vec<String> = match &opts.repo {
+        None => ["apply", "-f", &spec_path, "--prune"]
+            .map(str::to_string)
+            .to_vec(),
+        Some(repo) => {
+            let mut args: Vec<String> = [
+                "reconcile",
+                "-f",
+                &spec_path,
+                "--repo",
+                repo,
+                "--push",
+                "--apply",
+                "--prune",
+            ]
+            .map(str::to_string)
+            .to_vec();
+            if is_ssh_url(repo) {
+                let dir = "/etc/snaproll-git";
+                mounts.push(json!({"name": "git", "mountPath": dir, "readOnly": true}));
+                volumes.push(json!({"name": "git", "secret": {
+                    "secretName": opts.git_secret,
+                    "defaultMode": 0o400,
+                    "items": [{"key": GIT_SSH_KEY, "path": GIT_SSH_KEY}],
+                }}));
+                args.push("--ssh-key".to_string());
+                args.push(format!("{dir}/{GIT_SSH_KEY}"));
+            } else {
+                env.push(
+                    json!({"name": GIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+                        "name": opts.git_secret, "key": GIT_TOKEN_KEY,
+                    }}}),
+                );
+            }
+            args
+        }
+    };
+    let (namespaced, cluster) = rbac::rules_for(rollout);
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/name", "snaproll"),
+        ("app.kubernetes.io/instance", rollout_name.as_str()),
+        ("app.kubernetes.io/component", "cronjob"),
+        ("app.kubernetes.io/part-of", "snaproll"),
+    ]);
+    Ok(json!({
+        "rollout": {"name": rollout_name, "namespace": rollout_ns},
+        "install": {
+            "namespace": namespace,
+            "image": opts.image,
+            "schedule": opts.schedule,
+            "args": args,
+            "env": env,
+            "volumeMounts": mounts,
+            "volumes": volumes,
+            "specKey": SPEC_KEY,
+            "specText": spec_text,
+            "deadlineSeconds": DEADLINE_SECONDS,
+        },
+        "names": {
+            "serviceAccount": base,
+            "role": base,
+            "cronJob": base,
+            "configMap": config_map,
+            "clusterRole": cluster_role,
+        },
+        "labels": labels,
+        "rules": {
+            "namespaced": serde_json::to_value(&namespaced).expect("rules serialise"),
+            "cluster": serde_json::to_value(&cluster).expect("rules serialise"),
+        },
+    }))
+}
+
+/// `ssh://…` and scp-like `user@host:path` remotes authenticate with a key, not a token.
+fn is_ssh_url(url: &str) -> bool {
+    url.starts_with("ssh://")
+        || (!url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@')))
+}
+
+fn check_options(opts: &Options) -> Result<(), InstallError> {
+    let bad = |flag: &'static str, value: &str, reason: String| InstallError::Option {
+        flag,
+        value: value.to_string(),
+        reason,
+    };
+    check_schedule(&opts.schedule).map_err(|r| bad("schedule", &opts.schedule, r))?;
+    if opts.image.is_empty()
+        || opts
+            .image
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            "image",
+            &opts.image,
+            "an image reference has no spaces, e.g. ghcr.io/snaproll/snaproll:0.1.0".into(),
+        ));
+    }
+    if let Some(ns) = &opts.namespace {
+        spec::check_dns_label(ns).map_err(|r| bad("namespace", ns, r))?;
+    }
+    spec::check_dns_subdomain(&opts.git_secret)
+        .map_err(|r| bad("git-secret", &opts.git_secret, r))?;
+    if let Some(repo) = &opts.repo
+        && (repo.is_empty() || repo.chars().any(char::is_whitespace))
+    {
+        return Err(bad(
+            "repo",
+            repo,
+            "a Git URL has no spaces, e.g. https://git.example.com/ops.git".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts the forms the CronJob controller does: five fields or a `@` macro. Field contents are
+/// checked for their characters only; the controller reports anything subtler.
+pub fn check_schedule(s: &str) -> Result<(), String> {
+    const MACROS: [&str; 8] = [
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+        "@every",
+    ];
+    if let Some(m) = s.strip_prefix('@') {
+        let word = m.split_whitespace().next().unwrap_or("");
+        return if MACROS.contains(&format!("@{word}").as_str()) {
+            Ok(())
+        } else {
+            Err(format!("unknown macro; use one of {}", MACROS.join(", ")))
+        };
+    }
+    if s.contains("TZ=") {
+        return Err(
+            "time zones in the schedule are not supported; the CronJob runs in UTC (timeZone: Etc/UTC)"
+                .into(),
+        );
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "a schedule has 5 fields (minute hour day-of-month month day-of-week), this has {}; e.g. \"*/15 * * * *\"",
+            fields.len()
+        ));
+    }
+    for f in fields {
+        if !f
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
+        {
+            return Err(format!(
+                "field `{f}` may only hold digits, names, `*`, `/`, `,`, `-` and `?`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Identity and validation of one rendered install object.
+fn validate(value: &Value) -> Result<(InstallKind, Option<String>, String), String> {
+    let kind_str = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("missing `kind`")?;
+    let kind = InstallKind::from_kind(kind_str)
+        .ok_or_else(|| format!("kind `{kind_str}` is not an install kind"))?;
+    if value.get("apiVersion").and_then(Value::as_str) != Some(kind.api_version()) {
+        return Err(format!(
+            "apiVersion must be `{}` for {kind}",
+            kind.api_version()
+        ));
+    }
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .ok_or("missing `metadata.name`")?
+        .to_string();
+    spec::check_dns_subdomain(&name).map_err(|e| format!("metadata.name: {e}"))?;
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match (kind.namespaced(), &namespace) {
+        (true, None) => return Err(format!("{kind} `{name}` needs `metadata.namespace`")),
+        (false, Some(_)) => {
+            return Err(format!(
+                "{kind} `{name}` is cluster-scoped and must not set `metadata.namespace`"
+            ));
+        }
+        _ => {}
+    }
+    if let Some(labels) = value.pointer("/metadata/labels") {
+        let labels = labels
+            .as_object()
+            .ok_or("metadata.labels must be a mapping")?;
+        for (k, v) in labels {
+            schema::check_label_key(k).map_err(|e| format!("metadata.labels: {e}"))?;
+            schema::check_label_value(v.as_str().unwrap_or("\u{0}"))
+                .map_err(|e| format!("metadata.labels.{k}: {e}"))?;
+        }
+    }
+    use k8s_openapi::api::{batch, core, rbac as r};
+    match kind {
+        InstallKind::ServiceAccount => schema::round_trip::<core::v1::ServiceAccount>(value),
+        InstallKind::ConfigMap => schema::round_trip::<core::v1::ConfigMap>(value),
+        InstallKind::Role => schema::round_trip::<r::v1::Role>(value),
+        InstallKind::RoleBinding => schema::round_trip::<r::v1::RoleBinding>(value),
+        InstallKind::ClusterRole => schema::round_trip::<r::v1::ClusterRole>(value),
+        InstallKind::ClusterRoleBinding => schema::round_trip::<r::v1::ClusterRoleBinding>(value),
+        InstallKind::CronJob => schema::round_trip::<batch::v1::CronJob>(value),
+    }?;
+    match kind {
+        InstallKind::CronJob => {
+            if name.len() > MAX_CRONJOB_NAME {
+                return Err(format!(
+                    "CronJob name `{name}` is {} characters, over {MAX_CRONJOB_NAME}",
+                    name.len()
+                ));
+            }
+            check_cronjob(value)?;
+        }
+        InstallKind::Role | InstallKind::ClusterRole => check_rules(value)?,
+        _ => {}
+    }
+    Ok((kind, namespace, name))
+}
+
+/// The properties the issue promises of the CronJob, checked on the rendered object so that a
+/// template edit cannot silently drop one.
+fn check_cronjob(v: &Value) -> Result<(), String> {
+    let at = |p: &str| v.pointer(p);
+    if at("/spec/concurrencyPolicy") != Some(&json!("Forbid")) {
+        return Err("spec.concurrencyPolicy must be Forbid: two runs must never overlap".into());
+    }
+    let pod = "/spec/jobTemplate/spec/template/spec";
+    if at(&format!("{pod}/securityContext/runAsNonRoot")) != Some(&json!(true)) {
+        return Err("the Pod must set securityContext.runAsNonRoot: true".into());
+    }
+    let containers = at(&format!("{pod}/containers"))
+        .and_then(Value::as_array)
+        .ok_or("the Pod has no containers")?;
+    for c in containers {
+        let cname = c["name"].as_str().unwrap_or("?");
+        if c.pointer("/securityContext/readOnlyRootFilesystem") != Some(&json!(true)) {
+            return Err(format!(
+                "container `{cname}` must set securityContext.readOnlyRootFilesystem: true"
+            ));
+        }
+        if c.pointer("/securityContext/allowPrivilegeEscalation") != Some(&json!(false)) {
+            return Err(format!(
+                "container `{cname}` must set securityContext.allowPrivilegeEscalation: false"
+            ));
+        }
+        for r in ["requests", "limits"] {
+            for res in ["cpu", "memory"] {
+                if c.pointer(&format!("/resources/{r}/{res}")).is_none() {
+                    return Err(format!("container `{cname}` needs resources.{r}.{res}"));
+                }
+            }
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            let ename = e["name"].as_str().unwrap_or("?");
+            let secretish = ["TOKEN", "PASSWORD", "SECRET", "KEY"]
+                .iter()
+                .any(|w| ename.to_ascii_uppercase().contains(w));
+            if secretish && e.get("value").is_some() {
+                return Err(format!(
+                    "container `{cname}` env {ename} must come from a Secret (valueFrom.secretKeyRef), never a literal value"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rules must name their verbs, groups and resources: no wildcards, no non-resource URLs.
+fn check_rules(v: &Value) -> Result<(), String> {
+    let rules = v["rules"].as_array().ok_or("rules must be a list")?;
+    for (i, rule) in rules.iter().enumerate() {
+        for field in ["verbs", "apiGroups", "resources"] {
+            let items = rule[field]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| format!("rules[{i}].{field} must be a non-empty list"))?;
+            if items.iter().any(|x| x == "*") {
+                return Err(format!("rules[{i}].{field} must not use `*`"));
+            }
+        }
+        if rule.get("nonResourceURLs").is_some() {
+            return Err(format!("rules[{i}] must not grant nonResourceURLs"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        for ok in [
+            "*/15 * * * *",
+            "0 3 * * 1-5",
+            "@hourly",
+            "@every 1h",
+            "5 4 * jan,feb ?",
+        ] {
+            assert!(check_schedule(ok).is_ok(), "{ok}");
+        }
+        let e = check_schedule("* * * *").unwrap_err();
+        assert!(e.contains("5 fields"), "{e}");
+        assert!(check_schedule("@sometimes").is_err());
+        assert!(check_schedule("CRON_TZ=UTC 0 * * * *").is_err());
+        assert!(check_schedule("0 * * * $(rm)").is_err());
+    }
+
+    #[test]
+    fn ssh_urls() {
+        assert!(is_ssh_url("git@github.com:o/r.git"));
+        assert!(is_ssh_url("ssh://git@host/r.git"));
+        assert!(!is_ssh_url("https://user@host/r.git"));
+        assert!(!is_ssh_url("https://host:8443/r.git"));
+    }
+
+    #[test]
+    fn cronjob_checks_catch_regressions() {
+        let ok = json!({"spec": {"concurrencyPolicy": "Forbid", "jobTemplate": {"spec": {"template": {"spec": {
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "c",
+                "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+                "resources": {"requests": {"cpu": "1", "memory": "1"}, "limits": {"cpu": "1", "memory": "1"}},
+                "env": [{"name": "SNAPROLL_GIT_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}]}]
+        }}}}}});
+        assert_eq!(check_cronjob(&ok), Ok(()));
+        let mut v = ok.clone();
+        v["spec"]["concurrencyPolicy"] = json!("Allow");
+        assert!(check_cronjob(&v).unwrap_err().contains("Forbid"));
+        let mut v = ok.clone();
+        v["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"][0] =
+            json!({"name": "SNAPROLL_GIT_TOKEN", "value": "ghp_x"});
+        assert!(check_cronjob(&v).unwrap_err().contains("Secret"));
+        let mut v = ok;
+        v["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] =
+            json!({});
+        assert!(check_cronjob(&v).unwrap_err().contains("limits.cpu"));
+    }
+
+    #[test]
+    fn wildcard_rules_are_rejected() {
+        let v = json!({"rules": [{"verbs": ["*"], "apiGroups": [""], "resources": ["pods"]}]});
+        assert!(check_rules(&v).unwrap_err().contains("`*`"));
+    }
+}
