@@ -1,9 +1,199 @@
 //! `reconcile`: render, commit to Git (and push), then optionally apply.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
 
-use crate::cli::ReconcileCmd;
+use anyhow::{Context, Result};
 
-pub fn reconcile(_cmd: &ReconcileCmd, _color: bool) -> Result<u8> {
-    anyhow::bail!("reconcile is not implemented yet")
+use super::load_and_render;
+use crate::cli::{OutputFormat, ReconcileCmd};
+use crate::exit;
+use crate::gitops::{self, ChangeKind, Destination, Outcome};
+use crate::manifest::{Kind, ObjectRef};
+
+pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
+    let (loaded, generation, set) = load_and_render(&cmd.render)?;
+    let rollout = loaded.rollout.metadata.name.clone();
+    let git = &cmd.git;
+
+    // One object per file; kustomization.yaml describes none.
+    let described: BTreeMap<String, String> = set
+        .objects
+        .iter()
+        .map(|o| (o.id.file_name(), o.id.to_string()))
+        .collect();
+    let files: Vec<gitops::File> = set
+        .files()
+        .into_iter()
+        .map(|(name, content)| gitops::File {
+            objects: described.get(&name).cloned().into_iter().collect(),
+            path: name,
+            content: content.into_bytes(),
+        })
+        .collect();
+
+    let dest = Destination {
+        repo: git.repo.clone(),
+        path: git
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("rollouts/{rollout}")),
+        branch: git.branch.clone(),
+        remote: git.remote.clone(),
+        push: git.push,
+        workdir: git.workdir.clone(),
+        push_retries: git.push_retries,
+        retry_delay: Duration::from_millis(100),
+        auth: gitops::Auth::from_env(git.ssh_key.clone()),
+    };
+    let describe = |_: &str, content: &[u8]| describe_removed(content);
+    let req = gitops::Request {
+        files: &files,
+        rollout: &rollout,
+        generation: &generation,
+        author_name: git.author_name.as_deref(),
+        author_email: git.author_email.as_deref(),
+        describe_removed: Some(&describe),
+    };
+
+    let outcome = if cmd.dry_run {
+        gitops::preview(&dest, &req)
+    } else {
+        gitops::publish(&dest, &req)
+    }
+    .with_context(|| format!("reconcile of rollout {rollout}"))?;
+
+    let mut out = std::io::stdout().lock();
+    match cmd.output {
+        OutputFormat::Json => writeln!(out, "{}", to_json(&outcome, cmd.dry_run)),
+        OutputFormat::Text if cmd.dry_run => write_preview(&mut out, &outcome, color),
+        OutputFormat::Text => writeln!(out, "{}", text_line(&outcome)),
+    }
+    .and_then(|_| out.flush())
+    .context("writing to stdout")?;
+    drop(out);
+
+    if cmd.apply {
+        return super::cluster::apply_after_commit(cmd, &loaded, &set);
+    }
+    Ok(exit::OK)
+}
+
+/// `Kind/name (namespace)` of a manifest being removed, read from its YAML; the file is
+/// described by name when it is not one snaproll would render.
+fn describe_removed(content: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(content) else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let field = |ptr: &str| value.pointer(ptr).and_then(|v| v.as_str());
+    match (
+        field("/kind").and_then(Kind::from_kind),
+        field("/metadata/name"),
+    ) {
+        (Some(kind), Some(name)) => {
+            vec![ObjectRef::new(kind, field("/metadata/namespace"), name).to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The one-line result: `committed <sha> to <branch>: <summary>` or `no changes: …`.
+fn text_line(o: &Outcome) -> String {
+    let push = if o.pushed { " and pushed" } else { "" };
+    match o.commit {
+        Some(c) => format!(
+            "committed {}{push} to {}: {}",
+            gitops::short(c),
+            o.branch,
+            o.summary
+        ),
+        None => format!(
+            "no changes: {} is up to date at {}{}",
+            o.path,
+            o.head
+                .map(gitops::short)
+                .unwrap_or("(no commits)".to_string()),
+            if o.pushed { " (pushed)" } else { "" }
+        ),
+    }
+}
+
+fn to_json(o: &Outcome, dry_run: bool) -> serde_json::Value {
+    let paths = |k: ChangeKind| -> Vec<&str> {
+        o.changes
+            .iter()
+            .filter(|c| c.kind == k)
+            .map(|c| c.path.as_str())
+            .collect()
+    };
+    serde_json::json!({
+        "dryRun": dry_run,
+        "commit": o.commit.map(|c| c.to_string()),
+        "head": o.head.map(|c| c.to_string()),
+        "branch": o.branch,
+        "path": o.path,
+        "summary": o.summary,
+        "added": paths(ChangeKind::Added),
+        "changed": paths(ChangeKind::Changed),
+        "removed": paths(ChangeKind::Removed),
+        "pushed": o.pushed,
+        "pushAttempts": o.push_attempts,
+    })
+}
+
+/// The file-level diff of a dry run: added and removed files by name, changed files as a
+/// unified diff.
+fn write_preview(out: &mut impl Write, o: &Outcome, color: bool) -> std::io::Result<()> {
+    if o.changes.is_empty() {
+        writeln!(
+            out,
+            "no changes: {} is up to date{}",
+            o.path,
+            o.head
+                .map(|h| format!(" at {}", gitops::short(h)))
+                .unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    writeln!(out, "would commit to {}: {}", o.branch, o.summary)?;
+    for c in &o.changes {
+        match c.kind {
+            ChangeKind::Added => writeln!(out, "{}", paint("32", &format!("added:   {}", c.path)))?,
+            ChangeKind::Removed => {
+                writeln!(out, "{}", paint("31", &format!("removed: {}", c.path)))?
+            }
+            ChangeKind::Changed => {
+                writeln!(out, "{}", paint("33", &format!("changed: {}", c.path)))?;
+                let old = String::from_utf8_lossy(c.old.as_deref().unwrap_or_default());
+                let new = String::from_utf8_lossy(c.new.as_deref().unwrap_or_default());
+                let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
+                let text = diff
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("a/{}", c.path), &format!("b/{}", c.path))
+                    .to_string();
+                for line in text.lines() {
+                    let painted = match line.chars().next() {
+                        Some('+') if !line.starts_with("+++") => paint("32", line),
+                        Some('-') if !line.starts_with("---") => paint("31", line),
+                        Some('@') => paint("36", line),
+                        _ => line.to_string(),
+                    };
+                    writeln!(out, "{painted}")?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,1708 @@
+//! Commits rendered files into a Git repository and pushes them safely. git2 only: this module
+//! knows files, folders, branches and remotes, never Kubernetes objects.
+//!
+//! The caller hands over the complete content of one folder (`Destination::path`) that snaproll
+//! owns. [`publish`] makes the branch's copy of that folder equal to it:
+//!
+//! - The new content is compared with the branch head in memory first (blob ids computed with
+//!   `Oid::hash_object`), so a run that renders the same content writes no object at all.
+//! - Otherwise the blobs, the trees along `path` (every other entry of the parent tree is reused
+//!   as is) and the commit are written to the object database, and the branch ref moves once,
+//!   with the expected old value (compare-and-swap): a crash leaves at most unreferenced objects,
+//!   and a concurrent writer makes this run fail instead of losing its update.
+//! - In a non-bare repository whose HEAD is the branch, the working tree and index follow the
+//!   new commit; a dirty working tree under `path` is refused before anything is written.
+//! - With a push, a non-fast-forward rejection fetches the new remote head, re-applies the same
+//!   files onto it (correct because `path` is owned entirely) and retries with bounded
+//!   exponential backoff. The push is never forced.
+//!
+//! Credentials never appear in errors or logs: URLs lose their userinfo and the token is
+//! replaced wherever libgit2 might echo it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use git2::{
+    AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
+    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature,
+    StatusOptions, Tree, TreeWalkMode, TreeWalkResult,
+};
+use serde::Serialize;
+
+/// Branch used when neither `--branch` nor the repository names one (new or empty repos).
+pub const DEFAULT_BRANCH: &str = "main";
+/// Author and committer name when no flag, env or git config gives one.
+pub const FALLBACK_NAME: &str = "snaproll";
+/// Author and committer email when no flag, env or git config gives one.
+pub const FALLBACK_EMAIL: &str = "snaproll@localhost";
+/// libgit2 calls the credentials callback again after every failed attempt; stop after this many.
+const MAX_CREDENTIAL_ATTEMPTS: u32 = 6;
+/// Longest pause between two push attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+const MODE_FILE: i32 = 0o100644;
+const MODE_TREE: i32 = 0o040000;
+
+/// Where the files go.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// A local path (working or bare repository, created when missing) or a remote URL
+    /// (`scheme://…` or `user@host:path`), which is cloned, committed to and pushed.
+    pub repo: String,
+    /// The folder, relative to the repository root, whose content is replaced.
+    pub path: String,
+    /// Branch to commit to: `None` is the repository's current branch (the remote's default
+    /// branch for a URL), or [`DEFAULT_BRANCH`] in an empty repository.
+    pub branch: Option<String>,
+    /// Remote to push to and fetch from (the name given to the URL for a URL).
+    pub remote: String,
+    /// Push after committing. Always on for a URL.
+    pub push: bool,
+    /// Where to keep the bare clone of a URL (default: a temporary directory, removed after).
+    pub workdir: Option<PathBuf>,
+    /// Retries after a non-fast-forward rejection (attempts = retries + 1).
+    pub push_retries: u32,
+    /// Pause before the first retry; doubles on each retry, capped at 5 s.
+    pub retry_delay: Duration,
+    pub auth: Auth,
+}
+
+impl Destination {
+    /// A destination with the CLI defaults: current branch, remote `origin`, 5 retries.
+    pub fn new(repo: impl Into<String>, path: impl Into<String>) -> Destination {
+        Destination {
+            repo: repo.into(),
+            path: path.into(),
+            branch: None,
+            remote: "origin".to_string(),
+            push: false,
+            workdir: None,
+            push_retries: 5,
+            retry_delay: Duration::from_millis(100),
+            auth: Auth::default(),
+        }
+    }
+}
+
+/// Credentials for remotes, tried in this order: SSH key file, SSH agent (SSH remotes); token,
+/// git credential helper (HTTPS remotes).
+#[derive(Clone, Default)]
+pub struct Auth {
+    pub ssh_key: Option<PathBuf>,
+    /// HTTPS token (env `SNAPROLL_GIT_TOKEN`).
+    pub token: Option<String>,
+    /// User name sent with the token (env `SNAPROLL_GIT_USERNAME`, default `x-access-token`).
+    pub username: Option<String>,
+}
+
+impl Auth {
+    /// The SSH key from the flag, the token and user name from the environment.
+    pub fn from_env(ssh_key: Option<PathBuf>) -> Auth {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Auth {
+            ssh_key,
+            token: var("SNAPROLL_GIT_TOKEN"),
+            username: var("SNAPROLL_GIT_USERNAME"),
+        }
+    }
+}
+
+/// Hand-written so that a token never reaches a debug dump.
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("ssh_key", &self.ssh_key)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+/// One file of the folder.
+#[derive(Clone, Debug)]
+pub struct File {
+    /// Path relative to `Destination::path`, `/`-separated.
+    pub path: String,
+    pub content: Vec<u8>,
+    /// What the file holds, one line each, for the commit message (empty: just the file).
+    pub objects: Vec<String>,
+}
+
+/// Describes a file that is being removed (the caller knows its format); `None` in
+/// [`Request::describe_removed`] lists removed files by name only.
+pub type Describe<'a> = &'a dyn Fn(&str, &[u8]) -> Vec<String>;
+
+/// What to commit: the complete content of the folder plus the commit metadata.
+pub struct Request<'a> {
+    pub files: &'a [File],
+    /// Rollout name and generation, for the commit summary.
+    pub rollout: &'a str,
+    pub generation: &'a str,
+    /// Author/committer name and email; `None` falls back to git config, then
+    /// [`FALLBACK_NAME`] / [`FALLBACK_EMAIL`].
+    pub author_name: Option<&'a str>,
+    pub author_email: Option<&'a str>,
+    pub describe_removed: Option<Describe<'a>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Removed,
+}
+
+/// One file that differs between the branch and the request.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileChange {
+    /// Path relative to the repository root.
+    pub path: String,
+    pub kind: ChangeKind,
+    /// What the file holds (new content; old content for a removed file).
+    pub objects: Vec<String>,
+    /// Old and new content: filled by [`preview`] only, for diffs.
+    #[serde(skip)]
+    pub old: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub new: Option<Vec<u8>>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The commit this run made; `None` when the branch already had the content.
+    pub commit: Option<Oid>,
+    /// The branch head after the run (`None`: still unborn).
+    pub head: Option<Oid>,
+    pub branch: String,
+    pub path: String,
+    /// The commit summary line (of the commit made, or that would be made).
+    pub summary: String,
+    pub changes: Vec<FileChange>,
+    /// Whether a push updated the remote.
+    pub pushed: bool,
+    /// Push attempts made (0 without a push).
+    pub push_attempts: u32,
+}
+
+impl Outcome {
+    pub fn count(&self, kind: ChangeKind) -> usize {
+        self.changes.iter().filter(|c| c.kind == kind).count()
+    }
+}
+
+/// A libgit2 failure, its message cleaned of credentials. Kept as the `source` of [`GitError`]
+/// so callers can still match on code and class.
+#[derive(Debug)]
+pub struct Libgit2 {
+    pub code: ErrorCode,
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl fmt::Display for Libgit2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Libgit2 {}
+
+/// Why a Git operation failed. Every variant leaves the branch where it was (or, for a push,
+/// at the local commit): nothing is half-written. Exit code 3, except invalid input (2).
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// `--path`, a file name or `--branch` is not usable. (exit 2)
+    #[error("{what} `{value}`: {reason}")]
+    InvalidInput {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The local path exists but is neither a repository nor an empty directory.
+    #[error("{repo} is not a Git repository (and not an empty directory, so it was not created)")]
+    NotARepo { repo: String },
+    /// The repository could not be opened.
+    #[error("cannot open repository {repo}")]
+    Open {
+        repo: String,
+        #[source]
+        source: Libgit2,
+    },
+    /// The repository (or its directory) could not be created.
+    #[error("cannot create repository {repo}")]
+    Create {
+        repo: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `--branch` names a branch that does not exist in a repository that has commits.
+    #[error(
+        "branch `{branch}` does not exist in {repo} (branches: {available}); create it first or pass an existing --branch"
+    )]
+    MissingBranch {
+        branch: String,
+        repo: String,
+        available: String,
+    },
+    /// HEAD is detached and no `--branch` was given.
+    #[error("{repo}: HEAD is detached; pass --branch")]
+    DetachedHead { repo: String },
+    /// Uncommitted or untracked files in the working tree where the commit would write.
+    #[error(
+        "{repo}: uncommitted changes under {path} ({files}); commit or discard them (git -C {repo} status -- {path}) and re-run"
+    )]
+    Dirty {
+        repo: String,
+        path: String,
+        files: String,
+    },
+    /// Reading or writing objects, refs or the index failed.
+    #[error("{action}")]
+    Repo {
+        action: String,
+        #[source]
+        source: Libgit2,
+    },
+    /// The branch moved while this run was committing (another writer): nothing was changed.
+    #[error(
+        "branch `{branch}` moved while committing (another writer?); nothing was committed, re-run"
+    )]
+    RefMoved {
+        branch: String,
+        #[source]
+        source: Libgit2,
+    },
+    /// Writing the new files into the working tree failed (the commit is on the branch).
+    #[error(
+        "committed {commit} to {branch}, but updating the working tree failed; run `git checkout -- .` in the repository"
+    )]
+    Worktree {
+        branch: String,
+        commit: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `--push` on a repository without the remote.
+    #[error("{repo} has no remote `{remote}`; add it (git remote add {remote} URL) or drop --push")]
+    NoRemote { repo: String, remote: String },
+    /// Connecting to or fetching from the remote failed.
+    #[error("cannot fetch from {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: Libgit2,
+    },
+    /// Authentication kept failing; libgit2 was stopped from asking forever.
+    #[error("authentication to {url} failed: {reason}")]
+    Auth { url: String, reason: String },
+    /// Sending to the remote failed (network, permissions).
+    #[error("cannot push to {url}")]
+    Push {
+        url: String,
+        #[source]
+        source: Libgit2,
+    },
+    /// The remote kept rejecting the push. The commit stays on the local branch.
+    #[error(
+        "push of {branch} to {url} rejected after {attempts} attempt(s): {reason}; the commit stays on the local branch ({local})"
+    )]
+    PushRejected {
+        url: String,
+        branch: String,
+        attempts: u32,
+        reason: String,
+        local: String,
+    },
+    /// The local branch has commits the remote lacks that change more than `path`; snaproll
+    /// will not rebuild over someone else's work.
+    #[error(
+        "cannot rebuild {branch} on {remote}: the local branch has unpushed commits that change files outside {path}; integrate them (git pull --rebase) and re-run"
+    )]
+    Diverged {
+        branch: String,
+        remote: String,
+        path: String,
+    },
+    /// A temporary or work directory for a clone could not be created.
+    #[error("cannot create a work directory for the clone")]
+    Workdir {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GitError {
+    /// The process exit code (documented under `--help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GitError::InvalidInput { .. } => crate::exit::INVALID,
+            _ => crate::exit::GIT,
+        }
+    }
+}
+
+/// Commits the folder content of `req` to `dest` (and pushes when asked or for a URL).
+pub fn publish(dest: &Destination, req: &Request<'_>) -> Result<Outcome, GitError> {
+    let rel = check_inputs(dest, req)?;
+    let dest = &Destination {
+        path: rel.join("/"),
+        ..dest.clone()
+    };
+    let session = Session::open(dest, true)?;
+    session.publish(req, &rel)
+}
+
+/// What [`publish`] would commit, with old and new contents, writing nothing to the repository
+/// (a URL is still fetched, into a temporary directory).
+pub fn preview(dest: &Destination, req: &Request<'_>) -> Result<Outcome, GitError> {
+    let rel = check_inputs(dest, req)?;
+    let dest = &Destination {
+        path: rel.join("/"),
+        ..dest.clone()
+    };
+    if !is_url(&dest.repo) && !Path::new(&dest.repo).exists() {
+        // Nothing to open: everything would be added.
+        let branch = dest.branch.clone().unwrap_or(DEFAULT_BRANCH.to_string());
+        let plan = Plan::new(&dest.path, req, &BTreeMap::new(), true);
+        return Ok(plan.outcome(req, None, None, branch, &dest.path));
+    }
+    let session = Session::open(dest, false)?;
+    let branch = session.branch.clone();
+    let parent = session.branch_head()?;
+    let parent_tree = session.tree_of(parent)?;
+    let old = session.read_folder(parent_tree.as_ref(), &rel)?;
+    let mut plan = Plan::new(&dest.path, req, &old, true);
+    for c in &mut plan.changes {
+        if c.kind != ChangeKind::Added {
+            let (oid, _) = old[rel_key(&dest.path, &c.path)];
+            c.old = Some(session.blob_content(oid)?);
+        }
+    }
+    if let Some(describe) = req.describe_removed {
+        for c in plan
+            .changes
+            .iter_mut()
+            .filter(|c| c.kind == ChangeKind::Removed)
+        {
+            c.objects = describe(&c.path, c.old.as_deref().unwrap_or_default());
+        }
+    }
+    Ok(plan.outcome(req, None, parent, branch, &dest.path))
+}
+
+/// A repository-relative path of a file in `folder`, relative to the folder ("" for the folder).
+fn rel_key<'p>(folder: &str, path: &'p str) -> &'p str {
+    path[folder.len()..].trim_start_matches('/')
+}
+
+/// Whether `repo` is a remote URL rather than a local path.
+pub fn is_url(repo: &str) -> bool {
+    if repo.contains("://") {
+        return true;
+    }
+    // scp-like `user@host:path`: an `@` and a `:` before any `/`.
+    let head = repo.split('/').next().unwrap_or_default();
+    head.contains('@') && head.contains(':')
+}
+
+/// `url` without its userinfo (`https://user:token@host/x` → `https://***@host/x`).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+/// Validates the path, file names and branch; returns the path's components.
+fn check_inputs(dest: &Destination, req: &Request<'_>) -> Result<Vec<String>, GitError> {
+    let invalid = |what, value: &str, reason: &str| GitError::InvalidInput {
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let comps = components(&dest.path).map_err(|r| {
+        invalid(
+            "--path",
+            &dest.path,
+            &format!("{r}; use a relative folder like rollouts/NAME"),
+        )
+    })?;
+    let mut seen = BTreeSet::new();
+    for f in req.files {
+        components(&f.path).map_err(|r| invalid("file name", &f.path, &r))?;
+        if !seen.insert(f.path.as_str()) {
+            return Err(invalid("file name", &f.path, "given twice"));
+        }
+    }
+    // A file may not also be a folder of another file.
+    for f in req.files {
+        let mut prefix = String::new();
+        for c in f.path.split('/') {
+            if !prefix.is_empty() && seen.contains(prefix.as_str()) {
+                return Err(invalid(
+                    "file name",
+                    &f.path,
+                    &format!("`{prefix}` is also a file"),
+                ));
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(c);
+        }
+    }
+    if let Some(b) = &dest.branch
+        && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+    {
+        return Err(invalid("--branch", b, "not a valid branch name"));
+    }
+    Ok(comps)
+}
+
+fn components(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Err("empty".to_string());
+    }
+    if path.starts_with('/') || path.contains('\\') {
+        return Err("must be a relative path with `/` separators".to_string());
+    }
+    let comps: Vec<String> = path
+        .trim_end_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    for c in &comps {
+        match c.as_str() {
+            "" | "." | ".." => return Err(format!("contains `{c}`")),
+            ".git" => return Err("contains `.git`".to_string()),
+            _ => {}
+        }
+    }
+    Ok(comps)
+}
+
+/// The file-level difference between the branch's folder and the request, computed without
+/// writing anything.
+struct Plan {
+    changes: Vec<FileChange>,
+    /// Request files with their blob ids, by path relative to the folder.
+    new: Vec<(usize, Oid)>,
+}
+
+impl Plan {
+    fn new(
+        folder: &str,
+        req: &Request<'_>,
+        old: &BTreeMap<String, (Oid, i32)>,
+        keep_content: bool,
+    ) -> Plan {
+        let folder = folder.trim_end_matches('/');
+        let mut changes = Vec::new();
+        let mut new = Vec::with_capacity(req.files.len());
+        let mut present = BTreeSet::new();
+        for (i, f) in req.files.iter().enumerate() {
+            let oid = Oid::hash_object(ObjectType::Blob, &f.content).expect("hashing in memory");
+            new.push((i, oid));
+            present.insert(f.path.as_str());
+            let kind = match old.get(&f.path) {
+                None => ChangeKind::Added,
+                Some(&(o, mode)) if o == oid && mode == MODE_FILE => continue,
+                Some(_) => ChangeKind::Changed,
+            };
+            changes.push(FileChange {
+                path: format!("{folder}/{}", f.path),
+                kind,
+                objects: f.objects.clone(),
+                old: None,
+                new: keep_content.then(|| f.content.clone()),
+            });
+        }
+        for p in old.keys().filter(|p| !present.contains(p.as_str())) {
+            changes.push(FileChange {
+                path: if p.is_empty() {
+                    folder.to_string()
+                } else {
+                    format!("{folder}/{p}")
+                },
+                kind: ChangeKind::Removed,
+                objects: Vec::new(),
+                old: None,
+                new: None,
+            });
+        }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Plan { changes, new }
+    }
+
+    /// Counts of objects (files without object descriptions are listed but not counted).
+    fn summary(&self, req: &Request<'_>) -> String {
+        let count = |k: ChangeKind| -> usize {
+            self.changes
+                .iter()
+                .filter(|c| c.kind == k)
+                .map(|c| c.objects.len())
+                .sum()
+        };
+        format!(
+            "snaproll: {} {}: {} added, {} changed, {} removed",
+            req.rollout,
+            req.generation,
+            count(ChangeKind::Added),
+            count(ChangeKind::Changed),
+            count(ChangeKind::Removed)
+        )
+    }
+
+    fn message(&self, req: &Request<'_>, folder: &str) -> String {
+        let mut m = self.summary(req);
+        m.push_str("\n\n");
+        for (kind, title) in [
+            (ChangeKind::Added, "Added"),
+            (ChangeKind::Changed, "Changed"),
+            (ChangeKind::Removed, "Removed"),
+        ] {
+            let items: Vec<&FileChange> = self.changes.iter().filter(|c| c.kind == kind).collect();
+            if items.is_empty() {
+                continue;
+            }
+            m.push_str(title);
+            m.push_str(":\n");
+            for c in items {
+                let file = c.path.rsplit('/').next().unwrap_or(&c.path);
+                if c.objects.is_empty() {
+                    m.push_str(&format!("- {file}\n"));
+                }
+                for o in &c.objects {
+                    m.push_str(&format!("- {o} [{file}]\n"));
+                }
+            }
+        }
+        m.push_str(&format!("\nPath: {folder}\n"));
+        m
+    }
+
+    fn outcome(
+        self,
+        req: &Request<'_>,
+        commit: Option<Oid>,
+        head: Option<Oid>,
+        branch: String,
+        path: &str,
+    ) -> Outcome {
+        Outcome {
+            commit,
+            head,
+            branch,
+            path: path.to_string(),
+            summary: self.summary(req),
+            changes: self.changes,
+            pushed: false,
+            push_attempts: 0,
+        }
+    }
+}
+
+/// Removes credentials from text libgit2 produced.
+#[derive(Clone, Default)]
+struct Scrubber {
+    secrets: Vec<(String, String)>,
+}
+
+impl Scrubber {
+    fn new(dest: &Destination) -> Scrubber {
+        let mut secrets = Vec::new();
+        if is_url(&dest.repo) {
+            let red = redact_url(&dest.repo);
+            if red != dest.repo {
+                secrets.push((dest.repo.clone(), red));
+            }
+            if let Some((_, rest)) = dest.repo.split_once("://") {
+                let end = rest.find('/').unwrap_or(rest.len());
+                if let Some(at) = rest[..end].rfind('@') {
+                    secrets.push((rest[..at].to_string(), "***".to_string()));
+                }
+            }
+        }
+        if let Some(t) = &dest.auth.token {
+            secrets.push((t.clone(), "***".to_string()));
+        }
+        Scrubber { secrets }
+    }
+
+    fn text(&self, s: &str) -> String {
+        let mut s = s.to_string();
+        for (secret, with) in &self.secrets {
+            if !secret.is_empty() {
+                s = s.replace(secret.as_str(), with);
+            }
+        }
+        s
+    }
+
+    fn err(&self, e: git2::Error) -> Libgit2 {
+        Libgit2 {
+            code: e.code(),
+            class: e.class(),
+            message: self.text(e.message()),
+        }
+    }
+}
+
+/// An open repository and the branch being written.
+struct Session<'d> {
+    dest: &'d Destination,
+    repo: Repository,
+    /// Display name of the repository (redacted URL or the path).
+    name: String,
+    branch: String,
+    refname: String,
+    url_mode: bool,
+    scrub: Scrubber,
+    /// The clone's temporary directory, removed on drop.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// How a single push attempt ended.
+enum PushResult {
+    Pushed,
+    Rejected(String),
+}
+
+impl<'d> Session<'d> {
+    /// Opens (or, when `create`, creates) the repository and resolves the branch.
+    fn open(dest: &'d Destination, create: bool) -> Result<Session<'d>, GitError> {
+        let scrub = Scrubber::new(dest);
+        if is_url(&dest.repo) {
+            return Session::clone_url(dest, scrub);
+        }
+        let path = Path::new(&dest.repo);
+        let name = dest.repo.clone();
+        let repo = if path.exists() {
+            match Repository::open(path) {
+                Ok(r) => r,
+                Err(e) if e.code() == ErrorCode::NotFound => {
+                    let empty_dir = path.is_dir()
+                        && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+                    if !empty_dir || !create {
+                        return Err(GitError::NotARepo { repo: name });
+                    }
+                    init_repo(path, dest, &name)?
+                }
+                Err(e) => {
+                    return Err(GitError::Open {
+                        repo: name,
+                        source: scrub.err(e),
+                    });
+                }
+            }
+        } else {
+            init_repo(path, dest, &name)?
+        };
+        let branch = resolve_branch(&repo, dest, &name, &scrub)?;
+        Ok(Session {
+            dest,
+            repo,
+            name,
+            refname: format!("refs/heads/{branch}"),
+            branch,
+            url_mode: false,
+            scrub,
+            _tmp: None,
+        })
+    }
+
+    /// A bare clone of a URL in the work directory: fetch the branch, point the local branch
+    /// at the remote head (the clone is scratch space: the remote is the truth).
+    fn clone_url(dest: &'d Destination, scrub: Scrubber) -> Result<Session<'d>, GitError> {
+        let url_name = redact_url(&dest.repo);
+        let (tmp, dir) = match &dest.workdir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|source| GitError::Workdir { source })?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("snaproll-clone-")
+                    .tempdir()
+                    .map_err(|source| GitError::Workdir { source })?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let workdir_name = dir.display().to_string();
+        let repo = match Repository::open_bare(&dir) {
+            Ok(r) => r,
+            Err(_) if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) => {
+                Repository::init_bare(&dir).map_err(|e| GitError::Create {
+                    repo: workdir_name.clone(),
+                    source: Box::new(scrub.err(e)),
+                })?
+            }
+            Err(_) => return Err(GitError::NotARepo { repo: workdir_name }),
+        };
+        let scrub_c = scrub.clone();
+        let repo_err = move |action: String| {
+            let scrub = scrub_c.clone();
+            move |e: git2::Error| GitError::Repo {
+                action,
+                source: scrub.err(e),
+            }
+        };
+        match repo.find_remote(&dest.remote) {
+            Ok(r) if r.url() == Ok(dest.repo.as_str()) => {}
+            Ok(_) => repo
+                .remote_set_url(&dest.remote, &dest.repo)
+                .map_err(repo_err(format!("setting remote {}", dest.remote)))?,
+            Err(_) => {
+                repo.remote(&dest.remote, &dest.repo)
+                    .map_err(repo_err(format!("adding remote {}", dest.remote)))?;
+            }
+        }
+        let mut session = Session {
+            dest,
+            repo,
+            name: url_name,
+            branch: String::new(),
+            refname: String::new(),
+            url_mode: true,
+            scrub,
+            _tmp: tmp,
+        };
+        let (default, heads) = session.list_remote()?;
+        let branch = match &dest.branch {
+            Some(b) => {
+                if !heads.is_empty() && !heads.contains(b) {
+                    return Err(GitError::MissingBranch {
+                        branch: b.clone(),
+                        repo: session.name.clone(),
+                        available: heads.iter().cloned().collect::<Vec<_>>().join(", "),
+                    });
+                }
+                b.clone()
+            }
+            None => default.unwrap_or_else(|| DEFAULT_BRANCH.to_string()),
+        };
+        session.refname = format!("refs/heads/{branch}");
+        session.branch = branch;
+        let remote_head = if heads.contains(&session.branch) {
+            session.fetch()?
+        } else {
+            None
+        };
+        let refname = session.refname.clone();
+        let r = &session.repo;
+        match remote_head {
+            Some(oid) => {
+                r.reference(&refname, oid, true, "snaproll: reset to remote")
+                    .map_err(repo_err(format!("setting {refname}")))?;
+            }
+            None => {
+                if let Ok(mut existing) = r.find_reference(&refname) {
+                    existing
+                        .delete()
+                        .map_err(repo_err(format!("resetting {refname}")))?;
+                }
+            }
+        }
+        r.set_head(&refname)
+            .map_err(repo_err("setting HEAD".to_string()))?;
+        Ok(session)
+    }
+
+    fn repo_err(&self, action: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError + '_ {
+        let action = action.into();
+        move |e| GitError::Repo {
+            action,
+            source: self.scrub.err(e),
+        }
+    }
+
+    fn branch_head(&self) -> Result<Option<Oid>, GitError> {
+        match self.repo.refname_to_id(&self.refname) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.repo_err(format!("reading {}", self.refname))(e)),
+        }
+    }
+
+    fn tree_of(&self, commit: Option<Oid>) -> Result<Option<Tree<'_>>, GitError> {
+        let Some(c) = commit else { return Ok(None) };
+        let commit = self
+            .repo
+            .find_commit(c)
+            .map_err(self.repo_err(format!("reading commit {c}")))?;
+        commit
+            .tree()
+            .map(Some)
+            .map_err(self.repo_err(format!("reading the tree of {c}")))
+    }
+
+    fn blob_content(&self, oid: Oid) -> Result<Vec<u8>, GitError> {
+        self.repo
+            .find_blob(oid)
+            .map(|b| b.content().to_vec())
+            .map_err(self.repo_err(format!("reading blob {oid}")))
+    }
+
+    /// The files under the folder in `root`: path relative to the folder → (blob id, mode).
+    /// A blob where the folder should be is listed under the empty path.
+    fn read_folder(
+        &self,
+        root: Option<&Tree<'_>>,
+        comps: &[String],
+    ) -> Result<BTreeMap<String, (Oid, i32)>, GitError> {
+        let mut out = BTreeMap::new();
+        let Some(root) = root else { return Ok(out) };
+        let entry = match root.get_path(Path::new(&comps.join("/"))) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(out),
+            Err(e) => return Err(self.repo_err("reading the folder")(e)),
+        };
+        if entry.kind() != Some(ObjectType::Tree) {
+            out.insert(String::new(), (entry.id(), entry.filemode()));
+            return Ok(out);
+        }
+        let tree = self
+            .repo
+            .find_tree(entry.id())
+            .map_err(self.repo_err("reading the folder"))?;
+        tree.walk(TreeWalkMode::PreOrder, |dir, e| {
+            if e.kind() != Some(ObjectType::Tree) {
+                let name = String::from_utf8_lossy(e.name_bytes());
+                out.insert(format!("{dir}{name}"), (e.id(), e.filemode()));
+            }
+            TreeWalkResult::Ok
+        })
+        .map_err(self.repo_err("reading the folder"))?;
+        Ok(out)
+    }
+
+    /// Whether HEAD is this branch in a repository with a working tree.
+    fn has_worktree(&self) -> bool {
+        !self.url_mode
+            && !self.repo.is_bare()
+            && self
+                .repo
+                .find_reference("HEAD")
+                .ok()
+                .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string))
+                .is_some_and(|t| t == self.refname)
+    }
+
+    /// Refuses when any of `paths` (or anything under `folder`) is modified, staged or
+    /// untracked in the working tree.
+    fn check_clean(&self, folder: &str, also: &BTreeSet<String>) -> Result<(), GitError> {
+        let mut opts = StatusOptions::new();
+        opts.include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false)
+            .exclude_submodules(true);
+        if also.is_empty() {
+            opts.pathspec(folder);
+        }
+        let statuses = self
+            .repo
+            .statuses(Some(&mut opts))
+            .map_err(self.repo_err("reading the working tree status"))?;
+        let prefix = format!("{}/", folder.trim_end_matches('/'));
+        let dirty: Vec<String> = statuses
+            .iter()
+            .filter(|s| !s.status().is_ignored())
+            .filter_map(|s| s.path().ok().map(str::to_string))
+            .filter(|p| p.starts_with(&prefix) || p == folder || also.contains(p))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut files = dirty.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        if dirty.len() > 3 {
+            files.push_str(&format!(" and {} more", dirty.len() - 3));
+        }
+        Err(GitError::Dirty {
+            repo: self.name.clone(),
+            path: folder.to_string(),
+            files,
+        })
+    }
+
+    fn signature(&self, req: &Request<'_>) -> Result<Signature<'static>, GitError> {
+        let config = self.repo.config().ok();
+        let from_config = |key: &str| {
+            config
+                .as_ref()
+                .and_then(|c| c.get_string(key).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let name = req
+            .author_name
+            .map(str::to_string)
+            .or_else(|| from_config("user.name"))
+            .unwrap_or(FALLBACK_NAME.to_string());
+        let email = req
+            .author_email
+            .map(str::to_string)
+            .or_else(|| from_config("user.email"))
+            .unwrap_or(FALLBACK_EMAIL.to_string());
+        Signature::now(&name, &email).map_err(|e| GitError::InvalidInput {
+            what: "author",
+            value: format!("{name} <{email}>"),
+            reason: self.scrub.err(e).message,
+        })
+    }
+
+    /// Writes the new folder into `parent`'s tree and commits it (no ref moves). `None` when
+    /// the tree would not change; in that case nothing was written.
+    fn build(
+        &self,
+        req: &Request<'_>,
+        comps: &[String],
+        parent: Option<Oid>,
+    ) -> Result<(Plan, Option<Oid>), GitError> {
+        let parent_tree = self.tree_of(parent)?;
+        let old = self.read_folder(parent_tree.as_ref(), comps)?;
+        let mut plan = Plan::new(&self.dest.path, req, &old, false);
+        if plan.changes.is_empty() {
+            return Ok((plan, None));
+        }
+        if let Some(describe) = req.describe_removed {
+            for c in plan
+                .changes
+                .iter_mut()
+                .filter(|c| c.kind == ChangeKind::Removed)
+            {
+                if let Some(&(oid, _)) = old.get(rel_key(&self.dest.path, &c.path)) {
+                    let content = self.blob_content(oid)?;
+                    c.objects = describe(&c.path, &content);
+                }
+            }
+        }
+        let changed: BTreeSet<&str> = plan.changes.iter().map(|c| c.path.as_str()).collect();
+        let folder = self.dest.path.trim_end_matches('/');
+        // Write only the blobs that are new; the others are in the parent tree already.
+        let mut entries: Vec<(&str, Oid)> = Vec::with_capacity(plan.new.len());
+        for &(i, oid) in &plan.new {
+            let f = &req.files[i];
+            if changed.contains(format!("{folder}/{}", f.path).as_str()) {
+                let written = self
+                    .repo
+                    .blob(&f.content)
+                    .map_err(self.repo_err(format!("writing {}", f.path)))?;
+                debug_assert_eq!(written, oid);
+            }
+            entries.push((f.path.as_str(), oid));
+        }
+        let sub = if entries.is_empty() {
+            None
+        } else {
+            Some(self.write_dir(&entries)?)
+        };
+        let root = self
+            .splice(parent_tree.as_ref(), comps, sub)?
+            .map(Ok)
+            .unwrap_or_else(|| {
+                self.repo
+                    .treebuilder(None)
+                    .and_then(|tb| tb.write())
+                    .map_err(self.repo_err("writing the root tree"))
+            })?;
+        if parent_tree.as_ref().map(|t| t.id()) == Some(root) {
+            // Only mode differences we do not model: nothing to commit.
+            plan.changes.clear();
+            return Ok((plan, None));
+        }
+        let tree = self
+            .repo
+            .find_tree(root)
+            .map_err(self.repo_err("reading the new tree"))?;
+        let sig = self.signature(req)?;
+        let parents = match parent {
+            Some(p) => vec![
+                self.repo
+                    .find_commit(p)
+                    .map_err(self.repo_err("reading the parent commit"))?,
+            ],
+            None => vec![],
+        };
+        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        let commit = self
+            .repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                &plan.message(req, folder),
+                &tree,
+                &parent_refs,
+            )
+            .map_err(self.repo_err("writing the commit"))?;
+        Ok((plan, Some(commit)))
+    }
+
+    /// Writes a tree holding `entries` (paths relative to it) and returns its id.
+    fn write_dir(&self, entries: &[(&str, Oid)]) -> Result<Oid, GitError> {
+        let mut tb = self
+            .repo
+            .treebuilder(None)
+            .map_err(self.repo_err("building a tree"))?;
+        let mut subdirs: BTreeMap<&str, Vec<(&str, Oid)>> = BTreeMap::new();
+        for &(path, oid) in entries {
+            match path.split_once('/') {
+                None => {
+                    tb.insert(path, oid, MODE_FILE)
+                        .map_err(self.repo_err(format!("adding {path} to a tree")))?;
+                }
+                Some((dir, rest)) => subdirs.entry(dir).or_default().push((rest, oid)),
+            }
+        }
+        for (dir, sub) in subdirs {
+            let id = self.write_dir(&sub)?;
+            tb.insert(dir, id, MODE_TREE)
+                .map_err(self.repo_err(format!("adding {dir} to a tree")))?;
+        }
+        tb.write().map_err(self.repo_err("writing a tree"))
+    }
+
+    /// `tree` with the entry at `comps` replaced by `sub` (removed for `None`); `None` when the
+    /// result is empty. Only the trees along the path are rewritten.
+    fn splice(
+        &self,
+        tree: Option<&Tree<'_>>,
+        comps: &[String],
+        sub: Option<Oid>,
+    ) -> Result<Option<Oid>, GitError> {
+        let (first, rest) = comps.split_first().expect("path has a component");
+        let mut tb = self
+            .repo
+            .treebuilder(tree)
+            .map_err(self.repo_err("building a tree"))?;
+        let new_child = if rest.is_empty() {
+            sub
+        } else {
+            let child = tree
+                .and_then(|t| t.get_name(first))
+                .filter(|e| e.kind() == Some(ObjectType::Tree))
+                .map(|e| self.repo.find_tree(e.id()))
+                .transpose()
+                .map_err(self.repo_err("reading a tree"))?;
+            self.splice(child.as_ref(), rest, sub)?
+        };
+        match new_child {
+            Some(id) => {
+                tb.insert(first.as_str(), id, MODE_TREE)
+                    .map_err(self.repo_err(format!("adding {first} to a tree")))?;
+            }
+            None => {
+                if tb.get(first.as_str()).ok().flatten().is_some() {
+                    tb.remove(first.as_str())
+                        .map_err(self.repo_err(format!("removing {first}")))?;
+                }
+            }
+        }
+        if tb.is_empty() {
+            return Ok(None);
+        }
+        tb.write()
+            .map(Some)
+            .map_err(self.repo_err("writing a tree"))
+    }
+
+    /// Moves the branch from `old` to `new` only if it is still at `old`.
+    fn move_branch(&self, old: Option<Oid>, new: Oid, msg: &str) -> Result<(), GitError> {
+        let result = match old {
+            Some(o) => self
+                .repo
+                .reference_matching(&self.refname, new, true, o, msg),
+            None => self.repo.reference(&self.refname, new, false, msg),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
+                Err(GitError::RefMoved {
+                    branch: self.branch.clone(),
+                    source: self.scrub.err(e),
+                })
+            }
+            Err(e) => Err(self.repo_err(format!("updating {}", self.refname))(e)),
+        }
+    }
+
+    /// Makes the working tree and index match `new` where they matched `old` (checked clean
+    /// before): writes and removes exactly the files that differ between the two trees.
+    fn update_worktree(&self, old: Option<Oid>, new: Oid) -> Result<(), GitError> {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Worktree {
+            branch: self.branch.clone(),
+            commit: short(new),
+            source,
+        };
+        let g = |e: git2::Error| fail(Box::new(self.scrub.err(e)));
+        let old_tree = self.tree_of(old).map_err(|e| fail(Box::new(e)))?;
+        let new_tree = self.tree_of(Some(new)).map_err(|e| fail(Box::new(e)))?;
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)
+            .map_err(g)?;
+        let root = self.repo.workdir().expect("non-bare").to_path_buf();
+        let mut index = self.repo.index().map_err(g)?;
+        for delta in diff.deltas() {
+            let new_file = delta.new_file();
+            let Some(rel) = new_file.path().or(delta.old_file().path()) else {
+                continue;
+            };
+            let full = root.join(rel);
+            let io = |e: std::io::Error| fail(Box::new(e));
+            if delta.status() == git2::Delta::Deleted {
+                match std::fs::remove_file(&full) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+                index.remove_path(rel).map_err(g)?;
+                // Drop folders the removal emptied (never the root).
+                let mut dir = full.parent();
+                while let Some(d) = dir {
+                    if d == root || std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                continue;
+            }
+            let mode = i32::from(new_file.mode());
+            if mode == i32::from(git2::FileMode::Commit) {
+                continue; // submodules are not ours to check out
+            }
+            let blob = self.repo.find_blob(new_file.id()).map_err(g)?;
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            if mode == i32::from(git2::FileMode::Link) {
+                let _ = std::fs::remove_file(&full);
+                let target = String::from_utf8_lossy(blob.content()).to_string();
+                std::os::unix::fs::symlink(target, &full).map_err(io)?;
+            } else {
+                std::fs::write(&full, blob.content()).map_err(io)?;
+                if mode == i32::from(git2::FileMode::BlobExecutable) {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755))
+                        .map_err(io)?;
+                }
+            }
+            index.add_path(rel).map_err(g)?;
+        }
+        index.write().map_err(g)?;
+        Ok(())
+    }
+
+    /// Commits and moves the branch (and working tree). Returns the plan and the new commit.
+    fn commit_onto(
+        &self,
+        req: &Request<'_>,
+        comps: &[String],
+        parent: Option<Oid>,
+        worktree: bool,
+    ) -> Result<(Plan, Option<Oid>), GitError> {
+        let (plan, commit) = self.build(req, comps, parent)?;
+        let Some(c) = commit else {
+            return Ok((plan, None));
+        };
+        self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
+        tracing::info!(commit = %c, branch = %self.branch, "committed");
+        if worktree {
+            self.update_worktree(parent, c)?;
+        }
+        Ok((plan, Some(c)))
+    }
+
+    fn publish(&self, req: &Request<'_>, comps: &[String]) -> Result<Outcome, GitError> {
+        let worktree = self.has_worktree();
+        if worktree {
+            self.check_clean(&self.dest.path, &BTreeSet::new())?;
+        }
+        let parent = self.branch_head()?;
+        let (mut plan, mut commit) = self.commit_onto(req, comps, parent, worktree)?;
+        let mut outcome_attempts = 0;
+        let mut pushed = false;
+        if self.dest.push || self.url_mode {
+            let nothing_to_push = self.url_mode && commit.is_none();
+            if !nothing_to_push {
+                let (p, c, attempts, did_push) =
+                    self.push_with_retries(req, comps, worktree, plan, commit)?;
+                plan = p;
+                commit = c;
+                outcome_attempts = attempts;
+                pushed = did_push;
+            }
+        }
+        let head = self.branch_head()?;
+        let mut out = plan.outcome(req, commit, head, self.branch.clone(), &self.dest.path);
+        out.pushed = pushed;
+        out.push_attempts = outcome_attempts;
+        Ok(out)
+    }
+
+    /// Pushes; on a rejection caused by the remote moving, fetches, rebuilds the commit on the
+    /// new remote head and retries, sleeping `retry_delay · 2^n` (capped) between attempts.
+    fn push_with_retries(
+        &self,
+        req: &Request<'_>,
+        comps: &[String],
+        worktree: bool,
+        mut plan: Plan,
+        mut commit: Option<Oid>,
+    ) -> Result<(Plan, Option<Oid>, u32, bool), GitError> {
+        let url = self.remote_url()?;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let reason = match self.push_once()? {
+                PushResult::Pushed => {
+                    tracing::info!(remote = %url, branch = %self.branch, attempts, "pushed");
+                    return Ok((plan, commit, attempts, true));
+                }
+                PushResult::Rejected(reason) => reason,
+            };
+            let local = self.branch_head()?;
+            let rejected = |attempts| GitError::PushRejected {
+                url: url.clone(),
+                branch: self.branch.clone(),
+                attempts,
+                reason: reason.clone(),
+                local: local.map(short).unwrap_or_default(),
+            };
+            if attempts > self.dest.push_retries {
+                return Err(rejected(attempts));
+            }
+            let delay = self
+                .dest
+                .retry_delay
+                .saturating_mul(1 << (attempts - 1).min(16))
+                .min(MAX_RETRY_DELAY);
+            tracing::warn!(remote = %url, %reason, attempt = attempts, ?delay, "push rejected; retrying");
+            std::thread::sleep(delay);
+            let remote_head = self.fetch()?;
+            let Some(remote_head) = remote_head else {
+                return Err(rejected(attempts));
+            };
+            let Some(local) = local else {
+                return Err(rejected(attempts));
+            };
+            if local == remote_head
+                || self
+                    .repo
+                    .graph_descendant_of(local, remote_head)
+                    .unwrap_or(false)
+            {
+                // The remote did not move past us: retrying the same push cannot help.
+                return Err(rejected(attempts));
+            }
+            self.check_only_ours(local, remote_head)?;
+            if worktree {
+                // The rebuilt commit may bring the remote's changes outside the folder.
+                let remote_tree = self.tree_of(Some(remote_head))?;
+                let local_tree = self.tree_of(Some(local))?;
+                let diff = self
+                    .repo
+                    .diff_tree_to_tree(local_tree.as_ref(), remote_tree.as_ref(), None)
+                    .map_err(self.repo_err("comparing with the remote"))?;
+                let paths: BTreeSet<String> = diff
+                    .deltas()
+                    .filter_map(|d| {
+                        d.new_file()
+                            .path()
+                            .or(d.old_file().path())
+                            .map(|p| p.to_string_lossy().to_string())
+                    })
+                    .collect();
+                self.check_clean(&self.dest.path, &paths)?;
+            }
+            let (new_plan, new_commit) = self.build(req, comps, Some(remote_head))?;
+            let target = new_commit.unwrap_or(remote_head);
+            self.move_branch(Some(local), target, "snaproll: rebuilt on the remote head")?;
+            if worktree {
+                self.update_worktree(Some(local), target)?;
+            }
+            plan = new_plan;
+            commit = new_commit;
+            if new_commit.is_none() {
+                // The remote already has exactly this content: nothing left to push.
+                return Ok((plan, None, attempts, false));
+            }
+        }
+    }
+
+    /// Refuses to rebuild when the local commits the remote lacks change anything outside the
+    /// folder: those are someone's work that a rebuild would drop.
+    fn check_only_ours(&self, local: Oid, remote: Oid) -> Result<(), GitError> {
+        let diverged = || GitError::Diverged {
+            branch: self.branch.clone(),
+            remote: self.dest.remote.clone(),
+            path: self.dest.path.clone(),
+        };
+        let base = self
+            .repo
+            .merge_base(local, remote)
+            .map_err(|_| diverged())?;
+        let a = self.tree_of(Some(base))?.expect("commit has a tree");
+        let b = self.tree_of(Some(local))?.expect("commit has a tree");
+        let mut opts = git2::DiffOptions::new();
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))
+            .map_err(self.repo_err("comparing local commits"))?;
+        let prefix = format!("{}/", self.dest.path.trim_end_matches('/'));
+        let outside = diff.deltas().any(|d| {
+            let p = d
+                .new_file()
+                .path()
+                .or(d.old_file().path())
+                .map(|p| p.to_string_lossy().to_string())
+                .unwrap_or_default();
+            !p.starts_with(&prefix)
+        });
+        if outside {
+            return Err(diverged());
+        }
+        Ok(())
+    }
+
+    fn remote_url(&self) -> Result<String, GitError> {
+        let remote = self
+            .repo
+            .find_remote(&self.dest.remote)
+            .map_err(|_| GitError::NoRemote {
+                repo: self.name.clone(),
+                remote: self.dest.remote.clone(),
+            })?;
+        Ok(self.scrub.text(&redact_url(remote.url().unwrap_or("?"))))
+    }
+
+    /// Callbacks with credentials (bounded) and, for pushes, the per-ref rejection.
+    fn callbacks<'a>(
+        &'a self,
+        tries: &'a Cell<u32>,
+        auth_failure: &'a RefCell<Option<String>>,
+    ) -> RemoteCallbacks<'a> {
+        let auth = &self.dest.auth;
+        let mut cb = RemoteCallbacks::new();
+        let mut tried_key = false;
+        let mut tried_agent = false;
+        let mut tried_token = false;
+        let mut tried_helper = false;
+        let mut tried_default = false;
+        cb.credentials(move |url, user_from_url, allowed| {
+            tries.set(tries.get() + 1);
+            let give_up = |reason: &str| {
+                *auth_failure.borrow_mut() = Some(reason.to_string());
+                Err(git2::Error::from_str(reason))
+            };
+            if tries.get() > MAX_CREDENTIAL_ATTEMPTS {
+                return give_up(&format!(
+                    "gave up after {MAX_CREDENTIAL_ATTEMPTS} attempts; check the credentials"
+                ));
+            }
+            let user = user_from_url.unwrap_or("git");
+            if allowed.contains(CredentialType::SSH_KEY) {
+                if let Some(key) = &auth.ssh_key
+                    && !tried_key
+                {
+                    tried_key = true;
+                    return Cred::ssh_key(user, None, key, None);
+                }
+                if !tried_agent {
+                    tried_agent = true;
+                    return Cred::ssh_key_from_agent(user);
+                }
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(token) = &auth.token
+                    && !tried_token
+                {
+                    tried_token = true;
+                    let user = auth.username.as_deref().unwrap_or("x-access-token");
+                    return Cred::userpass_plaintext(user, token);
+                }
+                if !tried_helper {
+                    tried_helper = true;
+                    if let Ok(config) = self.repo.config()
+                        && let Ok(c) = Cred::credential_helper(&config, url, user_from_url)
+                    {
+                        return Ok(c);
+                    }
+                }
+            }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user);
+            }
+            if allowed.contains(CredentialType::DEFAULT) && !tried_default {
+                tried_default = true;
+                return Cred::default();
+            }
+            give_up(
+                "no credentials left to try (set --ssh-key, an SSH agent, SNAPROLL_GIT_TOKEN or a git credential helper)",
+            )
+        });
+        cb
+    }
+
+    /// Turns a transfer failure into an auth error when the credentials callback gave up.
+    fn transfer_error(
+        &self,
+        e: git2::Error,
+        auth_failure: &RefCell<Option<String>>,
+        url: String,
+        wrap: fn(String, Libgit2) -> GitError,
+    ) -> GitError {
+        if let Some(reason) = auth_failure.borrow_mut().take() {
+            return GitError::Auth { url, reason };
+        }
+        if e.class() == ErrorClass::Http && e.code() == ErrorCode::Auth {
+            return GitError::Auth {
+                url,
+                reason: self.scrub.err(e).message,
+            };
+        }
+        wrap(url, self.scrub.err(e))
+    }
+
+    /// The remote's default branch and its branch names (one connection, no download).
+    fn list_remote(&self) -> Result<(Option<String>, BTreeSet<String>), GitError> {
+        let url = self.remote_url()?;
+        let tries = Cell::new(0);
+        let failure = RefCell::new(None);
+        let mut remote = self
+            .repo
+            .find_remote(&self.dest.remote)
+            .map_err(self.repo_err("reading the remote"))?;
+        let fetch_err = |url, source| GitError::Fetch { url, source };
+        let conn = remote
+            .connect_auth(
+                Direction::Fetch,
+                Some(self.callbacks(&tries, &failure)),
+                None,
+            )
+            .map_err(|e| self.transfer_error(e, &failure, url.clone(), fetch_err))?;
+        let heads: BTreeSet<String> = conn
+            .list()
+            .map_err(|e| self.transfer_error(e, &failure, url.clone(), fetch_err))?
+            .iter()
+            .filter_map(|h| h.name().strip_prefix("refs/heads/").map(str::to_string))
+            .collect();
+        let default = conn
+            .default_branch()
+            .ok()
+            .and_then(|b| b.as_str().ok().map(str::to_string))
+            .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_string));
+        Ok((default, heads))
+    }
+
+    /// Fetches the branch into `refs/remotes/<remote>/<branch>`; returns the remote head.
+    fn fetch(&self) -> Result<Option<Oid>, GitError> {
+        let url = self.remote_url()?;
+        let tries = Cell::new(0);
+        let failure = RefCell::new(None);
+        let mut remote = self
+            .repo
+            .find_remote(&self.dest.remote)
+            .map_err(self.repo_err("reading the remote"))?;
+        let tracking = format!("refs/remotes/{}/{}", self.dest.remote, self.branch);
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(self.callbacks(&tries, &failure))
+            .download_tags(AutotagOption::None)
+            .update_fetchhead(false);
+        let spec = format!("+refs/heads/{}:{tracking}", self.branch);
+        remote
+            .fetch(&[spec.as_str()], Some(&mut fo), Some("snaproll: fetch"))
+            .map_err(|e| {
+                self.transfer_error(e, &failure, url.clone(), |url, source| GitError::Fetch {
+                    url,
+                    source,
+                })
+            })?;
+        match self.repo.refname_to_id(&tracking) {
+            Ok(o) => Ok(Some(o)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// One push of the branch, never forced.
+    fn push_once(&self) -> Result<PushResult, GitError> {
+        let url = self.remote_url()?;
+        let tries = Cell::new(0);
+        let failure = RefCell::new(None);
+        let rejected: RefCell<Option<String>> = RefCell::new(None);
+        let mut remote = self
+            .repo
+            .find_remote(&self.dest.remote)
+            .map_err(self.repo_err("reading the remote"))?;
+        let mut cb = self.callbacks(&tries, &failure);
+        cb.push_update_reference(|_refname, status| {
+            if let Some(s) = status {
+                *rejected.borrow_mut() = Some(self.scrub.text(s));
+            }
+            Ok(())
+        });
+        let mut po = PushOptions::new();
+        po.remote_callbacks(cb);
+        let spec = format!("{0}:{0}", self.refname);
+        match remote.push(&[spec.as_str()], Some(&mut po)) {
+            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::NotFastForward => {
+                return Ok(PushResult::Rejected(
+                    "non-fast-forward (the remote branch moved)".to_string(),
+                ));
+            }
+            Err(e) => {
+                return Err(
+                    self.transfer_error(e, &failure, url, |url, source| GitError::Push {
+                        url,
+                        source,
+                    }),
+                );
+            }
+        }
+        drop(po);
+        match rejected.into_inner() {
+            Some(reason) => Ok(PushResult::Rejected(reason)),
+            None => Ok(PushResult::Pushed),
+        }
+    }
+}
+
+/// Creates a non-bare repository whose HEAD is the branch to write (unborn until the commit).
+fn init_repo(path: &Path, dest: &Destination, name: &str) -> Result<Repository, GitError> {
+    let create = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Create {
+        repo: name.to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(|e| create(Box::new(e)))?;
+    let head = dest.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
+    let mut opts = RepositoryInitOptions::new();
+    opts.initial_head(head).no_reinit(true);
+    let repo = Repository::init_opts(path, &opts).map_err(|e| {
+        create(Box::new(Libgit2 {
+            code: e.code(),
+            class: e.class(),
+            message: e.message().to_string(),
+        }))
+    })?;
+    tracing::info!(repo = %name, branch = head, "created repository");
+    Ok(repo)
+}
+
+/// The branch to write: `--branch` (which must exist unless the repository has no branches at
+/// all), else HEAD's branch, else [`DEFAULT_BRANCH`].
+fn resolve_branch(
+    repo: &Repository,
+    dest: &Destination,
+    name: &str,
+    scrub: &Scrubber,
+) -> Result<String, GitError> {
+    let branches: Vec<String> = repo
+        .branches(Some(git2::BranchType::Local))
+        .map_err(|e| GitError::Open {
+            repo: name.to_string(),
+            source: scrub.err(e),
+        })?
+        .filter_map(|b| b.ok())
+        .filter_map(|(b, _)| b.name().ok().flatten().map(str::to_string))
+        .collect();
+    let head = repo.find_reference("HEAD").ok();
+    let head_target = head
+        .as_ref()
+        .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string));
+    let branch = match &dest.branch {
+        Some(b) => {
+            if !branches.is_empty() && !branches.contains(b) {
+                return Err(GitError::MissingBranch {
+                    branch: b.clone(),
+                    repo: name.to_string(),
+                    available: branches.join(", "),
+                });
+            }
+            b.clone()
+        }
+        None => match head_target
+            .as_deref()
+            .and_then(|t| t.strip_prefix("refs/heads/"))
+        {
+            Some(b) => b.to_string(),
+            None if branches.is_empty() => DEFAULT_BRANCH.to_string(),
+            None => {
+                return Err(GitError::DetachedHead {
+                    repo: name.to_string(),
+                });
+            }
+        },
+    };
+    // In an empty repository, HEAD follows the branch being created so a clone checks it out.
+    if branches.is_empty() && head_target.as_deref() != Some(&format!("refs/heads/{branch}")) {
+        repo.set_head(&format!("refs/heads/{branch}"))
+            .map_err(|e| GitError::Open {
+                repo: name.to_string(),
+                source: scrub.err(e),
+            })?;
+    }
+    Ok(branch)
+}
+
+/// Seven-character abbreviation of a commit id, for messages.
+pub fn short(oid: Oid) -> String {
+    oid.to_string()[..7].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_from_paths() {
+        assert!(is_url("https://example.com/x.git"));
+        assert!(is_url("file:///tmp/x.git"));
+        assert!(is_url("git@github.com:org/repo.git"));
+        assert!(!is_url("/tmp/gitops"));
+        assert!(!is_url("./gitops"));
+        assert!(!is_url("dir/with@at:colon/x"));
+    }
+
+    #[test]
+    fn userinfo_is_redacted() {
+        assert_eq!(
+            redact_url("https://user:s3cret@example.com/x.git"),
+            "https://***@example.com/x.git"
+        );
+        assert_eq!(
+            redact_url("https://example.com/x.git"),
+            "https://example.com/x.git"
+        );
+        assert_eq!(redact_url("git@host:org/x.git"), "git@host:org/x.git");
+    }
+
+    #[test]
+    fn paths_must_be_relative_and_plain() {
+        assert!(components("rollouts/demo").is_ok());
+        assert!(components("rollouts/demo/").is_ok());
+        for bad in ["", "/abs", "a/../b", "a//b", ".git/x", "./a"] {
+            assert!(components(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scrubber_hides_token_and_userinfo() {
+        let mut d = Destination::new("https://bot:tok123@example.com/x.git", "p");
+        d.auth.token = Some("tok456".into());
+        let s = Scrubber::new(&d);
+        let text = s.text("failed https://bot:tok123@example.com/x.git with tok456 and bot:tok123");
+        assert!(
+            !text.contains("tok123") && !text.contains("tok456"),
+            "{text}"
+        );
+    }
+}
