@@ -1285,7 +1285,7 @@ impl<'d> Session<'d> {
                 .retry_delay
                 .saturating_mul(1 << (attempts - 1).min(16))
                 .min(MAX_RETRY_DELAY);
-            tracing::warn!(remote = %url, %reason, attempt = attempts, ?delay, "push rejected; retrying");
+            tracing::info!(remote = %url, %reason, attempt = attempts, ?delay, "push rejected; retrying");
             std::thread::sleep(delay);
             let remote_head = self.fetch()?;
             let Some(remote_head) = remote_head else {

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod gitops;
 pub mod install;
 pub mod manifest;
 pub mod render;

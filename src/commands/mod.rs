@@ -120,6 +120,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return exit::INVALID;
         }
         // Module error types add their mapping here (GitError -> 3, ApplyError -> 4).
+        if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
+            return e.exit_code();
+        }
         if cause.is::<std::io::Error>() {
             return exit::IO;
         }

@@ -1,0 +1,829 @@
+//! `reconcile` into Git: real repositories and bare remotes in temp dirs, checked with the `git`
+//! CLI. Remote races use a real `git daemon` and `pre-receive` hooks (libgit2's local transport
+//! runs no hooks), so the rejection is the one a real server sends.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const SPEC_HEAD: &str = "apiVersion: snaproll.dev/v1alpha1
+kind: DatasetRollout
+metadata:
+  name: demo
+  namespace: default
+spec:
+  snapshotClass:
+    name: csi-gce-pd-snapshot-class
+    driver: pd.csi.storage.gke.io
+    deletionPolicy: Delete
+  datasets:
+";
+
+/// A spec with one dataset per `(name, replicas)`; each dataset's consumer is `<name>-reader`.
+fn spec_text(datasets: &[(&str, u32)]) -> String {
+    let mut s = SPEC_HEAD.to_string();
+    for (name, replicas) in datasets {
+        s.push_str(&format!(
+            "    - name: {name}
+      storage:
+        storageClassName: standard-rwo
+        size: 10Gi
+        accessModes: [ReadWriteOnce]
+      producer:
+        image: ubuntu:22.04
+        command: [\"/bin/sh\", \"-c\"]
+        args: [\"echo hi > /data/file.txt\"]
+        mountPath: /data
+      consumer:
+        name: {name}-reader
+        replicas: {replicas}
+        image: ubuntu:22.04
+        command: [\"/bin/sh\", \"-c\"]
+        args: [\"sleep infinity\"]
+        mountPath: /data
+"
+        ));
+    }
+    s
+}
+
+/// A temp dir with a spec file, a HOME without git config, and helpers.
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(env.home()).unwrap();
+        env
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+    fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+    fn spec(&self, datasets: &[(&str, u32)]) -> PathBuf {
+        let p = self.path("snaproll.yaml");
+        std::fs::write(&p, spec_text(datasets)).unwrap();
+        p
+    }
+    /// `snaproll reconcile` with a fixed author and a clean git environment.
+    fn reconcile(&self, repo: &str, extra: &[&str]) -> assert_cmd::Command {
+        let mut cmd = snaproll();
+        cmd.env("HOME", self.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("SNAPROLL_GIT_TOKEN")
+            .args(["reconcile", "-f"])
+            .arg(self.path("snaproll.yaml"))
+            .args(["--repo", repo, "--generation", "2021-07-15"])
+            .args([
+                "--author-name",
+                "Snap Bot",
+                "--author-email",
+                "bot@example.com",
+            ])
+            .args(extra);
+        cmd
+    }
+    /// Runs the git CLI in `dir`, asserting success; returns stdout.
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.git_cmd(dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?} in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn git_cmd(&self, dir: &Path) -> Command {
+        let mut c = Command::new("git");
+        c.current_dir(dir)
+            .env("HOME", self.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Other Person")
+            .env("GIT_AUTHOR_EMAIL", "other@example.com")
+            .env("GIT_COMMITTER_NAME", "Other Person")
+            .env("GIT_COMMITTER_EMAIL", "other@example.com");
+        c
+    }
+    /// `git fsck --full` must be clean (dangling objects are fine: they are not corruption).
+    fn fsck(&self, dir: &Path) {
+        let out = self
+            .git_cmd(dir)
+            .args(["fsck", "--full", "--no-dangling"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "fsck {}: {text}",
+            dir.display()
+        );
+    }
+    fn count(&self, dir: &Path, rev: &str) -> usize {
+        self.git(dir, &["rev-list", "--count", rev])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+    fn files(&self, dir: &Path, rev: &str) -> Vec<String> {
+        self.git(dir, &["ls-tree", "-r", "--name-only", rev])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    /// A repository with one commit holding README.md (outside any snaproll path).
+    fn seeded_repo(&self, rel: &str) -> PathBuf {
+        let dir = self.path(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        self.git(&dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("README.md"), "hand-written\n").unwrap();
+        self.git(&dir, &["add", "README.md"]);
+        self.git(&dir, &["commit", "-q", "-m", "seed"]);
+        dir
+    }
+    /// A bare repository seeded with README.md on main.
+    fn seeded_bare(&self, rel: &str) -> PathBuf {
+        let seed = self.seeded_repo(&format!("{rel}-seed"));
+        let bare = self.path(rel);
+        self.git(
+            self.tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                seed.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        bare
+    }
+    fn loose_objects(&self, dir: &Path) -> String {
+        self.git(dir, &["count-objects"])
+    }
+}
+
+fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).to_string()
+}
+
+fn stderr(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).to_string()
+}
+
+/// Replaces commit ids (7 or 40 hex digits) for snapshots.
+fn scrub_shas(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| !c.is_ascii_hexdigit()) {
+        let hex = word.trim_end_matches(|c: char| !c.is_ascii_hexdigit());
+        if (hex.len() == 7 || hex.len() == 40) && hex.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str("[SHA]");
+            out.push_str(&word[hex.len()..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A `git daemon` serving the bare repositories under `base` with push enabled, on a free
+/// loopback port. Killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(env: &Env, base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = env
+            .git_cmd(base)
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "git daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, port }
+    }
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Installs a `pre-receive` hook in `bare` that, when `$marker` is absent (or always, when
+/// `every_time`), lands another commit on main from a separate clone before the push it is
+/// checking completes: the remote moves between snaproll's fetch and its ref update.
+fn install_racing_hook(env: &Env, bare: &Path, every_time: bool) {
+    let helper = env.path("racer");
+    env.git(
+        env.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            helper.to_str().unwrap(),
+        ],
+    );
+    let marker = env.path("raced");
+    let once = if every_time {
+        String::new()
+    } else {
+        format!(
+            "[ -e '{m}' ] && exit 0\ntouch '{m}'\n",
+            m = marker.display()
+        )
+    };
+    let hook = format!(
+        "#!/bin/sh
+[ -n \"$SNAPROLL_TEST_NESTED\" ] && exit 0
+{once}for v in $(env | sed -n 's/^\\(GIT_[A-Za-z_]*\\)=.*/\\1/p'); do unset $v; done
+export GIT_AUTHOR_NAME='Other Person' GIT_AUTHOR_EMAIL=other@example.com
+export GIT_COMMITTER_NAME='Other Person' GIT_COMMITTER_EMAIL=other@example.com
+cd '{helper}' || exit 1
+git fetch -q origin && git reset -q --hard origin/main || exit 1
+date +%s%N >> other.txt
+git add other.txt && git commit -q -m 'other change' || exit 1
+SNAPROLL_TEST_NESTED=1 git push -q origin HEAD:main || exit 1
+exit 0
+",
+        helper = helper.display()
+    );
+    write_hook(bare, &hook);
+}
+
+fn write_hook(bare: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = bare.join("hooks/pre-receive");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn two_identical_runs_make_exactly_one_commit_and_write_nothing_the_second_time() {
+    let env = Env::new();
+    env.spec(&[("data", 3)]);
+    let repo = env.path("gitops");
+    let first = env
+        .reconcile(repo.to_str().unwrap(), &[])
+        .assert()
+        .success();
+    insta::assert_snapshot!("first_commit_output", scrub_shas(&stdout(&first)));
+    let objects = env.loose_objects(&repo);
+    let second = env
+        .reconcile(repo.to_str().unwrap(), &[])
+        .assert()
+        .success();
+    assert!(
+        stdout(&second).starts_with("no changes: rollouts/demo is up to date at "),
+        "{}",
+        stdout(&second)
+    );
+    assert_eq!(env.count(&repo, "HEAD"), 1);
+    assert_eq!(
+        env.loose_objects(&repo),
+        objects,
+        "a no-op run wrote objects"
+    );
+    // The first commit of an unborn branch has no parent, and the working tree matches it.
+    assert_eq!(
+        env.git(&repo, &["rev-list", "--max-parents=0", "HEAD"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    assert_eq!(
+        env.git(&repo, &["log", "-1", "--format=%an <%ae>|%cn <%ce>"])
+            .trim(),
+        "Snap Bot <bot@example.com>|Snap Bot <bot@example.com>"
+    );
+    env.fsck(&repo);
+}
+
+#[test]
+fn spec_change_makes_one_commit_whose_message_lists_the_changed_objects() {
+    let env = Env::new();
+    env.spec(&[("data", 3)]);
+    let repo = env.path("gitops");
+    let r = repo.to_str().unwrap();
+    env.reconcile(r, &[]).assert().success();
+    env.spec(&[("data", 5)]);
+    let out = env.reconcile(r, &[]).assert().success();
+    assert!(
+        stdout(&out).contains("snaproll: demo 2021-07-15: 0 added, 1 changed, 0 removed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.count(&repo, "HEAD"), 2);
+    let message = env.git(&repo, &["log", "-1", "--format=%B"]);
+    insta::assert_snapshot!("changed_commit_message", message);
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    env.fsck(&repo);
+}
+
+#[test]
+fn removed_dataset_removes_its_files_from_branch_and_working_tree() {
+    let env = Env::new();
+    env.spec(&[("data", 1), ("logs", 1)]);
+    let repo = env.path("gitops");
+    let r = repo.to_str().unwrap();
+    env.reconcile(r, &[]).assert().success();
+    assert!(
+        env.files(&repo, "HEAD")
+            .iter()
+            .any(|f| f.contains("logs-reader"))
+    );
+    env.spec(&[("data", 1)]);
+    let out = env.reconcile(r, &[]).assert().success();
+    assert!(
+        stdout(&out).contains("0 added, 0 changed, 5 removed"),
+        "{}",
+        stdout(&out)
+    );
+    let files = env.files(&repo, "HEAD");
+    assert!(files.iter().all(|f| !f.contains("logs")), "{files:?}");
+    assert!(files.iter().any(|f| f.contains("data-reader")), "{files:?}");
+    assert!(
+        !repo
+            .join("rollouts/demo/60-statefulset-logs-reader-2021-07-15.yaml")
+            .exists()
+    );
+    let body = env.git(&repo, &["log", "-1", "--format=%b"]);
+    assert!(
+        body.contains("- StatefulSet/logs-reader-2021-07-15 (default)"),
+        "{body}"
+    );
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    env.fsck(&repo);
+}
+
+#[test]
+fn files_outside_the_path_survive_every_run() {
+    let env = Env::new();
+    let repo = env.seeded_repo("gitops");
+    let r = repo.to_str().unwrap();
+    std::fs::write(repo.join("untracked-notes.txt"), "mine\n").unwrap();
+    for replicas in [1, 2, 2, 3] {
+        env.spec(&[("data", replicas)]);
+        env.reconcile(r, &[]).assert().success();
+        assert!(env.files(&repo, "HEAD").contains(&"README.md".to_string()));
+        assert_eq!(
+            std::fs::read_to_string(repo.join("README.md")).unwrap(),
+            "hand-written\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(repo.join("untracked-notes.txt")).unwrap(),
+            "mine\n"
+        );
+    }
+    assert_eq!(env.count(&repo, "HEAD"), 4, "seed + three changes");
+    assert_eq!(
+        env.git(&repo, &["status", "--porcelain"]),
+        "?? untracked-notes.txt\n"
+    );
+    env.fsck(&repo);
+}
+
+#[test]
+fn local_bare_repo_is_committed_to_without_a_working_tree() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let bare = env.seeded_bare("bare.git");
+    let r = bare.to_str().unwrap();
+    env.reconcile(r, &["--path", "clusters/prod/demo"])
+        .assert()
+        .success();
+    env.reconcile(r, &["--path", "clusters/prod/demo"])
+        .assert()
+        .success();
+    assert_eq!(env.count(&bare, "main"), 2);
+    let files = env.files(&bare, "main");
+    assert!(files.contains(&"README.md".to_string()));
+    assert!(files.contains(&"clusters/prod/demo/kustomization.yaml".to_string()));
+    env.fsck(&bare);
+}
+
+#[test]
+fn url_remote_is_cloned_committed_and_pushed_then_a_rerun_is_a_no_op() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let bare = env.seeded_bare("remote.git");
+    let url = format!("file://{}", bare.display());
+    let workdir = env.path("work");
+    let out = env
+        .reconcile(&url, &["--workdir", workdir.to_str().unwrap()])
+        .assert()
+        .success();
+    assert!(
+        stdout(&out).contains("and pushed to main"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.count(&bare, "main"), 2);
+    assert!(
+        env.files(&bare, "main")
+            .contains(&"rollouts/demo/kustomization.yaml".to_string())
+    );
+    // A second run (reusing the work directory) and one in a fresh temp dir change nothing.
+    let again = env
+        .reconcile(&url, &["--workdir", workdir.to_str().unwrap()])
+        .assert()
+        .success();
+    assert!(
+        stdout(&again).starts_with("no changes"),
+        "{}",
+        stdout(&again)
+    );
+    let json = env.reconcile(&url, &["-o", "json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(v["commit"], serde_json::Value::Null);
+    assert_eq!(v["pushed"], false);
+    assert_eq!(env.count(&bare, "main"), 2);
+    env.fsck(&bare);
+    env.fsck(&workdir);
+}
+
+#[test]
+fn url_clone_into_a_temp_dir_is_cleaned_up() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let bare = env.seeded_bare("remote.git");
+    let tmpdir = env.path("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    env.reconcile(&format!("file://{}", bare.display()), &[])
+        .env("TMPDIR", &tmpdir)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_dir(&tmpdir).unwrap().count(),
+        0,
+        "clone left behind"
+    );
+    assert_eq!(env.count(&bare, "main"), 2);
+    env.fsck(&bare);
+}
+
+#[test]
+fn push_race_on_the_remote_is_rebuilt_retried_and_keeps_both_changes() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    std::fs::create_dir_all(&base).unwrap();
+    let bare = base.join("remote.git");
+    let seeded = env.seeded_bare("srv/remote.git");
+    assert_eq!(seeded, bare);
+    install_racing_hook(&env, &bare, false);
+    let daemon = Daemon::start(&env, &base);
+    let out = env
+        .reconcile(&daemon.url("remote.git"), &["-o", "json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["pushed"], true);
+    assert_eq!(v["pushAttempts"], 2, "{v}");
+    let log = env.git(&bare, &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "snaproll: demo 2021-07-15: 6 added, 0 changed, 0 removed",
+            "other change",
+            "seed"
+        ],
+        "{log}"
+    );
+    assert!(env.files(&bare, "main").contains(&"other.txt".to_string()));
+    env.fsck(&bare);
+}
+
+#[test]
+fn remote_that_keeps_moving_fails_after_bounded_retries_and_nothing_is_lost_locally() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    let bare = env.seeded_bare("srv/remote.git");
+    install_racing_hook(&env, &bare, true);
+    let daemon = Daemon::start(&env, &base);
+    let local = env.path("local");
+    env.git(
+        env.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            &daemon.url("remote.git"),
+            local.to_str().unwrap(),
+        ],
+    );
+    let started = Instant::now();
+    let out = env
+        .reconcile(local.to_str().unwrap(), &["--push", "--push-retries", "2"])
+        .assert()
+        .code(3);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("rejected after 3 attempt(s)"), "{err}");
+    assert!(
+        err.contains("the commit stays on the local branch"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Nothing lost: the local branch holds the (rebuilt) snaproll commit on top of the remote's
+    // changes, and the working tree follows it.
+    let subject = env.git(&local, &["log", "-1", "--format=%s"]);
+    assert!(
+        subject.starts_with("snaproll: demo 2021-07-15"),
+        "{subject}"
+    );
+    assert!(
+        env.files(&local, "HEAD")
+            .contains(&"rollouts/demo/kustomization.yaml".to_string())
+    );
+    assert!(env.files(&local, "HEAD").contains(&"other.txt".to_string()));
+    assert_eq!(env.git(&local, &["status", "--porcelain"]), "");
+    assert!(
+        !env.files(&bare, "main")
+            .iter()
+            .any(|f| f.starts_with("rollouts/"))
+    );
+    env.fsck(&local);
+    env.fsck(&bare);
+}
+
+#[test]
+fn remote_that_declines_the_push_fails_at_once_with_exit_3() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    let bare = env.seeded_bare("srv/remote.git");
+    write_hook(&bare, "#!/bin/sh\necho 'protected branch' >&2\nexit 1\n");
+    let daemon = Daemon::start(&env, &base);
+    let out = env
+        .reconcile(&daemon.url("remote.git"), &[])
+        .assert()
+        .code(3);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("rejected after 1 attempt(s)"), "{err}");
+    assert_eq!(env.count(&bare, "main"), 1);
+    env.fsck(&bare);
+}
+
+#[test]
+fn dirty_working_tree_inside_path_is_refused_and_nothing_is_committed() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.path("gitops");
+    let r = repo.to_str().unwrap();
+    env.reconcile(r, &[]).assert().success();
+    let edited = repo.join("rollouts/demo/50-service-consumer.yaml");
+    let edited = if edited.exists() {
+        edited
+    } else {
+        repo.join("rollouts/demo/kustomization.yaml")
+    };
+    std::fs::write(&edited, "hand edit\n").unwrap();
+    env.spec(&[("data", 2)]);
+    let out = env.reconcile(r, &[]).assert().code(3);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("uncommitted changes under rollouts/demo"),
+        "{err}"
+    );
+    assert_eq!(env.count(&repo, "HEAD"), 1);
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "hand edit\n");
+    // An untracked file in the path is refused as well.
+    env.git(&repo, &["checkout", "--", "."]);
+    std::fs::write(repo.join("rollouts/demo/extra.yaml"), "x: 1\n").unwrap();
+    env.reconcile(r, &[]).assert().code(3);
+    assert_eq!(env.count(&repo, "HEAD"), 1);
+    env.fsck(&repo);
+}
+
+#[test]
+fn missing_branch_in_an_existing_repo_is_an_error() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.seeded_repo("gitops");
+    let out = env
+        .reconcile(repo.to_str().unwrap(), &["--branch", "deploy"])
+        .assert()
+        .code(3);
+    insta::assert_snapshot!("missing_branch", scrub(&stderr(&out), env.tmp.path()));
+    assert_eq!(env.count(&repo, "--all"), 1);
+    env.fsck(&repo);
+}
+
+#[test]
+fn new_repo_is_created_on_the_named_branch() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.path("a/b/gitops");
+    env.reconcile(repo.to_str().unwrap(), &["--branch", "deploy"])
+        .assert()
+        .success();
+    assert_eq!(
+        env.git(&repo, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/deploy"
+    );
+    assert_eq!(env.count(&repo, "deploy"), 1);
+    env.fsck(&repo);
+}
+
+#[test]
+fn repo_path_that_cannot_be_created_is_a_one_line_git_error() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    // A regular file where a parent directory should be: fails for root as well.
+    std::fs::write(env.path("plain-file"), "x").unwrap();
+    let out = env
+        .reconcile(env.path("plain-file/gitops").to_str().unwrap(), &[])
+        .assert()
+        .code(3);
+    insta::assert_snapshot!("path_under_a_file", scrub(&stderr(&out), env.tmp.path()));
+}
+
+#[test]
+fn read_only_directory_is_a_one_line_git_error() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    // root ignores permission bits, so use a read-only pseudo filesystem instead.
+    let target = if is_root() {
+        PathBuf::from("/proc/snaproll-test/gitops")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = env.path("ro");
+        std::fs::create_dir_all(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        ro.join("gitops")
+    };
+    let out = env
+        .reconcile(target.to_str().unwrap(), &[])
+        .assert()
+        .code(3);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: reconcile of rollout demo: cannot create repository"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn existing_directory_that_is_not_a_repo_is_refused() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let dir = env.path("notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "x").unwrap();
+    let out = env.reconcile(dir.to_str().unwrap(), &[]).assert().code(3);
+    insta::assert_snapshot!("not_a_repo", scrub(&stderr(&out), env.tmp.path()));
+    assert!(!dir.join(".git").exists());
+}
+
+#[test]
+fn unreachable_urls_are_one_line_git_errors() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    for url in ["file:///nonexistent/x.git", "http://127.0.0.1:1/x.git"] {
+        let out = env.reconcile(url, &[]).assert().code(3);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("cannot fetch from"), "{err}");
+    }
+}
+
+#[test]
+fn credentials_never_appear_in_errors() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let out = env
+        .reconcile("http://bot:hunter2secret@127.0.0.1:1/x.git", &[])
+        .env("SNAPROLL_GIT_TOKEN", "tok-abcdef")
+        .env("SNAPROLL_LOG", "debug")
+        .assert()
+        .code(3);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !all.contains("hunter2secret") && !all.contains("tok-abcdef"),
+        "{all}"
+    );
+    assert!(all.contains("http://***@127.0.0.1:1/x.git"), "{all}");
+}
+
+#[test]
+fn invalid_path_is_invalid_input() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.path("gitops");
+    let out = env
+        .reconcile(repo.to_str().unwrap(), &["--path", "../escape"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&out).contains("--path `../escape`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!repo.exists(), "nothing may be created for invalid input");
+}
+
+#[test]
+fn dry_run_shows_a_file_diff_and_writes_nothing() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.path("gitops");
+    let r = repo.to_str().unwrap();
+    // A missing repository is not created by a dry run.
+    env.reconcile(r, &["--dry-run"]).assert().success();
+    assert!(!repo.exists());
+    env.reconcile(r, &[]).assert().success();
+    env.spec(&[("data", 4)]);
+    let objects = env.loose_objects(&repo);
+    let out = env.reconcile(r, &["--dry-run"]).assert().success();
+    insta::assert_snapshot!("dry_run_diff", scrub_shas(&stdout(&out)));
+    assert_eq!(env.count(&repo, "HEAD"), 1);
+    assert_eq!(env.loose_objects(&repo), objects);
+    env.fsck(&repo);
+}
+
+#[test]
+fn author_falls_back_to_env_then_git_config_then_snaproll() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let author = |repo: &Path| env.git(repo, &["log", "-1", "--format=%an <%ae>"]);
+    let run = |rel: &str| {
+        let repo = env.path(rel);
+        let mut cmd = snaproll();
+        cmd.env("HOME", env.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["reconcile", "-f"])
+            .arg(env.path("snaproll.yaml"))
+            .args(["--repo", repo.to_str().unwrap()]);
+        (repo, cmd)
+    };
+    let (repo, mut cmd) = run("fallback");
+    cmd.assert().success();
+    assert_eq!(author(&repo).trim(), "snaproll <snaproll@localhost>");
+    let (repo, mut cmd) = run("from-env");
+    cmd.env("SNAPROLL_GIT_AUTHOR_NAME", "Env Bot")
+        .env("SNAPROLL_GIT_AUTHOR_EMAIL", "env@example.com")
+        .assert()
+        .success();
+    assert_eq!(author(&repo).trim(), "Env Bot <env@example.com>");
+    let (repo, mut cmd) = run("from-config");
+    std::fs::create_dir_all(&repo).unwrap();
+    env.git(&repo, &["init", "-q", "-b", "main"]);
+    env.git(&repo, &["config", "user.name", "Config Bot"]);
+    env.git(&repo, &["config", "user.email", "config@example.com"]);
+    cmd.assert().success();
+    assert_eq!(author(&repo).trim(), "Config Bot <config@example.com>");
+}
