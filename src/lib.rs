@@ -5,12 +5,14 @@
 //! [`manifest`] (identity, labels, order), [`schema`] (validation of rendered objects) and
 //! [`commands`] (what each CLI command does).
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod gitops;
 pub mod install;
 pub mod manifest;
 pub mod render;
+pub mod rollout;
 pub mod schema;
 pub mod spec;
 pub mod yaml;

@@ -1,17 +1,187 @@
 //! `diff`, `apply` and `status`: the commands that talk to the cluster.
 
+use std::io::Write;
+
 use anyhow::Result;
 
-use crate::cli::{ApplyCmd, DiffCmd, StatusCmd};
+use crate::apply::{ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, Manager};
+use crate::cli::{
+    ApplyCmd, ApplyFlags, ClusterArgs, DiffCmd, OutputFormat, ReconcileCmd, StatusCmd,
+};
+use crate::exit;
+use crate::render::RenderedSet;
+use crate::spec::Loaded;
 
-pub fn diff(_cmd: &DiffCmd, _color: bool) -> Result<u8> {
-    anyhow::bail!("diff is not implemented yet")
+pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
+    // Render and validate everything before touching the cluster.
+    let (loaded, _generation, set) = super::load_and_render(&cmd.render)?;
+    let opts = DiffOptions {
+        prune: cmd.prune,
+        force_conflicts: false,
+        color: color && cmd.output == OutputFormat::Text,
+    };
+    runtime()?.block_on(async {
+        let mgr = manager(&cmd.cluster, &loaded).await?;
+        let result = mgr.diff(&set, &opts).await;
+        let code = report(&result, cmd.output, true)?;
+        result.map_err(|f| anyhow::Error::new(*f))?;
+        Ok(code)
+    })
 }
 
-pub fn apply(_cmd: &ApplyCmd, _color: bool) -> Result<u8> {
-    anyhow::bail!("apply is not implemented yet")
+pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
+    let (loaded, _generation, set) = super::load_and_render(&cmd.render)?;
+    run_apply(
+        &cmd.cluster,
+        &cmd.apply,
+        cmd.dry_run,
+        cmd.output,
+        &loaded,
+        &set,
+    )
+}
+
+/// `reconcile --apply [--prune]`: the same engine, run after the Git commit. With
+/// `reconcile --dry-run` the apply is a server-side dry-run too.
+#[allow(dead_code, reason = "called by reconcile --apply")]
+pub(crate) fn apply_after_commit(
+    cmd: &ReconcileCmd,
+    loaded: &Loaded,
+    set: &RenderedSet,
+) -> Result<u8> {
+    run_apply(
+        &cmd.cluster,
+        &cmd.apply_flags,
+        cmd.dry_run,
+        cmd.output,
+        loaded,
+        set,
+    )
+}
+
+fn run_apply(
+    cluster: &ClusterArgs,
+    flags: &ApplyFlags,
+    dry_run: bool,
+    output: OutputFormat,
+    loaded: &Loaded,
+    set: &RenderedSet,
+) -> Result<u8> {
+    let opts = ApplyOptions {
+        prune: flags.prune,
+        force_conflicts: flags.force_conflicts,
+        dry_run,
+        ..ApplyOptions::default()
+    };
+    runtime()?.block_on(async {
+        let mgr = manager(cluster, loaded).await?;
+        let result = mgr.apply(set, &opts).await;
+        report(&result, output, false)?;
+        result.map_err(|f| anyhow::Error::new(*f))?;
+        Ok(exit::OK)
+    })
 }
 
 pub fn status(_cmd: &StatusCmd, _color: bool) -> Result<u8> {
     anyhow::bail!("status is not implemented yet")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+async fn manager(args: &ClusterArgs, loaded: &Loaded) -> Result<Manager, ApplyError> {
+    let client = client(args).await?;
+    let meta = &loaded.rollout.metadata;
+    Ok(Manager::new(client, &meta.name, &meta.namespace))
+}
+
+/// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
+/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
+pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
+    let opts = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match &args.kubeconfig {
+        Some(paths) => {
+            let mut merged: Option<Kubeconfig> = None;
+            for p in std::env::split_paths(paths) {
+                if p.as_os_str().is_empty() {
+                    continue;
+                }
+                let kc = Kubeconfig::read_from(&p).map_err(|e| cfg_err(&e))?;
+                merged = Some(match merged {
+                    None => kc,
+                    Some(m) => m.merge(kc).map_err(|e| cfg_err(&e))?,
+                });
+            }
+            let kc = merged.ok_or_else(|| ApplyError::Config {
+                message: "--kubeconfig is empty".to_string(),
+            })?;
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| cfg_err(&e))?
+        }
+        None if args.context.is_some() => Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|e| cfg_err(&e))?,
+        None => Config::infer().await.map_err(|e| cfg_err(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = c.source();
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints a change set (also the partial one of a failed run) and returns diff's exit code.
+fn report(
+    result: &Result<ChangeSet, Box<Failed>>,
+    output: OutputFormat,
+    diffs: bool,
+) -> Result<u8> {
+    let changes = match result {
+        Ok(c) => c,
+        Err(f) => &f.changes,
+    };
+    let mut out = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, changes)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => {
+            if diffs {
+                for c in &changes.changes {
+                    if let Some(d) = &c.diff {
+                        out.write_all(d.as_bytes())?;
+                    }
+                }
+            }
+            out.write_all(changes.to_text().as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(if changes.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
 }

@@ -123,6 +123,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
             return e.exit_code();
         }
+        if cause.is::<crate::apply::ApplyError>() || cause.is::<crate::apply::Failed>() {
+            return exit::CLUSTER;
+        }
         if cause.is::<std::io::Error>() {
             return exit::IO;
         }

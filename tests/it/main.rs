@@ -1,6 +1,8 @@
 //! The one integration test binary: each module covers one layer, driven as a user would.
 
+mod apply;
 mod common;
+mod fakeapi;
 mod gitops;
 mod install;
 mod render;

@@ -1,0 +1,173 @@
+//! The inventory: a kubectl-compatible ApplySet (KEP-3659).
+//!
+//! The parent is a ConfigMap (ConfigMaps need less privileged RBAC than kubectl's default
+//! Secret) named `snaproll-<rollout>` in the rollout's namespace. Its id is computed exactly as
+//! kubectl does, so `kubectl apply --applyset=configmap/snaproll-<rollout> --prune` and other
+//! ApplySet-aware tools see the same set.
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::manifest;
+
+/// Label on the parent holding the set's id.
+pub const LABEL_ID: &str = "applyset.kubernetes.io/id";
+/// Label on every member naming the set's id.
+pub const LABEL_PART_OF: &str = "applyset.kubernetes.io/part-of";
+/// Parent annotation naming the tool that manages the set.
+pub const ANNOTATION_TOOLING: &str = "applyset.kubernetes.io/tooling";
+/// Parent annotation listing the member group-kinds (`Kind` or `Kind.group`, sorted).
+pub const ANNOTATION_GROUP_KINDS: &str = "applyset.kubernetes.io/contains-group-kinds";
+/// Parent annotation listing member namespaces other than the parent's own.
+pub const ANNOTATION_NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
+
+/// The ApplySet of one rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplySet {
+    /// Parent ConfigMap name.
+    pub name: String,
+    /// Parent namespace (the rollout's).
+    pub namespace: String,
+    /// `applyset-<base64url(sha256(name.namespace.Kind.group))>-v1`.
+    pub id: String,
+}
+
+impl ApplySet {
+    /// The ApplySet of rollout `rollout` in `namespace`.
+    pub fn for_rollout(rollout: &str, namespace: &str) -> Self {
+        let name = format!("snaproll-{rollout}");
+        let id = applyset_id(&name, namespace, "ConfigMap", "");
+        ApplySet {
+            name,
+            namespace: namespace.to_string(),
+            id,
+        }
+    }
+
+    /// `ConfigMap/<name> (<namespace>)`, for messages.
+    pub fn display(&self) -> String {
+        format!("ConfigMap/{} ({})", self.name, self.namespace)
+    }
+
+    /// The parent object to apply, recording `group_kinds` and `namespaces` (other than the
+    /// parent's own). Carries the ownership labels too, so it is recognisably snaproll's.
+    pub fn parent(
+        &self,
+        rollout: &str,
+        group_kinds: &BTreeSet<String>,
+        namespaces: &BTreeSet<String>,
+    ) -> Value {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            ANNOTATION_TOOLING.into(),
+            json!(format!("snaproll/v{}", env!("CARGO_PKG_VERSION"))),
+        );
+        annotations.insert(
+            ANNOTATION_GROUP_KINDS.into(),
+            json!(join(group_kinds.iter().map(String::as_str))),
+        );
+        let extra: Vec<&str> = namespaces
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != self.namespace)
+            .collect();
+        if !extra.is_empty() {
+            annotations.insert(ANNOTATION_NAMESPACES.into(), json!(join(extra)));
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {
+                    LABEL_ID: self.id,
+                    manifest::LABEL_MANAGED_BY: manifest::MANAGED_BY,
+                    manifest::LABEL_ROLLOUT: rollout,
+                },
+                "annotations": annotations,
+            }
+        })
+    }
+}
+
+fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// kubectl's ApplySet id: `applyset-<base64url-no-pad(sha256("<name>.<namespace>.<Kind>.<group>"))>-v1`.
+pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{name}.{namespace}.{kind}.{group}").as_bytes(),
+    );
+    format!(
+        "applyset-{}-v1",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+/// The comma-separated values of a parent annotation, as a set.
+pub fn annotation_set(parent: &Value, key: &str) -> BTreeSet<String> {
+    parent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_matches_kubectl() {
+        // kubectl: ApplySet{name: "my-set", namespace: "test", kind Secret, group ""} ->
+        // base64url(sha256("my-set.test.Secret.")) with the -v1 suffix.
+        let id = applyset_id("my-set", "test", "Secret", "");
+        let digest = ring::digest::digest(&ring::digest::SHA256, b"my-set.test.Secret.");
+        let expected = format!(
+            "applyset-{}-v1",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+        );
+        assert_eq!(id, expected);
+        assert!(id.starts_with("applyset-") && id.ends_with("-v1"));
+        assert!(!id.contains('=') && !id.contains('+') && !id.contains('/'));
+        // 32 bytes -> 43 base64 characters without padding.
+        assert_eq!(id.len(), "applyset-".len() + 43 + "-v1".len());
+    }
+
+    #[test]
+    fn parent_lists_sorted_group_kinds_and_only_extra_namespaces() {
+        let set = ApplySet::for_rollout("demo", "default");
+        let kinds: BTreeSet<String> = ["StatefulSet.apps", "Pod"].map(String::from).into();
+        let ns: BTreeSet<String> = ["default", "other"].map(String::from).into();
+        let p = set.parent("demo", &kinds, &ns);
+        assert_eq!(
+            annotation_set(&p, ANNOTATION_GROUP_KINDS),
+            kinds,
+            "round-trips"
+        );
+        assert_eq!(
+            p.pointer("/metadata/annotations/applyset.kubernetes.io~1contains-group-kinds"),
+            Some(&json!("Pod,StatefulSet.apps"))
+        );
+        assert_eq!(
+            p.pointer("/metadata/annotations/applyset.kubernetes.io~1additional-namespaces"),
+            Some(&json!("other"))
+        );
+        assert_eq!(
+            p.pointer("/metadata/labels/applyset.kubernetes.io~1id"),
+            Some(&json!(set.id))
+        );
+    }
+}

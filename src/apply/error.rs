@@ -1,0 +1,320 @@
+//! Errors of the cluster layer, and the classification of API failures (transient, conflict,
+//! immutable field) that decides between retrying, reporting and stopping.
+
+use std::fmt;
+
+/// Why a cluster operation failed. Every variant names the object (or kind) it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot configure cluster access: {message}")]
+    Config { message: String },
+    /// Reading the live objects of one kind failed.
+    #[error("listing {kind} objects in {scope}")]
+    List {
+        kind: String,
+        scope: String,
+        #[source]
+        source: ApiCause,
+    },
+    /// Reading or writing the ApplySet parent (the inventory) failed.
+    #[error("{object} (ApplySet parent)")]
+    Parent {
+        object: String,
+        #[source]
+        source: ApiCause,
+    },
+    /// The ApplySet parent exists but belongs to something else.
+    #[error(
+        "{object} exists but is not the ApplySet parent of this rollout ({reason}); rename it or the rollout"
+    )]
+    ForeignParent { object: String, reason: String },
+    /// Another field manager owns fields snaproll wants to set.
+    #[error(
+        "{object}: conflict with field manager{} {} over {}; rerun with --force-conflicts to take ownership",
+        if managers.len() == 1 { "" } else { "s" },
+        quoted(managers),
+        if fields.is_empty() { "fields snaproll sets".to_string() } else { fields.join(", ") }
+    )]
+    Conflict {
+        object: String,
+        managers: Vec<String>,
+        fields: Vec<String>,
+        #[source]
+        source: ApiCause,
+    },
+    /// The change touches a field the API server forbids changing on a live object.
+    #[error(
+        "{object}: cannot change immutable field{} {}; roll a new generation (--generation) instead, snaproll never deletes and recreates a live object",
+        if fields.len() == 1 { "" } else { "s" },
+        fields.join(", ")
+    )]
+    Immutable {
+        object: String,
+        fields: Vec<String>,
+        #[source]
+        source: ApiCause,
+    },
+    /// The server-side dry-run rejected the object; nothing was written.
+    #[error("{object}: rejected by server-side dry-run, nothing was written")]
+    DryRun {
+        object: String,
+        #[source]
+        source: ApiCause,
+    },
+    /// The server-side apply of an object failed.
+    #[error("applying {object}")]
+    Apply {
+        object: String,
+        #[source]
+        source: ApiCause,
+    },
+    /// Deleting an object failed; it stays in the inventory for the next run.
+    #[error("deleting {object} (kept in the inventory for the next run)")]
+    Delete {
+        object: String,
+        #[source]
+        source: ApiCause,
+    },
+    /// The wait for readiness ran out of time.
+    #[error("timed out after {seconds}s waiting for {pending}")]
+    WaitTimeout { seconds: u64, pending: String },
+    /// An object reached a state it will not recover from on its own.
+    #[error("{object} failed: {reason}")]
+    WaitFailed { object: String, reason: String },
+}
+
+impl ApplyError {
+    /// The object or kind the error is about.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            ApplyError::Parent { object, .. }
+            | ApplyError::ForeignParent { object, .. }
+            | ApplyError::Conflict { object, .. }
+            | ApplyError::Immutable { object, .. }
+            | ApplyError::DryRun { object, .. }
+            | ApplyError::Apply { object, .. }
+            | ApplyError::Delete { object, .. }
+            | ApplyError::WaitFailed { object, .. } => Some(object),
+            ApplyError::List { kind, .. } => Some(kind),
+            ApplyError::Config { .. } | ApplyError::WaitTimeout { .. } => None,
+        }
+    }
+}
+
+fn quoted(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(unknown)".to_string();
+    }
+    names
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One failed API request, summarised on one line. kube's own error prints a debug dump of
+/// the whole Status, which users must never see, so this keeps the parts that matter and the
+/// original error behind [`ApiCause::kube`].
+#[derive(Debug)]
+pub struct ApiCause {
+    /// HTTP status code, when the server answered.
+    pub code: Option<u16>,
+    /// The API's machine-readable reason (`Conflict`, `Invalid`, ...), when it answered.
+    pub reason: String,
+    /// The API's message, or the transport error.
+    pub message: String,
+    /// `details.causes[].field` of the Status, when given.
+    pub fields: Vec<String>,
+    /// The request ran out of time (our own per-request timeout).
+    pub timed_out: bool,
+    /// How many attempts were made (more than one after transient failures).
+    pub attempts: u32,
+    kube: Option<kube::Error>,
+}
+
+impl ApiCause {
+    /// Summarises a kube error.
+    pub fn from_kube(err: kube::Error) -> Self {
+        match &err {
+            kube::Error::Api(status) => ApiCause {
+                code: Some(status.code),
+                reason: status.reason.clone(),
+                message: one_line(&status.message),
+                fields: status
+                    .details
+                    .as_ref()
+                    .map(|d| {
+                        d.causes
+                            .iter()
+                            .filter(|c| !c.field.is_empty())
+                            .map(|c| c.field.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                timed_out: false,
+                attempts: 1,
+                kube: Some(err),
+            },
+            other => {
+                let mut message = one_line(&other.to_string());
+                let mut src = std::error::Error::source(other);
+                while let Some(s) = src {
+                    let t = one_line(&s.to_string());
+                    if !message.contains(&t) {
+                        message = format!("{message}: {t}");
+                    }
+                    src = s.source();
+                }
+                ApiCause {
+                    code: None,
+                    reason: String::new(),
+                    message,
+                    fields: Vec::new(),
+                    timed_out: false,
+                    attempts: 1,
+                    kube: Some(err),
+                }
+            }
+        }
+    }
+
+    /// A request that did not answer within the per-request timeout.
+    pub fn timeout(after: std::time::Duration) -> Self {
+        ApiCause {
+            code: None,
+            reason: "Timeout".to_string(),
+            message: format!("no answer within {:.1}s", after.as_secs_f64()),
+            fields: Vec::new(),
+            timed_out: true,
+            attempts: 1,
+            kube: None,
+        }
+    }
+
+    /// The original kube error, if there was one.
+    pub fn kube(&self) -> Option<&kube::Error> {
+        self.kube.as_ref()
+    }
+
+    /// Whether retrying may help: throttling (429), server errors (5xx), timeouts and
+    /// connection failures. Everything else is final.
+    pub fn is_transient(&self) -> bool {
+        match self.code {
+            Some(429) => true,
+            Some(c) if c >= 500 => true,
+            Some(_) => false,
+            // No HTTP answer: a timeout or a broken connection.
+            None => true,
+        }
+    }
+
+    /// A 404.
+    pub fn is_not_found(&self) -> bool {
+        self.code == Some(404)
+    }
+
+    /// A server-side apply conflict with another field manager (409 with reason Conflict and
+    /// the "conflict with" wording; a 409 AlreadyExists is something else).
+    pub fn is_apply_conflict(&self) -> bool {
+        self.code == Some(409) && self.message.contains("conflict with")
+    }
+
+    /// Field managers named in an apply-conflict message (`conflict with "kubectl" using v1`).
+    pub fn conflicting_managers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut rest = self.message.as_str();
+        while let Some(i) = rest.find("conflict with \"") {
+            rest = &rest[i + "conflict with \"".len()..];
+            if let Some(end) = rest.find('"') {
+                let m = rest[..end].to_string();
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+                rest = &rest[end..];
+            } else {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Whether this is the API server refusing a change to an immutable field: a 422 whose
+    /// message says so (StatefulSet's "updates to statefulset spec for fields other than",
+    /// "field is immutable", CEL rules such as VolumeSnapshot's "source is immutable").
+    pub fn is_immutable(&self) -> bool {
+        self.code == Some(422)
+            && (self
+                .message
+                .contains("updates to statefulset spec for fields other than")
+                || self.message.contains("immutable"))
+    }
+}
+
+impl fmt::Display for ApiCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) if !self.reason.is_empty() => {
+                write!(f, "{code} {}: {}", self.reason, self.message)?
+            }
+            Some(code) => write!(f, "{code}: {}", self.message)?,
+            None => write!(f, "{}", self.message)?,
+        }
+        if self.attempts > 1 {
+            write!(f, " (after {} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiCause {}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str, message: &str) -> ApiCause {
+        ApiCause::from_kube(kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, reason).with_code(code),
+        )))
+    }
+
+    #[test]
+    fn transient_errors_are_throttling_server_errors_and_timeouts() {
+        assert!(status(429, "TooManyRequests", "slow down").is_transient());
+        assert!(status(500, "InternalError", "boom").is_transient());
+        assert!(status(503, "ServiceUnavailable", "x").is_transient());
+        assert!(ApiCause::timeout(std::time::Duration::from_secs(1)).is_transient());
+        assert!(!status(409, "Conflict", "x").is_transient());
+        assert!(!status(422, "Invalid", "x").is_transient());
+        assert!(!status(403, "Forbidden", "x").is_transient());
+    }
+
+    #[test]
+    fn conflict_names_every_manager() {
+        let c = status(
+            409,
+            "Conflict",
+            "Apply failed with 2 conflicts: conflict with \"kubectl\" using apps/v1: .spec.replicas, conflict with \"hpa\" using apps/v1: .spec.replicas",
+        );
+        assert!(c.is_apply_conflict());
+        assert_eq!(c.conflicting_managers(), vec!["kubectl", "hpa"]);
+        assert!(!status(409, "AlreadyExists", "pods \"x\" already exists").is_apply_conflict());
+    }
+
+    #[test]
+    fn immutable_errors_are_recognised_by_their_message() {
+        assert!(status(422, "Invalid", "StatefulSet.apps \"c\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden").is_immutable());
+        assert!(!status(422, "Invalid", "spec.replicas: Invalid value: -1").is_immutable());
+    }
+
+    #[test]
+    fn display_is_one_line_without_debug_dumps() {
+        let c = status(500, "InternalError", "etcd\nleader changed");
+        assert_eq!(c.to_string(), "500 InternalError: etcd leader changed");
+    }
+}

@@ -1,0 +1,1581 @@
+//! The cluster layer: server-side apply with diff-then-prune, safe pruning and a
+//! kubectl-compatible ApplySet inventory.
+//!
+//! [`Manager`] is the one entry point. Its verbs are [`Manager::apply`], [`Manager::diff`],
+//! [`Manager::prune`] and [`Manager::wait`], each with an options struct and each returning a
+//! [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
+//! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses),
+//! [`Manager::delete_consumer_volumes`] (a StatefulSet's PVCs by label) and
+//! [`Manager::stats`] (request counts, for tests and benchmarks).
+//!
+//! A run:
+//! 1. reads the ApplySet parent (one GET) and the live objects (one LIST per kind and
+//!    namespace, by the ownership label selector);
+//! 2. compares each desired object with its live copy ([`compare`]); unchanged objects get
+//!    no request;
+//! 3. checks every changed object with a server-side dry-run; any failure stops the run
+//!    before the first write;
+//! 4. widens the parent (old ∪ new group-kinds), then applies (field manager `snaproll`) kind
+//!    by kind in dependency order, objects of one kind concurrently;
+//! 5. prunes only when every apply succeeded, then narrows the parent.
+//!
+//! Throttling, server errors and timeouts are retried with bounded exponential backoff;
+//! anything else stops the run naming the object.
+
+pub mod applyset;
+pub mod changes;
+pub mod compare;
+pub mod error;
+pub mod readiness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, Preconditions, PropagationPolicy,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
+use crate::render::RenderedSet;
+
+pub use applyset::ApplySet;
+pub use changes::{Action, Change, ChangeSet, Summary};
+pub use error::{ApiCause, ApplyError};
+pub use readiness::{Readiness, readiness};
+
+/// A run that stopped on an error, with what it had done until then (so the caller can still
+/// print the partial change set).
+#[derive(Debug)]
+pub struct Failed {
+    pub changes: ChangeSet,
+    pub error: ApplyError,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.changes.summary;
+        if self.changes.dry_run {
+            write!(f, "dry run stopped; nothing was written")
+        } else if matches!(self.error, ApplyError::Delete { .. }) {
+            write!(f, "prune incomplete after {} deleted", s.deleted)
+        } else {
+            write!(
+                f,
+                "apply stopped after {} created, {} configured; nothing was pruned",
+                s.created, s.configured
+            )
+        }
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Bounded exponential backoff for transient failures (429, 5xx, timeouts).
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Options of [`Manager::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Prune owned ApplySet members that are no longer rendered, after every apply succeeded.
+    pub prune: bool,
+    /// Take ownership of fields other field managers own.
+    pub force_conflicts: bool,
+    /// Server-side dry-run only: report what would change, write nothing.
+    pub dry_run: bool,
+    /// Prune guards (see [`PruneOptions`]).
+    pub prune_options: PruneOptions,
+}
+
+/// Options of [`Manager::diff`].
+#[derive(Clone, Debug, Default)]
+pub struct DiffOptions {
+    /// Also show what `apply --prune` would delete.
+    pub prune: bool,
+    /// Check with `force` so conflicts do not hide the rest of the diff.
+    pub force_conflicts: bool,
+    /// ANSI colours in the unified diffs.
+    pub color: bool,
+}
+
+/// Options of [`Manager::prune`].
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Report what would be deleted, delete nothing.
+    pub dry_run: bool,
+    /// Never delete a dataset's last ready StatefulSet while no rendered StatefulSet of that
+    /// dataset is ready (the product's "last ready generation is never deleted").
+    pub keep_last_ready: bool,
+    /// Objects never to delete this run (the rollout state machine's own holds), with why.
+    pub keep: BTreeMap<ObjectRef, String>,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            keep_last_ready: true,
+            keep: BTreeMap::new(),
+        }
+    }
+}
+
+/// Options of [`Manager::wait`].
+#[derive(Clone, Debug)]
+pub struct WaitOptions {
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        WaitOptions {
+            timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One poll of [`Manager::wait`]: how many objects are ready and what the others wait for.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitProgress {
+    pub ready: usize,
+    pub total: usize,
+    pub pending: Vec<(String, String)>,
+    pub elapsed_secs: u64,
+}
+
+/// Requests made by a [`Manager`], per verb. Every attempt counts, retries included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestCounts {
+    pub lists: u64,
+    pub gets: u64,
+    /// Server-side apply PATCHes that wrote.
+    pub applies: u64,
+    /// Server-side apply PATCHes with `dryRun=All` (write nothing).
+    pub dry_runs: u64,
+    pub deletes: u64,
+    /// Attempts that were retries of a transient failure.
+    pub retries: u64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.lists + self.gets + self.applies + self.dry_runs + self.deletes
+    }
+
+    /// Requests that change the cluster.
+    pub fn writes(&self) -> u64 {
+        self.applies + self.deletes
+    }
+}
+
+#[derive(Default, Debug)]
+struct Counters {
+    lists: AtomicU64,
+    gets: AtomicU64,
+    applies: AtomicU64,
+    dry_runs: AtomicU64,
+    deletes: AtomicU64,
+    retries: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    List,
+    Get,
+    Apply,
+    DryRun,
+    Delete,
+}
+
+/// The owned live objects of a rollout, read with one LIST per kind and namespace.
+#[derive(Clone, Debug, Default)]
+pub struct LiveState {
+    /// Every object carrying the rollout's ownership labels, keyed by identity. Includes
+    /// objects that are not ApplySet members (PVCs created by the StatefulSet controller).
+    pub objects: BTreeMap<ObjectRef, Value>,
+    /// The ApplySet parent, when it exists.
+    pub parent: Option<Value>,
+}
+
+impl LiveState {
+    pub fn get(&self, id: &ObjectRef) -> Option<&Value> {
+        self.objects.get(id)
+    }
+
+    /// Live objects of one kind.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = (&ObjectRef, &Value)> {
+        self.objects.iter().filter(move |(id, _)| id.kind == kind)
+    }
+}
+
+/// How one desired object compares with the cluster.
+#[derive(Clone, Debug)]
+enum PlanState {
+    Create,
+    Update(String),
+    Unchanged,
+}
+
+struct Planned<'a> {
+    obj: &'a manifest::Object,
+    desired: Value,
+    state: PlanState,
+}
+
+/// The cluster layer of one rollout. Cheap to clone (the client is shared).
+#[derive(Clone)]
+pub struct Manager {
+    client: kube::Client,
+    rollout: String,
+    namespace: String,
+    set: ApplySet,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    concurrency: usize,
+    counters: Arc<Counters>,
+}
+
+impl Manager {
+    /// The manager of rollout `rollout` whose objects live in `namespace`.
+    pub fn new(client: kube::Client, rollout: &str, namespace: &str) -> Self {
+        Manager {
+            client,
+            rollout: rollout.to_string(),
+            namespace: namespace.to_string(),
+            set: ApplySet::for_rollout(rollout, namespace),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+            concurrency: 8,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Retry policy for transient failures.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Time limit of one request attempt (a timeout counts as transient).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How many objects of one kind are applied or deleted at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The rollout's ApplySet (parent name, namespace, id).
+    pub fn applyset(&self) -> &ApplySet {
+        &self.set
+    }
+
+    /// Requests made so far (the counting hook for tests and benchmarks).
+    pub fn stats(&self) -> RequestCounts {
+        let c = &self.counters;
+        RequestCounts {
+            lists: c.lists.load(Ordering::Relaxed),
+            gets: c.gets.load(Ordering::Relaxed),
+            applies: c.applies.load(Ordering::Relaxed),
+            dry_runs: c.dry_runs.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resets the request counters.
+    pub fn reset_stats(&self) {
+        let c = &self.counters;
+        for a in [
+            &c.lists,
+            &c.gets,
+            &c.applies,
+            &c.dry_runs,
+            &c.deletes,
+            &c.retries,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self, verb: Verb) {
+        let c = &self.counters;
+        match verb {
+            Verb::List => &c.lists,
+            Verb::Get => &c.gets,
+            Verb::Apply => &c.applies,
+            Verb::DryRun => &c.dry_runs,
+            Verb::Delete => &c.deletes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs one request with the per-attempt timeout and retries transient failures.
+    async fn call<T, F, Fut>(&self, verb: Verb, mut f: F) -> Result<T, ApiCause>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.count(verb);
+            if attempt > 1 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let result = match tokio::time::timeout(self.request_timeout, f()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => ApiCause::from_kube(e),
+                Err(_) => ApiCause::timeout(self.request_timeout),
+            };
+            let mut cause = result;
+            if !cause.is_transient() || attempt >= self.retry.attempts.max(1) {
+                cause.attempts = attempt;
+                return Err(cause);
+            }
+            let delay = self
+                .retry
+                .base_delay
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(self.retry.max_delay);
+            tracing::debug!(attempt, ?delay, error = %cause, "transient API error, retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn api(&self, kind: Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = api_resource(kind);
+        match (kind.namespaced(), namespace) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            (true, None) => Api::namespaced_with(self.client.clone(), &self.namespace, &ar),
+            (false, _) => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    fn parent_api(&self) -> Api<DynamicObject> {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("", "v1", "ConfigMap"),
+            "configmaps",
+        );
+        Api::namespaced_with(self.client.clone(), &self.set.namespace, &ar)
+    }
+
+    /// Reads the ApplySet parent and every owned object: one GET, then one LIST per kind and
+    /// namespace (the rollout's namespace, `extra_namespaces` and those the parent records),
+    /// filtered by the ownership label selector.
+    pub async fn live(&self, extra_namespaces: &BTreeSet<String>) -> Result<LiveState, ApplyError> {
+        let parent = self.read_parent().await?;
+        let mut namespaces: BTreeSet<String> = extra_namespaces.clone();
+        namespaces.insert(self.namespace.clone());
+        if let Some(p) = &parent {
+            namespaces.extend(applyset::annotation_set(p, applyset::ANNOTATION_NAMESPACES));
+        }
+        let selector = manifest::rollout_selector(&self.rollout);
+        let mut jobs: Vec<(Kind, Option<String>)> = Vec::new();
+        for kind in Kind::ALL {
+            if kind.namespaced() {
+                for ns in &namespaces {
+                    jobs.push((kind, Some(ns.clone())));
+                }
+            } else {
+                jobs.push((kind, None));
+            }
+        }
+        let results = futures::stream::iter(jobs.into_iter().map(|(kind, ns)| {
+            let selector = selector.clone();
+            async move {
+                let api = self.api(kind, ns.as_deref());
+                let lp = ListParams::default().labels(&selector);
+                let list = self
+                    .call(Verb::List, || api.list(&lp))
+                    .await
+                    .map_err(|source| ApplyError::List {
+                        kind: kind.as_str().to_string(),
+                        scope: ns
+                            .clone()
+                            .map(|n| format!("namespace {n}"))
+                            .unwrap_or_else(|| "the cluster".to_string()),
+                        source,
+                    })?;
+                Ok::<_, ApplyError>((kind, list.items))
+            }
+        }))
+        .buffer_unordered(self.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+        let mut objects = BTreeMap::new();
+        for r in results {
+            let (kind, items) = r?;
+            for item in items {
+                let mut v = serde_json::to_value(&item).unwrap_or(Value::Null);
+                // LIST items come without apiVersion and kind from a real API server.
+                v["apiVersion"] = Value::from(kind.api_version());
+                v["kind"] = Value::from(kind.as_str());
+                let id = ObjectRef::new(
+                    kind,
+                    item.metadata.namespace.as_deref(),
+                    item.metadata.name.as_deref().unwrap_or_default(),
+                );
+                objects.insert(id, v);
+            }
+        }
+        Ok(LiveState { objects, parent })
+    }
+
+    async fn read_parent(&self) -> Result<Option<Value>, ApplyError> {
+        let api = self.parent_api();
+        let got = self
+            .call(Verb::Get, || api.get_opt(&self.set.name))
+            .await
+            .map_err(|source| ApplyError::Parent {
+                object: self.set.display(),
+                source,
+            })?;
+        let Some(obj) = got else {
+            return Ok(None);
+        };
+        let v = serde_json::to_value(&obj).unwrap_or(Value::Null);
+        let labels = manifest::labels_of(&v);
+        if labels.get(applyset::LABEL_ID) != Some(&self.set.id) {
+            return Err(ApplyError::ForeignParent {
+                object: self.set.display(),
+                reason: format!("its {} label is not {}", applyset::LABEL_ID, self.set.id),
+            });
+        }
+        let tooling = v
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(applyset::ANNOTATION_TOOLING))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !tooling.starts_with("snaproll/") {
+            return Err(ApplyError::ForeignParent {
+                object: self.set.display(),
+                reason: format!("it is managed by `{tooling}`"),
+            });
+        }
+        Ok(Some(v))
+    }
+
+    fn namespaces_of(set: &RenderedSet) -> BTreeSet<String> {
+        set.objects
+            .iter()
+            .filter_map(|o| o.id.namespace.clone())
+            .collect()
+    }
+
+    fn plan<'a>(&self, set: &'a RenderedSet, live: &LiveState) -> Vec<Planned<'a>> {
+        set.objects
+            .iter()
+            .map(|obj| {
+                let desired = compare::desired_for_apply(&obj.value, &self.set.id);
+                let state = match live.get(&obj.id) {
+                    None => PlanState::Create,
+                    Some(l) => match compare::change_reason(&desired, l) {
+                        Some(r) => PlanState::Update(r),
+                        None => PlanState::Unchanged,
+                    },
+                };
+                Planned {
+                    obj,
+                    desired,
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    /// The parent to write before applying (`None`: unchanged): the union of what it
+    /// records and what `set` needs, so a crash mid-run never leaves a member unrecorded.
+    fn widened_parent(&self, set: &RenderedSet, live: &LiveState) -> Option<Value> {
+        let mut kinds: BTreeSet<String> =
+            set.objects.iter().map(|o| o.id.kind.group_kind()).collect();
+        let mut namespaces = Self::namespaces_of(set);
+        if let Some(p) = &live.parent {
+            kinds.extend(applyset::annotation_set(
+                p,
+                applyset::ANNOTATION_GROUP_KINDS,
+            ));
+            namespaces.extend(applyset::annotation_set(p, applyset::ANNOTATION_NAMESPACES));
+        }
+        self.parent_if_changed(live.parent.as_ref(), &kinds, &namespaces)
+    }
+
+    fn parent_if_changed(
+        &self,
+        current: Option<&Value>,
+        kinds: &BTreeSet<String>,
+        namespaces: &BTreeSet<String>,
+    ) -> Option<Value> {
+        let desired = self.set.parent(&self.rollout, kinds, namespaces);
+        match current {
+            Some(cur) => {
+                let same_meta = |key: &str| {
+                    desired
+                        .pointer(&format!("/metadata/{key}"))
+                        .and_then(Value::as_object)
+                        .is_some_and(|want| {
+                            let have = cur.pointer(&format!("/metadata/{key}"));
+                            want.iter()
+                                .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+                        })
+                };
+                let extra_ns_gone = cur
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(applyset::ANNOTATION_NAMESPACES))
+                    .is_some()
+                    && desired
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| a.get(applyset::ANNOTATION_NAMESPACES))
+                        .is_none();
+                (!(same_meta("labels") && same_meta("annotations")) || extra_ns_gone)
+                    .then_some(desired)
+            }
+            None => Some(desired),
+        }
+    }
+
+    async fn patch(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        body: &Value,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiCause> {
+        let mut pp = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            pp = pp.force();
+        }
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        let verb = if dry_run { Verb::DryRun } else { Verb::Apply };
+        let patch = Patch::Apply(body);
+        let obj = self.call(verb, || api.patch(name, &pp, &patch)).await?;
+        Ok(serde_json::to_value(&obj).unwrap_or(Value::Null))
+    }
+
+    /// Turns a failed apply or dry-run into the most specific error.
+    fn classify(
+        &self,
+        id: &ObjectRef,
+        desired: &Value,
+        live: Option<&Value>,
+        cause: ApiCause,
+        dry_run: bool,
+    ) -> ApplyError {
+        let object = id.to_string();
+        if cause.is_apply_conflict() {
+            let managers = cause.conflicting_managers();
+            let mut fields = cause.fields.clone();
+            if fields.is_empty() {
+                fields = conflict_fields(&cause.message);
+            }
+            return ApplyError::Conflict {
+                object,
+                managers,
+                fields,
+                source: cause,
+            };
+        }
+        if cause.is_immutable() {
+            let mut fields = compare::differing_fields(id.kind, desired, live);
+            if fields.is_empty() {
+                fields = cause.fields.clone();
+            }
+            if fields.is_empty() {
+                fields.push("(see the server's message)".to_string());
+            }
+            return ApplyError::Immutable {
+                object,
+                fields,
+                source: cause,
+            };
+        }
+        if dry_run {
+            ApplyError::DryRun {
+                object,
+                source: cause,
+            }
+        } else {
+            ApplyError::Apply {
+                object,
+                source: cause,
+            }
+        }
+    }
+
+    /// Dry-runs every changed object (parent included), concurrently; the first failure in
+    /// apply order is returned. Returns the server's answer per object (for diffs).
+    async fn dry_run_all(
+        &self,
+        plan: &[Planned<'_>],
+        live: &LiveState,
+        parent: Option<&Value>,
+        force: bool,
+    ) -> Result<BTreeMap<usize, Value>, (ObjectRef, ApplyError)> {
+        if let Some(p) = parent {
+            let api = self.parent_api();
+            self.patch(&api, &self.set.name, p, force, true)
+                .await
+                .map_err(|source| {
+                    (
+                        ObjectRef::new(Kind::PersistentVolumeClaim, None, &self.set.name),
+                        ApplyError::Parent {
+                            object: self.set.display(),
+                            source,
+                        },
+                    )
+                })?;
+        }
+        let jobs = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !matches!(p.state, PlanState::Unchanged))
+            .map(|(i, p)| async move {
+                let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
+                let r = self
+                    .patch(&api, &p.obj.id.name, &p.desired, force, true)
+                    .await;
+                (i, r)
+            });
+        let mut results: Vec<(usize, Result<Value, ApiCause>)> = futures::stream::iter(jobs)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        let mut out = BTreeMap::new();
+        for (i, r) in results {
+            match r {
+                Ok(v) => {
+                    out.insert(i, v);
+                }
+                Err(cause) => {
+                    let p = &plan[i];
+                    let err =
+                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true);
+                    return Err((p.obj.id.clone(), err));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn change_set(&self, dry_run: bool) -> ChangeSet {
+        ChangeSet {
+            dry_run,
+            applyset: self.set.id.clone(),
+            ..ChangeSet::default()
+        }
+    }
+
+    fn inventory_change(&self, action: Action, kinds: Option<&Value>) -> Change {
+        Change {
+            kind: "ConfigMap".to_string(),
+            namespace: Some(self.set.namespace.clone()),
+            name: self.set.name.clone(),
+            action,
+            reason: kinds
+                .and_then(|p| p.pointer("/metadata/annotations"))
+                .and_then(|a| a.get(applyset::ANNOTATION_GROUP_KINDS))
+                .and_then(Value::as_str)
+                .map(|k| {
+                    format!(
+                        "ApplySet parent records {}",
+                        if k.is_empty() { "no kinds" } else { k }
+                    )
+                }),
+            diff: None,
+        }
+    }
+
+    /// Applies `set` (see the module documentation for the steps), then prunes when
+    /// `opts.prune`. On failure the partial change set comes with the error.
+    pub async fn apply(
+        &self,
+        set: &RenderedSet,
+        opts: &ApplyOptions,
+    ) -> Result<ChangeSet, Box<Failed>> {
+        let mut changes = self.change_set(opts.dry_run);
+        let fail = |changes: ChangeSet, error: ApplyError| {
+            let mut changes = changes;
+            changes.error = Some(error.to_string());
+            Box::new(Failed { changes, error })
+        };
+        let live = match self.live(&Self::namespaces_of(set)).await {
+            Ok(l) => l,
+            Err(e) => return Err(fail(changes, e)),
+        };
+        let plan = self.plan(set, &live);
+        let parent = self.widened_parent(set, &live);
+
+        // 3. Dry-run everything that will be written; nothing is written if any fails.
+        if let Err((id, err)) = self
+            .dry_run_all(&plan, &live, parent.as_ref(), opts.force_conflicts)
+            .await
+        {
+            for p in &plan {
+                let c = match (&p.state, p.obj.id == id) {
+                    (_, true) => Change::new(&p.obj.id, Action::Failed, Some(err.to_string())),
+                    (PlanState::Unchanged, _) => Change::new(&p.obj.id, Action::Unchanged, None),
+                    _ => Change::new(
+                        &p.obj.id,
+                        Action::Skipped,
+                        Some("not applied: the dry-run of another object failed".into()),
+                    ),
+                };
+                changes.push(c);
+            }
+            return Err(fail(changes, err));
+        }
+
+        if opts.dry_run {
+            if let Some(p) = &parent {
+                changes.inventory = Some(self.inventory_change(
+                    if live.parent.is_some() {
+                        Action::Configured
+                    } else {
+                        Action::Created
+                    },
+                    Some(p),
+                ));
+            }
+            for p in &plan {
+                changes.push(planned_change(p));
+            }
+            if opts.prune {
+                let popts = PruneOptions {
+                    dry_run: true,
+                    ..opts.prune_options.clone()
+                };
+                if let Err(f) = self.prune_into(set, &live, &popts, &mut changes).await {
+                    return Err(fail(changes, f));
+                }
+            }
+            return Ok(changes);
+        }
+
+        // 4. Widen the inventory, then apply kind by kind.
+        let mut recorded = live.parent.clone();
+        if let Some(p) = &parent {
+            let api = self.parent_api();
+            match self
+                .patch(&api, &self.set.name, p, opts.force_conflicts, false)
+                .await
+            {
+                Ok(v) => {
+                    changes.inventory = Some(self.inventory_change(
+                        if live.parent.is_some() {
+                            Action::Configured
+                        } else {
+                            Action::Created
+                        },
+                        Some(&v),
+                    ));
+                    recorded = Some(v);
+                }
+                Err(source) => {
+                    let err = ApplyError::Parent {
+                        object: self.set.display(),
+                        source,
+                    };
+                    for p in &plan {
+                        changes.push(match p.state {
+                            PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+                            _ => Change::new(
+                                &p.obj.id,
+                                Action::Skipped,
+                                Some("not applied: the inventory could not be updated".into()),
+                            ),
+                        });
+                    }
+                    return Err(fail(changes, err));
+                }
+            }
+        }
+        let mut first_error: Option<ApplyError> = None;
+        for kind in Kind::ALL {
+            let idx: Vec<usize> = plan
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.obj.id.kind == kind)
+                .map(|(i, _)| i)
+                .collect();
+            if first_error.is_some() {
+                for i in idx {
+                    let p = &plan[i];
+                    changes.push(match p.state {
+                        PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+                        _ => Change::new(
+                            &p.obj.id,
+                            Action::Skipped,
+                            Some("not applied: an earlier apply failed".into()),
+                        ),
+                    });
+                }
+                continue;
+            }
+            let jobs = idx.iter().map(|&i| {
+                let p = &plan[i];
+                async move {
+                    if matches!(p.state, PlanState::Unchanged) {
+                        return (i, Ok(()));
+                    }
+                    let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
+                    let r = self
+                        .patch(
+                            &api,
+                            &p.obj.id.name,
+                            &p.desired,
+                            opts.force_conflicts,
+                            false,
+                        )
+                        .await
+                        .map(|_| ());
+                    (i, r)
+                }
+            });
+            let mut results: Vec<(usize, Result<(), ApiCause>)> = futures::stream::iter(jobs)
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            results.sort_by_key(|(i, _)| *i);
+            for (i, r) in results {
+                let p = &plan[i];
+                match r {
+                    Ok(()) => changes.push(planned_change(p)),
+                    Err(cause) => {
+                        let err =
+                            self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, false);
+                        changes.push(Change::new(
+                            &p.obj.id,
+                            Action::Failed,
+                            Some(err.to_string()),
+                        ));
+                        if first_error.is_none() {
+                            first_error = Some(err);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(fail(changes, err));
+        }
+
+        // 5. Prune only after every apply succeeded.
+        if opts.prune {
+            let live = LiveState {
+                parent: recorded,
+                ..live
+            };
+            if let Err(e) = self
+                .prune_into(set, &live, &opts.prune_options, &mut changes)
+                .await
+            {
+                return Err(fail(changes, e));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// What `apply` would change, with a unified diff per changed object (from the server's
+    /// dry-run answer, so defaults and other managers' fields show as they would be).
+    pub async fn diff(
+        &self,
+        set: &RenderedSet,
+        opts: &DiffOptions,
+    ) -> Result<ChangeSet, Box<Failed>> {
+        let mut changes = self.change_set(true);
+        let fail = |mut changes: ChangeSet, error: ApplyError| {
+            changes.error = Some(error.to_string());
+            Box::new(Failed { changes, error })
+        };
+        let live = match self.live(&Self::namespaces_of(set)).await {
+            Ok(l) => l,
+            Err(e) => return Err(fail(changes, e)),
+        };
+        let plan = self.plan(set, &live);
+        if let Some(p) = self.widened_parent(set, &live) {
+            changes.inventory = Some(self.inventory_change(
+                if live.parent.is_some() {
+                    Action::Configured
+                } else {
+                    Action::Created
+                },
+                Some(&p),
+            ));
+        }
+        let jobs = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !matches!(p.state, PlanState::Unchanged))
+            .map(|(i, p)| async move {
+                let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
+                (
+                    i,
+                    self.patch(&api, &p.obj.id.name, &p.desired, opts.force_conflicts, true)
+                        .await,
+                )
+            });
+        let mut results: BTreeMap<usize, Result<Value, ApiCause>> = futures::stream::iter(jobs)
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let mut first_error = None;
+        for (i, p) in plan.iter().enumerate() {
+            let mut c = planned_change(p);
+            match results.remove(&i) {
+                None => {}
+                Some(Ok(merged)) => {
+                    let title = object_title(&p.obj.id);
+                    c.diff = Some(compare::unified_diff(
+                        &title,
+                        live.get(&p.obj.id),
+                        Some(&merged),
+                        opts.color,
+                    ));
+                }
+                Some(Err(cause)) => {
+                    let err =
+                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true);
+                    c = Change::new(&p.obj.id, Action::Failed, Some(err.to_string()));
+                    first_error.get_or_insert(err);
+                }
+            }
+            changes.push(c);
+        }
+        if opts.prune {
+            let popts = PruneOptions {
+                dry_run: true,
+                ..PruneOptions::default()
+            };
+            let before = changes.changes.len();
+            if let Err(e) = self.prune_into(set, &live, &popts, &mut changes).await {
+                first_error.get_or_insert(e);
+            }
+            for c in changes.changes[before..].iter_mut() {
+                if c.action == Action::Deleted
+                    && let Some(k) = Kind::from_kind(&c.kind)
+                {
+                    let id = ObjectRef::new(k, c.namespace.as_deref(), &c.name);
+                    c.diff = Some(compare::unified_diff(
+                        &object_title(&id),
+                        live.get(&id),
+                        None,
+                        opts.color,
+                    ));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(fail(changes, e)),
+            None => Ok(changes),
+        }
+    }
+
+    /// Prunes owned ApplySet members that `set` no longer renders, with every guard, then
+    /// narrows the inventory. Reads the live state itself; [`Manager::apply`] with
+    /// `prune: true` reuses the state it already read instead.
+    pub async fn prune(
+        &self,
+        set: &RenderedSet,
+        opts: &PruneOptions,
+    ) -> Result<ChangeSet, Box<Failed>> {
+        let mut changes = self.change_set(opts.dry_run);
+        let result = match self.live(&Self::namespaces_of(set)).await {
+            Ok(live) => self.prune_into(set, &live, opts, &mut changes).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(changes),
+            Err(error) => {
+                changes.error = Some(error.to_string());
+                Err(Box::new(Failed { changes, error }))
+            }
+        }
+    }
+
+    async fn prune_into(
+        &self,
+        set: &RenderedSet,
+        live: &LiveState,
+        opts: &PruneOptions,
+        changes: &mut ChangeSet,
+    ) -> Result<(), ApplyError> {
+        let plan = plan_prune(&self.rollout, &self.set.id, set, live, opts);
+        for (id, reason) in &plan.skipped {
+            changes.push(Change::new(id, Action::Skipped, Some(reason.clone())));
+        }
+        if plan.deletes.is_empty() && plan.skipped.is_empty() {
+            // Nothing to delete: still narrow a parent that records kinds no longer present.
+            return self
+                .narrow(set, live, &BTreeSet::new(), opts.dry_run, changes)
+                .await;
+        }
+        let mut first_error: Option<ApplyError> = None;
+        let mut survivors: BTreeSet<ObjectRef> =
+            plan.skipped.iter().map(|(id, _)| id.clone()).collect();
+        let mut deleted_statefulsets: BTreeSet<ObjectRef> = BTreeSet::new();
+        // Phases in delete order: StatefulSets, their PVCs, snapshots, then the rest.
+        let mut phases: Vec<Vec<ObjectRef>> = vec![Vec::new(); 4];
+        for id in &plan.deletes {
+            let phase = match id.kind {
+                Kind::StatefulSet => 0,
+                Kind::VolumeSnapshot => 2,
+                _ => 3,
+            };
+            phases[phase].push(id.clone());
+        }
+        for (n, phase) in phases.into_iter().enumerate() {
+            if n == 1 {
+                // Consumer PVCs of each StatefulSet that is gone.
+                for sts in &deleted_statefulsets {
+                    let Some(l) = live.get(sts) else { continue };
+                    if retention_deletes_claims(l) {
+                        continue;
+                    }
+                    let labels = manifest::labels_of(l);
+                    let (Some(d), Some(g)) = (
+                        labels.get(manifest::LABEL_DATASET),
+                        labels.get(manifest::LABEL_GENERATION),
+                    ) else {
+                        continue;
+                    };
+                    let ns = sts.namespace.as_deref().unwrap_or(&self.namespace);
+                    let result = if opts.dry_run {
+                        Ok(consumer_volume_ids(live, &self.rollout, d, g)
+                            .into_iter()
+                            .map(|id| {
+                                Change::new(
+                                    &id,
+                                    Action::Deleted,
+                                    Some(format!("volume of pruned {sts}")),
+                                )
+                            })
+                            .collect())
+                    } else {
+                        self.delete_consumer_volumes_in(ns, d, g).await
+                    };
+                    match result {
+                        Ok(cs) => cs.into_iter().for_each(|c| changes.push(c)),
+                        Err((cs, e)) => {
+                            cs.into_iter().for_each(|c| changes.push(c));
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                continue;
+            }
+            let jobs = phase.into_iter().map(|id| {
+                let keep_reason = (id.kind == Kind::VolumeSnapshot)
+                    .then(|| {
+                        live.of_kind(Kind::StatefulSet)
+                            .filter(|(sid, _)| !deleted_statefulsets.contains(*sid))
+                            .find(|(_, s)| snapshot_of(s).as_deref() == Some(id.name.as_str()))
+                            .map(|(sid, _)| format!("still the data source of {sid}"))
+                    })
+                    .flatten();
+                async move {
+                    if let Some(reason) = keep_reason {
+                        return (id, Deletion::Kept(reason));
+                    }
+                    if opts.dry_run {
+                        return (id, Deletion::Deleted);
+                    }
+                    let uid = live
+                        .get(&id)
+                        .and_then(|v| v.pointer("/metadata/uid"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let r = self.delete(&id, uid).await;
+                    (
+                        id,
+                        match r {
+                            Ok(()) => Deletion::Deleted,
+                            Err(c) => Deletion::Failed(c),
+                        },
+                    )
+                }
+            });
+            let mut results: Vec<(ObjectRef, Deletion)> = futures::stream::iter(jobs)
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            results.sort_by(|a, b| a.0.cmp(&b.0));
+            for (id, r) in results {
+                match r {
+                    Deletion::Deleted => {
+                        if id.kind == Kind::StatefulSet {
+                            deleted_statefulsets.insert(id.clone());
+                        }
+                        changes.push(Change::new(
+                            &id,
+                            Action::Deleted,
+                            Some("no longer rendered".into()),
+                        ));
+                    }
+                    Deletion::Kept(reason) => {
+                        survivors.insert(id.clone());
+                        changes.push(Change::new(&id, Action::Skipped, Some(reason)));
+                    }
+                    Deletion::Failed(source) => {
+                        survivors.insert(id.clone());
+                        let e = ApplyError::Delete {
+                            object: id.to_string(),
+                            source,
+                        };
+                        changes.push(Change::new(&id, Action::Failed, Some(e.to_string())));
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        self.narrow(set, live, &survivors, opts.dry_run, changes)
+            .await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Narrows the parent to the kinds still present: rendered ones and members that
+    /// survived the prune (kept by a guard or failed to delete, so the next run finds them).
+    async fn narrow(
+        &self,
+        set: &RenderedSet,
+        live: &LiveState,
+        survivors: &BTreeSet<ObjectRef>,
+        dry_run: bool,
+        changes: &mut ChangeSet,
+    ) -> Result<(), ApplyError> {
+        if set.objects.is_empty() {
+            return Ok(());
+        }
+        let mut kinds: BTreeSet<String> =
+            set.objects.iter().map(|o| o.id.kind.group_kind()).collect();
+        kinds.extend(survivors.iter().map(|id| id.kind.group_kind()));
+        let mut namespaces = Self::namespaces_of(set);
+        namespaces.extend(survivors.iter().filter_map(|id| id.namespace.clone()));
+        let Some(p) = self.parent_if_changed(live.parent.as_ref(), &kinds, &namespaces) else {
+            return Ok(());
+        };
+        let action = if live.parent.is_some() {
+            Action::Configured
+        } else {
+            Action::Created
+        };
+        if !dry_run {
+            let api = self.parent_api();
+            self.patch(&api, &self.set.name, &p, true, false)
+                .await
+                .map_err(|source| ApplyError::Parent {
+                    object: self.set.display(),
+                    source,
+                })?;
+        }
+        changes.inventory = Some(self.inventory_change(action, Some(&p)));
+        Ok(())
+    }
+
+    async fn delete(&self, id: &ObjectRef, uid: Option<String>) -> Result<(), ApiCause> {
+        let api = self.api(id.kind, id.namespace.as_deref());
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            // Delete exactly the object the guards looked at, not a namesake created since.
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.call(Verb::Delete, || api.delete(&id.name, &dp)).await {
+            Ok(_) => Ok(()),
+            Err(c) if c.is_not_found() => Ok(()),
+            Err(c) => Err(c),
+        }
+    }
+
+    /// Deletes the PVCs the StatefulSet controller created for `dataset` at `generation`
+    /// (label `app.kubernetes.io/component=consumer-volume`): one LIST by label, then one
+    /// DELETE each. For clusters where `persistentVolumeClaimRetentionPolicy` does not
+    /// remove them; call only once their StatefulSet is gone, or it recreates them.
+    pub async fn delete_consumer_volumes(
+        &self,
+        dataset: &str,
+        generation: &str,
+    ) -> Result<ChangeSet, Box<Failed>> {
+        let mut changes = self.change_set(false);
+        match self
+            .delete_consumer_volumes_in(&self.namespace, dataset, generation)
+            .await
+        {
+            Ok(cs) => {
+                cs.into_iter().for_each(|c| changes.push(c));
+                Ok(changes)
+            }
+            Err((cs, error)) => {
+                cs.into_iter().for_each(|c| changes.push(c));
+                changes.error = Some(error.to_string());
+                Err(Box::new(Failed { changes, error }))
+            }
+        }
+    }
+
+    async fn delete_consumer_volumes_in(
+        &self,
+        namespace: &str,
+        dataset: &str,
+        generation: &str,
+    ) -> Result<Vec<Change>, (Vec<Change>, ApplyError)> {
+        let selector = consumer_volume_selector(&self.rollout, dataset, generation);
+        let api = self.api(Kind::PersistentVolumeClaim, Some(namespace));
+        let lp = ListParams::default().labels(&selector);
+        let list = self
+            .call(Verb::List, || api.list(&lp))
+            .await
+            .map_err(|source| {
+                (
+                    Vec::new(),
+                    ApplyError::List {
+                        kind: Kind::PersistentVolumeClaim.as_str().to_string(),
+                        scope: format!("namespace {namespace} ({selector})"),
+                        source,
+                    },
+                )
+            })?;
+        let mut out = Vec::new();
+        let mut first = None;
+        let mut items = list.items;
+        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for pvc in items {
+            let name = pvc.metadata.name.clone().unwrap_or_default();
+            let id = ObjectRef::new(Kind::PersistentVolumeClaim, Some(namespace), &name);
+            match self.delete(&id, pvc.metadata.uid.clone()).await {
+                Ok(()) => out.push(Change::new(
+                    &id,
+                    Action::Deleted,
+                    Some(format!(
+                        "volume of generation {generation} of dataset {dataset}"
+                    )),
+                )),
+                Err(source) => {
+                    let e = ApplyError::Delete {
+                        object: id.to_string(),
+                        source,
+                    };
+                    out.push(Change::new(&id, Action::Failed, Some(e.to_string())));
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        match first {
+            Some(e) => Err((out, e)),
+            None => Ok(out),
+        }
+    }
+
+    /// Polls (one LIST per kind involved) until every object in `ids` is ready by the
+    /// per-kind rules of [`readiness`], one is failed, or the timeout passes.
+    /// `progress` is called after every poll.
+    pub async fn wait(
+        &self,
+        ids: &[ObjectRef],
+        opts: &WaitOptions,
+        progress: &mut dyn FnMut(&WaitProgress),
+    ) -> Result<ChangeSet, ApplyError> {
+        let start = Instant::now();
+        let namespaces: BTreeSet<String> = ids.iter().filter_map(|i| i.namespace.clone()).collect();
+        loop {
+            let live = self.live(&namespaces).await?;
+            let mut pending = Vec::new();
+            let mut ready = 0;
+            for id in ids {
+                match live.get(id).map(|v| readiness(id.kind, v)) {
+                    Some(Readiness::Ready) => ready += 1,
+                    Some(Readiness::Failed(reason)) => {
+                        return Err(ApplyError::WaitFailed {
+                            object: id.to_string(),
+                            reason,
+                        });
+                    }
+                    Some(Readiness::Pending(r)) => pending.push((id.to_string(), r)),
+                    None => pending.push((id.to_string(), "does not exist".to_string())),
+                }
+            }
+            progress(&WaitProgress {
+                ready,
+                total: ids.len(),
+                pending: pending.clone(),
+                elapsed_secs: start.elapsed().as_secs(),
+            });
+            if pending.is_empty() {
+                let mut cs = self.change_set(false);
+                for id in ids {
+                    cs.push(Change::new(id, Action::Unchanged, Some("ready".into())));
+                }
+                return Ok(cs);
+            }
+            if start.elapsed() + opts.poll_interval > opts.timeout {
+                return Err(ApplyError::WaitTimeout {
+                    seconds: opts.timeout.as_secs(),
+                    pending: pending
+                        .iter()
+                        .map(|(o, r)| format!("{o} ({r})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            tokio::time::sleep(opts.poll_interval).await;
+        }
+    }
+}
+
+/// What became of one prune candidate.
+enum Deletion {
+    Deleted,
+    /// Kept by a guard checked at delete time, with the reason.
+    Kept(String),
+    Failed(ApiCause),
+}
+
+fn planned_change(p: &Planned<'_>) -> Change {
+    match &p.state {
+        PlanState::Create => Change::new(&p.obj.id, Action::Created, None),
+        PlanState::Update(r) => Change::new(&p.obj.id, Action::Configured, Some(r.clone())),
+        PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+    }
+}
+
+/// `kind.group/namespace/name` for diff headers.
+fn object_title(id: &ObjectRef) -> String {
+    let kind = id.kind.group_kind();
+    match &id.namespace {
+        Some(ns) => format!("{kind}/{ns}/{}", id.name),
+        None => format!("{kind}/{}", id.name),
+    }
+}
+
+/// The `ApiResource` of a snaproll kind (no discovery request needed).
+pub fn api_resource(kind: Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group(), kind.version(), kind.as_str()),
+        kind.plural(),
+    )
+}
+
+/// Label selector of the consumer PVCs of one generation of one dataset.
+pub fn consumer_volume_selector(rollout: &str, dataset: &str, generation: &str) -> String {
+    format!(
+        "{},{}={dataset},{}={generation},{}=consumer-volume",
+        manifest::rollout_selector(rollout),
+        manifest::LABEL_DATASET,
+        manifest::LABEL_GENERATION,
+        manifest::LABEL_COMPONENT
+    )
+}
+
+fn consumer_volume_ids(
+    live: &LiveState,
+    rollout: &str,
+    dataset: &str,
+    generation: &str,
+) -> Vec<ObjectRef> {
+    live.of_kind(Kind::PersistentVolumeClaim)
+        .filter(|(_, v)| {
+            let l = manifest::labels_of(v);
+            manifest::is_owned_by(&l, rollout)
+                && l.get(manifest::LABEL_DATASET).map(String::as_str) == Some(dataset)
+                && l.get(manifest::LABEL_GENERATION).map(String::as_str) == Some(generation)
+                && l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("consumer-volume")
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Whether a live StatefulSet's retention policy already deletes its PVCs with it.
+fn retention_deletes_claims(sts: &Value) -> bool {
+    sts.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
+        .and_then(Value::as_str)
+        == Some("Delete")
+}
+
+/// The VolumeSnapshot a StatefulSet's claims restore from.
+fn snapshot_of(sts: &Value) -> Option<String> {
+    sts.pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)?
+        .iter()
+        .find_map(|t| {
+            let ds = t.pointer("/spec/dataSource")?;
+            (ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot"))
+                .then(|| ds.get("name").and_then(Value::as_str).map(str::to_string))
+                .flatten()
+        })
+}
+
+/// Field paths of a conflict message (`... using apps/v1: .spec.replicas, conflict with ...`).
+fn conflict_fields(message: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in message.split("conflict with \"").skip(1) {
+        if let Some(i) = part.find(": ") {
+            let rest = &part[i + 2..];
+            let field = rest.split([',', ' ']).next().unwrap_or_default();
+            if field.starts_with('.') && !out.contains(&field.to_string()) {
+                out.push(field.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What a prune would do before any request: deletions in delete order and guarded objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PrunePlan {
+    /// Objects to delete, StatefulSets first, then snapshots, then the rest in reverse
+    /// dependency order.
+    pub deletes: Vec<ObjectRef>,
+    /// Candidates a guard keeps, with the guard's reason.
+    pub skipped: Vec<(ObjectRef, String)>,
+}
+
+/// Decides what to prune. Candidates are live objects carrying this ApplySet's `part-of`
+/// label that `set` does not render. Guards: an empty `set` prunes nothing; an object
+/// without the rollout's ownership labels is never deleted; a dataset's last ready
+/// StatefulSet is kept while no rendered StatefulSet of that dataset is ready; objects in
+/// `opts.keep` are kept.
+pub fn plan_prune(
+    rollout: &str,
+    applyset_id: &str,
+    set: &RenderedSet,
+    live: &LiveState,
+    opts: &PruneOptions,
+) -> PrunePlan {
+    let rendered: BTreeSet<&ObjectRef> = set.objects.iter().map(|o| &o.id).collect();
+    let mut plan = PrunePlan::default();
+    let candidates: Vec<(&ObjectRef, &Value)> = live
+        .objects
+        .iter()
+        .filter(|(id, v)| {
+            !rendered.contains(id)
+                && manifest::labels_of(v)
+                    .get(applyset::LABEL_PART_OF)
+                    .map(String::as_str)
+                    == Some(applyset_id)
+        })
+        .collect();
+    if set.objects.is_empty() {
+        for (id, _) in candidates {
+            plan.skipped.push((
+                id.clone(),
+                "the rendered set is empty; prune never runs on an empty set".into(),
+            ));
+        }
+        return plan;
+    }
+    // Datasets with a rendered StatefulSet that is already ready.
+    let ready_rendered: BTreeSet<String> = set
+        .objects
+        .iter()
+        .filter(|o| o.id.kind == Kind::StatefulSet)
+        .filter(|o| {
+            live.get(&o.id)
+                .is_some_and(|v| readiness(Kind::StatefulSet, v).is_ready())
+        })
+        .filter_map(|o| o.dataset.clone())
+        .collect();
+    let mut deletes = Vec::new();
+    for (id, v) in candidates {
+        let labels = manifest::labels_of(v);
+        if !manifest::is_owned_by(&labels, rollout) {
+            plan.skipped.push((
+                id.clone(),
+                format!("lacks the ownership labels of rollout {rollout}; never deleted"),
+            ));
+            continue;
+        }
+        if let Some(reason) = opts.keep.get(id) {
+            plan.skipped.push((id.clone(), reason.clone()));
+            continue;
+        }
+        if opts.keep_last_ready
+            && id.kind == Kind::StatefulSet
+            && readiness(Kind::StatefulSet, v).is_ready()
+            && let Some(d) = labels.get(manifest::LABEL_DATASET)
+            && !ready_rendered.contains(d)
+        {
+            plan.skipped.push((
+                id.clone(),
+                format!("last ready generation of dataset {d}; kept until a rendered generation is ready"),
+            ));
+            continue;
+        }
+        deletes.push(id.clone());
+    }
+    // Delete order: StatefulSets, snapshots, then the rest in reverse dependency order.
+    let rank = |k: Kind| match k {
+        Kind::StatefulSet => 0,
+        Kind::VolumeSnapshot => 1,
+        other => 10 + (Kind::ALL.len() - other.order()),
+    };
+    deletes.sort_by(|a, b| rank(a.kind).cmp(&rank(b.kind)).then(a.cmp(b)));
+    plan.deletes = deletes;
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_fields_are_parsed_from_the_message() {
+        let m = "Apply failed with 2 conflicts: conflict with \"kubectl\" using apps/v1: .spec.replicas, conflict with \"hpa\" using apps/v1: .spec.template";
+        assert_eq!(conflict_fields(m), vec![".spec.replicas", ".spec.template"]);
+        assert!(
+            conflict_fields("Apply failed with 1 conflict: conflict with \"x\" using v1")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn consumer_volume_selector_scopes_to_one_generation() {
+        assert_eq!(
+            consumer_volume_selector("demo", "data", "2021-07-15"),
+            "app.kubernetes.io/managed-by=snaproll,snaproll.dev/rollout=demo,snaproll.dev/dataset=data,snaproll.dev/generation=2021-07-15,app.kubernetes.io/component=consumer-volume"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Readiness of live objects, checked explicitly per kind: generic libraries (kstatus) call a
+//! VolumeSnapshot ready as soon as it exists and a Failed Pod "current", which is wrong here.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::manifest::Kind;
+
+/// Where an object stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum Readiness {
+    Ready,
+    /// Not ready yet; the reason says what it waits for (or the last error the controller
+    /// reported, which it keeps retrying).
+    Pending(String),
+    /// Will not become ready on its own.
+    Failed(String),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
+fn i64_at(v: &Value, ptr: &str) -> Option<i64> {
+    v.pointer(ptr).and_then(Value::as_i64)
+}
+
+/// Readiness of a live object of `kind`.
+pub fn readiness(kind: Kind, live: &Value) -> Readiness {
+    match kind {
+        Kind::StatefulSet => statefulset(live),
+        Kind::VolumeSnapshot => snapshot(live),
+        Kind::Pod => pod(live),
+        // A PVC may stay Pending until a Pod uses it (WaitForFirstConsumer): never wait on it.
+        Kind::PersistentVolumeClaim | Kind::Service | Kind::VolumeSnapshotClass => Readiness::Ready,
+    }
+}
+
+fn statefulset(v: &Value) -> Readiness {
+    let generation = i64_at(v, "/metadata/generation").unwrap_or(0);
+    let observed = i64_at(v, "/status/observedGeneration").unwrap_or(0);
+    if observed < generation {
+        return Readiness::Pending(format!(
+            "controller has observed generation {observed} of {generation}"
+        ));
+    }
+    let want = i64_at(v, "/spec/replicas").unwrap_or(1);
+    let ready = i64_at(v, "/status/readyReplicas").unwrap_or(0);
+    if ready < want {
+        return Readiness::Pending(format!("{ready}/{want} replicas ready"));
+    }
+    let on_delete = v
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete");
+    let updated = i64_at(v, "/status/updatedReplicas").unwrap_or(want);
+    if !on_delete && updated < want {
+        return Readiness::Pending(format!("{updated}/{want} replicas updated"));
+    }
+    let cur = v.pointer("/status/currentRevision").and_then(Value::as_str);
+    let upd = v.pointer("/status/updateRevision").and_then(Value::as_str);
+    if !on_delete
+        && let (Some(c), Some(u)) = (cur, upd)
+        && c != u
+    {
+        return Readiness::Pending(format!("revision {c} rolling to {u}"));
+    }
+    Readiness::Ready
+}
+
+fn snapshot(v: &Value) -> Readiness {
+    if v.pointer("/status/readyToUse").and_then(Value::as_bool) == Some(true) {
+        return Readiness::Ready;
+    }
+    match v.pointer("/status/error/message").and_then(Value::as_str) {
+        Some(m) => Readiness::Pending(format!("not ready to use; last error (retrying): {m}")),
+        None => Readiness::Pending("not ready to use".to_string()),
+    }
+}
+
+fn pod(v: &Value) -> Readiness {
+    match v.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Succeeded") => Readiness::Ready,
+        Some("Failed") => Readiness::Failed(
+            v.pointer("/status/message")
+                .and_then(Value::as_str)
+                .unwrap_or("pod failed")
+                .to_string(),
+        ),
+        Some(p) => Readiness::Pending(format!("phase {p}")),
+        None => Readiness::Pending("not scheduled".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snapshot_is_ready_only_when_ready_to_use() {
+        assert!(!readiness(Kind::VolumeSnapshot, &json!({})).is_ready());
+        let errored = json!({"status": {"readyToUse": false, "error": {"message": "quota"}}});
+        assert!(
+            matches!(readiness(Kind::VolumeSnapshot, &errored), Readiness::Pending(m) if m.contains("quota"))
+        );
+        assert!(
+            readiness(
+                Kind::VolumeSnapshot,
+                &json!({"status": {"readyToUse": true}})
+            )
+            .is_ready()
+        );
+    }
+
+    #[test]
+    fn failed_pod_is_failed_not_current() {
+        let p = json!({"status": {"phase": "Failed", "message": "OOMKilled"}});
+        assert_eq!(
+            readiness(Kind::Pod, &p),
+            Readiness::Failed("OOMKilled".into())
+        );
+    }
+
+    #[test]
+    fn statefulset_needs_observed_generation_and_ready_replicas() {
+        let s = json!({"metadata": {"generation": 2}, "spec": {"replicas": 3},
+            "status": {"observedGeneration": 1, "readyReplicas": 3}});
+        assert!(!readiness(Kind::StatefulSet, &s).is_ready());
+        let s = json!({"metadata": {"generation": 2}, "spec": {"replicas": 3},
+            "status": {"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3,
+                       "currentRevision": "a", "updateRevision": "a"}});
+        assert!(readiness(Kind::StatefulSet, &s).is_ready());
+    }
+}

@@ -1,0 +1,1313 @@
+//! The apply engine against kube-fake-client behind a real `kube::Client` (see `fakeapi`):
+//! create, update, unchanged (zero writes), conflicts, prune guards and order, the ApplySet
+//! inventory, immutable fields and injected faults; then the `snaproll` binary end to end
+//! against a loopback HTTP server serving the same fake.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use snaproll::apply::{
+    Action, ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, LiveState, Manager,
+    PruneOptions, RetryPolicy, plan_prune,
+};
+use snaproll::manifest::{Kind, ObjectRef};
+use snaproll::render::{GenerationPlan, Plan, RenderedSet, Renderer};
+
+use crate::common::*;
+use crate::fakeapi::{FakeApi, Fault, Req};
+
+const NS: &str = "default";
+const G1: &str = "2021-07-15";
+const G2: &str = "2021-07-16";
+
+/// Knobs of the generated spec.
+#[derive(Clone)]
+struct SpecOpts {
+    rollout: &'static str,
+    datasets: Vec<String>,
+    replicas: u32,
+    size: &'static str,
+    when_deleted: &'static str,
+}
+
+impl Default for SpecOpts {
+    fn default() -> Self {
+        SpecOpts {
+            rollout: "demo",
+            datasets: vec!["data".into()],
+            replicas: 3,
+            size: "10Gi",
+            when_deleted: "Retain",
+        }
+    }
+}
+
+/// A DatasetRollout spec with one dataset per name (consumer `<name>-consumer`).
+pub fn spec_yaml(
+    rollout: &str,
+    datasets: &[String],
+    replicas: u32,
+    size: &str,
+    when_deleted: &str,
+) -> String {
+    let mut s = format!(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: {rollout}\n  namespace: default\nspec:\n  snapshotClass:\n    name: csi-snapclass\n    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n  datasets:\n"
+    );
+    for d in datasets {
+        s.push_str(&format!(
+            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo hi > /data/file.txt\"]\n        mountPath: /data\n      consumer:\n        name: {d}-consumer\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {when_deleted}\n        service:\n          type: Headless\n"
+        ));
+    }
+    s
+}
+
+fn render_with(o: &SpecOpts, plan: impl Fn(&snaproll::spec::Rollout) -> Plan) -> RenderedSet {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snaproll.yaml");
+    std::fs::write(
+        &path,
+        spec_yaml(o.rollout, &o.datasets, o.replicas, o.size, o.when_deleted),
+    )
+    .unwrap();
+    let loaded = snaproll::spec::load(&path).expect("spec loads");
+    Renderer::new(None)
+        .unwrap()
+        .render(&loaded.rollout, &plan(&loaded.rollout))
+        .expect("renders")
+}
+
+fn render(o: &SpecOpts, generation: &str) -> RenderedSet {
+    render_with(o, |r| Plan::single(r, generation))
+}
+
+fn manager(api: &FakeApi, rollout: &str) -> Manager {
+    Manager::new(api.client.clone(), rollout, NS)
+        .with_retry(RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        })
+        .with_request_timeout(Duration::from_millis(300))
+}
+
+fn opts(prune: bool) -> ApplyOptions {
+    ApplyOptions {
+        prune,
+        ..ApplyOptions::default()
+    }
+}
+
+const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets";
+const SNAPS: &str = "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
+const SVCS: &str = "/api/v1/namespaces/default/services";
+const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
+const PARENT: &str = "/api/v1/namespaces/default/configmaps/snaproll-demo";
+
+fn ok(r: Result<ChangeSet, Box<Failed>>) -> ChangeSet {
+    match r {
+        Ok(c) => c,
+        Err(f) => panic!("run failed: {} ({:?})", f.error, f.changes.changes),
+    }
+}
+
+fn err(r: Result<ChangeSet, Box<Failed>>) -> Box<Failed> {
+    match r {
+        Ok(c) => panic!("run succeeded unexpectedly: {:?}", c.summary),
+        Err(f) => f,
+    }
+}
+
+fn actions(cs: &ChangeSet, action: Action) -> Vec<String> {
+    cs.with_action(action)
+        .map(|c| format!("{}/{}", c.kind, c.name))
+        .collect()
+}
+
+/// Group-kinds recorded by the parent.
+async fn recorded_kinds(api: &FakeApi) -> BTreeSet<String> {
+    let p = api.get(PARENT).await.expect("parent exists");
+    p.pointer("/metadata/annotations/applyset.kubernetes.io~1contains-group-kinds")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Creates the PVCs the StatefulSet controller would create for `<sts>` (ordinals 0..n):
+/// the claim template's labels, no ApplySet membership.
+async fn controller_pvcs(api: &FakeApi, dataset: &str, generation: &str, n: usize) {
+    for i in 0..n {
+        let name = format!("{dataset}-{dataset}-consumer-{generation}-{i}");
+        let obj = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": NS, "labels": {
+                "app.kubernetes.io/managed-by": "snaproll", "snaproll.dev/rollout": "demo",
+                "snaproll.dev/dataset": dataset, "snaproll.dev/generation": generation,
+                "app.kubernetes.io/component": "consumer-volume"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}});
+        api.apply_as(
+            "statefulset-controller",
+            &format!("{PVCS}/{name}"),
+            &obj,
+            false,
+        )
+        .await;
+    }
+}
+
+async fn make_ready(api: &FakeApi, sts: &str, replicas: i64) {
+    let path = format!("{STS}/{sts}");
+    let live = api.get(&path).await.expect("sts exists");
+    let generation = live
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    api.set_status(
+        &path,
+        json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+               "updatedReplicas": replicas, "currentRevision": "r1", "updateRevision": "r1"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn first_apply_creates_every_object_in_dependency_order_with_applyset_membership() {
+    let api = FakeApi::new().await;
+    let set = render(&SpecOpts::default(), G1);
+    let mgr = manager(&api, "demo");
+    let cs = ok(mgr.apply(&set, &opts(false)).await);
+    assert_eq!(cs.summary.created, set.objects.len());
+    assert_eq!(cs.inventory.as_ref().unwrap().action, Action::Created);
+
+    // Every changed object was dry-run before the first write, and writes went in
+    // dependency order: parent, class, PVC, producer, snapshot, Service, StatefulSet.
+    let reqs = api.requests();
+    let first_write = reqs.iter().position(Req::is_write).unwrap();
+    assert_eq!(
+        reqs.iter().filter(|r| r.is_dry_run()).count(),
+        set.objects.len() + 1
+    );
+    assert!(
+        reqs[..first_write]
+            .iter()
+            .filter(|r| r.is_dry_run())
+            .count()
+            == set.objects.len() + 1
+    );
+    let order: Vec<String> = api.writes().iter().map(Req::resource).collect();
+    assert_eq!(
+        order,
+        [
+            "configmaps",
+            "volumesnapshotclasses",
+            "persistentvolumeclaims",
+            "pods",
+            "volumesnapshots",
+            "services",
+            "statefulsets"
+        ]
+    );
+
+    // Members carry part-of; the parent records the kinds with kubectl's id.
+    let sts = api.get(&format!("{STS}/data-consumer-{G1}")).await.unwrap();
+    assert_eq!(
+        sts.pointer("/metadata/labels/applyset.kubernetes.io~1part-of"),
+        Some(&json!(mgr.applyset().id))
+    );
+    let parent = api.get(PARENT).await.unwrap();
+    assert_eq!(
+        parent.pointer("/metadata/labels/applyset.kubernetes.io~1id"),
+        Some(&json!(mgr.applyset().id))
+    );
+    assert_eq!(
+        parent.pointer("/metadata/annotations/applyset.kubernetes.io~1tooling"),
+        Some(&json!(format!("snaproll/v{}", env!("CARGO_PKG_VERSION"))))
+    );
+    assert_eq!(
+        recorded_kinds(&api).await,
+        [
+            "PersistentVolumeClaim",
+            "Pod",
+            "Service",
+            "StatefulSet.apps",
+            "VolumeSnapshot.snapshot.storage.k8s.io",
+            "VolumeSnapshotClass.snapshot.storage.k8s.io"
+        ]
+        .map(String::from)
+        .into()
+    );
+    // The class is cluster-scoped.
+    assert!(
+        api.get(&format!("{CLASSES}/csi-snapclass"))
+            .await
+            .unwrap()
+            .pointer("/metadata/namespace")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn noop_reapply_makes_zero_writes_and_one_list_per_kind() {
+    let api = FakeApi::new().await;
+    let set = render(&SpecOpts::default(), G1);
+    let mgr = manager(&api, "demo");
+    ok(mgr.apply(&set, &opts(true)).await);
+    api.clear_requests();
+    mgr.reset_stats();
+
+    let cs = ok(mgr.apply(&set, &opts(true)).await);
+    assert_eq!(cs.summary.unchanged, set.objects.len());
+    assert!(!cs.has_changes());
+    let reqs = api.requests();
+    assert!(api.writes().is_empty(), "no writes: {:?}", api.writes());
+    assert_eq!(reqs.iter().filter(|r| r.is_dry_run()).count(), 0);
+    let lists: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.is_list())
+        .map(Req::resource)
+        .collect();
+    assert_eq!(lists.len(), Kind::ALL.len(), "{lists:?}");
+    assert_eq!(lists.iter().collect::<BTreeSet<_>>().len(), Kind::ALL.len());
+    // ...plus the one GET of the ApplySet parent, and nothing else.
+    assert_eq!(reqs.len(), Kind::ALL.len() + 1);
+    let stats = mgr.stats();
+    assert_eq!(
+        (stats.lists, stats.gets, stats.writes(), stats.dry_runs),
+        (6, 1, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn server_defaulted_fields_and_other_managers_fields_do_not_cause_writes() {
+    let api = FakeApi::new().await;
+    let set = render(&SpecOpts::default(), G1);
+    let mgr = manager(&api, "demo");
+    ok(mgr.apply(&set, &opts(false)).await);
+    // What the API server and controllers add: defaults, other fields, status.
+    api.apply_as(
+        "kube-apiserver-defaults",
+        &format!("{STS}/data-consumer-{G1}"),
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"podManagementPolicy": "OrderedReady", "revisionHistoryLimit": 10}}),
+        false,
+    )
+    .await;
+    api.apply_as(
+        "kube-apiserver-defaults",
+        &format!("{SVCS}/data-consumer"),
+        &json!({"apiVersion": "v1", "kind": "Service", "spec": {"clusterIPs": ["None"], "sessionAffinity": "None", "ipFamilies": ["IPv4"]}}),
+        false,
+    )
+    .await;
+    make_ready(&api, &format!("data-consumer-{G1}"), 3).await;
+    api.clear_requests();
+    let cs = ok(mgr.apply(&set, &opts(false)).await);
+    assert_eq!(cs.summary.unchanged, set.objects.len(), "{:?}", cs.changes);
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
+async fn changed_object_is_dry_run_then_applied_and_nothing_else_is_written() {
+    let api = FakeApi::new().await;
+    let mut o = SpecOpts::default();
+    let mgr = manager(&api, "demo");
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    api.clear_requests();
+
+    o.replicas = 5;
+    let cs = ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    assert_eq!(
+        actions(&cs, Action::Configured),
+        vec![format!("StatefulSet/data-consumer-{G1}")]
+    );
+    assert!(
+        cs.changes
+            .iter()
+            .find(|c| c.action == Action::Configured)
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains(".spec.replicas")
+    );
+    let patches: Vec<(bool, String)> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| (r.is_dry_run(), r.name().unwrap()))
+        .collect();
+    let name = format!("data-consumer-{G1}");
+    assert_eq!(patches, vec![(true, name.clone()), (false, name)]);
+    let sts = api.get(&format!("{STS}/data-consumer-{G1}")).await.unwrap();
+    assert_eq!(sts.pointer("/spec/replicas"), Some(&json!(5)));
+}
+
+#[tokio::test]
+async fn removing_a_field_from_the_template_is_a_change() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let set = render(&SpecOpts::default(), G1);
+    ok(mgr.apply(&set, &opts(false)).await);
+    // Same object minus a field: a subset of live, but the applied hash differs.
+    let mut smaller = set.clone();
+    let svc = smaller
+        .objects
+        .iter_mut()
+        .find(|o| o.id.kind == Kind::Service)
+        .unwrap();
+    svc.value["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("app.kubernetes.io/component");
+    let cs = ok(mgr.apply(&smaller, &opts(false)).await);
+    assert_eq!(
+        actions(&cs, Action::Configured),
+        vec!["Service/data-consumer".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn conflict_is_reported_with_the_manager_name_and_nothing_is_written() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let mut o = SpecOpts::default();
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    // Someone scales the StatefulSet with their own field manager.
+    api.apply_as(
+        "kubectl-scale",
+        &format!("{STS}/data-consumer-{G1}"),
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 7}}),
+        true,
+    )
+    .await;
+    api.clear_requests();
+    o.replicas = 4;
+    let f = err(mgr.apply(&render(&o, G1), &opts(true)).await);
+    match &f.error {
+        ApplyError::Conflict {
+            object, managers, ..
+        } => {
+            assert_eq!(managers, &vec!["kubectl-scale".to_string()]);
+            assert!(object.contains(&format!("StatefulSet/data-consumer-{G1}")));
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let msg = f.error.to_string();
+    assert!(
+        msg.contains("\"kubectl-scale\"") && msg.contains("--force-conflicts"),
+        "{msg}"
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_eq!(f.changes.summary.failed, 1);
+}
+
+#[tokio::test]
+async fn force_conflicts_takes_ownership() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let mut o = SpecOpts::default();
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    let path = format!("{STS}/data-consumer-{G1}");
+    api.apply_as(
+        "kubectl-scale",
+        &path,
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 7}}),
+        true,
+    )
+    .await;
+    o.replicas = 4;
+    let forced = ApplyOptions {
+        force_conflicts: true,
+        ..ApplyOptions::default()
+    };
+    let cs = ok(mgr.apply(&render(&o, G1), &forced).await);
+    assert_eq!(
+        actions(&cs, Action::Configured),
+        vec![format!("StatefulSet/data-consumer-{G1}")]
+    );
+    let sts = api.get(&path).await.unwrap();
+    assert_eq!(sts.pointer("/spec/replicas"), Some(&json!(4)));
+    let managers: Vec<&str> = sts["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert!(!managers.contains(&"kubectl-scale"), "{managers:?}");
+    // And the next run is a no-op.
+    api.clear_requests();
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
+async fn immutable_statefulset_change_names_the_field_advises_a_new_generation_and_writes_nothing()
+{
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let mut o = SpecOpts::default();
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    api.clear_requests();
+    o.size = "20Gi";
+    let f = err(mgr.apply(&render(&o, G1), &opts(true)).await);
+    let ApplyError::Immutable { object, fields, .. } = &f.error else {
+        panic!("expected an immutable-field error, got {}", f.error);
+    };
+    assert!(object.starts_with(&format!("StatefulSet/data-consumer-{G1}")));
+    assert_eq!(
+        fields,
+        &vec!["spec.volumeClaimTemplates[0].spec.resources.requests.storage".to_string()]
+    );
+    let msg = f.error.to_string();
+    assert!(msg.contains("roll a new generation"), "{msg}");
+    // The dry-run caught it: nothing was written (the source PVC's size change included),
+    // and the StatefulSet was certainly not deleted.
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert!(
+        api.get(&format!("{STS}/data-consumer-{G1}"))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_failure_stops_before_the_first_write() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    api.inject(
+        Fault::status(
+            "PATCH",
+            "/services/",
+            422,
+            "Invalid",
+            "Service \"data-consumer\" is invalid: spec.ports: Required value",
+        )
+        .dry_run(true),
+    );
+    let f = err(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    assert!(matches!(f.error, ApplyError::DryRun { .. }), "{}", f.error);
+    assert!(
+        f.error
+            .to_string()
+            .contains("Service/data-consumer (default)")
+    );
+    assert!(api.writes().is_empty());
+    assert!(api.get(PARENT).await.is_none());
+    assert_eq!(f.changes.summary.created, 0);
+}
+
+#[tokio::test]
+async fn apply_dry_run_reports_changes_and_writes_nothing() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let set = render(&SpecOpts::default(), G1);
+    let cs = ok(mgr
+        .apply(
+            &set,
+            &ApplyOptions {
+                dry_run: true,
+                prune: true,
+                ..ApplyOptions::default()
+            },
+        )
+        .await);
+    assert!(cs.dry_run);
+    assert_eq!(cs.summary.created, set.objects.len());
+    assert!(api.writes().is_empty());
+    assert!(api.names(STS).await.is_empty());
+}
+
+#[tokio::test]
+async fn diff_shows_a_unified_diff_without_server_fields_and_writes_nothing() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let mut o = SpecOpts::default();
+    ok(mgr.apply(&render(&o, G1), &opts(false)).await);
+    api.clear_requests();
+    o.replicas = 4;
+    let cs = ok(mgr.diff(&render(&o, G1), &DiffOptions::default()).await);
+    assert!(cs.has_changes());
+    let d = cs
+        .changes
+        .iter()
+        .find_map(|c| c.diff.clone())
+        .expect("a diff");
+    assert!(
+        d.contains("-  replicas: 3") && d.contains("+  replicas: 4"),
+        "{d}"
+    );
+    for hidden in [
+        "managedFields",
+        "resourceVersion",
+        "uid:",
+        "creationTimestamp",
+        "generation:",
+        "applied-hash",
+    ] {
+        assert!(!d.contains(hidden), "{hidden} in {d}");
+    }
+    assert!(api.writes().is_empty());
+    let cs = ok(mgr
+        .diff(&render(&SpecOpts::default(), G1), &DiffOptions::default())
+        .await);
+    assert!(!cs.has_changes());
+}
+
+/// Applies G1, makes the cluster look like the controllers ran (consumer PVCs), then applies
+/// G2 with prune: the G1 StatefulSet is not ready, so nothing guards it.
+async fn two_generations(api: &FakeApi) -> (Manager, RenderedSet) {
+    let mgr = manager(api, "demo");
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    controller_pvcs(api, "data", G1, 3).await;
+    (mgr, render(&SpecOpts::default(), G2))
+}
+
+#[tokio::test]
+async fn prune_deletes_statefulset_then_its_volumes_then_snapshot_then_the_rest() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    api.clear_requests();
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    let deletes: Vec<(String, String)> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| (r.resource(), r.name().unwrap()))
+        .collect();
+    let expect: Vec<(String, String)> = vec![
+        ("statefulsets".into(), format!("data-consumer-{G1}")),
+        (
+            "persistentvolumeclaims".into(),
+            format!("data-data-consumer-{G1}-0"),
+        ),
+        (
+            "persistentvolumeclaims".into(),
+            format!("data-data-consumer-{G1}-1"),
+        ),
+        (
+            "persistentvolumeclaims".into(),
+            format!("data-data-consumer-{G1}-2"),
+        ),
+        ("volumesnapshots".into(), format!("data-{G1}")),
+        ("pods".into(), format!("data-producer-{G1}")),
+    ];
+    assert_eq!(deletes, expect);
+    assert_eq!(cs.summary.deleted, expect.len());
+    // Every DELETE came after every apply.
+    let reqs = api.requests();
+    let last_patch = reqs
+        .iter()
+        .rposition(|r| r.method == "PATCH" && !r.is_dry_run() && !r.path.contains("configmaps"))
+        .unwrap();
+    let first_delete = reqs.iter().position(|r| r.method == "DELETE").unwrap();
+    assert!(last_patch < first_delete);
+    assert_eq!(api.names(STS).await, vec![format!("data-consumer-{G2}")]);
+    assert_eq!(api.names(PVCS).await, vec!["data".to_string()]);
+    // The next run is a no-op.
+    api.clear_requests();
+    ok(mgr.apply(&g2, &opts(true)).await);
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
+async fn volumes_are_left_to_the_retention_policy_when_it_deletes_them() {
+    let api = FakeApi::new().await;
+    let o = SpecOpts {
+        when_deleted: "Delete",
+        ..SpecOpts::default()
+    };
+    let mgr = manager(&api, "demo");
+    ok(mgr.apply(&render(&o, G1), &opts(true)).await);
+    controller_pvcs(&api, "data", G1, 1).await;
+    api.clear_requests();
+    ok(mgr.apply(&render(&o, G2), &opts(true)).await);
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.resource() == "persistentvolumeclaims")
+    );
+}
+
+#[tokio::test]
+async fn consumer_volumes_are_not_applyset_members_and_never_pruned_on_their_own() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let g1 = render(&SpecOpts::default(), G1);
+    ok(mgr.apply(&g1, &opts(true)).await);
+    controller_pvcs(&api, "data", G1, 2).await;
+    api.clear_requests();
+    let cs = ok(mgr.apply(&g1, &opts(true)).await);
+    assert_eq!(cs.summary.deleted, 0);
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
+async fn last_ready_generation_is_kept_until_the_new_one_is_ready() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    make_ready(&api, &format!("data-consumer-{G1}"), 3).await;
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    let skipped: Vec<(String, String)> = cs
+        .with_action(Action::Skipped)
+        .map(|c| (c.name.clone(), c.reason.clone().unwrap()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0]
+            .1
+            .contains("last ready generation of dataset data"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|(n, r)| n == &format!("data-{G1}") && r.contains("data source")),
+        "{skipped:?}"
+    );
+    // The producer Pod of G1 is not needed any more.
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("Pod/data-producer-{G1}")]
+    );
+    assert!(recorded_kinds(&api).await.contains("StatefulSet.apps"));
+
+    // Once G2 is ready, G1 goes.
+    make_ready(&api, &format!("data-consumer-{G2}"), 3).await;
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(cs.summary.deleted, 1 + 3 + 1, "{:?}", cs.changes);
+    assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")]);
+}
+
+#[tokio::test]
+async fn empty_rendered_set_never_prunes() {
+    let api = FakeApi::new().await;
+    let (mgr, _) = two_generations(&api).await;
+    api.clear_requests();
+    let cs = ok(mgr.apply(&RenderedSet::default(), &opts(true)).await);
+    assert_eq!(cs.summary.deleted, 0);
+    assert!(cs.summary.skipped > 0);
+    assert!(
+        cs.changes
+            .iter()
+            .all(|c| c.reason.as_deref().unwrap().contains("empty"))
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
+#[tokio::test]
+async fn objects_without_ownership_labels_or_of_another_rollout_are_never_pruned() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let id = mgr.applyset().id.clone();
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    // Another rollout in the same namespace, and an object claiming our ApplySet but
+    // without snaproll's ownership labels (e.g. edited by hand).
+    let other = SpecOpts {
+        rollout: "other",
+        datasets: vec!["logs".into()],
+        ..SpecOpts::default()
+    };
+    let other_mgr = manager(&api, "other");
+    ok(other_mgr.apply(&render(&other, G1), &opts(true)).await);
+    api.apply_as(
+        "kubectl",
+        &format!("{PODS}/hand-made"),
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hand-made", "namespace": NS,
+            "labels": {"applyset.kubernetes.io/part-of": id, "snaproll.dev/rollout": "demo"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        false,
+    )
+    .await;
+    // Rendering only a subset of demo (no StatefulSet) prunes demo's StatefulSet only.
+    let partial = render_with(&SpecOpts::default(), |r| {
+        let mut p = Plan::single(r, G1);
+        for gens in p.datasets.values_mut() {
+            gens[0] = GenerationPlan {
+                statefulset: false,
+                ..GenerationPlan::full(G1)
+            };
+        }
+        p
+    });
+    let cs = ok(mgr.apply(&partial, &opts(true)).await);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("StatefulSet/data-consumer-{G1}")]
+    );
+    assert!(api.get(&format!("{PODS}/hand-made")).await.is_some());
+    assert_eq!(api.names(STS).await, vec![format!("logs-consumer-{G1}")]);
+
+    // The guard itself, on a live state a label selector would not have filtered.
+    let mut live = LiveState::default();
+    let unlabelled = ObjectRef::new(Kind::Pod, Some(NS), "unlabelled");
+    live.objects.insert(
+        unlabelled.clone(),
+        json!({"metadata": {"name": "unlabelled", "labels": {"applyset.kubernetes.io/part-of": id}}}),
+    );
+    let foreign = ObjectRef::new(Kind::Pod, Some(NS), "foreign");
+    live.objects.insert(
+        foreign.clone(),
+        json!({"metadata": {"name": "foreign", "labels": {"applyset.kubernetes.io/part-of": id,
+            "app.kubernetes.io/managed-by": "snaproll", "snaproll.dev/rollout": "other"}}}),
+    );
+    let plan = plan_prune("demo", &id, &partial, &live, &PruneOptions::default());
+    assert!(plan.deletes.is_empty());
+    assert_eq!(plan.skipped.len(), 2);
+    assert!(
+        plan.skipped
+            .iter()
+            .all(|(_, r)| r.contains("ownership labels"))
+    );
+}
+
+#[tokio::test]
+async fn inventory_is_widened_before_apply_and_narrowed_after_prune() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let no_sts = render_with(&SpecOpts::default(), |r| {
+        let mut p = Plan::single(r, G1);
+        for gens in p.datasets.values_mut() {
+            gens[0] = GenerationPlan {
+                statefulset: false,
+                ..GenerationPlan::full(G1)
+            };
+        }
+        p
+    });
+    ok(mgr.apply(&no_sts, &opts(true)).await);
+    assert!(!recorded_kinds(&api).await.contains("StatefulSet.apps"));
+
+    // The StatefulSet's apply fails after the dry-run: the parent already records its kind,
+    // so a later prune would find it whatever happened to this run.
+    api.inject(
+        Fault::status(
+            "PATCH",
+            "/statefulsets/",
+            403,
+            "Forbidden",
+            "statefulsets.apps is forbidden",
+        )
+        .dry_run(false),
+    );
+    let f = err(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    assert!(matches!(f.error, ApplyError::Apply { .. }));
+    assert!(recorded_kinds(&api).await.contains("StatefulSet.apps"));
+    api.clear_faults();
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    assert!(recorded_kinds(&api).await.contains("StatefulSet.apps"));
+
+    // Pruning the StatefulSet away narrows the parent again.
+    let cs = ok(mgr.apply(&no_sts, &opts(true)).await);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("StatefulSet/data-consumer-{G1}")]
+    );
+    assert!(!recorded_kinds(&api).await.contains("StatefulSet.apps"));
+    assert_eq!(cs.inventory.as_ref().unwrap().action, Action::Configured);
+    // Without --prune the parent is never narrowed.
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(false))
+        .await);
+    ok(mgr.apply(&no_sts, &opts(false)).await);
+    assert!(recorded_kinds(&api).await.contains("StatefulSet.apps"));
+}
+
+#[tokio::test]
+async fn failed_delete_stays_in_the_inventory_and_is_retried_next_run() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    api.inject(Fault::status(
+        "DELETE",
+        "/volumesnapshots/",
+        403,
+        "Forbidden",
+        "volumesnapshots is forbidden",
+    ));
+    let f = err(mgr.apply(&g2, &opts(true)).await);
+    assert!(matches!(f.error, ApplyError::Delete { .. }), "{}", f.error);
+    assert!(
+        f.error
+            .to_string()
+            .contains(&format!("VolumeSnapshot/data-{G1}"))
+    );
+    assert!(api.names(SNAPS).await.contains(&format!("data-{G1}")));
+    assert!(
+        recorded_kinds(&api)
+            .await
+            .contains("VolumeSnapshot.snapshot.storage.k8s.io")
+    );
+    api.clear_faults();
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("VolumeSnapshot/data-{G1}")]
+    );
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_with_bounded_backoff() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    api.inject(
+        Fault::status(
+            "PATCH",
+            "/services/",
+            500,
+            "InternalError",
+            "etcd leader changed",
+        )
+        .dry_run(false)
+        .times(2),
+    );
+    api.inject(Fault::status("GET", "/pods", 429, "TooManyRequests", "slow down").times(1));
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    assert_eq!(mgr.stats().retries, 3);
+    // Bounded: a permanent 503 gives up after the configured attempts, naming the object.
+    api.inject(Fault::status(
+        "GET",
+        "/statefulsets",
+        503,
+        "ServiceUnavailable",
+        "down",
+    ));
+    let f = err(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    let msg = f.error.to_string();
+    assert!(msg.contains("StatefulSet"), "{msg}");
+    assert!(
+        format!("{}", std::error::Error::source(&f.error).unwrap()).contains("after 3 attempts")
+    );
+}
+
+/// One step of a run where a fault can strike.
+struct Step {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    dry_run: Option<bool>,
+}
+
+const STEPS: [Step; 7] = [
+    Step {
+        name: "read parent",
+        method: "GET",
+        path: "/configmaps/snaproll-demo",
+        dry_run: None,
+    },
+    Step {
+        name: "list statefulsets",
+        method: "GET",
+        path: "/statefulsets",
+        dry_run: None,
+    },
+    Step {
+        name: "dry-run",
+        method: "PATCH",
+        path: "/statefulsets/",
+        dry_run: Some(true),
+    },
+    Step {
+        name: "widen parent",
+        method: "PATCH",
+        path: "/configmaps/",
+        dry_run: Some(false),
+    },
+    Step {
+        name: "apply",
+        method: "PATCH",
+        path: "/statefulsets/",
+        dry_run: Some(false),
+    },
+    Step {
+        name: "delete statefulset",
+        method: "DELETE",
+        path: "/statefulsets/",
+        dry_run: None,
+    },
+    Step {
+        name: "delete snapshot",
+        method: "DELETE",
+        path: "/volumesnapshots/",
+        dry_run: None,
+    },
+];
+
+enum Hit {
+    Status(u16, &'static str, &'static str),
+    Timeout,
+}
+
+const FAULTS: [(&str, Hit); 5] = [
+    (
+        "409",
+        Hit::Status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        ),
+    ),
+    (
+        "422",
+        Hit::Status(422, "Invalid", "metadata.labels: Invalid value"),
+    ),
+    (
+        "429",
+        Hit::Status(429, "TooManyRequests", "too many requests"),
+    ),
+    (
+        "500",
+        Hit::Status(500, "InternalError", "etcdserver: request timed out"),
+    ),
+    ("timeout", Hit::Timeout),
+];
+
+fn fault(step: &Step, hit: &Hit) -> Fault {
+    let mut f = match hit {
+        Hit::Status(code, reason, msg) => Fault::status(step.method, step.path, *code, reason, msg),
+        Hit::Timeout => Fault::delay(step.method, step.path, Duration::from_millis(600)),
+    };
+    f.dry_run = step.dry_run;
+    f
+}
+
+/// Every fault at every step: a permanent fault fails the run with the object named, a
+/// non-zero outcome, and nothing pruned (deletes before the faulty one aside); a transient
+/// fault that clears is retried within the run; a re-run without the fault converges and the
+/// run after that writes nothing.
+#[tokio::test]
+async fn every_fault_at_every_step_stops_safely_and_a_rerun_converges() {
+    for step in &STEPS {
+        for (label, hit) in &FAULTS {
+            let what = format!("{label} at {}", step.name);
+            let api = FakeApi::new().await;
+            let (mgr, g2) = two_generations(&api).await;
+            if step.name == "widen parent" {
+                // Make the run write the parent: it is gone (e.g. deleted by hand).
+                api.delete(PARENT).await;
+            }
+            let g1_before = (
+                api.names(STS).await,
+                api.names(SNAPS).await,
+                api.names(PODS).await,
+            );
+            let transient = !matches!(hit, Hit::Status(409 | 422, ..));
+            // Transient faults that clear within the retry budget do not fail the run.
+            if transient {
+                api.inject(fault(step, hit).times(2));
+                let cs = ok(mgr.apply(&g2, &opts(true)).await);
+                assert_eq!(cs.summary.deleted, 6, "{what}: {:?}", cs.changes);
+                continue;
+            }
+            api.inject(fault(step, hit));
+            let f = match mgr.apply(&g2, &opts(true)).await {
+                Ok(c) => panic!("{what}: run succeeded: {:?}", c.summary),
+                Err(f) => f,
+            };
+            let msg = format!("{}: {}", f, f.error);
+            let deleting = step.method == "DELETE";
+            if deleting {
+                assert!(
+                    matches!(f.error, ApplyError::Delete { .. }),
+                    "{what}: {msg}"
+                );
+                // The failed object and everything that depends on it survive.
+                assert!(
+                    !api.names(if step.path.contains("statefulsets") {
+                        STS
+                    } else {
+                        SNAPS
+                    })
+                    .await
+                    .is_empty()
+                );
+            } else {
+                // No prune at all after an apply-phase failure.
+                let after = (
+                    api.names(STS).await,
+                    api.names(SNAPS).await,
+                    api.names(PODS).await,
+                );
+                assert!(
+                    after.0.contains(&g1_before.0[0]),
+                    "{what}: G1 StatefulSet deleted"
+                );
+                assert!(
+                    after.1.contains(&g1_before.1[0]),
+                    "{what}: G1 snapshot deleted"
+                );
+                assert!(
+                    after.2.contains(&g1_before.2[0]),
+                    "{what}: G1 producer deleted"
+                );
+                assert!(
+                    !api.requests().iter().any(|r| r.method == "DELETE"),
+                    "{what}"
+                );
+                assert!(msg.contains("nothing was pruned"), "{what}: {msg}");
+            }
+            assert!(
+                f.error.object().is_some(),
+                "{what}: error names no object: {msg}"
+            );
+            api.clear_faults();
+            ok(mgr.apply(&g2, &opts(true)).await);
+            assert_eq!(
+                api.names(STS).await,
+                vec![format!("data-consumer-{G2}")],
+                "{what}"
+            );
+            assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")], "{what}");
+            api.clear_requests();
+            ok(mgr.apply(&g2, &opts(true)).await);
+            assert!(
+                api.writes().is_empty(),
+                "{what}: not converged: {:?}",
+                api.writes()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn permanent_timeouts_fail_the_run_without_pruning() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    api.inject(Fault::delay("PATCH", "/statefulsets/", Duration::from_millis(600)).dry_run(false));
+    let f = err(mgr.apply(&g2, &opts(true)).await);
+    assert!(matches!(f.error, ApplyError::Apply { .. }), "{}", f.error);
+    assert!(
+        std::error::Error::source(&f.error)
+            .unwrap()
+            .to_string()
+            .contains("no answer within")
+    );
+    assert!(!api.requests().iter().any(|r| r.method == "DELETE"));
+    api.clear_faults();
+    ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(api.names(STS).await, vec![format!("data-consumer-{G2}")]);
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end: the binary against a loopback HTTP server.
+
+fn write_spec(dir: &Path, o: &SpecOpts) -> std::path::PathBuf {
+    let p = dir.join("snaproll.yaml");
+    std::fs::write(
+        &p,
+        spec_yaml(o.rollout, &o.datasets, o.replicas, o.size, o.when_deleted),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn cli_diff_exits_1_with_changes_and_0_after_apply() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let args = |cmd: &str| -> Vec<String> {
+        vec![
+            cmd.into(),
+            "-f".into(),
+            spec.display().to_string(),
+            "--generation".into(),
+            G1.into(),
+            "--kubeconfig".into(),
+            kc.display().to_string(),
+        ]
+    };
+    let out = snaproll()
+        .args(args("diff"))
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("+++ desired/StatefulSet.apps/default/data-consumer-2021-07-15"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Would be: 6 created, 0 configured, 0 unchanged"),
+        "{text}"
+    );
+
+    let out = snaproll()
+        .args(args("apply"))
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    insta::assert_snapshot!("cli_first_apply", String::from_utf8(out).unwrap());
+
+    let out = snaproll()
+        .args(args("diff"))
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "Would be: 0 created, 0 configured, 6 unchanged, 0 deleted, 0 skipped\n"
+    );
+    // The no-op diff made no writes and no dry-runs.
+    assert!(server.api.writes().iter().all(|r| r.method == "PATCH"));
+    let before = server.api.writes().len();
+    snaproll().args(args("apply")).assert().code(0);
+    assert_eq!(
+        server.api.writes().len(),
+        before,
+        "a no-op apply writes nothing"
+    );
+}
+
+#[test]
+fn cli_apply_json_and_prune_of_the_previous_generation() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let run = |generation: &str, extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "apply".into(),
+            "-f".into(),
+            spec.display().to_string(),
+            "--generation".into(),
+            generation.into(),
+            "--kubeconfig".into(),
+            kc.display().to_string(),
+            "-o".into(),
+            "json".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let out = snaproll()
+            .args(a)
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice::<Value>(&out).expect("JSON change set")
+    };
+    let first = run(G1, &[]);
+    assert_eq!(first["summary"]["created"], json!(6));
+    assert_eq!(first["inventory"]["action"], json!("created"));
+    assert!(first["applyset"].as_str().unwrap().starts_with("applyset-"));
+
+    let second = run(G2, &["--prune"]);
+    assert_eq!(second["summary"]["created"], json!(3));
+    assert_eq!(second["summary"]["unchanged"], json!(3));
+    let deleted: Vec<String> = second["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deleted")
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![
+            format!("StatefulSet/data-consumer-{G1}"),
+            format!("VolumeSnapshot/data-{G1}"),
+            format!("Pod/data-producer-{G1}")
+        ]
+    );
+    let names = server.block_on(server.api.names(STS));
+    assert_eq!(names, vec![format!("data-consumer-{G2}")]);
+}
+
+#[test]
+fn cli_cluster_errors_exit_4_with_one_line_naming_the_object() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    server.api.inject(
+        Fault::status(
+            "PATCH",
+            "/statefulsets/",
+            403,
+            "Forbidden",
+            "statefulsets.apps is forbidden: User \"ci\" cannot patch",
+        )
+        .dry_run(true),
+    );
+    let out = snaproll()
+        .args([
+            "apply",
+            "-f",
+            &spec.display().to_string(),
+            "--generation",
+            G1,
+            "--kubeconfig",
+            &kc.display().to_string(),
+        ])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("StatefulSet/data-consumer-2021-07-15 (default)")
+            && stderr.contains("403 Forbidden"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Status {"), "{stderr}");
+    assert!(server.api.writes().is_empty());
+
+    // diff reports errors with 2 or more.
+    snaproll()
+        .args([
+            "diff",
+            "-f",
+            &spec.display().to_string(),
+            "--generation",
+            G1,
+            "--kubeconfig",
+            &kc.display().to_string(),
+        ])
+        .assert()
+        .code(4);
+    // A missing kubeconfig is a cluster error too, in one line.
+    let out = snaproll()
+        .args([
+            "diff",
+            "-f",
+            &spec.display().to_string(),
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+}

@@ -1,0 +1,727 @@
+//! An in-memory Kubernetes API for tests and the apply benchmark: kube-fake-client (server-side
+//! apply, managedFields, conflicts, label selectors) behind a thin HTTP-level layer that adds
+//! what the fake lacks and what the tests need:
+//! - a log of every request (method, path, query) to count requests and writes;
+//! - fault injection (any status code, or a delay to provoke client timeouts) by method,
+//!   path and dry-run;
+//! - server-side dry-run (`dryRun=All`), which the fake ignores: the patch is applied, its
+//!   answer kept, and the previous state restored;
+//! - cluster scope for VolumeSnapshotClass (the fake registers every CRD as namespaced);
+//! - the API server's immutable-field validation for StatefulSet spec and VolumeSnapshot
+//!   source, with the real messages;
+//! - a loopback HTTP server (127.0.0.1:0) and a kubeconfig for end-to-end CLI tests.
+//!
+//! Shared by `tests/it` and `benches/apply.rs` (via `#[path]`).
+
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Marker types so the fake knows the snapshot CRDs.
+macro_rules! crd {
+    ($name:ident, $kind:literal, $plural:literal) => {
+        #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+        pub struct $name {
+            metadata: ObjectMeta,
+        }
+        impl kube::Resource for $name {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+            fn kind(_: &()) -> Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                "snapshot.storage.k8s.io".into()
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                "v1".into()
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+crd!(VolumeSnapshot, "VolumeSnapshot", "volumesnapshots");
+crd!(
+    VolumeSnapshotClass,
+    "VolumeSnapshotClass",
+    "volumesnapshotclasses"
+);
+
+/// Where the fake keeps cluster-scoped VolumeSnapshotClasses.
+const CLUSTER_NS: &str = "snaproll-test-cluster-scope";
+
+/// One request as the API saw it.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+impl Req {
+    pub fn is_dry_run(&self) -> bool {
+        self.query.contains("dryRun=All")
+    }
+    /// A request that changes stored state.
+    pub fn is_write(&self) -> bool {
+        self.method != "GET" && !self.is_dry_run()
+    }
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.name().is_none()
+    }
+    /// The resource plural (`statefulsets`).
+    pub fn resource(&self) -> String {
+        let parts: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let start = if parts.first() == Some(&"api") { 2 } else { 3 };
+        let rest = &parts[start.min(parts.len())..];
+        if rest.first() == Some(&"namespaces") {
+            rest.get(2).map(|s| s.to_string()).unwrap_or_default()
+        } else {
+            rest.first().map(|s| s.to_string()).unwrap_or_default()
+        }
+    }
+    pub fn name(&self) -> Option<String> {
+        let parts: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let start = if parts.first() == Some(&"api") { 2 } else { 3 };
+        let rest = &parts[start.min(parts.len())..];
+        let idx = if rest.first() == Some(&"namespaces") {
+            3
+        } else {
+            1
+        };
+        rest.get(idx).map(|s| s.to_string())
+    }
+}
+
+/// What an injected fault does.
+#[derive(Clone, Debug)]
+pub enum FaultAction {
+    /// Answer with this status code, reason and message instead of the fake.
+    Status(u16, String, String),
+    /// Wait this long, then carry on (so the client's own timeout fires first).
+    Delay(Duration),
+}
+
+/// A fault for requests matching `method` (any when `None`), a path containing `path`, and
+/// (when set) dry-run or not; skips the first `skip` matches, then fires `times` times.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub method: Option<String>,
+    pub path: String,
+    pub dry_run: Option<bool>,
+    pub skip: usize,
+    pub times: usize,
+    pub action: FaultAction,
+}
+
+impl Fault {
+    pub fn status(method: &str, path: &str, code: u16, reason: &str, message: &str) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Status(code, reason.to_string(), message.to_string()),
+        }
+    }
+    pub fn delay(method: &str, path: &str, d: Duration) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Delay(d),
+        }
+    }
+    pub fn times(mut self, n: usize) -> Fault {
+        self.times = n;
+        self
+    }
+    pub fn dry_run(mut self, d: bool) -> Fault {
+        self.dry_run = Some(d);
+        self
+    }
+    fn matches(&self, r: &Req) -> bool {
+        self.method.as_deref().is_none_or(|m| m == r.method)
+            && r.path.contains(&self.path)
+            && self.dry_run.is_none_or(|d| d == r.is_dry_run())
+    }
+}
+
+struct State {
+    inner: kube::Client,
+    log: Mutex<Vec<Req>>,
+    faults: Mutex<VecDeque<Fault>>,
+    /// Serialises dispatch so a dry-run's apply-and-restore is atomic.
+    dispatch: tokio::sync::Mutex<()>,
+}
+
+/// The fake API: a `kube::Client` for in-process use, plus the request log and faults.
+#[derive(Clone)]
+pub struct FakeApi {
+    state: Arc<State>,
+    /// A client whose requests go through this layer (what the code under test uses).
+    pub client: kube::Client,
+}
+
+impl FakeApi {
+    /// An empty cluster knowing the core kinds, apps and the snapshot CRDs. Must be called
+    /// inside a tokio runtime (the client lives on it).
+    pub async fn new() -> FakeApi {
+        let inner = kube_fake_client::ClientBuilder::new()
+            .with_resource::<VolumeSnapshot>()
+            .with_resource::<VolumeSnapshotClass>()
+            .with_return_managed_fields()
+            .build()
+            .await
+            .expect("fake client");
+        let state = Arc::new(State {
+            inner,
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(VecDeque::new()),
+            dispatch: tokio::sync::Mutex::new(()),
+        });
+        let client = kube::Client::new(Layer(state.clone()), "default");
+        FakeApi { state, client }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Req> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.log.lock().unwrap().clear();
+    }
+
+    /// Requests that changed stored state.
+    pub fn writes(&self) -> Vec<Req> {
+        self.requests().into_iter().filter(Req::is_write).collect()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push_back(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().unwrap().clear();
+    }
+
+    /// A raw client straight to the fake (no log, no faults), for arranging and checking.
+    pub fn raw(&self) -> kube::Client {
+        self.state.inner.clone()
+    }
+
+    /// GET one object as JSON (`None` when absent), bypassing log and faults.
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        let (code, body) = raw_call(
+            &self.state.inner,
+            "GET",
+            &map_path(path).0,
+            "",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        (code == 200).then(|| {
+            strip_scope(
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+                map_path(path).1,
+            )
+        })
+    }
+
+    /// Names of the stored objects of a collection path (`/api/v1/namespaces/default/pods`).
+    pub async fn names(&self, path: &str) -> Vec<String> {
+        let (_, body) = raw_call(
+            &self.state.inner,
+            "GET",
+            &map_path(path).0,
+            "",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut names: Vec<String> = v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| {
+                        i.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .map(String::from)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Deletes an object, bypassing log and faults.
+    pub async fn delete(&self, path: &str) {
+        raw_call(
+            &self.state.inner,
+            "DELETE",
+            &map_path(path).0,
+            "",
+            None,
+            Bytes::new(),
+        )
+        .await;
+    }
+
+    /// Server-side applies `obj` as field manager `manager` (arranging a test's cluster).
+    pub async fn apply_as(&self, manager: &str, path: &str, obj: &Value, force: bool) {
+        let q = format!(
+            "fieldManager={manager}{}",
+            if force { "&force=true" } else { "" }
+        );
+        let (code, body) = raw_call(
+            &self.state.inner,
+            "PATCH",
+            &map_path(path).0,
+            &q,
+            Some("application/apply-patch+yaml"),
+            Bytes::from(obj.to_string()),
+        )
+        .await;
+        assert!(
+            code < 300,
+            "arranging {path}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// Merge-patches an object's status (what controllers do).
+    pub async fn set_status(&self, path: &str, status: Value) {
+        let (code, body) = raw_call(
+            &self.state.inner,
+            "PATCH",
+            &format!("{}/status", map_path(path).0),
+            "",
+            Some("application/merge-patch+json"),
+            Bytes::from(json!({ "status": status }).to_string()),
+        )
+        .await;
+        assert!(
+            code < 300,
+            "status of {path}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// Starts a loopback HTTP server (127.0.0.1, ephemeral port) serving a new fake on its
+    /// own thread and runtime; returns it once it listens.
+    pub fn serve() -> Server {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let api = FakeApi::new().await;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                tx.send((addr, api.clone(), tokio::runtime::Handle::current()))
+                    .expect("send");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let state = api.state.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(
+                            move |req: Request<hyper::body::Incoming>| {
+                                let state = state.clone();
+                                async move {
+                                    let (parts, body) = req.into_parts();
+                                    let bytes = body
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    let req = Request::from_parts(parts, bytes);
+                                    let resp = handle(state, req).await.unwrap_or_else(|e| {
+                                        status_response(500, "InternalError", &e.to_string())
+                                    });
+                                    Ok::<_, Infallible>(resp)
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        let (addr, api, handle) = rx.recv().expect("server started");
+        Server { addr, api, handle }
+    }
+}
+
+/// A running loopback server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub api: FakeApi,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl Server {
+    /// Writes a kubeconfig pointing at the server (plain http, context `fake`) into `dir`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\ncurrent-context: fake\nusers:\n- name: tester\n  user:\n    token: test-token\n",
+            self.addr
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// Runs a future on the server's runtime (to arrange or inspect the fake).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+}
+
+/// The tower service behind [`FakeApi::client`].
+#[derive(Clone)]
+struct Layer(Arc<State>);
+
+impl tower::Service<Request<kube::client::Body>> for Layer {
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            handle(state, Request::from_parts(parts, bytes)).await
+        })
+    }
+}
+
+/// Rewrites a cluster-scoped VolumeSnapshotClass path into the fake's hidden namespace.
+fn map_path(path: &str) -> (String, bool) {
+    const P: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
+    match path.strip_prefix(P) {
+        Some(rest) => (
+            format!(
+                "/apis/snapshot.storage.k8s.io/v1/namespaces/{CLUSTER_NS}/volumesnapshotclasses{rest}"
+            ),
+            true,
+        ),
+        None => (path.to_string(), false),
+    }
+}
+
+fn strip_scope(mut v: Value, cluster: bool) -> Value {
+    if cluster {
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("namespace");
+        }
+        if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+            for i in items {
+                if let Some(m) = i.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("namespace");
+                }
+            }
+        }
+    }
+    v
+}
+
+fn status_response(code: u16, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .expect("response")
+}
+
+async fn raw_call(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    query: &str,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> (u16, Bytes) {
+    let uri = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    let req = b.body(kube::client::Body::from(body)).expect("request");
+    match client.send(req).await {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (code, bytes)
+        }
+        Err(e) => (
+            500,
+            Bytes::from(json!({"message": e.to_string()}).to_string()),
+        ),
+    }
+}
+
+fn without_dry_run(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("dryRun="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// StatefulSet spec fields the API server lets an update change.
+const STS_MUTABLE: [&str; 7] = [
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// Whether every value of `want` is present and equal in `have` (what an apply would keep).
+fn subset(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| subset(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| subset(a, b))
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// The API server's validation of updates the fake does not know.
+fn immutable_violation(
+    resource: &str,
+    name: &str,
+    existing: &Value,
+    patch: &Value,
+) -> Option<Response<Full<Bytes>>> {
+    match resource {
+        "statefulsets" => {
+            let (Some(Value::Object(want)), Some(have)) = (patch.get("spec"), existing.get("spec"))
+            else {
+                return None;
+            };
+            let changed = want.iter().any(|(k, v)| {
+                !STS_MUTABLE.contains(&k.as_str()) && !have.get(k).is_some_and(|h| subset(v, h))
+            });
+            changed.then(|| {
+                let cause = "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+                json_response(
+                    422,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                        "message": format!("StatefulSet.apps \"{name}\" is invalid: spec: {cause}"),
+                        "details": {"name": name, "group": "apps", "kind": "StatefulSet",
+                            "causes": [{"reason": "FieldValueForbidden", "message": cause, "field": "spec"}]}}),
+                )
+            })
+        }
+        "volumesnapshots" => {
+            let want = patch.pointer("/spec/source")?;
+            let have = existing.pointer("/spec/source")?;
+            (want != have).then(|| {
+                json_response(
+                    422,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                        "message": format!("VolumeSnapshot.snapshot.storage.k8s.io \"{name}\" is invalid: spec.source: Invalid value: \"object\": source is immutable"),
+                        "details": {"causes": [{"reason": "FieldValueInvalid", "message": "source is immutable", "field": "spec.source"}]}}),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Bytes>) -> Result<Response<Full<Bytes>>, BoxError> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req.into_body();
+    let r = Req {
+        method: method.clone(),
+        path: path.clone(),
+        query: query.clone(),
+    };
+    state.log.lock().unwrap().push(r.clone());
+
+    // Faults first, as a real API server (or the network) would fail before doing anything.
+    let action = {
+        let mut faults = state.faults.lock().unwrap();
+        let mut fired = None;
+        for f in faults.iter_mut() {
+            if f.times == 0 || !f.matches(&r) {
+                continue;
+            }
+            if f.skip > 0 {
+                f.skip -= 1;
+                continue;
+            }
+            f.times -= 1;
+            fired = Some(f.action.clone());
+            break;
+        }
+        fired
+    };
+    match action {
+        Some(FaultAction::Status(code, reason, message)) => {
+            return Ok(status_response(code, &reason, &message));
+        }
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+
+    // Discovery-free clients need nothing more; answer the version probe for completeness.
+    if path == "/version" {
+        return Ok(json_response(
+            200,
+            &json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-fake"}),
+        ));
+    }
+
+    let _guard = state.dispatch.lock().await;
+    let (mapped, cluster) = map_path(&path);
+    let dry_run = r.is_dry_run();
+    let forward_query = without_dry_run(&query);
+
+    if method == "PATCH" && !path.ends_with("/status") {
+        let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (code, existing) = raw_call(&state.inner, "GET", &mapped, "", None, Bytes::new()).await;
+        let existing: Option<Value> = (code == 200)
+            .then(|| serde_json::from_slice(&existing).ok())
+            .flatten();
+        if let Some(ex) = &existing
+            && let Some(resp) =
+                immutable_violation(&r.resource(), &r.name().unwrap_or_default(), ex, &patch)
+        {
+            return Ok(resp);
+        }
+        let (code, resp) = raw_call(
+            &state.inner,
+            "PATCH",
+            &mapped,
+            &forward_query,
+            content_type.as_deref(),
+            body,
+        )
+        .await;
+        if dry_run && code < 300 {
+            // Undo: restore the previous object, or remove the one the patch created.
+            match existing {
+                Some(mut ex) => {
+                    if let Some(m) = ex.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    raw_call(
+                        &state.inner,
+                        "PUT",
+                        &mapped,
+                        "",
+                        Some("application/json"),
+                        Bytes::from(ex.to_string()),
+                    )
+                    .await;
+                }
+                None => {
+                    raw_call(
+                        &state.inner,
+                        "DELETE",
+                        &mapped,
+                        "propagationPolicy=Orphan",
+                        None,
+                        Bytes::new(),
+                    )
+                    .await;
+                }
+            }
+        }
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        return Ok(json_response(code, &strip_scope(v, cluster)));
+    }
+    if method == "DELETE" && dry_run {
+        let (code, resp) = raw_call(&state.inner, "GET", &mapped, "", None, Bytes::new()).await;
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        return Ok(json_response(code, &strip_scope(v, cluster)));
+    }
+    let (code, resp) = raw_call(
+        &state.inner,
+        &method,
+        &mapped,
+        &forward_query,
+        content_type.as_deref(),
+        body,
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+    Ok(json_response(code, &strip_scope(v, cluster)))
+}
