@@ -49,18 +49,25 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
             eprintln!("wrote {} objects to {}", objects.len(), dir.display());
         }
     }
-    if opts.repo.is_some() {
+    if let Some(repo) = &opts.repo {
         let ns = opts
             .namespace
             .as_deref()
             .unwrap_or(&loaded.rollout.metadata.namespace);
-        eprintln!(
-            "note: the CronJob reads the Git token from Secret {ns}/{} (key `{}`); create it with: kubectl -n {ns} create secret generic {} --from-literal={}=<token>",
-            opts.git_secret,
-            install::GIT_TOKEN_KEY,
-            opts.git_secret,
-            install::GIT_TOKEN_KEY
-        );
+        let secret = &opts.git_secret;
+        if install::is_ssh_url(repo) {
+            eprintln!(
+                "note: the CronJob reads the SSH key from Secret {ns}/{secret} (key `{}`); create it with: kubectl -n {ns} create secret generic {secret} --from-file={}=<key file>",
+                install::GIT_SSH_KEY,
+                install::GIT_SSH_KEY
+            );
+        } else {
+            eprintln!(
+                "note: the CronJob reads the Git token from Secret {ns}/{secret} (key `{}`); create it with: kubectl -n {ns} create secret generic {secret} --from-literal={}=<token>",
+                install::GIT_TOKEN_KEY,
+                install::GIT_TOKEN_KEY
+            );
+        }
     }
     Ok(exit::OK)
 }

@@ -384,6 +384,13 @@ fn context(
                         "name": opts.git_secret, "key": GIT_TOKEN_KEY,
                     }}}),
                 );
+                // Hosts that want a real user name with the token (GitLab, Bitbucket) get it
+                // from the same Secret; without that key, Git sends `x-access-token`.
+                env.push(
+                    json!({"name": "SNAPROLL_GIT_USERNAME", "valueFrom": {"secretKeyRef": {
+                        "name": opts.git_secret, "key": "username", "optional": true,
+                    }}}),
+                );
             }
             args
         }
@@ -425,7 +432,7 @@ fn context(
 }
 
 /// `ssh://…` and scp-like `user@host:path` remotes authenticate with a key, not a token.
-fn is_ssh_url(url: &str) -> bool {
+pub fn is_ssh_url(url: &str) -> bool {
     url.starts_with("ssh://")
         || (!url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@')))
 }
