@@ -551,8 +551,7 @@ async fn lifecycle(spec: &Path, two_datasets: &Path) -> Vec<Logged> {
     m.delete_consumer_volumes("data", "2021-07-15")
         .await
         .unwrap();
-    let log = log.lock().unwrap().clone();
-    log
+    log.lock().unwrap().clone()
 }
 
 #[tokio::test]
