@@ -297,6 +297,10 @@ pub struct InstallCmd {
     /// Write one file per object into DIR instead of stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Pull mode (GitOps): the CronJob only commits and pushes, Argo CD or Flux applies; the Role
+    /// only lists the rollout's objects and no ClusterRole is rendered.
+    #[arg(long, env = "SNAPROLL_PULL", requires = "repo")]
+    pub pull: bool,
     /// Apply the objects to the cluster (needs the apply engine).
     #[arg(long)]
     pub apply: bool,

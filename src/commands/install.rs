@@ -30,6 +30,7 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
         git_secret: cmd.git_secret.clone(),
         image: cmd.image.clone().unwrap_or_else(install::default_image),
         namespace: cmd.namespace.clone(),
+        pull: cmd.pull,
     };
     let objects = install::render(&loaded.rollout, &loaded.file, &text, &opts)?;
     match &cmd.out {

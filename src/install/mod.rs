@@ -122,6 +122,8 @@ pub struct Options {
     pub image: String,
     /// Namespace of the CronJob, ServiceAccount and ConfigMap; `None`: the rollout's.
     pub namespace: Option<String>,
+    /// Pull mode: the CronJob only commits and pushes (Argo CD or Flux applies); read-only RBAC.
+    pub pull: bool,
 }
 
 /// The default image: this version of snaproll as the release workflow publishes it.
@@ -251,7 +253,7 @@ pub fn render(
         env.add_template(name, text)
             .map_err(|e| template_error(name, &e))?;
     }
-    let with_cluster_role = !rollout.spec.snapshot_class.existing;
+    let with_cluster_role = !rollout.spec.snapshot_class.existing && !opts.pull;
     let mut objects = Vec::new();
     for (name, _) in TEMPLATES {
         if name.starts_with("cluster") && !with_cluster_role {
@@ -356,18 +358,12 @@ fn context(
             .map(str::to_string)
             .to_vec(),
         Some(repo) => {
-            let mut args: Vec<String> = [
-                "reconcile",
-                "-f",
-                &spec_path,
-                "--repo",
-                repo,
-                "--push",
-                "--apply",
-                "--prune",
-            ]
-            .map(str::to_string)
-            .to_vec();
+            let mut args: Vec<String> = ["reconcile", "-f", &spec_path, "--repo", repo, "--push"]
+                .map(str::to_string)
+                .to_vec();
+            if !opts.pull {
+                args.extend(["--apply", "--prune"].map(str::to_string));
+            }
             if is_ssh_url(repo) {
                 let dir = "/etc/snaproll-git";
                 mounts.push(json!({"name": "git", "mountPath": dir, "readOnly": true}));
@@ -395,7 +391,7 @@ fn context(
             args
         }
     };
-    let (namespaced, cluster) = rbac::rules_for(rollout);
+    let (namespaced, cluster) = rbac::rules_for(rollout, opts.pull);
     let labels = BTreeMap::from([
         ("app.kubernetes.io/name", "snaproll"),
         ("app.kubernetes.io/instance", rollout_name.as_str()),
@@ -461,6 +457,13 @@ fn check_options(opts: &Options) -> Result<(), InstallError> {
     }
     spec::check_dns_subdomain(&opts.git_secret)
         .map_err(|r| bad("git-secret", &opts.git_secret, r))?;
+    if opts.pull && opts.repo.is_none() {
+        return Err(bad(
+            "pull",
+            "true",
+            "pull mode needs --repo: the CronJob's only output is the Git commit".into(),
+        ));
+    }
     if let Some(repo) = &opts.repo
         && (repo.is_empty() || repo.chars().any(char::is_whitespace))
     {

@@ -35,9 +35,15 @@ pub fn parent_name(rollout: &Rollout) -> String {
     format!("snaproll-{}", rollout.metadata.name)
 }
 
+/// Verbs in pull mode, where Argo CD or Flux applies and snaproll only reads the rollout's
+/// objects (one LIST per kind) to decide when an old generation may leave Git.
+pub const PULL_VERBS: [&str; 1] = ["list"];
+
 /// The namespaced rules (for the Role in the rollout's namespace) and the cluster-scoped rules
-/// (for a ClusterRole; empty unless the spec manages its VolumeSnapshotClass).
-pub fn rules_for(rollout: &Rollout) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
+/// (for a ClusterRole; empty unless the spec manages its VolumeSnapshotClass and snaproll
+/// applies it). With `pull`, only read access to the rollout's namespaced kinds.
+pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
+    let verbs: &[&str] = if pull { &PULL_VERBS } else { &OBJECT_VERBS };
     let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.namespaced()).collect();
     // One rule per API group, in apply order of the group's first kind.
     let mut namespaced: Vec<PolicyRule> = Vec::new();
@@ -48,8 +54,11 @@ pub fn rules_for(rollout: &Rollout) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
             .find(|r| r.api_groups.as_deref() == Some(&[kind.group().to_string()][..]))
         {
             Some(rule) => rule.resources.get_or_insert_with(Vec::new).push(resource),
-            None => namespaced.push(rule(kind.group(), vec![resource], &OBJECT_VERBS, None)),
+            None => namespaced.push(rule(kind.group(), vec![resource], verbs, None)),
         }
+    }
+    if pull {
+        return (namespaced, Vec::new());
     }
     namespaced.push(rule(
         "",

@@ -188,6 +188,51 @@ fn ssh_remotes_mount_the_key_instead_of_a_token() {
 }
 
 #[test]
+fn pull_mode_only_commits_and_only_reads() {
+    let out = snaproll()
+        .args(["install", "-f", GKE, "--repo", REPO, "--pull"])
+        .assert()
+        .success();
+    let objects = docs(&out.get_output().stdout);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Role",
+            "RoleBinding",
+            "CronJob"
+        ]
+    );
+    assert_eq!(
+        objects[2]["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["persistentvolumeclaims", "pods", "services"], "verbs": ["list"]},
+            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["list"]},
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["list"]},
+        ])
+    );
+    let c = &objects[4]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["args"],
+        json!([
+            "reconcile",
+            "-f",
+            "/etc/snaproll/snaproll.yaml",
+            "--repo",
+            REPO,
+            "--push"
+        ])
+    );
+    // Pull mode without a repository has nothing to do.
+    snaproll()
+        .args(["install", "-f", GKE, "--pull"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--repo"));
+}
+
+#[test]
 fn bad_flags_fail_with_one_line_and_print_nothing() {
     let out = snaproll()
         .args(["install", "-f", GKE, "--schedule", "every day"])
@@ -496,6 +541,7 @@ fn install_grants(spec: &Path) -> Vec<rbac::Grant> {
             git_secret: "snaproll-git".into(),
             image: install::default_image(),
             namespace: None,
+            pull: false,
         },
     )
     .unwrap();
