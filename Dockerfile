@@ -16,7 +16,7 @@ ARG RUST_VERSION=1.90
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libssl-dev cmake \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -92,7 +92,7 @@ pub enum Command {
     Status(StatusCmd),
     /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
     #[command(
-        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders (and get,\ncreate, patch on its ApplySet ConfigMap only), in the rollout's namespace; a ClusterRole is rendered only when snaproll manages the\nVolumeSnapshotClass (spec.snapshotClass.existing: false). The Git token is read from the\nSecret named by --git-secret (key `token`), which you create; it is never rendered."
+        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret (key `token`, or `ssh-privatekey` for SSH remotes), which you create; they are\nnever rendered."
     )]
     Install(InstallCmd),
     /// Print shell completions.
@@ -301,7 +301,8 @@ pub struct InstallCmd {
     /// only lists the rollout's objects and no ClusterRole is rendered.
     #[arg(long, env = "SNAPROLL_PULL", requires = "repo")]
     pub pull: bool,
-    /// Apply the objects to the cluster (needs the apply engine).
+    /// Apply the objects to the cluster (not supported yet: pipe the output to
+    /// `kubectl apply --server-side -f -`).
     #[arg(long)]
     pub apply: bool,
     #[command(flatten)]

@@ -14,7 +14,7 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
     if cmd.apply {
         // Checked first so that nothing is rendered or written for a run that cannot finish.
         return Err(UsageError(
-            "install --apply needs the apply engine, which this build does not have yet; pipe the output to `kubectl apply --server-side -f -` instead".to_string(),
+            "install --apply needs the apply engine to handle install objects (ServiceAccount, RBAC, ConfigMap, CronJob), which it does not yet; pipe the output to `kubectl apply --server-side -f -` instead".to_string(),
         )
         .into());
     }
