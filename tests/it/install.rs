@@ -664,6 +664,15 @@ fn json_logs_are_one_json_object_per_line() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
+    // In a cluster (KUBERNETES_SERVICE_HOST set) without a terminal, JSON is the default.
+    let out = snaproll()
+        .env("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+        .args(["--log-level", "debug", "validate", "-f", GKE])
+        .assert()
+        .success();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let first = stderr.lines().next().expect("a debug line");
+    assert!(serde_json::from_str::<Value>(first).is_ok(), "{first}");
     // Text on request, even off a terminal.
     let out = snaproll()
         .args([
