@@ -60,31 +60,47 @@ pub fn content_hash(v: &Value) -> String {
 }
 
 fn canonical_json(v: &Value) -> String {
+    let mut out = Vec::with_capacity(2048);
+    write_canonical(v, &mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// Writes `v` as JSON with object keys sorted, into one buffer (no per-node allocations:
+/// this runs for every object on every run).
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", json!(k), canonical_json(&m[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k).expect("writing to a Vec");
+                out.push(b':');
+                write_canonical(&m[k], out);
+            }
+            out.push(b'}');
         }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec"),
     }
 }
 
 /// Why an object needs an apply, or `None` when it is unchanged.
 pub fn change_reason(desired: &Value, live: &Value) -> Option<String> {
-    let mut fields = desired.clone();
-    if let Some(Value::Object(a)) = fields.pointer_mut("/metadata/annotations") {
-        a.remove(ANNOTATION_APPLIED);
-    }
-    if let Some(path) = first_difference(&fields, live, "") {
+    // The hash annotation is compared below, with its own reason.
+    if let Some(path) = first_difference(desired, live, "") {
         return Some(format!("{path} differs"));
     }
     let want = desired
@@ -116,57 +132,71 @@ pub fn change_reason(desired: &Value, live: &Value) -> Option<String> {
 
 /// The first path (`.spec.replicas`) where `desired` has a value `live` does not.
 pub fn first_difference(desired: &Value, live: &Value, path: &str) -> Option<String> {
+    let mut segments = Vec::new();
+    if !differs(desired, live, &mut segments) {
+        return None;
+    }
+    let mut p = path.to_string();
+    for s in segments.iter().rev() {
+        p.push_str(s);
+    }
+    Some(p)
+}
+
+/// Whether `desired` has a value `live` does not; on a difference, `segments` receives the
+/// path to it, innermost first (built only then: the common case allocates nothing).
+fn differs(desired: &Value, live: &Value, segments: &mut Vec<String>) -> bool {
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => {
             for (k, dv) in d {
-                let p = format!("{path}.{k}");
-                match l.get(k) {
-                    Some(lv) => {
-                        if let Some(diff) = first_difference(dv, lv, &p) {
-                            return Some(diff);
-                        }
-                    }
+                // snaproll's own hash annotation has its own check in `change_reason`.
+                if k == ANNOTATION_APPLIED {
+                    continue;
+                }
+                let found = match l.get(k) {
+                    Some(lv) => differs(dv, lv, segments),
                     // An empty map or list desired is the same as an absent one: the server
                     // drops empty values.
-                    None if is_empty(dv) => {}
-                    None => return Some(p),
+                    None => !is_empty(dv),
+                };
+                if found {
+                    segments.push(format!(".{k}"));
+                    return true;
                 }
             }
-            None
+            false
         }
         (Value::Array(d), Value::Array(l)) => {
             if d.iter().all(|x| !x.is_object()) || l.len() == d.len() {
                 if d.len() != l.len() {
-                    return Some(path.to_string());
+                    return true;
                 }
                 for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
-                    if let Some(diff) = first_difference(dv, lv, &format!("{path}[{i}]")) {
-                        return Some(diff);
+                    if differs(dv, lv, segments) {
+                        segments.push(format!("[{i}]"));
+                        return true;
                     }
                 }
-                return None;
+                return false;
             }
             // Lists of objects may gain entries from others (an injected sidecar container):
             // every desired entry must match a live entry, in order.
             let mut li = l.iter();
             for (i, dv) in d.iter().enumerate() {
-                if !li.any(|lv| first_difference(dv, lv, "").is_none()) {
-                    return Some(format!("{path}[{i}]"));
+                if !li.any(|lv| !differs(dv, lv, &mut Vec::new())) {
+                    segments.push(format!("[{i}]"));
+                    return true;
                 }
             }
-            None
+            false
         }
-        (Value::String(d), Value::String(l)) => {
-            (d != l && !same_quantity(d, l)).then(|| path.to_string())
-        }
-        (Value::Number(d), Value::Number(l)) => {
-            (d.as_f64() != l.as_f64()).then(|| path.to_string())
-        }
+        (Value::String(d), Value::String(l)) => d != l && !same_quantity(d, l),
+        (Value::Number(d), Value::Number(l)) => d.as_f64() != l.as_f64(),
         // The server writes `port: 80` where a template may have written the string "80".
         (Value::String(d), Value::Number(l)) | (Value::Number(l), Value::String(d)) => {
-            (d.as_str() != l.to_string()).then(|| path.to_string())
+            d.as_str() != l.to_string()
         }
-        (d, l) => (d != l && !(is_empty(d) && l.is_null())).then(|| path.to_string()),
+        (d, l) => d != l && !(is_empty(d) && l.is_null()),
     }
 }
 

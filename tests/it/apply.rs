@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use snaproll::apply::{
     Action, ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, LiveState, Manager,
-    PruneOptions, RetryPolicy, plan_prune,
+    PruneOptions, RetryPolicy, WaitOptions, plan_prune,
 };
 use snaproll::manifest::{Kind, ObjectRef};
 use snaproll::render::{GenerationPlan, Plan, RenderedSet, Renderer};
@@ -1083,6 +1083,81 @@ async fn every_fault_at_every_step_stops_safely_and_a_rerun_converges() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn diff_with_prune_shows_what_would_be_deleted() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    api.clear_requests();
+    let cs = ok(mgr
+        .diff(
+            &g2,
+            &DiffOptions {
+                prune: true,
+                ..DiffOptions::default()
+            },
+        )
+        .await);
+    let deleted = actions(&cs, Action::Deleted);
+    assert_eq!(deleted.len(), 6, "{deleted:?}");
+    let sts = cs
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Deleted && c.kind == "StatefulSet")
+        .unwrap();
+    assert!(sts.diff.as_deref().unwrap().contains("-kind: StatefulSet"));
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
+#[tokio::test]
+async fn wait_reports_progress_until_ready_and_stops_on_failure_or_timeout() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let set = render(&SpecOpts::default(), G1);
+    ok(mgr.apply(&set, &opts(false)).await);
+    let sts = ObjectRef::new(Kind::StatefulSet, Some(NS), &format!("data-consumer-{G1}"));
+    let snap = ObjectRef::new(Kind::VolumeSnapshot, Some(NS), &format!("data-{G1}"));
+    let pod = ObjectRef::new(Kind::Pod, Some(NS), &format!("data-producer-{G1}"));
+    let quick = WaitOptions {
+        timeout: Duration::from_millis(60),
+        poll_interval: Duration::from_millis(20),
+    };
+    // A snapshot with an error is pending (the controller retries), not failed.
+    api.set_status(
+        &format!("{SNAPS}/data-{G1}"),
+        json!({"readyToUse": false, "error": {"message": "quota exceeded"}}),
+    )
+    .await;
+    let e = mgr
+        .wait(&[snap.clone()], &quick, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApplyError::WaitTimeout { .. }), "{e}");
+    assert!(e.to_string().contains("quota exceeded"), "{e}");
+
+    api.set_status(&format!("{SNAPS}/data-{G1}"), json!({"readyToUse": true}))
+        .await;
+    make_ready(&api, &format!("data-consumer-{G1}"), 3).await;
+    let mut polls = 0;
+    mgr.wait(&[snap, sts], &quick, &mut |p| {
+        polls += 1;
+        assert_eq!((p.ready, p.total), (2, 2));
+    })
+    .await
+    .expect("ready");
+    assert_eq!(polls, 1);
+
+    api.set_status(
+        &format!("{PODS}/data-producer-{G1}"),
+        json!({"phase": "Failed", "message": "OOMKilled"}),
+    )
+    .await;
+    let e = mgr.wait(&[pod], &quick, &mut |_| {}).await.unwrap_err();
+    assert!(
+        matches!(&e, ApplyError::WaitFailed { reason, .. } if reason == "OOMKilled"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
