@@ -1130,7 +1130,7 @@ async fn wait_reports_progress_until_ready_and_stops_on_failure_or_timeout() {
     )
     .await;
     let e = mgr
-        .wait(&[snap.clone()], &quick, &mut |_| {})
+        .wait(std::slice::from_ref(&snap), &quick, &mut |_| {})
         .await
         .unwrap_err();
     assert!(matches!(e, ApplyError::WaitTimeout { .. }), "{e}");
