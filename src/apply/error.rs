@@ -17,6 +17,16 @@ pub enum ApplyError {
         #[source]
         source: ApiCause,
     },
+    /// The API server does not serve a kind snaproll renders (a missing CRD).
+    #[error(
+        "the cluster does not serve {kind} ({api_version}); install the external-snapshotter CRDs and controller for VolumeSnapshot kinds"
+    )]
+    NotServed {
+        kind: String,
+        api_version: String,
+        #[source]
+        source: ApiCause,
+    },
     /// Reading or writing the ApplySet parent (the inventory) failed.
     #[error("{object} (ApplySet parent)")]
     Parent {
@@ -96,7 +106,7 @@ impl ApplyError {
             | ApplyError::Apply { object, .. }
             | ApplyError::Delete { object, .. }
             | ApplyError::WaitFailed { object, .. } => Some(object),
-            ApplyError::List { kind, .. } => Some(kind),
+            ApplyError::List { kind, .. } | ApplyError::NotServed { kind, .. } => Some(kind),
             ApplyError::Config { .. } | ApplyError::WaitTimeout { .. } => None,
         }
     }

@@ -63,7 +63,7 @@ impl std::fmt::Display for Failed {
         let s = &self.changes.summary;
         if self.changes.dry_run {
             write!(f, "dry run stopped; nothing was written")
-        } else if matches!(self.error, ApplyError::Delete { .. }) {
+        } else if matches!(self.error, ApplyError::Delete { .. }) || s.deleted > 0 {
             write!(f, "prune incomplete after {} deleted", s.deleted)
         } else {
             write!(
@@ -397,7 +397,38 @@ impl Manager {
     /// namespace (the rollout's namespace, `extra_namespaces` and those the parent records),
     /// filtered by the ownership label selector.
     pub async fn live(&self, extra_namespaces: &BTreeSet<String>) -> Result<LiveState, ApplyError> {
+        self.live_of(extra_namespaces, None).await
+    }
+
+    /// The live state a run over `set` needs: only the kinds `set` renders or the parent
+    /// records (ApplySet semantics: the parent is widened before any member of a new kind is
+    /// written), so a rollout using an existing snapshot class needs no cluster-wide RBAC.
+    async fn live_for(&self, set: &RenderedSet) -> Result<LiveState, ApplyError> {
+        self.live_of(&Self::namespaces_of(set), Some(set)).await
+    }
+
+    async fn live_of(
+        &self,
+        extra_namespaces: &BTreeSet<String>,
+        set: Option<&RenderedSet>,
+    ) -> Result<LiveState, ApplyError> {
         let parent = self.read_parent().await?;
+        let kinds: Vec<Kind> = match set {
+            None => Kind::ALL.to_vec(),
+            Some(set) => {
+                let recorded = parent
+                    .as_ref()
+                    .map(|p| applyset::annotation_set(p, applyset::ANNOTATION_GROUP_KINDS))
+                    .unwrap_or_default();
+                Kind::ALL
+                    .into_iter()
+                    .filter(|k| {
+                        recorded.contains(&k.group_kind())
+                            || set.objects.iter().any(|o| o.id.kind == *k)
+                    })
+                    .collect()
+            }
+        };
         let mut namespaces: BTreeSet<String> = extra_namespaces.clone();
         namespaces.insert(self.namespace.clone());
         if let Some(p) = &parent {
@@ -405,7 +436,7 @@ impl Manager {
         }
         let selector = manifest::rollout_selector(&self.rollout);
         let mut jobs: Vec<(Kind, Option<String>)> = Vec::new();
-        for kind in Kind::ALL {
+        for kind in kinds {
             if kind.namespaced() {
                 for ns in &namespaces {
                     jobs.push((kind, Some(ns.clone())));
@@ -422,13 +453,22 @@ impl Manager {
                 let list = self
                     .call(Verb::List, || api.list(&lp))
                     .await
-                    .map_err(|source| ApplyError::List {
-                        kind: kind.as_str().to_string(),
-                        scope: ns
-                            .clone()
-                            .map(|n| format!("namespace {n}"))
-                            .unwrap_or_else(|| "the cluster".to_string()),
-                        source,
+                    .map_err(|source| {
+                        if source.is_not_found() {
+                            return ApplyError::NotServed {
+                                kind: kind.as_str().to_string(),
+                                api_version: kind.api_version().to_string(),
+                                source,
+                            };
+                        }
+                        ApplyError::List {
+                            kind: kind.as_str().to_string(),
+                            scope: ns
+                                .clone()
+                                .map(|n| format!("namespace {n}"))
+                                .unwrap_or_else(|| "the cluster".to_string()),
+                            source,
+                        }
                     })?;
                 Ok::<_, ApplyError>((kind, list.items))
             }
@@ -646,14 +686,14 @@ impl Manager {
         live: &LiveState,
         parent: Option<&Value>,
         force: bool,
-    ) -> Result<BTreeMap<usize, Value>, (ObjectRef, ApplyError)> {
+    ) -> Result<BTreeMap<usize, Value>, (Option<ObjectRef>, ApplyError)> {
         if let Some(p) = parent {
             let api = self.parent_api();
             self.patch(&api, &self.set.name, p, force, true)
                 .await
                 .map_err(|source| {
                     (
-                        ObjectRef::new(Kind::PersistentVolumeClaim, None, &self.set.name),
+                        None,
                         ApplyError::Parent {
                             object: self.set.display(),
                             source,
@@ -687,7 +727,7 @@ impl Manager {
                     let p = &plan[i];
                     let err =
                         self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true);
-                    return Err((p.obj.id.clone(), err));
+                    return Err((Some(p.obj.id.clone()), err));
                 }
             }
         }
@@ -735,7 +775,7 @@ impl Manager {
             changes.error = Some(error.to_string());
             Box::new(Failed { changes, error })
         };
-        let live = match self.live(&Self::namespaces_of(set)).await {
+        let live = match self.live_for(set).await {
             Ok(l) => l,
             Err(e) => return Err(fail(changes, e)),
         };
@@ -748,7 +788,7 @@ impl Manager {
             .await
         {
             for p in &plan {
-                let c = match (&p.state, p.obj.id == id) {
+                let c = match (&p.state, id.as_ref() == Some(&p.obj.id)) {
                     (_, true) => Change::new(&p.obj.id, Action::Failed, Some(err.to_string())),
                     (PlanState::Unchanged, _) => Change::new(&p.obj.id, Action::Unchanged, None),
                     _ => Change::new(
@@ -924,7 +964,7 @@ impl Manager {
             changes.error = Some(error.to_string());
             Box::new(Failed { changes, error })
         };
-        let live = match self.live(&Self::namespaces_of(set)).await {
+        let live = match self.live_for(set).await {
             Ok(l) => l,
             Err(e) => return Err(fail(changes, e)),
         };
@@ -1018,7 +1058,7 @@ impl Manager {
         opts: &PruneOptions,
     ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(opts.dry_run);
-        let result = match self.live(&Self::namespaces_of(set)).await {
+        let result = match self.live_for(set).await {
             Ok(live) => self.prune_into(set, &live, opts, &mut changes).await,
             Err(e) => Err(e),
         };

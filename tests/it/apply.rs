@@ -1161,6 +1161,77 @@ async fn wait_reports_progress_until_ready_and_stops_on_failure_or_timeout() {
 }
 
 #[tokio::test]
+async fn narrowing_failure_keeps_the_wider_inventory_and_is_retried() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    let no_sts = render_with(&SpecOpts::default(), |r| {
+        let mut p = Plan::single(r, G1);
+        for gens in p.datasets.values_mut() {
+            gens[0] = GenerationPlan {
+                statefulset: false,
+                ..GenerationPlan::full(G1)
+            };
+        }
+        p
+    });
+    api.inject(
+        Fault::status("PATCH", "/configmaps/", 500, "InternalError", "etcd down").dry_run(false),
+    );
+    let f = err(mgr.apply(&no_sts, &opts(true)).await);
+    assert!(matches!(f.error, ApplyError::Parent { .. }), "{}", f.error);
+    assert_eq!(f.to_string(), "prune incomplete after 1 deleted");
+    // Wider than needed is safe: the next run lists the kind again and finds nothing.
+    assert!(recorded_kinds(&api).await.contains("StatefulSet.apps"));
+    api.clear_faults();
+    ok(mgr.apply(&no_sts, &opts(true)).await);
+    assert!(!recorded_kinds(&api).await.contains("StatefulSet.apps"));
+}
+
+#[tokio::test]
+async fn only_rendered_or_recorded_kinds_are_listed() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    // A rollout using an existing snapshot class renders none: no cluster-wide LIST.
+    let mut set = render(&SpecOpts::default(), G1);
+    set.objects
+        .retain(|o| o.id.kind != Kind::VolumeSnapshotClass);
+    ok(mgr.apply(&set, &opts(true)).await);
+    ok(mgr.apply(&set, &opts(true)).await);
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.resource() == "volumesnapshotclasses"),
+        "{:?}",
+        api.requests()
+    );
+}
+
+#[tokio::test]
+async fn missing_snapshot_crds_are_named() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    api.inject(Fault::status(
+        "GET",
+        "/volumesnapshots",
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    ));
+    let f = err(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    let msg = f.error.to_string();
+    assert!(
+        msg.contains("does not serve VolumeSnapshot (snapshot.storage.k8s.io/v1)"),
+        "{msg}"
+    );
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
 async fn permanent_timeouts_fail_the_run_without_pruning() {
     let api = FakeApi::new().await;
     let (mgr, g2) = two_generations(&api).await;
