@@ -257,6 +257,7 @@ impl ApiCause {
             && (self
                 .message
                 .contains("updates to statefulset spec for fields other than")
+                || self.message.contains("may not change fields other than")
                 || self.message.contains("immutable"))
     }
 }
@@ -319,6 +320,8 @@ mod tests {
     #[test]
     fn immutable_errors_are_recognised_by_their_message() {
         assert!(status(422, "Invalid", "StatefulSet.apps \"c\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden").is_immutable());
+        assert!(status(422, "Invalid", "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`").is_immutable());
+        assert!(status(422, "Invalid", "PersistentVolumeClaim \"d\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests").is_immutable());
         assert!(!status(422, "Invalid", "spec.replicas: Invalid value: -1").is_immutable());
     }
 
