@@ -1297,6 +1297,39 @@ fn cli_diff_exits_1_with_changes_and_0_after_apply() {
         "{text}"
     );
 
+    // JSON for CI: the change set with each object's diff.
+    let out = snaproll()
+        .args(args("diff"))
+        .args(["-o", "json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(v["summary"]["created"], json!(6));
+    assert!(
+        v["changes"][0]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+kind: VolumeSnapshotClass")
+    );
+    // A server-side dry-run apply reports the same and writes nothing.
+    let out = snaproll()
+        .args(args("apply"))
+        .arg("--dry-run")
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("Would be: 6 created")
+    );
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+
     let out = snaproll()
         .args(args("apply"))
         .assert()
