@@ -131,19 +131,17 @@ mod tests {
 
     #[test]
     fn id_matches_kubectl() {
-        // kubectl: ApplySet{name: "my-set", namespace: "test", kind Secret, group ""} ->
-        // base64url(sha256("my-set.test.Secret.")) with the -v1 suffix.
-        let id = applyset_id("my-set", "test", "Secret", "");
-        let digest = ring::digest::digest(&ring::digest::SHA256, b"my-set.test.Secret.");
-        let expected = format!(
-            "applyset-{}-v1",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+        // Vectors computed independently (Python: base64.urlsafe_b64encode(
+        // hashlib.sha256(b"<name>.<namespace>.<Kind>.<group>").digest()).rstrip(b"=")), the
+        // format kubectl's ApplySet uses for `applyset.kubernetes.io/id`.
+        assert_eq!(
+            applyset_id("my-set", "test", "Secret", ""),
+            "applyset-0eFHV8ySqp7XoShsGvyWFQD3s96yqwHmzc4e0HR1dsY-v1"
         );
-        assert_eq!(id, expected);
-        assert!(id.starts_with("applyset-") && id.ends_with("-v1"));
-        assert!(!id.contains('=') && !id.contains('+') && !id.contains('/'));
-        // 32 bytes -> 43 base64 characters without padding.
-        assert_eq!(id.len(), "applyset-".len() + 43 + "-v1".len());
+        assert_eq!(
+            ApplySet::for_rollout("demo", "default").id,
+            "applyset-vk1AZGX8I5kGcxHOPx9AQfiz6dOqrnE6_H1TzMekEWI-v1"
+        );
     }
 
     #[test]
