@@ -21,6 +21,9 @@ pub const LABEL_DATASET: &str = "snaproll.dev/dataset";
 pub const LABEL_GENERATION: &str = "snaproll.dev/generation";
 /// Role of the object inside a dataset (`source`, `producer`, `snapshot`, `service`, `consumer`).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Argo CD sync wave: in pull mode Argo CD applies lower waves first and waits for them to be
+/// healthy, which gives the same dependency order snaproll applies in.
+pub const ANNOTATION_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 /// Field manager used for server-side apply.
 pub const FIELD_MANAGER: &str = "snaproll";
 
@@ -131,6 +134,19 @@ impl Kind {
     /// Position in apply order (0-based); prune walks the reverse.
     pub fn order(self) -> usize {
         self as usize
+    }
+
+    /// Argo CD sync wave. The PVC shares the producer's wave: with `WaitForFirstConsumer`
+    /// storage it stays Pending until the producer is scheduled, and a wave of its own would
+    /// never turn healthy.
+    pub fn sync_wave(self) -> usize {
+        match self {
+            Kind::VolumeSnapshotClass => 0,
+            Kind::PersistentVolumeClaim | Kind::Pod => 1,
+            Kind::VolumeSnapshot => 2,
+            Kind::Service => 3,
+            Kind::StatefulSet => 4,
+        }
     }
 
     /// `Kind.group` as ApplySet's `contains-group-kinds` annotation spells it (`Kind` alone for

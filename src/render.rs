@@ -340,11 +340,20 @@ impl Renderer {
             .render(minijinja::value::Serde(ctx))
             .map_err(|e| template_error(&self.sources, name, &e))?;
         let what = format!("{} of dataset `{}`", kind, ctx.dataset_name());
-        let value: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::Yaml {
+        let mut value: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::Yaml {
             template: source.clone(),
             object: what.clone(),
             message: one_line(&e.to_string()),
         })?;
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.entry(manifest::ANNOTATION_SYNC_WAVE)
+                    .or_insert_with(|| Value::String(kind.sync_wave().to_string()));
+            }
+        }
         let invalid = |problem: String| RenderError::Invalid {
             template: source.clone(),
             object: what.clone(),

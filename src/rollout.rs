@@ -169,6 +169,8 @@ pub struct Options {
     pub today: String,
     pub now: jiff::Timestamp,
     pub snapshot_timeout: Duration,
+    /// Whether a due generation is started (a run) or only reported (`status`).
+    pub start: bool,
 }
 
 /// Decides every dataset of a rollout; the plan renders exactly the decided parts.
@@ -289,9 +291,9 @@ fn producer_detail(pod: &Value, phase: &str) -> String {
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -459,6 +461,13 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                 state: State::Waiting,
                 since: None,
                 detail: format!("waits for generation {} to finish", gens[p].id),
+            });
+        } else if !opts.start {
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Waiting,
+                since: None,
+                detail: "due; the next reconcile starts it".to_string(),
             });
         } else {
             render.push(GenerationPlan {
@@ -636,6 +645,7 @@ mod tests {
             today: today.to_string(),
             now: "2021-07-16T12:00:00Z".parse().unwrap(),
             snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+            start: true,
         }
     }
 

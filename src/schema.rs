@@ -157,7 +157,7 @@ pub(crate) fn round_trip<T>(value: &Value) -> Result<(), String>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let typed = T::deserialize(value).map_err(|e| e.to_string())?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
     lost_fields(value, &back, String::new(), &mut unknown);

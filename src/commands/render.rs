@@ -75,10 +75,28 @@ fn write_dir(dir: &Path, set: &RenderedSet) -> Result<()> {
         .prefix(".snaproll-out-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-    for (name, content) in set.files() {
-        std::fs::write(staging.path().join(&name), content)
-            .with_context(|| format!("writing {name}"))?;
-    }
+    // Thousands of small files: the writes are syscall-bound, so spread them over the cores.
+    let files = set.files();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = files.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                let dir = staging.path();
+                s.spawn(move || -> Result<()> {
+                    for (name, content) in part {
+                        std::fs::write(dir.join(name), content)
+                            .with_context(|| format!("writing {name}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("writer thread panicked"))
+    })?;
     let staged = staging.keep();
     let swap = || -> std::io::Result<()> {
         if dir.exists() {
@@ -99,9 +117,8 @@ fn write_dir(dir: &Path, set: &RenderedSet) -> Result<()> {
         }
     };
     swap()
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&staged);
-            e
         })
         .with_context(|| format!("replacing {}", dir.display()))
 }

@@ -533,28 +533,66 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
             path: file.to_string(),
         });
     }
-    // Syntax errors first: a typed parse may stop at a misplaced field before it reaches them.
-    let positions = Positions::parse(text).map_err(|e| SpecError::Invalid {
-        issues: vec![parse_issue(file, &Positions::default(), &e)],
-    })?;
-    let rollout: Rollout = serde_saphyr::from_str(text).map_err(|e| SpecError::Invalid {
-        issues: vec![parse_issue(file, &positions, &e)],
-    })?;
+    let options = serde_saphyr::options! { budget: budget() };
+    // The span tree costs a second parse, so it is built only when there is something to
+    // locate: a parse error, or a spec that validation has issues (errors or warnings) with.
+    let positions = || -> Result<Positions, SpecError> {
+        // Syntax errors win: a typed parse may stop at a misplaced field before reaching them.
+        Positions::parse(text, options.clone()).map_err(|syntax| SpecError::Invalid {
+            issues: vec![parse_issue(file, &Positions::default(), &syntax)],
+        })
+    };
+    let rollout: Rollout = match serde_saphyr::from_str_with_options(text, options.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let p = positions()?;
+            return Err(SpecError::Invalid {
+                issues: vec![parse_issue(file, &p, &e)],
+            });
+        }
+    };
+    let unlocated = Positions::default();
     let mut v = Validator {
         file,
-        positions: &positions,
+        positions: &unlocated,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
     v.rollout(&rollout);
-    if v.errors.is_empty() {
-        Ok(Loaded {
+    if !v.errors.is_empty() || !v.warnings.is_empty() {
+        // Validate again with positions: cheap next to a parse, and only on this path.
+        let located = positions()?;
+        v = Validator {
+            file,
+            positions: &located,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        v.rollout(&rollout);
+        if !v.errors.is_empty() {
+            return Err(SpecError::Invalid { issues: v.errors });
+        }
+        let warnings = v.warnings;
+        return Ok(Loaded {
             rollout,
-            warnings: v.warnings,
+            warnings,
             file: file.to_string(),
-        })
-    } else {
-        Err(SpecError::Invalid { issues: v.errors })
+        });
+    }
+    Ok(Loaded {
+        rollout,
+        warnings: v.warnings,
+        file: file.to_string(),
+    })
+}
+
+/// Parser limits: generous enough for a 16 MiB spec of tens of thousands of datasets (the
+/// default node budget stops at 250,000), still bounded against alias bombs.
+fn budget() -> Option<serde_saphyr::Budget> {
+    serde_saphyr::budget! {
+        max_nodes: 20_000_000,
+        max_events: 40_000_000,
+        max_total_scalar_bytes: MAX_SPEC_BYTES as usize * 4,
     }
 }
 

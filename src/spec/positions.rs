@@ -35,8 +35,11 @@ pub struct Positions {
 
 impl Positions {
     /// Builds the map, or returns the YAML syntax error that prevents it.
-    pub fn parse(text: &str) -> Result<Positions, serde_saphyr::Error> {
-        let root: Spanned<Node> = serde_saphyr::from_str(text)?;
+    pub fn parse(
+        text: &str,
+        options: serde_saphyr::Options,
+    ) -> Result<Positions, serde_saphyr::Error> {
+        let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options)?;
         let mut positions = Positions::default();
         positions.walk(String::new(), &root);
         Ok(positions)
@@ -229,7 +232,7 @@ mod tests {
     #[test]
     fn paths_map_to_value_positions() {
         let text = "a:\n  b: 1\n  list:\n    - x: 2\n    - y: 3\n";
-        let p = Positions::parse(text).unwrap();
+        let p = Positions::parse(text, Default::default()).unwrap();
         assert_eq!(p.find("a.b"), Some(Pos { line: 2, column: 6 }));
         assert_eq!(p.find("a.list[1].y").map(|p| p.line), Some(5));
         // A missing field falls back to its parent.
