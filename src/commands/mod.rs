@@ -140,7 +140,13 @@ pub struct UsageError(pub String);
 
 /// Loads the spec, prints its warnings, renders one generation of every dataset.
 pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, RenderedSet)> {
+    let started = std::time::Instant::now();
     let loaded = spec::load(&args.file)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        datasets = loaded.rollout.spec.datasets.len(),
+        "spec loaded and validated"
+    );
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -157,6 +163,7 @@ pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, Rend
         %generation,
         datasets = loaded.rollout.spec.datasets.len(),
         objects = set.objects.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "rendered and validated"
     );
     Ok((loaded, generation, set))
