@@ -393,9 +393,10 @@ impl Manager {
         Api::namespaced_with(self.client.clone(), &self.set.namespace, &ar)
     }
 
-    /// Reads the ApplySet parent and every owned object: one GET, then one LIST per kind and
-    /// namespace (the rollout's namespace, `extra_namespaces` and those the parent records),
-    /// filtered by the ownership label selector.
+    /// Reads the ApplySet parent and every owned namespaced object: one GET, then one LIST
+    /// per namespaced kind and namespace (the rollout's namespace, `extra_namespaces` and those
+    /// the parent records), filtered by the ownership label selector. This is what the rollout
+    /// reads statuses from (producer Pod phase, snapshot `readyToUse`, StatefulSet status).
     pub async fn live(&self, extra_namespaces: &BTreeSet<String>) -> Result<LiveState, ApplyError> {
         self.live_of(extra_namespaces, None).await
     }
@@ -435,42 +436,56 @@ impl Manager {
             namespaces.extend(applyset::annotation_set(p, applyset::ANNOTATION_NAMESPACES));
         }
         let selector = manifest::rollout_selector(&self.rollout);
-        let mut jobs: Vec<(Kind, Option<String>)> = Vec::new();
+        // Namespaced kinds: one LIST per kind and namespace. Cluster-scoped ones (the
+        // VolumeSnapshotClass): a GET of each rendered name, which RBAC can limit to those
+        // names where a cluster-wide LIST could not be; they are therefore never pruned.
+        let mut jobs: Vec<(Kind, Option<String>, Option<String>)> = Vec::new();
         for kind in kinds {
             if kind.namespaced() {
                 for ns in &namespaces {
-                    jobs.push((kind, Some(ns.clone())));
+                    jobs.push((kind, Some(ns.clone()), None));
                 }
-            } else {
-                jobs.push((kind, None));
+            } else if let Some(set) = set {
+                for o in set.objects.iter().filter(|o| o.id.kind == kind) {
+                    jobs.push((kind, None, Some(o.id.name.clone())));
+                }
             }
         }
-        let results = futures::stream::iter(jobs.into_iter().map(|(kind, ns)| {
+        let results = futures::stream::iter(jobs.into_iter().map(|(kind, ns, name)| {
             let selector = selector.clone();
             async move {
                 let api = self.api(kind, ns.as_deref());
-                let lp = ListParams::default().labels(&selector);
-                let list = self
-                    .call(Verb::List, || api.list(&lp))
-                    .await
-                    .map_err(|source| {
-                        if source.is_not_found() {
-                            return ApplyError::NotServed {
-                                kind: kind.as_str().to_string(),
-                                api_version: kind.api_version().to_string(),
-                                source,
-                            };
-                        }
-                        ApplyError::List {
+                let listed = match &name {
+                    Some(name) => self
+                        .call(Verb::Get, || api.get_opt(name))
+                        .await
+                        .map(|o| o.into_iter().collect::<Vec<_>>()),
+                    None => {
+                        let lp = ListParams::default().labels(&selector);
+                        self.call(Verb::List, || api.list(&lp))
+                            .await
+                            .map(|l| l.items)
+                    }
+                };
+                let items = listed.map_err(|source| {
+                    if source.is_not_found() {
+                        return ApplyError::NotServed {
                             kind: kind.as_str().to_string(),
-                            scope: ns
-                                .clone()
-                                .map(|n| format!("namespace {n}"))
-                                .unwrap_or_else(|| "the cluster".to_string()),
+                            api_version: kind.api_version().to_string(),
                             source,
-                        }
-                    })?;
-                Ok::<_, ApplyError>((kind, list.items))
+                        };
+                    }
+                    ApplyError::List {
+                        kind: kind.as_str().to_string(),
+                        scope: match (&ns, &name) {
+                            (Some(n), _) => format!("namespace {n}"),
+                            (None, Some(name)) => format!("the cluster (name {name})"),
+                            (None, None) => "the cluster".to_string(),
+                        },
+                        source,
+                    }
+                })?;
+                Ok::<_, ApplyError>((kind, items))
             }
         }))
         .buffer_unordered(self.concurrency)
@@ -1230,6 +1245,17 @@ impl Manager {
         let mut kinds: BTreeSet<String> =
             set.objects.iter().map(|o| o.id.kind.group_kind()).collect();
         kinds.extend(survivors.iter().map(|id| id.kind.group_kind()));
+        // Cluster-scoped members are never pruned, so their kind stays recorded.
+        if let Some(p) = &live.parent {
+            let recorded = applyset::annotation_set(p, applyset::ANNOTATION_GROUP_KINDS);
+            kinds.extend(
+                Kind::ALL
+                    .into_iter()
+                    .filter(|k| !k.namespaced())
+                    .map(Kind::group_kind)
+                    .filter(|gk| recorded.contains(gk)),
+            );
+        }
         let mut namespaces = Self::namespaces_of(set);
         namespaces.extend(survivors.iter().filter_map(|id| id.namespace.clone()));
         let Some(p) = self.parent_if_changed(live.parent.as_ref(), &kinds, &namespaces) else {
@@ -1514,7 +1540,9 @@ pub struct PrunePlan {
 }
 
 /// Decides what to prune. Candidates are live objects carrying this ApplySet's `part-of`
-/// label that `set` does not render. Guards: an empty `set` prunes nothing; an object
+/// label that `set` does not render (namespaced kinds only: the engine reads cluster-scoped
+/// VolumeSnapshotClasses by name and never prunes them, since old snapshots may still need
+/// their class to be deleted). Guards: an empty `set` prunes nothing; an object
 /// without the rollout's ownership labels is never deleted; a dataset's last ready
 /// StatefulSet is kept while no rendered StatefulSet of that dataset is ready; objects in
 /// `opts.keep` are kept.
@@ -1531,7 +1559,8 @@ pub fn plan_prune(
         .objects
         .iter()
         .filter(|(id, v)| {
-            !rendered.contains(id)
+            id.kind.namespaced()
+                && !rendered.contains(id)
                 && manifest::labels_of(v)
                     .get(applyset::LABEL_PART_OF)
                     .map(String::as_str)

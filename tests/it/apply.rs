@@ -271,14 +271,30 @@ async fn noop_reapply_makes_zero_writes_and_one_list_per_kind() {
         .filter(|r| r.is_list())
         .map(Req::resource)
         .collect();
-    assert_eq!(lists.len(), Kind::ALL.len(), "{lists:?}");
-    assert_eq!(lists.iter().collect::<BTreeSet<_>>().len(), Kind::ALL.len());
-    // ...plus the one GET of the ApplySet parent, and nothing else.
+    // One LIST per namespaced kind...
+    assert_eq!(
+        lists,
+        [
+            "persistentvolumeclaims",
+            "pods",
+            "volumesnapshots",
+            "services",
+            "statefulsets"
+        ]
+    );
+    // ...one GET of the cluster-scoped class by name (RBAC can limit it to that name), one
+    // GET of the ApplySet parent, and nothing else.
+    let gets: Vec<String> = reqs
+        .iter()
+        .filter(|r| !r.is_list())
+        .map(|r| format!("{} {}", r.method, r.resource()))
+        .collect();
+    assert_eq!(gets, ["GET configmaps", "GET volumesnapshotclasses"]);
     assert_eq!(reqs.len(), Kind::ALL.len() + 1);
     let stats = mgr.stats();
     assert_eq!(
         (stats.lists, stats.gets, stats.writes(), stats.dry_runs),
-        (6, 1, 0, 0)
+        (5, 2, 0, 0)
     );
 }
 
@@ -1206,6 +1222,28 @@ async fn only_rendered_or_recorded_kinds_are_listed() {
             .any(|r| r.resource() == "volumesnapshotclasses"),
         "{:?}",
         api.requests()
+    );
+}
+
+#[tokio::test]
+async fn snapshot_classes_are_never_pruned_and_stay_recorded() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    // The spec switches to an existing class: the old one may still be needed to delete
+    // old snapshots, so it stays, and so does its kind in the inventory.
+    let mut set = render(&SpecOpts::default(), G1);
+    set.objects
+        .retain(|o| o.id.kind != Kind::VolumeSnapshotClass);
+    let cs = ok(mgr.apply(&set, &opts(true)).await);
+    assert_eq!(cs.summary.deleted, 0);
+    assert!(api.get(&format!("{CLASSES}/csi-snapclass")).await.is_some());
+    assert!(
+        recorded_kinds(&api)
+            .await
+            .contains("VolumeSnapshotClass.snapshot.storage.k8s.io")
     );
 }
 
