@@ -27,7 +27,7 @@ Exit codes:
   2  invalid input: spec, flags, templates or rendered objects (nothing was written)
   3  Git error: repository, commit or push (nothing was committed, or the push was rejected)
   4  cluster error: API access, apply, prune or wait
-  5  local I/O error: writing --out or reading files";
+  5  local I/O error: writing --out or stdout";
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -182,13 +182,15 @@ pub struct ApplyCmd {
 /// Where the rendered manifests go in Git.
 #[derive(Debug, Args, Clone)]
 pub struct GitArgs {
-    /// Git repository: a local path (working or bare; created when missing) or a remote URL.
+    /// Git repository: a local path (working or bare; created when missing) or a remote URL
+    /// (cloned into --workdir or a temporary directory, committed to and pushed).
     #[arg(long, env = "SNAPROLL_REPO", value_name = "PATH_OR_URL")]
     pub repo: String,
     /// Folder inside the repository that snaproll owns (default: rollouts/<rollout name>).
     #[arg(long, env = "SNAPROLL_GIT_PATH", value_name = "DIR")]
     pub path: Option<String>,
-    /// Branch to commit to (default: the repository's current branch, or main).
+    /// Branch to commit to (default: the repository's current branch, or main). It must exist
+    /// unless the repository is empty, where the first commit creates it.
     #[arg(long, env = "SNAPROLL_GIT_BRANCH", value_name = "NAME")]
     pub branch: Option<String>,
     /// Push the branch to the remote after committing (never forced).
@@ -240,6 +242,23 @@ pub struct ReconcileCmd {
     /// Show what would be committed (a file-level diff) without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Never contact a cluster: decide from what Git holds (without any cluster configuration
+    /// this is automatic).
+    #[arg(long, env = "SNAPROLL_OFFLINE", conflicts_with = "apply")]
+    pub offline: bool,
+    /// Keep reconciling until every dataset has settled (serving, or failed), up to --timeout.
+    #[arg(long, env = "SNAPROLL_WAIT")]
+    pub wait: bool,
+    /// How long --wait may take (e.g. 90m, 6h).
+    #[arg(long, env = "SNAPROLL_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    pub timeout: jiff::SignedDuration,
+    /// Pause between runs of --wait.
+    #[arg(long, env = "SNAPROLL_POLL_INTERVAL", default_value = "15s", value_name = "DURATION")]
+    pub poll_interval: jiff::SignedDuration,
+    /// How long a snapshot may take to become ready before its generation is marked failed
+    /// (EBS snapshots of large volumes take hours).
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -252,6 +271,9 @@ pub struct StatusCmd {
     pub file: PathBuf,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// How long a snapshot may take to become ready before its generation counts as failed.
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -395,6 +395,35 @@ pub fn preview(dest: &Destination, req: &Request<'_>) -> Result<Outcome, GitErro
     Ok(plan.outcome(req, None, parent, branch, &dest.path))
 }
 
+/// The files the branch holds under the folder (path relative to the folder), writing nothing;
+/// empty when the repository, branch or folder does not exist yet. Offline runs read what was
+/// committed before to decide which generations Git keeps.
+pub fn read(dest: &Destination) -> Result<Vec<File>, GitError> {
+    let rel: Vec<String> = dest
+        .path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect();
+    if !is_url(&dest.repo) && !Path::new(&dest.repo).exists() {
+        return Ok(Vec::new());
+    }
+    let session = Session::open(dest, false)?;
+    let Some(head) = session.branch_head()? else {
+        return Ok(Vec::new());
+    };
+    let tree = session.tree_of(Some(head))?;
+    let mut files = Vec::new();
+    for (path, (oid, _)) in session.read_folder(tree.as_ref(), &rel)? {
+        files.push(File {
+            content: session.blob_content(oid)?,
+            path,
+            objects: Vec::new(),
+        });
+    }
+    Ok(files)
+}
+
 /// A repository-relative path of a file in `folder`, relative to the folder ("" for the folder).
 fn rel_key<'p>(folder: &str, path: &'p str) -> &'p str {
     path[folder.len()..].trim_start_matches('/')

@@ -116,6 +116,17 @@ pub struct GenerationPlan {
 }
 
 impl GenerationPlan {
+    /// A generation with no part rendered (to switch parts on one by one).
+    pub fn none(id: &str) -> Self {
+        GenerationPlan {
+            id: id.to_string(),
+            producer: false,
+            snapshot: false,
+            statefulset: false,
+            claim_size: None,
+        }
+    }
+
     /// A generation with every part rendered.
     pub fn full(id: &str) -> Self {
         GenerationPlan {

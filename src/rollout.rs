@@ -361,13 +361,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
     for (i, (o, raw)) in gens.iter().zip(&raws).enumerate().rev() {
         let since = o.first_seen().map(|t| t.to_string());
-        let mut plan = GenerationPlan {
-            id: o.id.clone(),
-            producer: false,
-            snapshot: false,
-            statefulset: false,
-            claim_size: None,
-        };
+        let mut plan = GenerationPlan::none(&o.id);
         let (state, detail) = if Some(i) == serving {
             let Raw::Ready { restore } = raw else {
                 unreachable!()
@@ -471,11 +465,8 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             });
         } else {
             render.push(GenerationPlan {
-                id: w.clone(),
                 producer: true,
-                snapshot: false,
-                statefulset: false,
-                claim_size: None,
+                ..GenerationPlan::none(&w)
             });
             statuses.push(GenerationStatus {
                 generation: w.clone(),
@@ -494,6 +485,75 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     Decision {
         dataset: d.name.clone(),
         generations: statuses,
+        render,
+    }
+}
+
+/// Decides one dataset with no cluster access, from what Git holds. Without statuses nothing
+/// can be waited for, so Git keeps the wanted generation in full, the newest previous
+/// generation that had a StatefulSet in full too (it serves until Argo CD or Flux, applying
+/// in sync-wave order, has brought the new one up), and the snapshots of older generations
+/// within `keep`; the rest leaves Git.
+pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decision {
+    let mut ids: Vec<&Observed> = in_git.iter().collect();
+    ids.sort_by(|a, b| a.id.cmp(&b.id));
+    let wanted = d
+        .generations
+        .pin
+        .clone()
+        .or_else(|| opts.generation.clone())
+        .or_else(|| match d.generations.schedule {
+            Schedule::Daily => Some(opts.today.clone()),
+            Schedule::Manual => None,
+        })
+        .or_else(|| ids.last().map(|o| o.id.clone()));
+    let mut render = Vec::new();
+    let mut generations = Vec::new();
+    let previous = ids
+        .iter()
+        .rev()
+        .find(|o| Some(&o.id) != wanted.as_ref() && o.statefulset.is_some())
+        .map(|o| o.id.clone());
+    let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
+    for o in ids.iter().rev() {
+        if Some(&o.id) == wanted.as_ref() {
+            continue;
+        }
+        let (state, detail) = if Some(&o.id) == previous.as_ref() {
+            render.push(GenerationPlan::full(&o.id));
+            (State::Serving, "kept in Git until the new generation is applied".to_string())
+        } else if kept_budget > 0 && o.snapshot.is_some() {
+            kept_budget -= 1;
+            render.push(GenerationPlan {
+                snapshot: true,
+                ..GenerationPlan::none(&o.id)
+            });
+            (State::Kept, "snapshot kept for rollback".to_string())
+        } else {
+            (State::Retiring, "removed from Git".to_string())
+        };
+        generations.push(GenerationStatus {
+            generation: o.id.clone(),
+            state,
+            since: None,
+            detail,
+        });
+    }
+    if let Some(w) = wanted {
+        render.push(GenerationPlan::full(&w));
+        generations.push(GenerationStatus {
+            generation: w,
+            state: State::RollingOut,
+            since: None,
+            detail: "in Git; Argo CD or Flux applies it in sync-wave order".to_string(),
+        });
+    }
+    generations.reverse();
+    generations.sort_by(|a, b| a.generation.cmp(&b.generation));
+    render.sort_by(|a, b| a.id.cmp(&b.id));
+    Decision {
+        dataset: d.name.clone(),
+        generations,
         render,
     }
 }
@@ -538,6 +598,99 @@ fn replicas_detail(sts: &Value) -> String {
         .and_then(Value::as_i64)
         .unwrap_or(0);
     format!("{ready}/{want} replicas ready")
+}
+
+/// Why a step of the rollout could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Reading the rollout's objects from the cluster failed.
+    #[error("reading the rollout's objects from the cluster")]
+    Live(#[source] crate::apply::ApplyError),
+    /// Rendering the decided parts failed.
+    #[error("rendering the decided generations")]
+    Render(#[source] crate::render::RenderError),
+}
+
+/// One planned step: what was seen, what was decided, and the objects to commit or apply.
+#[derive(Debug)]
+pub struct Step {
+    pub observed: BTreeMap<String, Vec<Observed>>,
+    pub decisions: Vec<Decision>,
+    pub set: crate::render::RenderedSet,
+}
+
+/// Plans a step from the cluster: one LIST per kind, a decision per dataset, the render.
+pub async fn step_from_cluster(
+    manager: &crate::apply::Manager,
+    rollout: &Rollout,
+    renderer: &crate::render::Renderer,
+    opts: &Options,
+) -> Result<Step, StepError> {
+    let live = manager
+        .live(&std::collections::BTreeSet::new())
+        .await
+        .map_err(StepError::Live)?;
+    let values: Vec<Value> = live.objects.into_values().collect();
+    let observed = observe(&rollout.metadata.name, &values);
+    let (decisions, plan) = decide_all(rollout, &observed, opts);
+    let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
+    Ok(Step {
+        observed,
+        decisions,
+        set,
+    })
+}
+
+/// Plans a step without a cluster, from the manifests Git holds for the rollout.
+pub fn step_from_git(
+    manifests: &[Value],
+    rollout: &Rollout,
+    renderer: &crate::render::Renderer,
+    opts: &Options,
+) -> Result<Step, StepError> {
+    let observed = observe(&rollout.metadata.name, manifests);
+    let empty = Vec::new();
+    let decisions: Vec<Decision> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| decide_offline(d, observed.get(&d.name).unwrap_or(&empty), opts))
+        .collect();
+    let plan = Plan {
+        datasets: decisions
+            .iter()
+            .map(|d| (d.dataset.clone(), d.render.clone()))
+            .collect(),
+    };
+    let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
+    Ok(Step {
+        observed,
+        decisions,
+        set,
+    })
+}
+
+/// Datasets and generations whose StatefulSet is gone but whose claims remain, where the
+/// retention policy says they go with it: clusters before 1.32 leave them, so push mode deletes
+/// them by label (`Manager::delete_consumer_volumes`).
+pub fn leftover_claims(rollout: &Rollout, step: &Step) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in &rollout.spec.datasets {
+        if d.consumer.pvc_retention_policy.when_deleted != spec::Retention::Delete {
+            continue;
+        }
+        for o in step.observed.get(&d.name).into_iter().flatten() {
+            let rendered_sts = step.set.objects.iter().any(|x| {
+                x.id.kind == Kind::StatefulSet
+                    && x.dataset.as_deref() == Some(&d.name)
+                    && x.generation.as_deref() == Some(&o.id)
+            });
+            if o.statefulset.is_none() && o.claims > 0 && !rendered_sts {
+                out.push((d.name.clone(), o.id.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// A broken invariant.

@@ -82,8 +82,17 @@ fn run_apply(
     })
 }
 
-pub fn status(_cmd: &StatusCmd, _color: bool) -> Result<u8> {
-    anyhow::bail!("status is not implemented yet")
+pub fn status(cmd: &StatusCmd, _color: bool) -> Result<u8> {
+    super::lifecycle::status(cmd)
+}
+
+/// Prints the change set of `reconcile --apply` (exit code 0: a reconcile that applied
+/// changes succeeded).
+pub(crate) fn report_apply(
+    result: &Result<ChangeSet, Box<Failed>>,
+    output: OutputFormat,
+) -> Result<u8> {
+    report(result, output, false).map(|_| exit::OK)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

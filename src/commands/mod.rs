@@ -2,6 +2,7 @@
 //! errors of the library modules and mapping them to exit codes.
 
 mod cluster;
+mod lifecycle;
 mod install;
 mod reconcile;
 mod render;

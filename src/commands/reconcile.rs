@@ -6,16 +6,94 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::load_and_render;
-use crate::cli::{OutputFormat, ReconcileCmd};
+use std::time::Instant;
+
+use super::lifecycle::{self, Progress, Source};
+use crate::cli::{GitArgs, OutputFormat, ReconcileCmd};
 use crate::exit;
+use crate::rollout::Decision;
 use crate::gitops::{self, ChangeKind, Destination, Outcome};
 use crate::manifest::{Kind, ObjectRef};
 
+/// Runs the lifecycle once (observe, decide, render, commit, apply), or with `--wait` again
+/// and again until every dataset has settled or the timeout passes.
 pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
-    let (loaded, generation, set) = load_and_render(&cmd.render)?;
-    let rollout = loaded.rollout.metadata.name.clone();
-    let git = &cmd.git;
+    if !cmd.wait {
+        return reconcile_once(cmd, color).map(|(code, _)| code);
+    }
+    let started = Instant::now();
+    let timeout = cmd.timeout.unsigned_abs();
+    let progress = Progress::new();
+    loop {
+        let (code, decisions) = reconcile_once(cmd, color)?;
+        if lifecycle::settled(&decisions) {
+            progress.finish();
+            return Ok(code);
+        }
+        if started.elapsed() >= timeout {
+            progress.finish();
+            return Err(WaitTimeout {
+                after: cmd.timeout,
+                pending: lifecycle::summary_lines(&decisions).join("; "),
+            }
+            .into());
+        }
+        progress.update(started.elapsed(), &decisions);
+        std::thread::sleep(cmd.poll_interval.unsigned_abs());
+    }
+}
+
+/// `--wait` ran out of time: the rollout is still in motion (the next run continues it).
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {after:#} waiting for the rollout to settle: {pending}")]
+pub struct WaitTimeout {
+    pub after: jiff::SignedDuration,
+    pub pending: String,
+}
+
+/// Where the rendered folder goes in Git.
+pub(crate) fn destination(git: &GitArgs, rollout: &str) -> Destination {
+    Destination {
+        repo: git.repo.clone(),
+        path: git
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("rollouts/{rollout}")),
+        branch: git.branch.clone(),
+        remote: git.remote.clone(),
+        push: git.push,
+        workdir: git.workdir.clone(),
+        push_retries: git.push_retries,
+        retry_delay: Duration::from_millis(100),
+        auth: gitops::Auth::from_env(git.ssh_key.clone()),
+    }
+}
+
+fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)> {
+    let run = lifecycle::prepare(
+        &cmd.render,
+        &cmd.cluster,
+        Source::Reconcile {
+            git: &cmd.git,
+            offline: cmd.offline,
+        },
+        cmd.snapshot_timeout.unsigned_abs(),
+        true,
+    )?;
+    if cmd.wait && run.cluster.is_none() {
+        return Err(super::UsageError(
+            "--wait needs cluster access: offline, nothing can be waited for".to_string(),
+        )
+        .into());
+    }
+    if cmd.apply && run.cluster.is_none() {
+        return Err(super::UsageError(
+            "--apply needs cluster access (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster config)".to_string(),
+        )
+        .into());
+    }
+    let rollout = run.loaded.rollout.metadata.name.clone();
+    let set = &run.set;
 
     // One object per file; kustomization.yaml describes none.
     let described: BTreeMap<String, String> = set
@@ -33,27 +111,14 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
         })
         .collect();
 
-    let dest = Destination {
-        repo: git.repo.clone(),
-        path: git
-            .path
-            .clone()
-            .unwrap_or_else(|| format!("rollouts/{rollout}")),
-        branch: git.branch.clone(),
-        remote: git.remote.clone(),
-        push: git.push,
-        workdir: git.workdir.clone(),
-        push_retries: git.push_retries,
-        retry_delay: Duration::from_millis(100),
-        auth: gitops::Auth::from_env(git.ssh_key.clone()),
-    };
+    let dest = destination(&cmd.git, &rollout);
     let describe = |_: &str, content: &[u8]| describe_removed(content);
     let req = gitops::Request {
         files: &files,
         rollout: &rollout,
-        generation: &generation,
-        author_name: git.author_name.as_deref(),
-        author_email: git.author_email.as_deref(),
+        generation: &run.generation,
+        author_name: cmd.git.author_name.as_deref(),
+        author_email: cmd.git.author_email.as_deref(),
         describe_removed: Some(&describe),
     };
 
@@ -66,18 +131,40 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
 
     let mut out = std::io::stdout().lock();
     match cmd.output {
-        OutputFormat::Json => writeln!(out, "{}", to_json(&outcome, cmd.dry_run)),
+        OutputFormat::Json => {
+            let mut v = to_json(&outcome, cmd.dry_run);
+            v["generations"] = lifecycle::to_json(&run.decisions);
+            writeln!(out, "{v}")
+        }
         OutputFormat::Text if cmd.dry_run => write_preview(&mut out, &outcome, color),
         OutputFormat::Text => writeln!(out, "{}", text_line(&outcome)),
     }
-    .and_then(|_| out.flush())
+    .and_then(|_| {
+        if cmd.output == OutputFormat::Text && !cmd.wait {
+            for line in lifecycle::summary_lines(&run.decisions) {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        out.flush()
+    })
     .context("writing to stdout")?;
     drop(out);
 
+    let mut code = exit::OK;
     if cmd.apply {
-        return super::cluster::apply_after_commit(cmd, &loaded, &set);
+        let result = lifecycle::apply(
+            &run,
+            cmd.apply_flags.prune,
+            cmd.apply_flags.force_conflicts,
+            cmd.dry_run,
+        );
+        code = super::cluster::report_apply(&result, cmd.output)?;
+        result.map_err(|f| anyhow::Error::new(*f))?;
     }
-    Ok(exit::OK)
+    if lifecycle::any_failed(&run.decisions) {
+        code = exit::CHANGES;
+    }
+    Ok((code, run.decisions))
 }
 
 /// `Kind/name (namespace)` of a manifest being removed, read from its YAML; the file is

@@ -28,7 +28,7 @@ pub const PARENT_VERBS: [&str; 3] = ["get", "create", "patch"];
 /// Verbs on the VolumeSnapshotClass snaproll manages, limited to its name: applied (created on
 /// the first run), never deleted (every non-empty render includes it, and an empty render never
 /// prunes).
-pub const CLASS_VERBS: [&str; 2] = ["create", "patch"];
+pub const CLASS_VERBS: [&str; 3] = ["get", "create", "patch"];
 
 /// Name of the ApplySet parent ConfigMap of a rollout (see `crate::apply::applyset`).
 pub fn parent_name(rollout: &Rollout) -> String {
