@@ -250,14 +250,29 @@ pub struct ReconcileCmd {
     #[arg(long, env = "SNAPROLL_WAIT")]
     pub wait: bool,
     /// How long --wait may take (e.g. 90m, 6h).
-    #[arg(long, env = "SNAPROLL_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "SNAPROLL_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
     pub timeout: jiff::SignedDuration,
     /// Pause between runs of --wait.
-    #[arg(long, env = "SNAPROLL_POLL_INTERVAL", default_value = "15s", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "SNAPROLL_POLL_INTERVAL",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
     pub poll_interval: jiff::SignedDuration,
     /// How long a snapshot may take to become ready before its generation is marked failed
     /// (EBS snapshots of large volumes take hours).
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
     pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
@@ -272,7 +287,12 @@ pub struct StatusCmd {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// How long a snapshot may take to become ready before its generation counts as failed.
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", default_value = "6h", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
     pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]

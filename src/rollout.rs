@@ -521,7 +521,10 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         }
         let (state, detail) = if Some(&o.id) == previous.as_ref() {
             render.push(GenerationPlan::full(&o.id));
-            (State::Serving, "kept in Git until the new generation is applied".to_string())
+            (
+                State::Serving,
+                "kept in Git until the new generation is applied".to_string(),
+            )
         } else if kept_budget > 0 && o.snapshot.is_some() {
             kept_budget -= 1;
             render.push(GenerationPlan {

@@ -149,7 +149,9 @@ fn connect(args: &ClusterArgs, loaded: &Loaded, required: bool) -> Result<Option
             let manager = Manager::new(client, &meta.name, &meta.namespace);
             Ok(Some(Cluster { runtime, manager }))
         }
-        Err(e) if !explicit && !required && matches!(e, crate::apply::ApplyError::Config { .. }) => {
+        Err(e)
+            if !explicit && !required && matches!(e, crate::apply::ApplyError::Config { .. }) =>
+        {
             tracing::debug!(error = %e, "no cluster configuration");
             tracing::info!(
                 "no kubeconfig or in-cluster configuration found: deciding from Git (offline mode)"
@@ -187,9 +189,11 @@ pub(crate) fn apply(
             set: run.set.clone(),
         };
         for (dataset, generation) in rollout::leftover_claims(&run.loaded.rollout, &step) {
-            let cs = cluster
-                .runtime
-                .block_on(cluster.manager.delete_consumer_volumes(&dataset, &generation))?;
+            let cs = cluster.runtime.block_on(
+                cluster
+                    .manager
+                    .delete_consumer_volumes(&dataset, &generation),
+            )?;
             cs.changes.into_iter().for_each(|c| changes.push(c));
         }
     }
@@ -202,7 +206,11 @@ pub(crate) fn settled(decisions: &[Decision]) -> bool {
         d.generations.iter().all(|g| {
             !matches!(
                 g.state,
-                State::Producing | State::Snapshotting | State::RollingOut | State::Retiring | State::Waiting
+                State::Producing
+                    | State::Snapshotting
+                    | State::RollingOut
+                    | State::Retiring
+                    | State::Waiting
             )
         })
     })
@@ -224,7 +232,13 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
     ]];
     for d in decisions {
         if d.generations.is_empty() {
-            rows.push([d.dataset.clone(), "-".into(), "none".into(), "-".into(), "no generation yet".into()]);
+            rows.push([
+                d.dataset.clone(),
+                "-".into(),
+                "none".into(),
+                "-".into(),
+                "no generation yet".into(),
+            ]);
         }
         for g in &d.generations {
             rows.push([

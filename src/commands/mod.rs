@@ -2,8 +2,8 @@
 //! errors of the library modules and mapping them to exit codes.
 
 mod cluster;
-mod lifecycle;
 mod install;
+mod lifecycle;
 mod reconcile;
 mod render;
 

@@ -11,9 +11,9 @@ use std::time::Instant;
 use super::lifecycle::{self, Progress, Source};
 use crate::cli::{GitArgs, OutputFormat, ReconcileCmd};
 use crate::exit;
-use crate::rollout::Decision;
 use crate::gitops::{self, ChangeKind, Destination, Outcome};
 use crate::manifest::{Kind, ObjectRef};
+use crate::rollout::Decision;
 
 /// Runs the lifecycle once (observe, decide, render, commit, apply), or with `--wait` again
 /// and again until every dataset has settled or the timeout passes.
