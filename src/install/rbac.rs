@@ -69,13 +69,8 @@ pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyR
     let mut cluster = Vec::new();
     if !rollout.spec.snapshot_class.existing {
         let class = Kind::VolumeSnapshotClass;
-        // LIST cannot be limited to names; the other verbs are limited to the one class.
-        cluster.push(rule(
-            class.group(),
-            vec![class.plural().to_string()],
-            &["list"],
-            None,
-        ));
+        // The engine reads the class by name (never a cluster-wide LIST), so every verb is
+        // limited to the one class.
         cluster.push(rule(
             class.group(),
             vec![class.plural().to_string()],
