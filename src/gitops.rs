@@ -1013,6 +1013,7 @@ impl<'d> Session<'d> {
                 }
             }
         }
+        let t_blobs = std::time::Instant::now();
         let changed: BTreeSet<&str> = plan.changes.iter().map(|c| c.path.as_str()).collect();
         let folder = self.dest.path.trim_end_matches('/');
         // Write only the blobs that are new; the others are in the parent tree already.
@@ -1028,6 +1029,7 @@ impl<'d> Session<'d> {
             }
             entries.push((f.path.as_str(), oid));
         }
+        tracing::debug!(elapsed = ?t_blobs.elapsed(), "blobs written");
         let sub = if entries.is_empty() {
             None
         } else {
@@ -1164,8 +1166,17 @@ impl<'d> Session<'d> {
     }
 
     /// Makes the working tree and index match `new` where they matched `old` (checked clean
-    /// before): writes and removes exactly the files that differ between the two trees.
-    fn update_worktree(&self, old: Option<Oid>, new: Oid) -> Result<(), GitError> {
+    /// before): writes and removes exactly the files that differ between the two trees. Content
+    /// comes from `req` where it has the file (no read-back from the object database), and index
+    /// entries are built from the stat of the file just written with the blob id already known
+    /// (no re-hashing).
+    fn update_worktree(
+        &self,
+        req: &Request<'_>,
+        old: Option<Oid>,
+        new: Oid,
+    ) -> Result<(), GitError> {
+        let started = std::time::Instant::now();
         let fail = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Worktree {
             branch: self.branch.clone(),
             commit: short(new),
@@ -1178,8 +1189,19 @@ impl<'d> Session<'d> {
             .repo
             .diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)
             .map_err(g)?;
+        let ours: std::collections::HashMap<String, &[u8]> = req
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    format!("{}/{}", self.dest.path, f.path),
+                    f.content.as_slice(),
+                )
+            })
+            .collect();
         let root = self.repo.workdir().expect("non-bare").to_path_buf();
         let mut index = self.repo.index().map_err(g)?;
+        let mut made_dirs: BTreeSet<PathBuf> = BTreeSet::new();
         for delta in diff.deltas() {
             let new_file = delta.new_file();
             let Some(rel) = new_file.path().or(delta.old_file().path()) else {
@@ -1208,25 +1230,41 @@ impl<'d> Session<'d> {
             if mode == i32::from(git2::FileMode::Commit) {
                 continue; // submodules are not ours to check out
             }
-            let blob = self.repo.find_blob(new_file.id()).map_err(g)?;
-            if let Some(parent) = full.parent() {
+            if let Some(parent) = full.parent()
+                && !made_dirs.contains(parent)
+            {
                 std::fs::create_dir_all(parent).map_err(io)?;
+                made_dirs.insert(parent.to_path_buf());
             }
+            let rel_str = rel.to_string_lossy();
+            let blob;
+            let content: &[u8] = match ours.get(rel_str.as_ref()) {
+                Some(c) => c,
+                None => {
+                    blob = self.repo.find_blob(new_file.id()).map_err(g)?;
+                    blob.content()
+                }
+            };
             if mode == i32::from(git2::FileMode::Link) {
                 let _ = std::fs::remove_file(&full);
-                let target = String::from_utf8_lossy(blob.content()).to_string();
+                let target = String::from_utf8_lossy(content).to_string();
                 std::os::unix::fs::symlink(target, &full).map_err(io)?;
-            } else {
-                std::fs::write(&full, blob.content()).map_err(io)?;
-                if mode == i32::from(git2::FileMode::BlobExecutable) {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755))
-                        .map_err(io)?;
-                }
+                index.add_path(rel).map_err(g)?;
+                continue;
             }
-            index.add_path(rel).map_err(g)?;
+            std::fs::write(&full, content).map_err(io)?;
+            if mode == i32::from(git2::FileMode::BlobExecutable) {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io)?;
+            }
+            let meta = std::fs::symlink_metadata(&full).map_err(io)?;
+            index
+                .add(&index_entry(&meta, new_file.id(), mode, rel_str.as_bytes()))
+                .map_err(g)?;
         }
         index.write().map_err(g)?;
+        tracing::debug!(elapsed = ?started.elapsed(), files = diff.deltas().len(), "working tree updated");
         Ok(())
     }
 
@@ -1238,14 +1276,16 @@ impl<'d> Session<'d> {
         parent: Option<Oid>,
         worktree: bool,
     ) -> Result<(Plan, Option<Oid>), GitError> {
+        let started = std::time::Instant::now();
         let (plan, commit) = self.build(req, comps, parent)?;
+        tracing::debug!(elapsed = ?started.elapsed(), changes = plan.changes.len(), "compared and built");
         let Some(c) = commit else {
             return Ok((plan, None));
         };
         self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
         tracing::info!(commit = %c, branch = %self.branch, "committed");
         if worktree {
-            self.update_worktree(parent, c)?;
+            self.update_worktree(req, parent, c)?;
         }
         Ok((plan, Some(c)))
     }
@@ -1356,7 +1396,7 @@ impl<'d> Session<'d> {
             let target = new_commit.unwrap_or(remote_head);
             self.move_branch(Some(local), target, "snaproll: rebuilt on the remote head")?;
             if worktree {
-                self.update_worktree(Some(local), target)?;
+                self.update_worktree(req, Some(local), target)?;
             }
             plan = new_plan;
             commit = new_commit;
@@ -1680,6 +1720,26 @@ fn resolve_branch(
             })?;
     }
     Ok(branch)
+}
+
+/// An index entry for a file just written: its stat data and the blob id already known.
+fn index_entry(meta: &std::fs::Metadata, id: Oid, mode: i32, path: &[u8]) -> git2::IndexEntry {
+    use std::os::unix::fs::MetadataExt;
+    // The index stores these as 32-bit fields; truncation is what git does too.
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(meta.ctime() as i32, meta.ctime_nsec() as u32),
+        mtime: git2::IndexTime::new(meta.mtime() as i32, meta.mtime_nsec() as u32),
+        dev: meta.dev() as u32,
+        ino: meta.ino() as u32,
+        mode: mode as u32,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        file_size: meta.size() as u32,
+        id,
+        flags: (path.len().min(0xfff)) as u16,
+        flags_extended: 0,
+        path: path.to_vec(),
+    }
 }
 
 /// Seven-character abbreviation of a commit id, for messages.

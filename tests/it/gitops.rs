@@ -827,3 +827,72 @@ fn author_falls_back_to_env_then_git_config_then_snaproll() {
     cmd.assert().success();
     assert_eq!(author(&repo).trim(), "Config Bot <config@example.com>");
 }
+
+#[test]
+fn empty_remote_gets_a_first_commit_without_parent_on_main() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let bare = env.path("empty.git");
+    env.git(
+        env.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    env.reconcile(&format!("file://{}", bare.display()), &[])
+        .assert()
+        .success();
+    assert_eq!(env.count(&bare, "refs/heads/main"), 1);
+    assert_eq!(
+        env.git(&bare, &["rev-list", "--max-parents=0", "refs/heads/main"])
+            .lines()
+            .count(),
+        1
+    );
+    env.fsck(&bare);
+}
+
+/// The library API the rollout state machine calls: nested files, and an empty file set
+/// removing the folder while the rest of the repository stays.
+#[test]
+fn library_publish_handles_nested_files_and_an_emptied_folder() {
+    use snaproll::gitops::{self, ChangeKind, Destination, File, Request};
+    let env = Env::new();
+    let repo = env.seeded_repo("lib");
+    let file = |path: &str, content: &str| File {
+        path: path.to_string(),
+        content: content.as_bytes().to_vec(),
+        objects: vec![format!("Thing/{path}")],
+    };
+    let files = vec![file("a.yaml", "a: 1\n"), file("sub/b.yaml", "b: 2\n")];
+    fn req(files: &[File]) -> Request<'_> {
+        Request {
+            files,
+            rollout: "demo",
+            generation: "g1",
+            author_name: Some("Lib"),
+            author_email: Some("lib@example.com"),
+            describe_removed: None,
+        }
+    }
+    let dest = Destination::new(repo.to_str().unwrap(), "deploy/demo/");
+    let out = gitops::publish(&dest, &req(&files)).unwrap();
+    assert!(out.commit.is_some());
+    assert_eq!(out.count(ChangeKind::Added), 2);
+    assert_eq!(
+        out.summary,
+        "snaproll: demo g1: 2 added, 0 changed, 0 removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("deploy/demo/sub/b.yaml")).unwrap(),
+        "b: 2\n"
+    );
+    // Preview of the same content: nothing to do.
+    let preview = gitops::preview(&dest, &req(&files)).unwrap();
+    assert!(preview.changes.is_empty());
+    // An empty set removes the folder (and its parents that became empty).
+    let out = gitops::publish(&dest, &req(&[])).unwrap();
+    assert_eq!(out.count(ChangeKind::Removed), 2);
+    assert_eq!(env.files(&repo, "HEAD"), ["README.md"]);
+    assert!(!repo.join("deploy").exists());
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    env.fsck(&repo);
+}
