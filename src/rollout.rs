@@ -608,7 +608,7 @@ fn replicas_detail(sts: &Value) -> String {
 pub enum StepError {
     /// Reading the rollout's objects from the cluster failed.
     #[error("reading the rollout's objects from the cluster")]
-    Live(#[source] crate::apply::ApplyError),
+    Live(#[source] Box<crate::apply::ApplyError>),
     /// Rendering the decided parts failed.
     #[error("rendering the decided generations")]
     Render(#[source] crate::render::RenderError),
@@ -632,7 +632,7 @@ pub async fn step_from_cluster(
     let live = manager
         .live(&std::collections::BTreeSet::new())
         .await
-        .map_err(StepError::Live)?;
+        .map_err(|e| StepError::Live(Box::new(e)))?;
     let values: Vec<Value> = live.objects.into_values().collect();
     let observed = observe(&rollout.metadata.name, &values);
     let (decisions, plan) = decide_all(rollout, &observed, opts);

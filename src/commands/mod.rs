@@ -124,6 +124,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
             return e.exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<crate::rollout::StepError>() {
+            return match e {
+                crate::rollout::StepError::Live(_) => exit::CLUSTER,
+                crate::rollout::StepError::Render(_) => exit::INVALID,
+            };
+        }
         if cause.is::<crate::apply::ApplyError>() || cause.is::<crate::apply::Failed>() {
             return exit::CLUSTER;
         }
