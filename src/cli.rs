@@ -265,6 +265,11 @@ pub struct ReconcileCmd {
         value_name = "DURATION"
     )]
     pub poll_interval: jiff::SignedDuration,
+    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
+    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
+    /// tomorrow's run would do, or to replay a run.
+    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
+    pub now: Option<jiff::Timestamp>,
     /// How long a snapshot may take to become ready before its generation is marked failed
     /// (EBS snapshots of large volumes take hours).
     #[arg(
@@ -286,6 +291,11 @@ pub struct StatusCmd {
     pub file: PathBuf,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
+    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
+    /// tomorrow's run would do, or to replay a run.
+    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
+    pub now: Option<jiff::Timestamp>,
     /// How long a snapshot may take to become ready before its generation counts as failed.
     #[arg(
         long,

@@ -137,6 +137,16 @@ impl GenerationPlan {
             claim_size: None,
         }
     }
+
+    /// A generation restoring from its ready snapshot: the snapshot and StatefulSet, and the
+    /// producer only while it still exists. A rolled-back generation whose producer is gone
+    /// must not run it again: the refresh can take hours and its result is not what is served.
+    pub fn restoring(id: &str, producer: bool) -> Self {
+        GenerationPlan {
+            producer,
+            ..GenerationPlan::full(id)
+        }
+    }
 }
 
 impl Plan {

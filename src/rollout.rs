@@ -366,7 +366,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             let Raw::Ready { restore } = raw else {
                 unreachable!()
             };
-            plan = GenerationPlan::full(&o.id);
+            plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
             plan.claim_size = claim_size(d, restore);
             let sts = &o.statefulset;
             (
@@ -385,7 +385,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                     (State::Snapshotting, detail.clone())
                 }
                 Raw::SnapshotReady { restore } => {
-                    plan = GenerationPlan::full(&o.id);
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
                     plan.claim_size = claim_size(d, restore);
                     (
                         State::RollingOut,
@@ -393,12 +393,12 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                     )
                 }
                 Raw::RollingOut { restore, detail } => {
-                    plan = GenerationPlan::full(&o.id);
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
                     plan.claim_size = claim_size(d, restore);
                     (State::RollingOut, detail.clone())
                 }
                 Raw::Ready { restore } => {
-                    plan = GenerationPlan::full(&o.id);
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
                     plan.claim_size = claim_size(d, restore);
                     (State::RollingOut, "ready; taking over".to_string())
                 }
@@ -620,6 +620,8 @@ pub struct Step {
     pub observed: BTreeMap<String, Vec<Observed>>,
     pub decisions: Vec<Decision>,
     pub set: crate::render::RenderedSet,
+    /// What the cluster held (push mode applies on top of it instead of reading it again).
+    pub live: Option<crate::apply::LiveState>,
 }
 
 /// Plans a step from the cluster: one LIST per kind, a decision per dataset, the render.
@@ -633,7 +635,7 @@ pub async fn step_from_cluster(
         .live(&std::collections::BTreeSet::new())
         .await
         .map_err(|e| StepError::Live(Box::new(e)))?;
-    let values: Vec<Value> = live.objects.into_values().collect();
+    let values: Vec<Value> = live.objects.values().cloned().collect();
     let observed = observe(&rollout.metadata.name, &values);
     let (decisions, plan) = decide_all(rollout, &observed, opts);
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
@@ -641,6 +643,7 @@ pub async fn step_from_cluster(
         observed,
         decisions,
         set,
+        live: Some(live),
     })
 }
 
@@ -670,6 +673,7 @@ pub fn step_from_git(
         observed,
         decisions,
         set,
+        live: None,
     })
 }
 
@@ -730,7 +734,8 @@ pub fn check_invariants(
         )));
     }
     let rendered = |id: &str| decision.render.iter().find(|p| p.id == id);
-    // The newest serving generation is always rendered in full.
+    // The newest serving generation always keeps its snapshot and StatefulSet (its producer
+    // too while it exists; a rolled-back generation has none).
     if let Some(s) = decision
         .generations
         .iter()
@@ -738,7 +743,7 @@ pub fn check_invariants(
         .find(|g| g.state == State::Serving)
     {
         match rendered(&s.generation) {
-            Some(p) if p.producer && p.snapshot && p.statefulset => {}
+            Some(p) if p.snapshot && p.statefulset => {}
             _ => {
                 return Err(fail(format!(
                     "serving generation {} is not fully rendered",

@@ -225,6 +225,9 @@ pub struct LiveState {
     pub objects: BTreeMap<ObjectRef, Value>,
     /// The ApplySet parent, when it exists.
     pub parent: Option<Value>,
+    /// What was read (a kind in a namespace, or a cluster-scoped object by name), so a later
+    /// step of the same run reads only what is missing.
+    read: BTreeSet<(Kind, String)>,
 }
 
 impl LiveState {
@@ -398,22 +401,28 @@ impl Manager {
     /// the parent records), filtered by the ownership label selector. This is what the rollout
     /// reads statuses from (producer Pod phase, snapshot `readyToUse`, StatefulSet status).
     pub async fn live(&self, extra_namespaces: &BTreeSet<String>) -> Result<LiveState, ApplyError> {
-        self.live_of(extra_namespaces, None).await
+        self.live_of(extra_namespaces, None, None).await
     }
 
     /// The live state a run over `set` needs: only the kinds `set` renders or the parent
     /// records (ApplySet semantics: the parent is widened before any member of a new kind is
     /// written), so a rollout using an existing snapshot class needs no cluster-wide RBAC.
     async fn live_for(&self, set: &RenderedSet) -> Result<LiveState, ApplyError> {
-        self.live_of(&Self::namespaces_of(set), Some(set)).await
+        self.live_of(&Self::namespaces_of(set), Some(set), None)
+            .await
     }
 
+    /// Reads the live state, skipping what `known` (read earlier this run) already holds.
     async fn live_of(
         &self,
         extra_namespaces: &BTreeSet<String>,
         set: Option<&RenderedSet>,
+        known: Option<LiveState>,
     ) -> Result<LiveState, ApplyError> {
-        let parent = self.read_parent().await?;
+        let parent = match &known {
+            Some(k) => k.parent.clone(),
+            None => self.read_parent().await?,
+        };
         let kinds: Vec<Kind> = match set {
             None => Kind::ALL.to_vec(),
             Some(set) => {
@@ -451,6 +460,17 @@ impl Manager {
                 }
             }
         }
+        let mut state = known.unwrap_or_default();
+        let key = |kind: Kind, ns: &Option<String>, name: &Option<String>| {
+            (
+                kind,
+                ns.clone().or_else(|| name.clone()).unwrap_or_default(),
+            )
+        };
+        jobs.retain(|(kind, ns, name)| !state.read.contains(&key(*kind, ns, name)));
+        state
+            .read
+            .extend(jobs.iter().map(|(kind, ns, name)| key(*kind, ns, name)));
         let results = futures::stream::iter(jobs.into_iter().map(|(kind, ns, name)| {
             let selector = selector.clone();
             async move {
@@ -491,7 +511,7 @@ impl Manager {
         .buffer_unordered(self.concurrency)
         .collect::<Vec<_>>()
         .await;
-        let mut objects = BTreeMap::new();
+        let objects = &mut state.objects;
         for r in results {
             let (kind, items) = r?;
             for item in items {
@@ -507,7 +527,8 @@ impl Manager {
                 objects.insert(id, v);
             }
         }
-        Ok(LiveState { objects, parent })
+        state.parent = parent;
+        Ok(state)
     }
 
     async fn read_parent(&self) -> Result<Option<Value>, ApplyError> {
@@ -784,13 +805,28 @@ impl Manager {
         set: &RenderedSet,
         opts: &ApplyOptions,
     ) -> Result<ChangeSet, Box<Failed>> {
+        self.apply_from(set, opts, None).await
+    }
+
+    /// [`Manager::apply`] on top of a live state read earlier in the same run (the rollout's
+    /// observation from [`Manager::live`]): only what that read lacks is read again, so a
+    /// reconcile makes at most one LIST per kind.
+    pub async fn apply_from(
+        &self,
+        set: &RenderedSet,
+        opts: &ApplyOptions,
+        known: Option<LiveState>,
+    ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(opts.dry_run);
         let fail = |changes: ChangeSet, error: ApplyError| {
             let mut changes = changes;
             changes.error = Some(error.to_string());
             Box::new(Failed { changes, error })
         };
-        let live = match self.live_for(set).await {
+        let live = match self
+            .live_of(&Self::namespaces_of(set), Some(set), known)
+            .await
+        {
             Ok(l) => l,
             Err(e) => return Err(fail(changes, e)),
         };

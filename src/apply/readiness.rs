@@ -84,14 +84,39 @@ fn snapshot(v: &Value) -> Readiness {
 fn pod(v: &Value) -> Readiness {
     match v.pointer("/status/phase").and_then(Value::as_str) {
         Some("Succeeded") => Readiness::Ready,
-        Some("Failed") => Readiness::Failed(
-            v.pointer("/status/message")
-                .and_then(Value::as_str)
-                .unwrap_or("pod failed")
-                .to_string(),
-        ),
+        Some("Failed") => Readiness::Failed(failure(v)),
         Some(p) => Readiness::Pending(format!("phase {p}")),
         None => Readiness::Pending("not scheduled".to_string()),
+    }
+}
+
+/// Why a Pod failed: its message (e.g. a deadline), else its reason (e.g. Evicted), else the
+/// first terminated container's reason and exit code (e.g. `OOMKilled, exit code 137`), which
+/// is where the kubelet puts a producer's own failure.
+fn failure(v: &Value) -> String {
+    let text = |ptr: &str| {
+        v.pointer(ptr)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(m) = text("/status/message").or_else(|| text("/status/reason")) {
+        return m.to_string();
+    }
+    let terminated = v
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.pointer("/state/terminated"));
+    match terminated {
+        Some(t) => {
+            let reason = t.get("reason").and_then(Value::as_str).unwrap_or("Error");
+            match t.get("exitCode").and_then(Value::as_i64) {
+                Some(code) => format!("{reason}, exit code {code}"),
+                None => reason.to_string(),
+            }
+        }
+        None => "pod failed".to_string(),
     }
 }
 
@@ -122,6 +147,21 @@ mod tests {
         assert_eq!(
             readiness(Kind::Pod, &p),
             Readiness::Failed("OOMKilled".into())
+        );
+    }
+
+    #[test]
+    fn failed_pod_without_a_message_names_its_container_termination() {
+        let p = json!({"status": {"phase": "Failed", "containerStatuses": [
+            {"name": "producer", "state": {"terminated": {"reason": "Error", "exitCode": 3}}}]}});
+        assert_eq!(
+            readiness(Kind::Pod, &p),
+            Readiness::Failed("Error, exit code 3".into())
+        );
+        let p = json!({"status": {"phase": "Failed", "reason": "Evicted"}});
+        assert_eq!(
+            readiness(Kind::Pod, &p),
+            Readiness::Failed("Evicted".into())
         );
     }
 

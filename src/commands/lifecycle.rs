@@ -39,6 +39,8 @@ pub(crate) struct Run {
     pub observed: BTreeMap<String, Vec<Observed>>,
     /// The cluster, when it was read.
     pub cluster: Option<Cluster>,
+    /// What the cluster held when the run observed it.
+    pub live: Option<crate::apply::LiveState>,
 }
 
 /// A connection to the cluster: the runtime the async client needs and the manager.
@@ -54,6 +56,7 @@ pub(crate) fn prepare(
     cluster_args: &ClusterArgs,
     source: Source<'_>,
     snapshot_timeout: Duration,
+    now: jiff::Timestamp,
     start: bool,
 ) -> Result<Run> {
     let loaded = spec::load(&render.file)?;
@@ -63,8 +66,8 @@ pub(crate) fn prepare(
     let rollout_name = loaded.rollout.metadata.name.clone();
     let opts = Options {
         generation: render.generation.clone(),
-        today: crate::render::today_utc(),
-        now: jiff::Timestamp::now(),
+        today: now.strftime("%Y-%m-%d").to_string(),
+        now,
         snapshot_timeout,
         start,
     };
@@ -117,11 +120,12 @@ pub(crate) fn prepare(
         .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
         .max()
         .or_else(|| render.generation.clone())
-        .unwrap_or_else(crate::render::today_utc);
+        .unwrap_or_else(|| opts.today.clone());
     let rollout::Step {
         observed,
         decisions,
         set,
+        live,
     } = step;
     tracing::debug!(objects = set.objects.len(), %generation, "rollout decided and rendered");
     Ok(Run {
@@ -131,6 +135,7 @@ pub(crate) fn prepare(
         decisions,
         observed,
         cluster,
+        live,
     })
 }
 
@@ -179,14 +184,17 @@ pub(crate) fn apply(
         dry_run,
         ..ApplyOptions::default()
     };
-    let mut changes = cluster
-        .runtime
-        .block_on(cluster.manager.apply(&run.set, &opts))?;
+    let mut changes = cluster.runtime.block_on(cluster.manager.apply_from(
+        &run.set,
+        &opts,
+        run.live.clone(),
+    ))?;
     if prune && !dry_run {
         let step = rollout::Step {
             observed: run.observed.clone(),
             decisions: Vec::new(),
             set: run.set.clone(),
+            live: None,
         };
         for (dataset, generation) in rollout::leftover_claims(&run.loaded.rollout, &step) {
             let cs = cluster.runtime.block_on(
@@ -302,6 +310,7 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
         &cmd.cluster,
         Source::Status,
         cmd.snapshot_timeout.unsigned_abs(),
+        cmd.now.unwrap_or_else(jiff::Timestamp::now),
         false,
     )?;
     let text = match cmd.output {

@@ -124,6 +124,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
             return e.exit_code();
         }
+        if cause.is::<reconcile::WaitTimeout>() {
+            return exit::CLUSTER;
+        }
         if let Some(e) = cause.downcast_ref::<crate::rollout::StepError>() {
             return match e {
                 crate::rollout::StepError::Live(_) => exit::CLUSTER,

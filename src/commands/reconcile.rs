@@ -78,6 +78,7 @@ fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)
             offline: cmd.offline,
         },
         cmd.snapshot_timeout.unsigned_abs(),
+        cmd.now.unwrap_or_else(jiff::Timestamp::now),
         true,
     )?;
     if cmd.wait && run.cluster.is_none() {

@@ -36,12 +36,13 @@ pub fn parent_name(rollout: &Rollout) -> String {
 }
 
 /// Verbs in pull mode, where Argo CD or Flux applies and snaproll only reads the rollout's
-/// objects (one LIST per kind) to decide when an old generation may leave Git.
+/// objects (one LIST per kind, and a GET of the ApplySet parent) to decide when an old
+/// generation may leave Git.
 pub const PULL_VERBS: [&str; 1] = ["list"];
 
 /// The namespaced rules (for the Role in the rollout's namespace) and the cluster-scoped rules
 /// (for a ClusterRole; empty unless the spec manages its VolumeSnapshotClass and snaproll
-/// applies it). With `pull`, only read access to the rollout's namespaced kinds.
+/// applies it). With `pull`, only read access to the rollout's namespaced kinds and its parent.
 pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
     let verbs: &[&str] = if pull { &PULL_VERBS } else { &OBJECT_VERBS };
     let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.namespaced()).collect();
@@ -57,15 +58,17 @@ pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyR
             None => namespaced.push(rule(kind.group(), vec![resource], verbs, None)),
         }
     }
-    if pull {
-        return (namespaced, Vec::new());
-    }
+    // The ApplySet parent: read in both modes (it records the namespaces and kinds a push
+    // run wrote), written only by push runs.
     namespaced.push(rule(
         "",
         vec!["configmaps".to_string()],
-        &PARENT_VERBS,
+        if pull { &["get"] } else { &PARENT_VERBS },
         Some(vec![parent_name(rollout)]),
     ));
+    if pull {
+        return (namespaced, Vec::new());
+    }
     let mut cluster = Vec::new();
     if !rollout.spec.snapshot_class.existing {
         let class = Kind::VolumeSnapshotClass;

@@ -81,6 +81,11 @@ pub struct Req {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The status code of the answer (0 while it is being handled).
+    pub status: u16,
+    /// A PATCH whose object did not exist before: server-side apply creating it (RBAC
+    /// authorizes that as `create` too).
+    pub creates: bool,
 }
 
 impl Req {
@@ -284,6 +289,20 @@ impl FakeApi {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// The stored objects of a collection path, bypassing log and faults.
+    pub async fn items(&self, path: &str) -> Vec<Value> {
+        let (mapped, cluster) = map_path(path);
+        let (_, body) = raw_call(&self.state.inner, "GET", &mapped, "", None, Bytes::new()).await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        v["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| strip_scope(i, cluster))
+            .collect()
     }
 
     /// Deletes an object, bypassing log and faults.
@@ -598,22 +617,55 @@ fn immutable_violation(
     }
 }
 
+/// Logs the request, answers it, and records the answer's status in the log.
 async fn handle(state: Arc<State>, req: Request<Bytes>) -> Result<Response<Full<Bytes>>, BoxError> {
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+    let mut r = Req {
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        status: 0,
+        creates: false,
+    };
+    if r.method == "PATCH" && !r.path.ends_with("/status") {
+        let (code, _) = raw_call(
+            &state.inner,
+            "GET",
+            &map_path(&r.path).0,
+            "",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        r.creates = code == 404;
+    }
+    let index = {
+        let mut log = state.log.lock().unwrap();
+        log.push(r.clone());
+        log.len() - 1
+    };
+    let resp = answer(state.clone(), r, req).await;
+    if let Ok(resp) = &resp
+        && let Some(entry) = state.log.lock().unwrap().get_mut(index)
+    {
+        entry.status = resp.status().as_u16();
+    }
+    resp
+}
+
+async fn answer(
+    state: Arc<State>,
+    r: Req,
+    req: Request<Bytes>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let method = r.method.clone();
+    let path = r.path.clone();
+    let query = r.query.clone();
     let content_type = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body = req.into_body();
-    let r = Req {
-        method: method.clone(),
-        path: path.clone(),
-        query: query.clone(),
-    };
-    state.log.lock().unwrap().push(r.clone());
 
     // Faults first, as a real API server (or the network) would fail before doing anything.
     let action = {

@@ -5,4 +5,5 @@ mod common;
 mod fakeapi;
 mod gitops;
 mod install;
+mod lifecycle;
 mod render;

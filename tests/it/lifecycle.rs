@@ -1,0 +1,1343 @@
+//! Whole rollout lifecycles, driven as a CronJob would drive them: the `snaproll` binary runs
+//! `reconcile` again and again against a loopback API server (kube-fake-client), and between
+//! runs a small driver plays the controllers a real cluster has (the kubelet finishing the
+//! producer Pod, the snapshot controller, the StatefulSet controller creating and removing
+//! claims) and, in pull mode, Argo CD applying what Git holds.
+//!
+//! After every single run and every controller step, [`World::check_invariants`] checks the
+//! cluster: once a dataset served, a ready StatefulSet always serves it; a snapshot is never gone
+//! while a StatefulSet or claim of its generation exists; at most one generation is being
+//! introduced per dataset. Re-runs with nothing new make no write request and no commit.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{Value, json};
+use snaproll::install::{self, Options as InstallOptions, rbac};
+
+use crate::common::*;
+use crate::fakeapi::{FakeApi, Req, Server};
+
+const NS: &str = "default";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
+const SVCS: &str = "/api/v1/namespaces/default/services";
+const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets";
+const SNAPS: &str = "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
+const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
+
+const D1: &str = "2021-07-15T04:00:00Z";
+const D2: &str = "2021-07-16T04:00:00Z";
+const D3: &str = "2021-07-17T04:00:00Z";
+const G1: &str = "2021-07-15";
+const G2: &str = "2021-07-16";
+const G3: &str = "2021-07-17";
+
+/// How snaproll reaches the cluster.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// `reconcile --apply --prune`: snaproll applies each step itself.
+    Push,
+    /// `reconcile` with read-only cluster access: it commits, Argo CD (played here) applies.
+    Pull,
+    /// No cluster configuration at all: decisions from what Git holds.
+    Offline,
+}
+
+/// The knobs of the generated spec.
+#[derive(Clone)]
+struct Knobs {
+    datasets: Vec<&'static str>,
+    keep: u32,
+    replicas: u32,
+    size: &'static str,
+    when_deleted: &'static str,
+    pin: Option<&'static str>,
+    /// `snapshotClass.existing: true`: the class is the cluster's, not rendered.
+    existing_class: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            datasets: vec!["data"],
+            keep: 1,
+            replicas: 3,
+            size: "10Gi",
+            when_deleted: "Delete",
+            pin: None,
+            existing_class: false,
+        }
+    }
+}
+
+/// The consumer of a dataset: `consumer` for `data` (as in the article), else `<name>-consumer`.
+fn consumer(dataset: &str) -> String {
+    if dataset == "data" {
+        "consumer".to_string()
+    } else {
+        format!("{dataset}-consumer")
+    }
+}
+
+fn spec_text(k: &Knobs) -> String {
+    let class = if k.existing_class {
+        "    existing: true\n"
+    } else {
+        "    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n"
+    };
+    let mut s = format!(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: demo\n  namespace: default\nspec:\n  snapshotClass:\n    name: csi-gce-pd-snapshot-class\n{class}  datasets:\n",
+    );
+    for d in &k.datasets {
+        let pin = k
+            .pin
+            .map(|p| format!("\n        pin: \"{p}\""))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n",
+            size = k.size,
+            keep = k.keep,
+            c = consumer(d),
+            replicas = k.replicas,
+            wd = k.when_deleted,
+        ));
+    }
+    s
+}
+
+/// What the played controllers do with one generation's objects.
+#[derive(Clone, Debug)]
+struct Behaviour {
+    /// `None`: the producer succeeds; `Some(reason)`: it fails with that message.
+    producer_fails: Option<String>,
+    /// The producer is still running (the controller does nothing yet).
+    producer_holds: bool,
+    /// The snapshot's `status.error` while it is not ready.
+    snapshot_error: Option<String>,
+    /// The snapshot is not ready yet.
+    snapshot_holds: bool,
+    /// The snapshot's `restoreSize` once ready.
+    restore_size: String,
+    /// The StatefulSet's pods never become ready.
+    sts_holds: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            producer_fails: None,
+            producer_holds: false,
+            snapshot_error: None,
+            snapshot_holds: false,
+            restore_size: "10Gi".to_string(),
+            sts_holds: false,
+        }
+    }
+}
+
+/// One `snaproll reconcile` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    /// The first JSON line of stdout: the Git outcome and the generations' states.
+    report: Value,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let report = stdout
+            .lines()
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            report,
+        }
+    }
+
+    /// `generation state` for each generation of `dataset`, oldest first.
+    fn states(&self, dataset: &str) -> Vec<String> {
+        self.report["generations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["dataset"] == dataset)
+            .flat_map(|d| d["generations"].as_array().cloned().unwrap_or_default())
+            .map(|g| format!("{} {}", str_of(&g["generation"]), str_of(&g["state"])))
+            .collect()
+    }
+
+    /// The detail text of one generation.
+    fn detail(&self, dataset: &str, generation: &str) -> String {
+        self.report["generations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["dataset"] == dataset)
+            .flat_map(|d| d["generations"].as_array().cloned().unwrap_or_default())
+            .find(|g| g["generation"] == generation)
+            .map(|g| str_of(&g["detail"]))
+            .unwrap_or_default()
+    }
+
+    fn committed(&self) -> bool {
+        !self.report["commit"].is_null()
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// A cluster (the fake behind a loopback server), a Git repository, a spec, and the played
+/// controllers.
+struct World {
+    tmp: tempfile::TempDir,
+    server: Server,
+    mode: Mode,
+    kubeconfig: PathBuf,
+    spec: PathBuf,
+    repo: PathBuf,
+    knobs: RefCell<Knobs>,
+    /// Per generation id; the default for the others.
+    behaviour: RefCell<BTreeMap<String, Behaviour>>,
+    /// Whether the StatefulSet controller deletes claims with their StatefulSet (the
+    /// `persistentVolumeClaimRetentionPolicy` of Kubernetes 1.32+); off plays an older cluster.
+    retention_gc: bool,
+    /// Datasets that have had a ready StatefulSet: from then on one must always exist.
+    served: RefCell<BTreeSet<String>>,
+    /// What the played Argo CD applied last (pull mode), by API path: it applies what changed
+    /// (an OutOfSync resource) and prunes what Git dropped.
+    argo_applied: RefCell<BTreeMap<String, Value>>,
+    /// Every object that appeared (`+Kind/name`) or went (`-Kind/name`), in order.
+    events: RefCell<Vec<String>>,
+    seen: RefCell<BTreeSet<(usize, String)>>,
+}
+
+impl World {
+    fn new(mode: Mode, knobs: Knobs) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = FakeApi::serve();
+        let kubeconfig = server.kubeconfig(tmp.path());
+        let spec = tmp.path().join("snaproll.yaml");
+        std::fs::write(&spec, spec_text(&knobs)).unwrap();
+        let repo = tmp.path().join("gitops");
+        World {
+            server,
+            mode,
+            kubeconfig,
+            spec,
+            repo,
+            knobs: RefCell::new(knobs),
+            behaviour: RefCell::default(),
+            retention_gc: true,
+            served: RefCell::default(),
+            argo_applied: RefCell::default(),
+            events: RefCell::default(),
+            seen: RefCell::default(),
+            tmp,
+        }
+    }
+
+    fn api(&self) -> &FakeApi {
+        &self.server.api
+    }
+
+    fn set_knobs(&self, f: impl FnOnce(&mut Knobs)) {
+        let mut k = self.knobs.borrow_mut();
+        f(&mut k);
+        std::fs::write(&self.spec, spec_text(&k)).unwrap();
+    }
+
+    fn behave(&self, generation: &str, f: impl FnOnce(&mut Behaviour)) {
+        let mut b = self.behaviour.borrow_mut();
+        f(b.entry(generation.to_string()).or_default());
+    }
+
+    fn behaviour(&self, generation: &str) -> Behaviour {
+        self.behaviour
+            .borrow()
+            .get(generation)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `snaproll reconcile` as the CronJob runs it in this world's mode, at time `now`.
+    fn command(&self, now: &str, extra: &[&str]) -> assert_cmd::Command {
+        let mut cmd = snaproll();
+        cmd.env("HOME", self.tmp.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(["reconcile", "-f"])
+            .arg(&self.spec)
+            .arg("--repo")
+            .arg(&self.repo)
+            .args(["--now", now, "-o", "json"]);
+        match self.mode {
+            Mode::Push => {
+                cmd.arg("--kubeconfig")
+                    .arg(&self.kubeconfig)
+                    .args(["--apply", "--prune"]);
+            }
+            Mode::Pull => {
+                cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+            }
+            Mode::Offline => {}
+        }
+        cmd.args(extra);
+        cmd
+    }
+
+    /// One run that must succeed (exit 0), then the invariants; in pull mode Argo CD syncs.
+    fn run(&self, now: &str) -> Run {
+        self.run_code(now, &[], 0)
+    }
+
+    fn run_code(&self, now: &str, extra: &[&str], code: i32) -> Run {
+        self.run_allowing(now, extra, &[code])
+    }
+
+    /// One run whose exit code must be one of `codes`, then the checks.
+    fn run_allowing(&self, now: &str, extra: &[&str], codes: &[i32]) -> Run {
+        let run = Run::from(self.command(now, extra).output().unwrap());
+        assert!(
+            codes.contains(&run.code),
+            "reconcile at {now} {extra:?}: exit {}\nstdout: {}\nstderr: {}",
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "a panic: {}", run.stderr);
+        self.record("run");
+        self.check_report(&run);
+        self.check_invariants("after reconcile");
+        if self.mode == Mode::Pull {
+            self.argo_sync();
+            self.record("argo");
+            self.check_invariants("after Argo CD synced");
+        }
+        run
+    }
+
+    /// A run with nothing new: no write request to the API server and no commit.
+    fn quiet(&self, now: &str) -> Run {
+        let commits = self.commits();
+        self.api().clear_requests();
+        let run = self.run(now);
+        let writes: Vec<String> = self
+            .api()
+            .writes()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "a quiet run wrote: {writes:#?}");
+        assert_eq!(self.commits(), commits, "a quiet run committed");
+        assert!(!run.committed(), "{}", run.stdout);
+        if self.mode != Mode::Offline {
+            let lists = self.api().requests().iter().filter(|r| r.is_list()).count();
+            let kinds = 5; // pods, PVCs, snapshots, Services, StatefulSets
+            assert!(lists <= kinds, "{lists} LISTs for {kinds} kinds");
+        }
+        run
+    }
+
+    fn commits(&self) -> usize {
+        if !self.repo.join(".git").exists() {
+            return 0;
+        }
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["rev-list", "--count", "HEAD"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Files under the rollout's folder at HEAD.
+    fn git_files(&self) -> Vec<String> {
+        self.git(&["ls-tree", "-r", "--name-only", "HEAD", "rollouts/demo/"])
+            .lines()
+            .map(|l| l.trim_start_matches("rollouts/demo/").to_string())
+            .collect()
+    }
+
+    /// Every object of the rollout in the cluster, as `(order, Kind/name)` pairs.
+    fn objects(&self) -> BTreeSet<(usize, String)> {
+        let mut out = BTreeSet::new();
+        for (i, (kind, path)) in [
+            ("VolumeSnapshotClass", CLASSES),
+            ("PersistentVolumeClaim", PVCS),
+            ("Pod", PODS),
+            ("VolumeSnapshot", SNAPS),
+            ("Service", SVCS),
+            ("StatefulSet", STS),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for name in self.server.block_on(self.api().names(path)) {
+                out.insert((i, format!("{kind}/{name}")));
+            }
+        }
+        out
+    }
+
+    /// Appends what appeared and went since the last call to the event log.
+    fn record(&self, _step: &str) {
+        let now = self.objects();
+        let mut seen = self.seen.borrow_mut();
+        let mut events = self.events.borrow_mut();
+        for gone in seen.difference(&now) {
+            events.push(format!("-{}", gone.1));
+        }
+        for new in now.difference(&seen) {
+            events.push(format!("+{}", new.1));
+        }
+        *seen = now;
+    }
+
+    /// The events so far, and a fresh log.
+    fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.events.borrow_mut())
+    }
+
+    fn items(&self, path: &str) -> Vec<Value> {
+        self.server.block_on(self.api().items(path))
+    }
+
+    /// The single place the rollout's invariants are checked, on what the cluster holds.
+    fn check_invariants(&self, when: &str) {
+        if self.mode == Mode::Offline {
+            return;
+        }
+        let label = |v: &Value, k: &str| {
+            v.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        #[derive(Default, Debug)]
+        struct Gen {
+            snapshot: bool,
+            sts: Option<Value>,
+            claims: usize,
+        }
+        let mut by: BTreeMap<String, BTreeMap<String, Gen>> = BTreeMap::new();
+        let entry = |v: &Value| {
+            let (Some(d), Some(g)) = (
+                label(v, "snaproll.dev/dataset"),
+                label(v, "snaproll.dev/generation"),
+            ) else {
+                return None;
+            };
+            Some((d, g))
+        };
+        let mut add = |v: &Value, f: &dyn Fn(&mut Gen, &Value)| {
+            if let Some((d, g)) = entry(v) {
+                f(by.entry(d).or_default().entry(g).or_default(), v);
+            }
+        };
+        for s in self.items(SNAPS) {
+            add(&s, &|g, _| g.snapshot = true);
+        }
+        for s in self.items(STS) {
+            add(&s, &|g, v| g.sts = Some(v.clone()));
+        }
+        for p in self.items(PVCS) {
+            if label(&p, "app.kubernetes.io/component").as_deref() == Some("consumer-volume") {
+                add(&p, &|g, _| g.claims += 1);
+            }
+        }
+        let mut served = self.served.borrow_mut();
+        for d in &self.knobs.borrow().datasets {
+            let gens = by.remove(*d).unwrap_or_default();
+            let ready = gens
+                .values()
+                .filter(|g| g.sts.as_ref().is_some_and(sts_ready))
+                .count();
+            if served.contains(*d) {
+                assert!(
+                    ready >= 1,
+                    "{when}: dataset {d} served before but no ready StatefulSet is left: {gens:#?}"
+                );
+            }
+            if ready >= 1 {
+                served.insert(d.to_string());
+            }
+            for (id, g) in &gens {
+                assert!(
+                    g.snapshot || (g.sts.is_none() && g.claims == 0),
+                    "{when}: snapshot of {d} {id} is gone while its StatefulSet or {} claims exist",
+                    g.claims
+                );
+            }
+            let unready = gens
+                .values()
+                .filter(|g| g.sts.as_ref().is_some_and(|s| !sts_ready(s)))
+                .count();
+            assert!(
+                unready <= 1,
+                "{when}: {unready} StatefulSets of {d} are being introduced at once"
+            );
+        }
+    }
+
+    /// Invariants of the run's own report: at most one generation per dataset in motion.
+    fn check_report(&self, run: &Run) {
+        for d in &self.knobs.borrow().datasets {
+            let moving: Vec<String> = run
+                .states(d)
+                .into_iter()
+                .filter(|s| {
+                    s.ends_with(" producing")
+                        || s.ends_with(" snapshotting")
+                        || s.ends_with(" rolling-out")
+                })
+                .collect();
+            assert!(
+                moving.len() <= 1,
+                "more than one generation introduced: {moving:?}"
+            );
+        }
+    }
+
+    /// Plays the cluster's controllers once: the producer Pod finishes, the snapshot
+    /// controller readies snapshots, the StatefulSet controller creates claims and reports
+    /// readiness, and (1.32+) deletes the claims of deleted StatefulSets.
+    fn play(&self) {
+        let api = self.api();
+        self.server.block_on(async {
+            for pod in api.items(PODS).await {
+                let name = str_of(&pod["metadata"]["name"]);
+                let g = generation_of(&pod);
+                let b = self.behaviour(&g);
+                let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+                if matches!(phase, Some("Succeeded" | "Failed")) || b.producer_holds {
+                    continue;
+                }
+                let status = match &b.producer_fails {
+                    Some(reason) => json!({"phase": "Failed", "message": reason}),
+                    None => json!({"phase": "Succeeded"}),
+                };
+                api.set_status(&format!("{PODS}/{name}"), status).await;
+            }
+            for snap in api.items(SNAPS).await {
+                let name = str_of(&snap["metadata"]["name"]);
+                let b = self.behaviour(&generation_of(&snap));
+                if snap.pointer("/status/readyToUse") == Some(&json!(true)) {
+                    continue;
+                }
+                let status = if b.snapshot_holds {
+                    match &b.snapshot_error {
+                        Some(m) => json!({"readyToUse": false,
+                            "error": {"message": m, "time": "2021-07-16T05:00:00Z"}}),
+                        None => json!({"readyToUse": false}),
+                    }
+                } else {
+                    json!({"readyToUse": true, "restoreSize": b.restore_size,
+                           "boundVolumeSnapshotContentName": format!("snapcontent-{name}")})
+                };
+                api.set_status(&format!("{SNAPS}/{name}"), status).await;
+            }
+            let stss = api.items(STS).await;
+            for sts in &stss {
+                let name = str_of(&sts["metadata"]["name"]);
+                let b = self.behaviour(&generation_of(sts));
+                let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
+                let template = &sts["spec"]["volumeClaimTemplates"][0];
+                let claim = str_of(&template["metadata"]["name"]);
+                for i in 0..replicas {
+                    let pvc = format!("{claim}-{name}-{i}");
+                    let obj = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "metadata": {"name": pvc, "namespace": NS,
+                                     "labels": template["metadata"]["labels"].clone()},
+                        "spec": template["spec"].clone()});
+                    api.apply_as(
+                        "statefulset-controller",
+                        &format!("{PVCS}/{pvc}"),
+                        &obj,
+                        true,
+                    )
+                    .await;
+                }
+                let generation = sts["metadata"]["generation"].as_i64().unwrap_or(1);
+                let ready = if b.sts_holds { 0 } else { replicas };
+                api.set_status(
+                    &format!("{STS}/{name}"),
+                    json!({"observedGeneration": generation, "replicas": replicas,
+                           "readyReplicas": ready, "availableReplicas": ready,
+                           "updatedReplicas": replicas, "currentReplicas": replicas,
+                           "currentRevision": format!("{name}-r1"),
+                           "updateRevision": format!("{name}-r1")}),
+                )
+                .await;
+            }
+            if self.retention_gc {
+                let live: BTreeSet<String> = stss
+                    .iter()
+                    .map(|s| str_of(&s["metadata"]["name"]))
+                    .collect();
+                for pvc in api.items(PVCS).await {
+                    let name = str_of(&pvc["metadata"]["name"]);
+                    if pvc.pointer("/metadata/labels/app.kubernetes.io~1component")
+                        != Some(&json!("consumer-volume"))
+                    {
+                        continue;
+                    }
+                    let owner = live.iter().any(|s| {
+                        name.strip_suffix(|c: char| c.is_ascii_digit())
+                            .and_then(|n| n.strip_suffix('-'))
+                            .is_some_and(|n| n.ends_with(&format!("-{s}")))
+                    });
+                    if !owner && self.knobs.borrow().when_deleted == "Delete" {
+                        api.delete(&format!("{PVCS}/{name}")).await;
+                    }
+                }
+            }
+        });
+        self.record("controllers");
+        self.check_invariants("after the controllers ran");
+    }
+
+    /// Argo CD (played): applies what Git holds under the rollout's folder in sync-wave order
+    /// as its own field manager, and prunes what it applied before and Git no longer holds.
+    fn argo_sync(&self) {
+        let dir = self.repo.join("rollouts/demo");
+        let mut docs: Vec<(i64, String, Value)> = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == "kustomization.yaml" {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let v: Value = serde_saphyr::from_str(&text).unwrap();
+            let wave = v
+                .pointer("/metadata/annotations/argocd.argoproj.io~1sync-wave")
+                .and_then(Value::as_str)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0);
+            docs.push((wave, path_of(&v), v));
+        }
+        docs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let wanted: BTreeMap<String, Value> =
+            docs.iter().map(|d| (d.1.clone(), d.2.clone())).collect();
+        let mut applied = self.argo_applied.borrow_mut();
+        self.server.block_on(async {
+            for (_, path, v) in &docs {
+                if applied.get(path) != Some(v) {
+                    self.api().apply_as("argocd", path, v, true).await;
+                }
+            }
+            // Prune in reverse dependency order: StatefulSets first, snapshots after them.
+            let mut gone: Vec<&String> = applied
+                .keys()
+                .filter(|p| !wanted.contains_key(*p))
+                .collect();
+            gone.sort_by_key(|p| {
+                [STS, SVCS, SNAPS, PODS, PVCS, CLASSES]
+                    .iter()
+                    .position(|k| p.starts_with(k))
+                    .unwrap_or(9)
+            });
+            for p in gone {
+                self.api().delete(p).await;
+            }
+        });
+        *applied = wanted;
+    }
+
+    /// `snaproll status -o json` against the cluster.
+    fn status(&self, now: &str) -> (i32, Value, String) {
+        let out = snaproll()
+            .env("HOME", self.tmp.path())
+            .args(["status", "-f"])
+            .arg(&self.spec)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--now", now, "-o", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Runs until nothing is in motion (at most `max` runs), playing the controllers between
+    /// runs; returns the last run.
+    fn settle(&self, now: &str, max: usize) -> Run {
+        self.settle_allowing(now, max, &[0])
+    }
+
+    /// [`World::settle`] where runs may exit with any of `codes` (1 while a failed generation
+    /// is reported).
+    fn settle_allowing(&self, now: &str, max: usize, codes: &[i32]) -> Run {
+        for _ in 0..max {
+            let run = self.run_allowing(now, &[], codes);
+            let moving = self.knobs.borrow().datasets.iter().any(|d| {
+                run.states(d).iter().any(|s| {
+                    [
+                        " producing",
+                        " snapshotting",
+                        " rolling-out",
+                        " retiring",
+                        " waiting",
+                    ]
+                    .iter()
+                    .any(|m| s.ends_with(m))
+                })
+            });
+            if !moving {
+                return run;
+            }
+            self.play();
+        }
+        panic!("the rollout did not settle in {max} runs");
+    }
+}
+
+fn generation_of(v: &Value) -> String {
+    v.pointer("/metadata/labels/snaproll.dev~1generation")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn sts_ready(s: &Value) -> bool {
+    let want = s["spec"]["replicas"].as_i64().unwrap_or(1);
+    s.pointer("/status/readyReplicas").and_then(Value::as_i64) == Some(want)
+        && s.pointer("/status/observedGeneration") == s.pointer("/metadata/generation")
+}
+
+/// The API path of a manifest.
+fn path_of(v: &Value) -> String {
+    let name = str_of(&v["metadata"]["name"]);
+    let base = match v["kind"].as_str().unwrap_or_default() {
+        "VolumeSnapshotClass" => CLASSES,
+        "PersistentVolumeClaim" => PVCS,
+        "Pod" => PODS,
+        "VolumeSnapshot" => SNAPS,
+        "Service" => SVCS,
+        "StatefulSet" => STS,
+        other => panic!("unexpected kind {other}"),
+    };
+    format!("{base}/{name}")
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The three claims of a 3-replica consumer's StatefulSet.
+fn claims(sts: &str) -> Vec<String> {
+    (0..3)
+        .map(|i| format!("PersistentVolumeClaim/data-{sts}-{i}"))
+        .collect()
+}
+
+/// Day 2 (or 3) in push or pull mode: the new generation comes up step by step while the old
+/// one serves, then the old one retires in order: StatefulSet, its claims, producer, snapshot.
+fn day_events(old: &str, new: &str) -> Vec<String> {
+    let mut e = strs(&[&format!("+Pod/data-producer-{new}")]);
+    e.push(format!("+VolumeSnapshot/data-{new}"));
+    e.push(format!("+StatefulSet/consumer-{new}"));
+    e.extend(
+        claims(&format!("consumer-{new}"))
+            .iter()
+            .map(|c| format!("+{c}")),
+    );
+    e.push(format!("-StatefulSet/consumer-{old}"));
+    e.extend(
+        claims(&format!("consumer-{old}"))
+            .iter()
+            .map(|c| format!("-{c}")),
+    );
+    e.push(format!("-Pod/data-producer-{old}"));
+    e.push(format!("-VolumeSnapshot/data-{old}"));
+    e
+}
+
+/// Day 1 to day 3 in `mode`; returns the world for further checks.
+fn three_days(mode: Mode) -> World {
+    let w = World::new(mode, Knobs::default());
+
+    // Day 1: nothing yet. Each run takes one step and exits.
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} producing")]);
+    w.quiet(D1);
+    w.play();
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} snapshotting")]);
+    w.quiet(D1);
+    w.play();
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} rolling-out")]);
+    w.play();
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    assert_eq!(r.detail("data", G1), "3/3 replicas ready");
+    w.quiet(D1);
+    let mut day1 = strs(&[
+        "+VolumeSnapshotClass/csi-gce-pd-snapshot-class",
+        "+PersistentVolumeClaim/data",
+        "+Pod/data-producer-2021-07-15",
+        "+Service/consumer",
+        "+VolumeSnapshot/data-2021-07-15",
+        "+StatefulSet/consumer-2021-07-15",
+    ]);
+    day1.extend(
+        claims("consumer-2021-07-15")
+            .iter()
+            .map(|c| format!("+{c}")),
+    );
+    assert_eq!(w.take_events(), day1);
+
+    // Day 2: the old generation serves until the new one is ready, then retires.
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} producing")]
+    );
+    w.quiet(D2);
+    let r = w.settle(D2, 12);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+    w.quiet(D2);
+    assert_eq!(w.take_events(), day_events(G1, G2));
+
+    // Day 3, the same again.
+    w.settle(D3, 12);
+    let r = w.quiet(D3);
+    assert_eq!(r.states("data"), [format!("{G3} serving")]);
+    assert_eq!(w.take_events(), day_events(G2, G3));
+    w
+}
+
+#[test]
+fn push_mode_rolls_day_1_to_day_3_one_step_per_run() {
+    let w = three_days(Mode::Push);
+    // Git followed every step too: the folder holds exactly day 3's generation.
+    let files = w.git_files();
+    assert!(
+        files.iter().any(|f| f.contains("consumer-2021-07-17")),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.contains("2021-07-16")), "{files:?}");
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&w.repo)
+        .args(["fsck", "--full", "--no-dangling"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn pull_mode_commits_each_step_and_argo_cd_applying_git_does_the_rest() {
+    let w = three_days(Mode::Pull);
+    // snaproll itself never wrote to the cluster: every object there came from Argo CD (or the
+    // controllers).
+    let writes: Vec<Req> = w
+        .api()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    // One commit per step: the log reads as the rollout's history.
+    let log = w.git(&["log", "--format=%s"]);
+    assert!(log.lines().count() >= 12, "{log}");
+    assert!(log.contains("snaproll: demo 2021-07-17"), "{log}");
+}
+
+#[test]
+fn offline_mode_keeps_the_newest_generations_in_git() {
+    let w = World::new(Mode::Offline, Knobs::default());
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} rolling-out")]);
+    assert!(r.committed());
+    w.quiet(D1);
+    let gens = |files: &[String]| -> BTreeSet<String> {
+        files
+            .iter()
+            .filter(|f| f.contains("statefulset"))
+            .map(|f| f.to_string())
+            .collect()
+    };
+    // Day 2: the new generation in full, the previous one in full too (it serves until Argo
+    // CD or Flux has brought the new one up).
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} rolling-out")]
+    );
+    let files = w.git_files();
+    assert_eq!(gens(&files).len(), 2, "{files:?}");
+    w.quiet(D2);
+    // Day 3: day 1 leaves Git (keep 1), day 2 stays until day 3 is applied.
+    w.run(D3);
+    let files = w.git_files();
+    assert!(!files.iter().any(|f| f.contains(G1)), "{files:?}");
+    assert!(files.iter().any(|f| f.contains(G2)), "{files:?}");
+    assert!(files.iter().any(|f| f.contains(G3)), "{files:?}");
+    w.quiet(D3);
+    // Nothing ever talked to the cluster.
+    assert!(w.api().requests().is_empty());
+}
+
+/// A day-1 generation that serves, then a day 2 run left to the given behaviour.
+fn serving_day1(mode: Mode, knobs: Knobs) -> World {
+    let w = World::new(mode, knobs);
+    let r = w.settle(D1, 8);
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    w.take_events();
+    w
+}
+
+#[test]
+fn failed_producer_fails_its_generation_and_the_previous_one_keeps_serving() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.producer_fails = Some("OOMKilled".into()));
+    w.run(D2);
+    w.play();
+    // Exit code 1: a generation failed; the run itself worked.
+    let r = w.run_code(D2, &[], 1);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} failed")]
+    );
+    assert_eq!(r.detail("data", G2), "producer failed: OOMKilled");
+    // No snapshot of a failed producer's volume, and nothing retires.
+    assert_eq!(w.take_events(), strs(&["+Pod/data-producer-2021-07-16"]));
+    // Re-runs change nothing and keep reporting it.
+    w.api().clear_requests();
+    let r = w.run_code(D2, &[], 1);
+    assert!(w.api().writes().is_empty());
+    assert!(!r.committed());
+    let (code, status, _) = w.status(D2);
+    assert_eq!(code, 1);
+    assert_eq!(status[0]["generations"][1]["state"], "failed");
+    // The next day starts afresh; the failed generation is reported (exit code 1) until the
+    // new one serves, then it retires with the old one.
+    let r = w.run_code(D3, &[], 1);
+    assert_eq!(
+        r.states("data"),
+        [
+            format!("{G1} serving"),
+            format!("{G2} failed"),
+            format!("{G3} producing")
+        ]
+    );
+    let r = w.settle_allowing(D3, 12, &[0, 1]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.states("data"), [format!("{G3} serving")]);
+    assert!(
+        w.objects().iter().all(|o| !o.1.contains(G2)),
+        "{:?}",
+        w.objects()
+    );
+}
+
+#[test]
+fn snapshot_error_is_reported_and_the_rollout_continues_when_it_clears() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| {
+        b.snapshot_holds = true;
+        b.snapshot_error = Some("Failed to create snapshot: quota exceeded".into());
+    });
+    w.run(D2);
+    w.play();
+    w.run(D2);
+    w.play();
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} snapshotting")]
+    );
+    assert!(
+        r.detail("data", G2).contains("quota exceeded"),
+        "{}",
+        r.detail("data", G2)
+    );
+    w.quiet(D2);
+    // The snapshot controller retries and succeeds: the rollout goes on.
+    w.behave(G2, |b| {
+        b.snapshot_holds = false;
+        b.snapshot_error = None;
+    });
+    w.play();
+    let r = w.settle(D2, 10);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+}
+
+#[test]
+fn snapshot_that_never_becomes_ready_fails_after_the_timeout_and_the_old_generation_serves() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.snapshot_holds = true);
+    w.run(D2);
+    w.play();
+    w.run(D2);
+    w.play();
+    // Measured against the snapshot's creation time: the fake's clock is the real one.
+    let late = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(7))
+        .unwrap()
+        .to_string();
+    let r = w.run_code(&late, &["--generation", G2], 1);
+    let detail = r.detail("data", G2);
+    assert!(
+        detail.starts_with("snapshot data-2021-07-16 not ready after 6h"),
+        "{detail}"
+    );
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} failed")]
+    );
+    // A shorter timeout fails it sooner; the old generation still serves.
+    let now = jiff::Timestamp::now().to_string();
+    let r = w.run_code(&now, &["--generation", G2, "--snapshot-timeout", "0s"], 1);
+    assert_eq!(r.states("data")[1], format!("{G2} failed"));
+    assert!(
+        w.objects()
+            .contains(&(5, "StatefulSet/consumer-2021-07-15".to_string()))
+    );
+    assert!(
+        !w.objects()
+            .iter()
+            .any(|o| o.1 == "StatefulSet/consumer-2021-07-16")
+    );
+}
+
+#[test]
+fn statefulset_that_never_becomes_ready_keeps_the_old_generation_serving_and_wait_times_out() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.sts_holds = true);
+    for _ in 0..4 {
+        w.run(D2);
+        w.play();
+    }
+    let r = w.quiet(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} rolling-out")]
+    );
+    assert_eq!(r.detail("data", G2), "0/3 replicas ready");
+    assert!(
+        w.objects()
+            .contains(&(5, "StatefulSet/consumer-2021-07-15".to_string()))
+    );
+    // --wait gives up after its timeout with the cluster exit code and what is pending.
+    let out = w
+        .command(
+            D2,
+            &["--wait", "--timeout", "1s", "--poll-interval", "200ms"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timed out after 1s waiting for the rollout to settle")
+            && stderr.contains("2021-07-16 rolling out"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1
+    );
+}
+
+#[test]
+fn claims_request_the_snapshot_restore_size_when_it_is_larger() {
+    let w = World::new(Mode::Push, Knobs::default());
+    w.behave(G1, |b| b.restore_size = "12Gi".into());
+    w.settle(D1, 8);
+    let sts = w
+        .server
+        .block_on(w.api().get(&format!("{STS}/consumer-{G1}")))
+        .unwrap();
+    assert_eq!(
+        sts.pointer("/spec/volumeClaimTemplates/0/spec/resources/requests/storage"),
+        Some(&json!("12Gi"))
+    );
+    // The claims the controller made from it too.
+    let pvc = w
+        .server
+        .block_on(w.api().get(&format!("{PVCS}/data-consumer-{G1}-0")))
+        .unwrap();
+    assert_eq!(
+        pvc.pointer("/spec/resources/requests/storage"),
+        Some(&json!("12Gi"))
+    );
+    // The source PVC keeps the size the spec asks for.
+    let src = w
+        .server
+        .block_on(w.api().get(&format!("{PVCS}/data")))
+        .unwrap();
+    assert_eq!(
+        src.pointer("/spec/resources/requests/storage"),
+        Some(&json!("10Gi"))
+    );
+    w.quiet(D1);
+}
+
+#[test]
+fn rollback_by_pinning_a_kept_generation_serves_it_again() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            keep: 2,
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    let r = w.settle(D2, 12);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} kept"), format!("{G2} serving")]
+    );
+    // keep 2: day 1's snapshot stays for rollback, its StatefulSet, claims and producer go.
+    let objects: Vec<String> = w.objects().into_iter().map(|o| o.1).collect();
+    assert!(objects.contains(&format!("VolumeSnapshot/data-{G1}")));
+    assert!(!objects.contains(&format!("StatefulSet/consumer-{G1}")));
+    assert!(!objects.contains(&format!("Pod/data-producer-{G1}")));
+    w.take_events();
+    // Pin day 1 in the spec: its StatefulSet comes back from the kept snapshot, and day 2
+    // serves until it is ready.
+    w.set_knobs(|k| k.pin = Some(G1));
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} rolling-out"), format!("{G2} serving")]
+    );
+    let r = w.settle(D2, 10);
+    // The generation rolled back from retires in full: its data is what was rolled back.
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    // While pinned, a new day starts nothing.
+    let r = w.quiet(D3);
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    let mut back = strs(&[&format!("+StatefulSet/consumer-{G1}")]);
+    back.extend(
+        claims(&format!("consumer-{G1}"))
+            .iter()
+            .map(|c| format!("+{c}")),
+    );
+    back.push(format!("-StatefulSet/consumer-{G2}"));
+    back.extend(
+        claims(&format!("consumer-{G2}"))
+            .iter()
+            .map(|c| format!("-{c}")),
+    );
+    back.push(format!("-Pod/data-producer-{G2}"));
+    back.push(format!("-VolumeSnapshot/data-{G2}"));
+    assert_eq!(w.take_events(), back);
+    // Unpinned, the schedule resumes with today's generation.
+    w.set_knobs(|k| k.pin = None);
+    let r = w.settle(D3, 12);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} kept"), format!("{G3} serving")]
+    );
+}
+
+#[test]
+fn clusters_without_claim_retention_get_the_old_claims_deleted_by_label() {
+    let mut w = World::new(Mode::Push, Knobs::default());
+    w.retention_gc = false;
+    w.settle(D1, 8);
+    let r = w.settle(D2, 12);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+    let pvcs = w.server.block_on(w.api().names(PVCS));
+    assert_eq!(
+        pvcs,
+        [
+            "data".to_string(),
+            format!("data-consumer-{G2}-0"),
+            format!("data-consumer-{G2}-1"),
+            format!("data-consumer-{G2}-2"),
+        ]
+    );
+    // And in order: the StatefulSet went before its claims, the claims before the snapshot.
+    let events = w.take_events();
+    let at = |e: &str| events.iter().position(|x| x == e).unwrap();
+    assert!(
+        at(&format!("-StatefulSet/consumer-{G1}"))
+            < at(&format!("-PersistentVolumeClaim/data-consumer-{G1}-0"))
+    );
+    assert!(
+        at(&format!("-PersistentVolumeClaim/data-consumer-{G1}-2"))
+            < at(&format!("-VolumeSnapshot/data-{G1}"))
+    );
+}
+
+#[test]
+fn status_shows_each_generation_with_its_state_and_detail() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.producer_holds = true);
+    w.run(D2);
+    let (code, v, stderr) = w.status(D2);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(v[0]["dataset"], "data");
+    assert_eq!(v[0]["generations"][0]["state"], "serving");
+    assert_eq!(v[0]["generations"][0]["detail"], "3/3 replicas ready");
+    assert_eq!(v[0]["generations"][1]["state"], "producing");
+    assert!(v[0]["generations"][1]["since"].is_string());
+    // The text table, with times scrubbed.
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["status", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", D2])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["DATASET", "GENERATION", "STATE", "SINCE", "DETAIL"]
+    );
+    assert_eq!(lines[1][..3], ["data", G1, "serving"]);
+    assert_eq!(lines[1][4], "3/3 replicas ready");
+    assert_eq!(lines[2][..3], ["data", G2, "producing"]);
+    assert_eq!(lines[2][4], "producer not scheduled");
+    // status never writes.
+    w.api().clear_requests();
+    w.status(D2);
+    assert!(w.api().writes().is_empty());
+}
+
+// --- RBAC: the Role `install` renders against what these lifecycles request ------------------
+
+/// The RBAC requests of a request log (a PATCH that creates is authorized as `create` too).
+fn rbac_requests(log: &[Req]) -> Vec<rbac::Request> {
+    let mut out = Vec::new();
+    for r in log {
+        let uri = if r.query.is_empty() {
+            r.path.clone()
+        } else {
+            format!("{}?{}", r.path, r.query)
+        };
+        let Some(req) = rbac::Request::from_http(&r.method, &uri) else {
+            continue;
+        };
+        if r.creates {
+            out.push(req.as_create());
+        }
+        out.push(req);
+    }
+    out
+}
+
+fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
+    let loaded = snaproll::spec::load(spec).unwrap();
+    let text = std::fs::read_to_string(spec).unwrap();
+    let objects = install::render(
+        &loaded.rollout,
+        &loaded.file,
+        &text,
+        &InstallOptions {
+            schedule: "*/15 * * * *".into(),
+            repo: Some("https://git.example.com/gitops.git".into()),
+            git_secret: "snaproll-git".into(),
+            image: install::default_image(),
+            namespace: None,
+            pull,
+        },
+    )
+    .unwrap();
+    install::grants(&objects)
+}
+
+#[test]
+fn push_role_is_exactly_what_the_push_lifecycle_requests() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            datasets: vec!["data", "extra"],
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    // A dataset leaves the spec: its Service and source PVC are pruned too.
+    w.set_knobs(|k| k.datasets = vec!["data"]);
+    w.settle(D2, 12);
+    let requests = rbac_requests(&w.api().requests());
+    let report = rbac::check(&install_grants(&w.spec, false), &requests);
+    assert!(
+        report.is_exact(),
+        "denied: {:#?}\nunused: {:#?}",
+        report.denied,
+        report.unused
+    );
+}
+
+#[test]
+fn pull_role_allows_everything_the_pull_lifecycle_requests() {
+    let w = World::new(Mode::Pull, Knobs::default());
+    w.settle(D1, 8);
+    w.settle(D2, 12);
+    let requests = rbac_requests(&w.api().requests());
+    let report = rbac::check(&install_grants(&w.spec, true), &requests);
+    assert!(
+        report.is_exact(),
+        "denied: {:#?}\nunused: {:#?}",
+        report.denied,
+        report.unused
+    );
+}
+
+#[test]
+fn existing_class_lifecycle_needs_no_cluster_role() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            existing_class: true,
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    w.settle(D2, 12);
+    let grants = install_grants(&w.spec, false);
+    assert!(grants.iter().all(|g| g.namespace.is_some()), "{grants:#?}");
+    let requests = rbac_requests(&w.api().requests());
+    assert!(
+        requests.iter().all(|r| r.namespace.is_some()),
+        "cluster-scoped requests: {requests:#?}"
+    );
+    // Sufficient (minimality is the full push lifecycle's test, which also drops a dataset).
+    let report = rbac::check(&grants, &requests);
+    assert!(report.denied.is_empty(), "denied: {:#?}", report.denied);
+}
