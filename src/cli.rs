@@ -92,7 +92,7 @@ pub enum Command {
     Status(StatusCmd),
     /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
     #[command(
-        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret (key `token`, or `ssh-privatekey` for SSH remotes), which you create; they are\nnever rendered."
+        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret (key `token`, or `ssh-privatekey` for SSH remotes), which you create; they are\nnever rendered."
     )]
     Install(InstallCmd),
     /// Print shell completions.
@@ -353,10 +353,16 @@ pub struct InstallCmd {
     /// only lists the rollout's objects and no ClusterRole is rendered.
     #[arg(long, env = "SNAPROLL_PULL", requires = "repo")]
     pub pull: bool,
-    /// Apply the objects to the cluster (not supported yet: pipe the output to
-    /// `kubectl apply --server-side -f -`).
-    #[arg(long)]
+    /// Apply the objects to the cluster (server-side apply, field manager `snaproll`, every
+    /// change dry-run first) and print what changed, instead of printing them.
+    #[arg(long, conflicts_with = "out")]
     pub apply: bool,
+    /// With --apply: check every change with a server-side dry-run and write nothing.
+    #[arg(long, requires = "apply")]
+    pub dry_run: bool,
+    /// With --apply: take ownership of fields another field manager owns.
+    #[arg(long, requires = "apply")]
+    pub force_conflicts: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

@@ -6,7 +6,8 @@
 //! [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
 //! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses),
 //! [`Manager::delete_consumer_volumes`] (a StatefulSet's PVCs by label) and
-//! [`Manager::stats`] (request counts, for tests and benchmarks).
+//! [`Manager::stats`] (request counts, for tests and benchmarks). [`Manager::apply_named`]
+//! applies objects outside any rollout (`install --apply`) with the same requests and checks.
 //!
 //! A run:
 //! 1. reads the ApplySet parent (one GET) and the live objects (one LIST per kind and
@@ -26,6 +27,7 @@ pub mod applyset;
 pub mod changes;
 pub mod compare;
 pub mod error;
+pub mod named;
 pub mod readiness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +50,7 @@ use crate::render::RenderedSet;
 pub use applyset::ApplySet;
 pub use changes::{Action, Change, ChangeSet, Summary};
 pub use error::{ApiCause, ApplyError};
+pub use named::NamedObject;
 pub use readiness::{Readiness, readiness};
 
 /// A run that stopped on an error, with what it had done until then (so the caller can still

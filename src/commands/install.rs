@@ -1,23 +1,16 @@
-//! `install`: render (and, later, apply) what runs snaproll as a CronJob for one rollout.
+//! `install`: render (or apply) what runs snaproll as a CronJob for one rollout.
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use super::UsageError;
+use crate::apply::{ApplyOptions, Manager};
 use crate::cli::InstallCmd;
 use crate::exit;
-use crate::install::{self, Options};
-use crate::spec;
+use crate::install::{self, InstallObject, Options};
+use crate::spec::{self, Loaded};
 
 pub fn install(cmd: &InstallCmd) -> Result<u8> {
-    if cmd.apply {
-        // Checked first so that nothing is rendered or written for a run that cannot finish.
-        return Err(UsageError(
-            "install --apply needs the apply engine to handle install objects (ServiceAccount, RBAC, ConfigMap, CronJob), which it does not yet; pipe the output to `kubectl apply --server-side -f -` instead".to_string(),
-        )
-        .into());
-    }
     let loaded = spec::load(&cmd.file)?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
@@ -34,6 +27,7 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
     };
     let objects = install::render(&loaded.rollout, &loaded.file, &text, &opts)?;
     match &cmd.out {
+        None if cmd.apply => apply(cmd, &loaded, &objects)?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(install::to_yaml_stream(&objects).as_bytes())
@@ -71,4 +65,38 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `install --apply`: the apply engine's by-name path (server-side apply as `snaproll`, a
+/// dry-run of every change before the first write, no write for an unchanged object), in the
+/// order the objects were rendered (ServiceAccount, ConfigMap, Role, RoleBinding, ClusterRole,
+/// ClusterRoleBinding, CronJob). Prints the change set; a failed run prints what it did.
+fn apply(cmd: &InstallCmd, loaded: &Loaded, objects: &[InstallObject]) -> Result<()> {
+    let named: Vec<_> = objects.iter().map(InstallObject::to_named).collect();
+    let opts = ApplyOptions {
+        dry_run: cmd.dry_run,
+        force_conflicts: cmd.force_conflicts,
+        ..ApplyOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let client = super::cluster::client(&cmd.cluster).await?;
+        let meta = &loaded.rollout.metadata;
+        let mgr = Manager::new(client, &meta.name, &meta.namespace);
+        let result = mgr.apply_named(&named, &opts).await;
+        let changes = match &result {
+            Ok(c) => c,
+            Err(f) => &f.changes,
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(changes.to_text().as_bytes())
+            .and_then(|_| out.flush())
+            .context("writing to stdout")?;
+        result.map_err(|f| anyhow::Error::new(*f))?;
+        Ok(())
+    })
 }

@@ -180,6 +180,19 @@ impl InstallKind {
         }
     }
 
+    /// Resource name used in API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            InstallKind::ServiceAccount => "serviceaccounts",
+            InstallKind::ConfigMap => "configmaps",
+            InstallKind::Role => "roles",
+            InstallKind::RoleBinding => "rolebindings",
+            InstallKind::ClusterRole => "clusterroles",
+            InstallKind::ClusterRoleBinding => "clusterrolebindings",
+            InstallKind::CronJob => "cronjobs",
+        }
+    }
+
     fn namespaced(self) -> bool {
         !matches!(
             self,
@@ -214,6 +227,23 @@ impl InstallObject {
             self.kind.as_str().to_ascii_lowercase(),
             self.name
         )
+    }
+}
+
+impl InstallObject {
+    /// The object as the apply engine takes it ([`crate::apply::Manager::apply_named`]).
+    pub fn to_named(&self) -> crate::apply::NamedObject {
+        let (group, version) = match self.kind.api_version().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", self.kind.api_version()),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, self.kind.as_str());
+        crate::apply::NamedObject {
+            resource: kube::api::ApiResource::from_gvk_with_plural(&gvk, self.kind.plural()),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            value: self.value.clone(),
+        }
     }
 }
 

@@ -236,16 +236,193 @@ fn bad_flags_fail_with_one_line_and_print_nothing() {
         "{stderr}"
     );
 
+    // --apply writes to the cluster, --out to a directory: one or the other.
     let out = snaproll()
-        .args(["install", "-f", GKE, "--apply"])
+        .args(["install", "-f", GKE, "--apply", "--out", "x"])
         .assert()
         .code(2);
-    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(out.get_output().stdout.is_empty());
+    assert!(!repo_path("x").exists());
+}
+
+#[test]
+fn install_apply_creates_the_objects_and_a_rerun_writes_nothing() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let run = |extra: &[&str]| {
+        let mut cmd = snaproll();
+        cmd.args([
+            "install",
+            "-f",
+            GKE,
+            "--repo",
+            REPO,
+            "--apply",
+            "--kubeconfig",
+        ])
+        .arg(&kc)
+        .args(["--image", "ghcr.io/snaproll/snaproll:test"])
+        .args(extra);
+        cmd
+    };
+    // A dry run checks every object with the server and writes nothing.
+    let out = run(&["--dry-run"]).assert().code(0);
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(
-        stderr.contains("install --apply needs the apply engine"),
+        stdout.ends_with("Would be: 7 created, 0 configured, 0 unchanged, 0 deleted, 0 skipped\n"),
+        "{stdout}"
+    );
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+    let dry_runs = server
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.is_dry_run())
+        .count();
+    assert_eq!(dry_runs, 7);
+
+    server.api.clear_requests();
+    let out = run(&[]).assert().code(0);
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(
+        stdout,
+        "ServiceAccount/snaproll-demo (default) created\n\
+         ConfigMap/snaproll-demo-spec (default) created\n\
+         Role/snaproll-demo (default) created\n\
+         RoleBinding/snaproll-demo (default) created\n\
+         ClusterRole/snaproll-default-demo created\n\
+         ClusterRoleBinding/snaproll-default-demo created\n\
+         CronJob/snaproll-demo (default) created\n\
+         7 created, 0 configured, 0 unchanged, 0 deleted, 0 skipped\n"
+    );
+    // Every object was dry-run before the first write, then written in dependency order.
+    let reqs = server.api.requests();
+    let first_write = reqs.iter().position(|r| r.is_write()).unwrap();
+    assert_eq!(
+        reqs[..first_write]
+            .iter()
+            .filter(|r| r.is_dry_run())
+            .count(),
+        7
+    );
+    let written: Vec<String> = server.api.writes().iter().map(|r| r.resource()).collect();
+    assert_eq!(
+        written,
+        [
+            "serviceaccounts",
+            "configmaps",
+            "roles",
+            "rolebindings",
+            "clusterroles",
+            "clusterrolebindings",
+            "cronjobs"
+        ]
+    );
+    assert!(
+        server
+            .api
+            .writes()
+            .iter()
+            .all(|r| r.method == "PATCH" && r.query.contains("fieldManager=snaproll"))
+    );
+    // The objects are in the cluster as rendered.
+    let expected = docs(
+        &snaproll()
+            .args(["install", "-f", GKE, "--repo", REPO])
+            .args(["--image", "ghcr.io/snaproll/snaproll:test"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    let cron = server
+        .block_on(
+            server
+                .api
+                .get("/apis/batch/v1/namespaces/default/cronjobs/snaproll-demo"),
+        )
+        .expect("CronJob stored");
+    assert_eq!(cron["spec"]["schedule"], expected[6]["spec"]["schedule"]);
+    let role = server
+        .block_on(
+            server
+                .api
+                .get("/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/snaproll-demo"),
+        )
+        .expect("Role stored");
+    assert_eq!(role["rules"], expected[2]["rules"]);
+    assert!(
+        server
+            .block_on(
+                server
+                    .api
+                    .get("/apis/rbac.authorization.k8s.io/v1/clusterroles/snaproll-default-demo")
+            )
+            .is_some()
+    );
+
+    // A re-run reads each object once and writes nothing (no apply, no dry-run).
+    server.api.clear_requests();
+    let out = run(&[]).assert().code(0);
+    assert_eq!(
+        String::from_utf8(out.get_output().stdout.clone()).unwrap(),
+        "0 created, 0 configured, 7 unchanged, 0 deleted, 0 skipped\n"
+    );
+    let reqs = server.api.requests();
+    assert!(reqs.iter().all(|r| r.method == "GET"), "{reqs:?}");
+    assert_eq!(reqs.len(), 7);
+
+    // A changed flag reconfigures only the CronJob.
+    let out = run(&["--schedule", "0 3 * * *"]).assert().code(0);
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        stdout.starts_with("CronJob/snaproll-demo (default) configured: "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("0 created, 1 configured, 6 unchanged, 0 deleted, 0 skipped\n"));
+}
+
+#[test]
+fn install_apply_failures_exit_4_and_write_nothing_after_a_failed_dry_run() {
+    use crate::fakeapi::Fault;
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    server.api.inject(
+        Fault::status(
+            "PATCH",
+            "/apis/batch/v1/namespaces/default/cronjobs/snaproll-demo",
+            403,
+            "Forbidden",
+            "cronjobs.batch is forbidden",
+        )
+        .dry_run(true),
+    );
+    let out = snaproll()
+        .args(["install", "-f", GKE, "--apply", "--kubeconfig"])
+        .arg(&kc)
+        .assert()
+        .code(4);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: apply stopped after 0 created, 0 configured; nothing was pruned: CronJob/snaproll-demo (default): rejected by server-side dry-run, nothing was written: 403 Forbidden"),
         "{stderr}"
     );
-    assert!(out.get_output().stdout.is_empty());
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+    // No cluster at all: exit 4, one line.
+    let out = snaproll()
+        .args(["install", "-f", GKE, "--apply", "--kubeconfig"])
+        .arg(dir.path().join("missing"))
+        .assert()
+        .code(4);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot configure cluster access"),
+        "{stderr}"
+    );
 }
 
 #[test]

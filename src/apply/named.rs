@@ -1,0 +1,231 @@
+//! Applying objects that belong to no rollout: what `snaproll install --apply` writes
+//! (ServiceAccount, ConfigMap, RBAC, CronJob).
+//!
+//! The same engine as [`Manager::apply`] (server-side apply as field manager `snaproll`,
+//! [`compare::change_reason`] with the applied-hash annotation so an unchanged object gets no
+//! write, a server-side dry-run of every changed object before the first write, retries,
+//! request counting, the same errors and change set), minus what only rollout members need:
+//! these objects carry no ownership or ApplySet labels, so they are read by name (one GET
+//! each, not a LIST by label), never recorded in an inventory and never pruned.
+
+use kube::api::{Api, ApiResource, DynamicObject};
+use serde_json::{Value, json};
+
+use super::{
+    ApiCause, ApplyError, ApplyOptions, Change, ChangeSet, Failed, Manager, Verb, compare,
+};
+use crate::apply::Action;
+
+/// One object to apply by name, outside any rollout's inventory.
+#[derive(Clone, Debug)]
+pub struct NamedObject {
+    /// Group, version, kind and plural of its API resource.
+    pub resource: ApiResource,
+    /// `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object as rendered.
+    pub value: Value,
+}
+
+impl NamedObject {
+    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &self.resource),
+            None => Api::all_with(client.clone(), &self.resource),
+        }
+    }
+
+    fn change(&self, action: Action, reason: Option<String>) -> Change {
+        Change {
+            kind: self.resource.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            action,
+            reason,
+            diff: None,
+        }
+    }
+
+    /// `Kind/name (namespace)`, as the engine names objects in errors.
+    fn display(&self) -> String {
+        self.change(Action::Unchanged, None).object()
+    }
+}
+
+/// The object as applied: the rendered object plus the hash of its content, so a field removed
+/// from a template still causes an apply (see [`compare`]). No ApplySet label: these objects
+/// are members of no set.
+fn desired(rendered: &Value) -> Value {
+    let mut v = rendered.clone();
+    let hash = compare::content_hash(&v);
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+        if !ann.is_object() {
+            *ann = json!({});
+        }
+        if let Some(ann) = ann.as_object_mut() {
+            ann.insert(compare::ANNOTATION_APPLIED.into(), json!(hash));
+        }
+    }
+    v
+}
+
+impl Manager {
+    /// Applies `objects` in the order given (callers pass dependency order): one GET each,
+    /// then a server-side dry-run of every new or changed object (any failure stops the run
+    /// before the first write), then the applies, one at a time. `opts.dry_run` stops after the
+    /// dry-run; `opts.prune` is ignored (nothing here is ever pruned). Unchanged objects get
+    /// no write.
+    pub async fn apply_named(
+        &self,
+        objects: &[NamedObject],
+        opts: &ApplyOptions,
+    ) -> Result<ChangeSet, Box<Failed>> {
+        let mut changes = self.change_set(opts.dry_run);
+        changes.applyset = String::new();
+        let fail = |mut changes: ChangeSet, error: ApplyError| {
+            changes.error = Some(error.to_string());
+            Box::new(Failed { changes, error })
+        };
+        // 1. Read each object by name.
+        let mut plan: Vec<(Value, Option<String>, bool)> = Vec::with_capacity(objects.len());
+        for o in objects {
+            let api = o.api(&self.client);
+            let live = match self.call(Verb::Get, || api.get_opt(&o.name)).await {
+                Ok(l) => l.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null)),
+                Err(source) => {
+                    let e = ApplyError::List {
+                        kind: o.resource.kind.clone(),
+                        scope: match &o.namespace {
+                            Some(ns) => format!("namespace {ns} (name {})", o.name),
+                            None => format!("the cluster (name {})", o.name),
+                        },
+                        source,
+                    };
+                    return Err(fail(changes, e));
+                }
+            };
+            let want = desired(&o.value);
+            let (reason, exists) = match &live {
+                None => (None, false),
+                Some(l) => (compare::change_reason(&want, l), true),
+            };
+            plan.push((want, reason, exists));
+        }
+        let writes =
+            |(_, reason, exists): &(Value, Option<String>, bool)| !*exists || reason.is_some();
+        // 2. Dry-run every write; nothing is written if any fails.
+        for (i, o) in objects.iter().enumerate() {
+            if !writes(&plan[i]) {
+                continue;
+            }
+            let api = o.api(&self.client);
+            if let Err(cause) = self
+                .patch(&api, &o.name, &plan[i].0, opts.force_conflicts, true)
+                .await
+            {
+                let err = classify(o, cause, true);
+                for (j, other) in objects.iter().enumerate() {
+                    changes.push(if j == i {
+                        other.change(Action::Failed, Some(err.to_string()))
+                    } else if !writes(&plan[j]) {
+                        other.change(Action::Unchanged, None)
+                    } else {
+                        other.change(
+                            Action::Skipped,
+                            Some("not applied: the dry-run of another object failed".into()),
+                        )
+                    });
+                }
+                return Err(fail(changes, err));
+            }
+        }
+        // 3. Apply, in order.
+        let mut first_error: Option<ApplyError> = None;
+        for (o, (want, reason, exists)) in objects.iter().zip(&plan) {
+            let action = match (exists, reason) {
+                (false, _) => Action::Created,
+                (true, Some(_)) => Action::Configured,
+                (true, None) => {
+                    changes.push(o.change(Action::Unchanged, None));
+                    continue;
+                }
+            };
+            if opts.dry_run {
+                changes.push(o.change(action, reason.clone()));
+                continue;
+            }
+            if first_error.is_some() {
+                changes.push(o.change(
+                    Action::Skipped,
+                    Some("not applied: an earlier apply failed".into()),
+                ));
+                continue;
+            }
+            let api = o.api(&self.client);
+            match self
+                .patch(&api, &o.name, want, opts.force_conflicts, false)
+                .await
+            {
+                Ok(_) => changes.push(o.change(action, reason.clone())),
+                Err(cause) => {
+                    let err = classify(o, cause, false);
+                    changes.push(o.change(Action::Failed, Some(err.to_string())));
+                    first_error = Some(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(fail(changes, err)),
+            None => Ok(changes),
+        }
+    }
+}
+
+fn classify(o: &NamedObject, cause: ApiCause, dry_run: bool) -> ApplyError {
+    let object = o.display();
+    if cause.is_apply_conflict() {
+        let mut fields = cause.fields.clone();
+        if fields.is_empty() {
+            fields = super::conflict_fields(&cause.message);
+        }
+        return ApplyError::Conflict {
+            object,
+            managers: cause.conflicting_managers(),
+            fields,
+            source: cause,
+        };
+    }
+    if dry_run {
+        ApplyError::DryRun {
+            object,
+            source: cause,
+        }
+    } else {
+        ApplyError::Apply {
+            object,
+            source: cause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_adds_only_the_applied_hash() {
+        let rendered = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "a", "namespace": "n", "labels": {"x": "y"}}});
+        let d = desired(&rendered);
+        assert_eq!(d["metadata"]["labels"], json!({"x": "y"}));
+        let hash = d["metadata"]["annotations"][compare::ANNOTATION_APPLIED]
+            .as_str()
+            .unwrap();
+        assert_eq!(hash, compare::content_hash(&rendered));
+        // An object with annotations keeps them.
+        let with = json!({"metadata": {"name": "a", "annotations": {"k": "v"}}});
+        assert_eq!(desired(&with)["metadata"]["annotations"]["k"], "v");
+    }
+}
