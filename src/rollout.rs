@@ -227,7 +227,7 @@ fn restore_size(snapshot: &Option<Value>) -> Option<String> {
         })
 }
 
-fn raw_state(o: &Observed, opts: &Options) -> Raw {
+fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
     let restore = restore_size(&o.snapshot);
     if let Some(sts) = &o.statefulset {
         return match readiness(Kind::StatefulSet, sts) {
@@ -260,12 +260,37 @@ fn raw_state(o: &Observed, opts: &Options) -> Raw {
         return match readiness(Kind::Pod, pod) {
             Readiness::Ready => Raw::Snapshotting("producer succeeded; taking the snapshot".into()),
             Readiness::Failed(r) => Raw::Failed(format!("producer failed: {r}")),
-            Readiness::Pending(d) => {
-                Raw::Producing(format!("producer {}", producer_detail(pod, &d)))
-            }
+            Readiness::Pending(phase) => match crash_loop(pod, d.producer.max_restarts) {
+                Some(why) => Raw::Failed(format!("producer failed: {why}")),
+                None => Raw::Producing(format!("producer {}", producer_detail(pod, &phase))),
+            },
         };
     }
     Raw::Leftover
+}
+
+/// A producer still Running (or Pending in back-off) whose container restarted more than
+/// `max_restarts` times: under `restartPolicy: OnFailure` the phase never becomes Failed, so
+/// the restarts are what say it will not finish. Names the count and the last termination.
+fn crash_loop(pod: &Value, max_restarts: i64) -> Option<String> {
+    let status = pod.pointer("/status/containerStatuses/0")?;
+    let restarts = status.get("restartCount").and_then(Value::as_i64)?;
+    if restarts <= max_restarts {
+        return None;
+    }
+    let last = status.pointer("/lastState/terminated");
+    let reason = last
+        .and_then(|t| t.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let code = last
+        .and_then(|t| t.get("exitCode"))
+        .and_then(Value::as_i64)
+        .map(|c| format!(", exit code {c}"))
+        .unwrap_or_default();
+    Some(format!(
+        "crash loop: {restarts} restarts, more than producer.maxRestarts {max_restarts} (last: {reason}{code})"
+    ))
 }
 
 /// The pod phase plus restarts and the last termination reason, which say more than a phase
@@ -317,7 +342,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             .cmp(&b.first_seen())
             .then_with(|| a.id.cmp(&b.id))
     });
-    let raws: Vec<Raw> = gens.iter().map(|o| raw_state(o, opts)).collect();
+    let raws: Vec<Raw> = gens.iter().map(|o| raw_state(d, o, opts)).collect();
 
     // The generation `--generation` or the schedule asks for.
     let wanted = d

@@ -99,8 +99,11 @@ fn failure(v: &Value) -> String {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
-    if let Some(m) = text("/status/message").or_else(|| text("/status/reason")) {
-        return m.to_string();
+    match (text("/status/reason"), text("/status/message")) {
+        // The kubelet's deadline: `DeadlineExceeded: Pod was active on the node longer…`.
+        (Some(r), Some(m)) => return format!("{r}: {m}"),
+        (Some(t), None) | (None, Some(t)) => return t.to_string(),
+        (None, None) => {}
     }
     let terminated = v
         .pointer("/status/containerStatuses")

@@ -158,6 +158,28 @@ pub struct Producer {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// Rendered as the Pod's `activeDeadlineSeconds`: past it the kubelet fails the Pod
+    /// (reason `DeadlineExceeded`), so a producer that hangs or keeps crashing under
+    /// `restartPolicy: OnFailure` ends and its generation is marked failed.
+    #[serde(default = "default_active_deadline_seconds")]
+    pub active_deadline_seconds: i64,
+    /// Container restarts after which a still-running producer counts as crash-looping and
+    /// its generation failed, without waiting for the deadline.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: i64,
+}
+
+/// 12 hours: a refresh of tens of GB may take hours, but not a day.
+pub const DEFAULT_ACTIVE_DEADLINE_SECONDS: i64 = 12 * 3600;
+/// As a Job's default `backoffLimit`.
+pub const DEFAULT_MAX_RESTARTS: i64 = 6;
+
+fn default_active_deadline_seconds() -> i64 {
+    DEFAULT_ACTIVE_DEADLINE_SECONDS
+}
+
+fn default_max_restarts() -> i64 {
+    DEFAULT_MAX_RESTARTS
 }
 
 fn default_mount_path() -> String {
@@ -911,6 +933,24 @@ impl Validator<'_> {
         self.mount_path(&format!("{at}.mountPath"), &p.mount_path);
         if let Some(sa) = &p.service_account_name {
             self.dns_subdomain(&format!("{at}.serviceAccountName"), sa);
+        }
+        if p.active_deadline_seconds < 1 {
+            self.error(
+                &format!("{at}.activeDeadlineSeconds"),
+                format!(
+                    "must be at least 1 second (got {}); the default is {} (12h)",
+                    p.active_deadline_seconds, DEFAULT_ACTIVE_DEADLINE_SECONDS
+                ),
+            );
+        }
+        if p.max_restarts < 0 {
+            self.error(
+                &format!("{at}.maxRestarts"),
+                format!(
+                    "must be 0 or more (got {}); the default is {DEFAULT_MAX_RESTARTS}",
+                    p.max_restarts
+                ),
+            );
         }
         for (i, t) in p.tolerations.iter().enumerate() {
             let f = format!("{at}.tolerations[{i}]");

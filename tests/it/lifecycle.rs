@@ -115,6 +115,11 @@ struct Behaviour {
     producer_fails: Option<String>,
     /// The producer is still running (the controller does nothing yet).
     producer_holds: bool,
+    /// The producer crash-loops under `restartPolicy: OnFailure`: it stays Running and each
+    /// controller step adds `crash_restarts` restarts, the last one exiting with code 1.
+    crash_restarts: i64,
+    /// The kubelet ends the producer at its `activeDeadlineSeconds`.
+    producer_deadline: bool,
     /// The snapshot's `status.error` while it is not ready.
     snapshot_error: Option<String>,
     /// The snapshot is not ready yet.
@@ -130,6 +135,8 @@ impl Default for Behaviour {
         Behaviour {
             producer_fails: None,
             producer_holds: false,
+            crash_restarts: 0,
+            producer_deadline: false,
             snapshot_error: None,
             snapshot_holds: false,
             restore_size: "10Gi".to_string(),
@@ -537,7 +544,19 @@ impl World {
                 if matches!(phase, Some("Succeeded" | "Failed")) || b.producer_holds {
                     continue;
                 }
+                let restarts = pod
+                    .pointer("/status/containerStatuses/0/restartCount")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 let status = match &b.producer_fails {
+                    _ if b.producer_deadline => json!({"phase": "Failed",
+                        "reason": "DeadlineExceeded",
+                        "message": "Pod was active on the node longer than the specified deadline"}),
+                    _ if b.crash_restarts > 0 => json!({"phase": "Running",
+                        "containerStatuses": [{"name": "producer", "ready": false,
+                            "restartCount": restarts + b.crash_restarts,
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                            "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}),
                     Some(reason) => json!({"phase": "Failed", "message": reason}),
                     None => json!({"phase": "Succeeded"}),
                 };
@@ -958,6 +977,74 @@ fn failed_producer_fails_its_generation_and_the_previous_one_keeps_serving() {
         w.objects().iter().all(|o| !o.1.contains(G2)),
         "{:?}",
         w.objects()
+    );
+}
+
+#[test]
+fn crash_looping_producer_fails_its_generation_after_max_restarts() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.crash_restarts = 4);
+    w.run(D2);
+    // The producer carries the deadline the kubelet enforces (12h by default).
+    let pod = w
+        .server
+        .block_on(w.api().get(&format!("{PODS}/data-producer-{G2}")))
+        .unwrap();
+    assert_eq!(
+        pod.pointer("/spec/activeDeadlineSeconds"),
+        Some(&json!(43200))
+    );
+    assert_eq!(
+        pod.pointer("/spec/restartPolicy"),
+        Some(&json!("OnFailure"))
+    );
+    // 4 restarts, phase Running: still producing (maxRestarts 6).
+    w.play();
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} producing")]
+    );
+    assert_eq!(
+        r.detail("data", G2),
+        "producer phase Running, 4 restarts (last: Error)"
+    );
+    // 8 restarts: a crash loop. The generation fails, the old one keeps serving.
+    w.play();
+    let r = w.run_code(D2, &[], 1);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} failed")]
+    );
+    assert_eq!(
+        r.detail("data", G2),
+        "producer failed: crash loop: 8 restarts, more than producer.maxRestarts 6 (last: Error, exit code 1)"
+    );
+    // No snapshot of a crash-looping producer's volume; status exits 1.
+    assert_eq!(w.take_events(), strs(&["+Pod/data-producer-2021-07-16"]));
+    let (code, status, _) = w.status(D2);
+    assert_eq!(code, 1);
+    assert_eq!(status[0]["generations"][1]["state"], "failed");
+    // It no longer blocks: the next day starts afresh and takes over.
+    w.behave(G2, |b| b.crash_restarts = 0);
+    let r = w.run_code(D3, &[], 1);
+    assert_eq!(r.states("data")[2], format!("{G3} producing"));
+}
+
+#[test]
+fn producer_past_its_deadline_fails_with_deadline_exceeded() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.behave(G2, |b| b.producer_deadline = true);
+    w.run(D2);
+    w.play();
+    let r = w.run_code(D2, &[], 1);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} failed")]
+    );
+    assert_eq!(
+        r.detail("data", G2),
+        "producer failed: DeadlineExceeded: Pod was active on the node longer than the specified deadline"
     );
 }
 

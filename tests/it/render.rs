@@ -376,6 +376,28 @@ fn rule_deletion_policy_is_delete_or_retain() {
 }
 
 #[test]
+fn rule_producer_deadline_is_positive() {
+    rejects_text(
+        "rule_producer_deadline",
+        &gke_with(
+            "        mountPath: /data\n",
+            "        mountPath: /data\n        activeDeadlineSeconds: 0\n",
+        ),
+    );
+}
+
+#[test]
+fn rule_producer_max_restarts_is_not_negative() {
+    rejects_text(
+        "rule_producer_max_restarts",
+        &gke_with(
+            "        mountPath: /data\n",
+            "        mountPath: /data\n        maxRestarts: -1\n",
+        ),
+    );
+}
+
+#[test]
 fn rule_datasets_must_not_be_empty() {
     let base = gke_text();
     let cut = base.find("  datasets:").unwrap();
