@@ -157,7 +157,15 @@ pub(crate) fn round_trip<T>(value: &Value) -> Result<(), String>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let typed = T::deserialize(value).map_err(|e| e.to_string())?;
+    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let why = rust_free(&e.inner().to_string());
+        if path == "." {
+            why
+        } else {
+            format!("{path}: {why}")
+        }
+    })?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
     lost_fields(value, &back, String::new(), &mut unknown);
@@ -165,6 +173,21 @@ where
         None => Ok(()),
         Some(first) => Err(format!("unknown field `{first}`")),
     }
+}
+
+/// Rewrites serde's Rust type names (`expected i32`) into the words a template author uses.
+fn rust_free(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("; use Option<String>", ""),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
 }
 
 fn lost_fields(orig: &Value, back: &Value, path: String, out: &mut Vec<String>) {

@@ -50,6 +50,23 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
 /// sibling directory which then takes `dir`'s place, so a failure leaves `dir` as it was. A
 /// non-empty `dir` that snaproll did not write is refused rather than replaced.
 fn write_dir(dir: &Path, set: &RenderedSet) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!(
+            "--out {} is a file; --out takes a directory (created when missing)",
+            dir.display()
+        ))
+        .into());
+    }
+    // The directory is replaced by a rename, which cannot move the directory we stand in.
+    if let (Ok(cwd), Ok(target)) = (std::env::current_dir(), dir.canonicalize())
+        && cwd.starts_with(&target)
+    {
+        return Err(UsageError(format!(
+            "--out {} contains the current directory, which cannot be replaced; choose another directory",
+            dir.display()
+        ))
+        .into());
+    }
     if dir.exists() {
         let is_ours = std::fs::read_to_string(dir.join("kustomization.yaml"))
             .map(|k| k.starts_with(MARKER))

@@ -561,7 +561,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
     let positions = || -> Result<Positions, SpecError> {
         // Syntax errors win: a typed parse may stop at a misplaced field before reaching them.
         Positions::parse(text, options.clone()).map_err(|syntax| SpecError::Invalid {
-            issues: vec![parse_issue(file, &Positions::default(), &syntax)],
+            issues: vec![parse_issue(file, text, &Positions::default(), &syntax)],
         })
     };
     let rollout: Rollout = match serde_saphyr::from_str_with_options(text, options.clone()) {
@@ -569,7 +569,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         Err(e) => {
             let p = positions()?;
             return Err(SpecError::Invalid {
-                issues: vec![parse_issue(file, &p, &e)],
+                issues: vec![parse_issue(file, text, &p, &e)],
             });
         }
     };
@@ -620,7 +620,7 @@ fn budget() -> Option<serde_saphyr::Budget> {
 
 /// Turns a serde-saphyr error into a one-line located issue with a field path and, for an
 /// unknown field, a "did you mean" suggestion.
-fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Issue {
+fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::Error) -> Issue {
     let pos = e.location().and_then(|l| {
         (l.line() > 0).then_some(Pos {
             line: l.line() as u32,
@@ -675,14 +675,9 @@ fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Is
             "invalid value `{value}`{suggestion} (valid values: {})",
             options.join(", ")
         )
-    } else if let Some(ty) = raw.strip_prefix("invalid ").filter(|t| {
-        matches!(
-            *t,
-            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64"
-        )
-    }) {
-        let _ = ty;
-        "expected a whole number".to_string()
+    } else if let Some(range) = raw.strip_prefix("invalid ").and_then(integer_range) {
+        let range = field_range(&field).unwrap_or(range);
+        number_message(pos.map(|p| scalar_at(text, p)).unwrap_or_default(), range)
     } else {
         user_message(&raw)
     };
@@ -694,8 +689,74 @@ fn parse_issue(file: &str, positions: &Positions, e: &serde_saphyr::Error) -> Is
     }
 }
 
+/// The range of an integer type serde-saphyr names in "invalid u32" and the like.
+fn integer_range(ty: &str) -> Option<(i128, i128)> {
+    Some(match ty {
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" => (0, u64::MAX.into()),
+        "i8" => (i8::MIN.into(), i8::MAX.into()),
+        "i16" => (i16::MIN.into(), i16::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    })
+}
+
+/// The valid range of a numeric spec field where it is narrower than its Rust type's.
+fn field_range(field: &str) -> Option<(i128, i128)> {
+    let last = field.rsplit('.').next().unwrap_or(field);
+    Some(match last {
+        "replicas" => (0, i32::MAX.into()),
+        "keep" => (1, u32::MAX.into()),
+        "containerPort" | "port" | "targetPort" => (1, 65535),
+        _ => return None,
+    })
+}
+
+/// Says why a scalar is not a whole number of the field's type, quoting it.
+fn number_message(scalar: &str, (min, max): (i128, i128)) -> String {
+    // An empty value is located at the `:` after its key.
+    if scalar.is_empty()
+        || scalar.starts_with(':')
+        || matches!(scalar, "~" | "null" | "Null" | "NULL")
+    {
+        return "must not be empty (expected a whole number)".to_string();
+    }
+    match scalar.parse::<i128>() {
+        Ok(n) if n < min || n > max => {
+            format!("`{scalar}` is out of range: expected a whole number from {min} to {max}")
+        }
+        _ => format!("expected a whole number, got `{scalar}`"),
+    }
+}
+
+/// The plain scalar that starts at `pos`, as written (up to a flow delimiter, comment or line end).
+fn scalar_at(text: &str, pos: Pos) -> &str {
+    let Some(line) = text.lines().nth(pos.line.saturating_sub(1) as usize) else {
+        return "";
+    };
+    let start = line
+        .char_indices()
+        .nth(pos.column.saturating_sub(1) as usize)
+        .map_or(line.len(), |(i, _)| i);
+    let rest = &line[start..];
+    let end = rest.find([',', ']', '}', '#']).unwrap_or(rest.len());
+    rest[..end].trim().trim_matches(|c| c == '"' || c == '\'')
+}
+
 /// Rewrites parser messages addressed to Rust developers into what a spec author needs.
 fn user_message(raw: &str) -> String {
+    if let Some(breach) = raw.strip_prefix("budget breached: ") {
+        return budget_message(breach);
+    }
+    if raw.starts_with("alias replay")
+        || raw.starts_with("alias expansion")
+        || raw.starts_with("alias replay stack")
+    {
+        return "aliases (`*name`) expand to more than a spec can hold (over a million nodes); write the values out or use fewer aliases".to_string();
+    }
     if let Some(key) = raw.strip_prefix("duplicate mapping key: ") {
         let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
         return format!("duplicate key `{key}` (each key may appear once per mapping)");
@@ -721,12 +782,39 @@ fn user_message(raw: &str) -> String {
     raw.to_string()
 }
 
+/// Explains a parser limit (`Depth { depth: 65 }`, `Nodes { nodes: … }`, …) in a spec author's terms.
+fn budget_message(breach: &str) -> String {
+    let kind = breach.split([' ', '{']).next().unwrap_or(breach);
+    let number: String = breach.chars().filter(char::is_ascii_digit).collect();
+    let what = match kind {
+        "Depth" => {
+            return format!("nested {number} levels deep; a spec is never more than 64 levels deep");
+        }
+        "Nodes" => "values",
+        "Events" => "parser events",
+        "ScalarBytes" => "bytes of text in values",
+        "Aliases" => "aliases (`*name`)",
+        "Anchors" => "anchors (`&name`)",
+        "Documents" => "YAML documents",
+        "MergeKeys" => "merge keys (`<<`)",
+        "CommentBytes" => "bytes of comments",
+        _ => return format!("the spec exceeds a parser limit ({breach})"),
+    };
+    format!("too large: more than {number} {what}, over the parser's limit for a spec")
+}
+
+/// A YAML error as one plain sentence, without the parser's snippet, position or Rust advice;
+/// also used for the text templates render.
+pub(crate) fn yaml_problem(e: &serde_saphyr::Error) -> String {
+    user_message(&bare_message(e))
+}
+
 /// The error text without serde-saphyr's source snippet or position suffix.
 fn bare_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
     let first = full.lines().next().unwrap_or("").trim().to_string();
-    // serde-saphyr appends " at line X, column Y" to some messages.
-    let first = match first.rfind(" at line ") {
+    // serde-saphyr appends " at line X, column Y" (several, for aliases) to some messages.
+    let first = match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
         None => first,
     };
@@ -973,6 +1061,16 @@ impl Validator<'_> {
         let c = &d.consumer;
         let name_at = format!("{at}.name");
         self.dns_label(&name_at, &c.name);
+        if c.name.starts_with(|ch: char| ch.is_ascii_digit()) {
+            // The consumer name is also the Service name, and Service names are RFC 1035 labels.
+            self.error(
+                &name_at,
+                format!(
+                    "consumer name `{}` must start with a letter: it names the Service, an RFC 1035 label",
+                    c.name
+                ),
+            );
+        }
         let max_base = MAX_STATEFULSET_NAME - DATE_SUFFIX_LEN;
         if c.name.len() > max_base {
             self.error(
@@ -1223,16 +1321,24 @@ pub fn check_dns_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+/// Checks an RFC 1123 subdomain as Kubernetes does (`IsDNS1123Subdomain`): dot-separated parts of
+/// lower-case alphanumerics and `-`, each starting and ending alphanumeric, at most 253 characters
+/// in all. Unlike DNS, Kubernetes puts no 63-character limit on the parts.
 pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
     if name.len() > 253 {
+        let head: String = name.chars().take(20).collect();
         return Err(format!(
-            "`{}…` is {} characters; an RFC 1123 subdomain has at most 253",
-            &name[..20],
+            "`{head}…` is {} characters; an RFC 1123 subdomain has at most 253",
             name.len()
         ));
     }
-    if name.is_empty() || name.split('.').any(|l| check_dns_label(l).is_err()) {
+    let part_ok = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && p.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    if name.is_empty() || !name.split('.').all(part_ok) {
         return Err(format!(
             "invalid name `{name}`: use lower-case letters, digits, `-` and `.`, each part starting and ending with a letter or digit (RFC 1123 subdomain)"
         ));
@@ -1251,6 +1357,26 @@ mod tests {
         assert!(check_dns_label("-a").is_err());
         assert!(check_dns_label("../x").is_err());
         assert!(check_dns_label(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn dns_subdomains_have_no_per_part_limit() {
+        assert!(check_dns_subdomain("pd.csi.storage.gke.io").is_ok());
+        assert!(check_dns_subdomain(&"a".repeat(70)).is_ok());
+        assert!(check_dns_subdomain(&"a".repeat(254)).is_err());
+        assert!(check_dns_subdomain("a..b").is_err());
+        assert!(check_dns_subdomain("a.-b").is_err());
+        assert!(check_dns_subdomain("").is_err());
+    }
+
+    #[test]
+    fn over_long_names_with_multibyte_characters_do_not_panic() {
+        let name = format!("a{}", "é".repeat(200));
+        let err = check_dns_subdomain(&name).unwrap_err();
+        assert!(
+            err.starts_with("`aééééééééééééééééééé…` is 401 characters"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -918,3 +918,360 @@ fn completions_are_generated_for_bash() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("_snaproll()"));
 }
+
+// ---- Rules added after the first audit: each validator rule has its own test. ----
+
+/// The GKE example with `text` inserted before the consumer section of the producer.
+fn gke_producer_with(text: &str) -> String {
+    gke_with(
+        "        mountPath: /data\n      generations",
+        &format!("        mountPath: /data\n{text}      generations"),
+    )
+}
+
+#[test]
+fn rule_class_parameter_names_are_not_empty() {
+    rejects_text(
+        "rule_class_parameter_empty",
+        &gke_with(
+            "    deletionPolicy: Delete\n",
+            "    deletionPolicy: Delete\n    parameters: {\"\": x}\n",
+        ),
+    );
+}
+
+#[test]
+fn rule_toleration_without_key_uses_exists() {
+    rejects_text(
+        "rule_toleration_without_key",
+        &gke_producer_with("        tolerations:\n          - {operator: Equal, value: b}\n"),
+    );
+}
+
+#[test]
+fn rule_container_port_names_are_unique() {
+    rejects_text(
+        "rule_port_name_duplicate",
+        &gke_with(
+            "        service:\n",
+            "        ports:\n          - {name: http, containerPort: 80}\n          - {name: http, containerPort: 81}\n        service:\n",
+        ),
+    );
+}
+
+#[test]
+fn rule_service_ports_are_unique() {
+    rejects_text(
+        "rule_service_port_duplicate",
+        &gke_with(
+            "          type: Headless",
+            "          type: Headless\n          ports: [{name: a, port: 80}, {name: b, port: 80}]",
+        ),
+    );
+}
+
+#[test]
+fn rule_service_ports_need_names_when_several() {
+    rejects_text(
+        "rule_service_port_name_required",
+        &gke_with(
+            "          type: Headless",
+            "          type: Headless\n          ports: [{name: a, port: 80}, {port: 81}]",
+        ),
+    );
+}
+
+#[test]
+fn rule_image_has_no_white_space() {
+    rejects_text(
+        "rule_image_white_space",
+        &gke_with("image: ubuntu:22.04", "image: ubuntu 22.04"),
+    );
+}
+
+#[test]
+fn rule_mount_path_has_no_parent_components() {
+    rejects_text(
+        "rule_mount_path_parent",
+        &gke_with("mountPath: /data", "mountPath: /data/../etc"),
+    );
+}
+
+#[test]
+fn rule_resource_quantities_are_not_negative() {
+    rejects_text(
+        "rule_resources_negative",
+        &gke_producer_with("        resources:\n          requests: {cpu: \"-1\"}\n"),
+    );
+}
+
+#[test]
+fn rule_replicas_fit_an_int32() {
+    rejects_text(
+        "rule_replicas_int32",
+        &gke_with("replicas: 3", "replicas: 3000000000"),
+    );
+}
+
+#[test]
+fn rule_env_names_have_no_equals_sign() {
+    rejects_text(
+        "rule_env_name",
+        &gke_producer_with("        env:\n          - {name: \"A=B\", value: x}\n"),
+    );
+}
+
+#[test]
+fn rule_pin_is_a_generation_id() {
+    rejects_text(
+        "rule_pin",
+        &gke_with("keep: 1", "keep: 1\n        pin: Not_A_Generation"),
+    );
+}
+
+#[test]
+fn rule_claim_name_is_rfc1123() {
+    rejects_text(
+        "rule_claim_name",
+        &gke_with("replicas: 3", "replicas: 3\n        claimName: Bad_Claim"),
+    );
+}
+
+#[test]
+fn rule_storage_class_name_is_a_subdomain() {
+    rejects_text(
+        "rule_storage_class_name",
+        &gke_with(
+            "storageClassName: standard-rwo",
+            "storageClassName: Standard_RWO",
+        ),
+    );
+}
+
+#[test]
+fn rule_service_account_name_is_a_subdomain() {
+    rejects_text(
+        "rule_service_account_name",
+        &gke_producer_with("        serviceAccountName: -robot\n"),
+    );
+}
+
+#[test]
+fn rule_consumer_name_starts_with_a_letter() {
+    rejects_text(
+        "rule_consumer_name_digit",
+        &gke_with("name: consumer", "name: 1consumer"),
+    );
+}
+
+#[test]
+fn rule_keep_out_of_range_names_the_range() {
+    rejects_text("rule_keep_negative", &gke_with("keep: 1", "keep: -1"));
+}
+
+#[test]
+fn rule_replicas_out_of_range_names_the_range() {
+    rejects_text(
+        "rule_replicas_overflow",
+        &gke_with("replicas: 3", "replicas: 99999999999999999999999"),
+    );
+}
+
+#[test]
+fn rule_replicas_must_not_be_empty() {
+    rejects_text("rule_replicas_empty", &gke_with("replicas: 3", "replicas:"));
+}
+
+/// Regression: an over-long name cut for the message at a byte inside a multi-byte character
+/// used to panic (exit 101) instead of exiting 2 with a message.
+#[test]
+fn over_long_multibyte_driver_is_an_error_not_a_panic() {
+    rejects_text(
+        "bad_over_long_multibyte_driver",
+        &gke_with(
+            "driver: pd.csi.storage.gke.io",
+            &format!("driver: a{}", "é".repeat(200)),
+        ),
+    );
+}
+
+#[test]
+fn bad_deep_nesting_is_explained() {
+    let spec = format!(
+        "{}  extra: {}{}\n",
+        gke_text(),
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    rejects_text("bad_deep_nesting", &spec);
+}
+
+#[test]
+fn bad_alias_bomb_is_one_short_line() {
+    let mut spec = String::from("a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(",");
+        spec.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    rejects_text("bad_alias_bomb", &spec);
+}
+
+/// Kubernetes limits subdomains to 253 characters in all, not 63 per dot-separated part, and a
+/// dataset name of up to 63 characters gives a producer Pod name of up to 83: both valid.
+#[test]
+fn long_subdomain_and_dataset_names_are_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    let text = gke_with(
+        "name: csi-gce-pd-snapshot-class",
+        &format!("name: {}", "k".repeat(70)),
+    )
+    .replacen("- name: data", &format!("- name: {}", "d".repeat(63)), 1);
+    fs::write(&spec, text).unwrap();
+    let out = snaproll()
+        .args(["render", "-f", spec.to_str().unwrap(), "--generation", GEN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains(&format!("name: {}-producer-{GEN}", "d".repeat(63))));
+}
+
+#[test]
+fn bad_override_template_wrong_type_names_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tpl");
+    fs::create_dir(&dir).unwrap();
+    let sts = fs::read_to_string(repo_path("templates/statefulset.yaml.j2")).unwrap();
+    let replicas = sts
+        .lines()
+        .find(|l| l.trim_start().starts_with("replicas:"))
+        .expect("the StatefulSet template sets replicas");
+    fs::write(
+        dir.join("statefulset.yaml.j2"),
+        sts.replace(replicas, "  replicas: \"abc\""),
+    )
+    .unwrap();
+    rejects(
+        "bad_template_wrong_type",
+        gke_text().as_bytes(),
+        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn bad_override_template_duplicate_key_quotes_the_rendered_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tpl");
+    fs::create_dir(&dir).unwrap();
+    let svc = fs::read_to_string(repo_path("templates/service.yaml.j2")).unwrap();
+    fs::write(
+        dir.join("service.yaml.j2"),
+        format!("{svc}\nkind: Service\n"),
+    )
+    .unwrap();
+    rejects(
+        "bad_template_duplicate_key",
+        gke_text().as_bytes(),
+        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn render_out_refuses_a_file_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("out");
+    fs::write(&file, "mine").unwrap();
+    let res = snaproll()
+        .args([
+            "render",
+            "-f",
+            &example("gke-daily"),
+            "--generation",
+            GEN,
+            "--out",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        scrub(&String::from_utf8_lossy(&res.stderr), tmp.path()),
+        "error: --out [TMP]/out is a file; --out takes a directory (created when missing)\n"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+    assert_no_staging_left(tmp.path());
+}
+
+#[test]
+fn render_out_refuses_the_current_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = repo_path(&example("gke-daily"));
+    let res = snaproll()
+        .current_dir(tmp.path())
+        .args(["render", "--generation", GEN, "--out", ".", "-f"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&res.stderr),
+        "error: --out . contains the current directory, which cannot be replaced; choose another directory\n"
+    );
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// kustomize re-sorts resources by its own kind list unless told otherwise: the rendered
+/// kustomization must keep snaproll's apply order (checked with kubectl when it is installed).
+#[test]
+fn kustomization_keeps_apply_order_in_kubectl_kustomize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    snaproll()
+        .args([
+            "render",
+            "-f",
+            &example("gke-daily"),
+            "--generation",
+            GEN,
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let k = fs::read_to_string(out.join("kustomization.yaml")).unwrap();
+    assert!(k.contains("sortOptions:\n  order: fifo\n"), "{k}");
+    let Ok(res) = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&out)
+        .output()
+    else {
+        eprintln!("kubectl not installed: checked the kustomization text only");
+        return;
+    };
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let built = String::from_utf8(res.stdout).unwrap();
+    let kinds: Vec<&str> = built
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "VolumeSnapshotClass",
+            "PersistentVolumeClaim",
+            "Pod",
+            "VolumeSnapshot",
+            "Service",
+            "StatefulSet"
+        ]
+    );
+}
