@@ -277,13 +277,25 @@ pub enum GitError {
         #[source]
         source: Libgit2,
     },
-    /// Writing the new files into the working tree failed (the commit is on the branch).
+    /// A file the commit changes cannot be written in the working tree; checked before the
+    /// branch moves, so nothing was committed.
+    #[error("{repo}: cannot write {path} in the working tree, so nothing was committed")]
+    Unwritable {
+        repo: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a file failed after the checks passed (disk full, a race). The commit is complete
+    /// on the branch and the index matches it; the working tree lags behind.
     #[error(
-        "committed {commit} to {branch}, but updating the working tree failed; run `git checkout -- .` in the repository"
+        "committed {commit} to {branch}, but writing the working tree failed; the index matches the commit, restore the files with `git restore --source=HEAD --staged --worktree -- {pathspec}`"
     )]
     Worktree {
         branch: String,
         commit: String,
+        /// What to restore: the folder, or `.` when a rebuild also changed other files.
+        pathspec: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -697,6 +709,16 @@ struct Session<'d> {
     scrub: Scrubber,
     /// The clone's temporary directory, removed on drop.
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// One file the working tree changes to follow a commit.
+struct WtChange {
+    /// Path relative to the repository root.
+    rel: PathBuf,
+    deleted: bool,
+    /// Mode and blob id in the new commit (unused for a deletion).
+    mode: i32,
+    id: Oid,
 }
 
 /// How a single push attempt ended.
@@ -1165,30 +1187,117 @@ impl<'d> Session<'d> {
         }
     }
 
-    /// Makes the working tree and index match `new` where they matched `old` (checked clean
-    /// before): writes and removes exactly the files that differ between the two trees. Content
-    /// comes from `req` where it has the file (no read-back from the object database), and index
-    /// entries are built from the stat of the file just written with the blob id already known
-    /// (no re-hashing).
-    fn update_worktree(
-        &self,
-        req: &Request<'_>,
-        old: Option<Oid>,
-        new: Oid,
-    ) -> Result<(), GitError> {
-        let started = std::time::Instant::now();
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Worktree {
-            branch: self.branch.clone(),
-            commit: short(new),
-            source,
-        };
-        let g = |e: git2::Error| fail(Box::new(self.scrub.err(e)));
-        let old_tree = self.tree_of(old).map_err(|e| fail(Box::new(e)))?;
-        let new_tree = self.tree_of(Some(new)).map_err(|e| fail(Box::new(e)))?;
+    /// The files the working tree must change to go from commit `old` to `new`.
+    fn worktree_changes(&self, old: Option<Oid>, new: Oid) -> Result<Vec<WtChange>, GitError> {
+        let old_tree = self.tree_of(old)?;
+        let new_tree = self.tree_of(Some(new))?;
         let diff = self
             .repo
             .diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)
-            .map_err(g)?;
+            .map_err(self.repo_err("comparing the old and new trees"))?;
+        Ok(diff
+            .deltas()
+            .filter_map(|d| {
+                let rel = d.new_file().path().or(d.old_file().path())?.to_path_buf();
+                Some(WtChange {
+                    rel,
+                    deleted: d.status() == git2::Delta::Deleted,
+                    mode: i32::from(d.new_file().mode()),
+                    id: d.new_file().id(),
+                })
+            })
+            .collect())
+    }
+
+    /// Checks, before the branch moves, that every file of `changes` can be written or removed:
+    /// no file (an ignored one, say) where a folder must be, no folder where a file must be, and
+    /// each folder that gets written to accepts a new file (probed by creating and removing a
+    /// temporary file, which also catches read-only mounts and holds for root). A failure here
+    /// leaves branch, index and working tree untouched.
+    fn check_writable(&self, changes: &[WtChange]) -> Result<(), GitError> {
+        let root = self.repo.workdir().expect("non-bare").to_path_buf();
+        let unwritable = |rel: &Path, source: std::io::Error| GitError::Unwritable {
+            repo: self.name.clone(),
+            path: rel.display().to_string(),
+            source,
+        };
+        let removed: BTreeSet<&Path> = changes
+            .iter()
+            .filter(|c| c.deleted)
+            .map(|c| c.rel.as_path())
+            .collect();
+        let mut probe: BTreeMap<PathBuf, &Path> = BTreeMap::new();
+        for c in changes {
+            if c.mode == i32::from(git2::FileMode::Commit) && !c.deleted {
+                continue;
+            }
+            // The deepest folder that exists on the way to the file: it receives the change.
+            let mut deepest = root.clone();
+            let parent = c.rel.parent().unwrap_or(Path::new(""));
+            let mut prefix = PathBuf::new();
+            for comp in parent.components() {
+                prefix.push(comp);
+                match std::fs::symlink_metadata(root.join(&prefix)) {
+                    Ok(m) if m.is_dir() => deepest = root.join(&prefix),
+                    Ok(_) if removed.contains(prefix.as_path()) => break,
+                    Ok(_) => {
+                        return Err(unwritable(
+                            &c.rel,
+                            std::io::Error::other(format!(
+                                "{} is a file, not a folder (an ignored file?); move it away",
+                                prefix.display()
+                            )),
+                        ));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(unwritable(&c.rel, e)),
+                }
+            }
+            if !c.deleted && std::fs::symlink_metadata(root.join(&c.rel)).is_ok_and(|m| m.is_dir())
+            {
+                return Err(unwritable(
+                    &c.rel,
+                    std::io::Error::other("a folder is in the way; move it away"),
+                ));
+            }
+            probe.entry(deepest).or_insert(&c.rel);
+        }
+        for (dir, rel) in probe {
+            tempfile::Builder::new()
+                .prefix(".snaproll-probe-")
+                .tempfile_in(&dir)
+                .map_err(|e| unwritable(rel, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the working tree and index follow `changes` (checked clean and writable before):
+    /// writes and removes exactly those files. Content comes from `req` where it has the file
+    /// (no read-back from the object database), and index entries are built from the stat of
+    /// the file just written with the blob id already known (no re-hashing).
+    ///
+    /// If writing a file fails anyway (disk full, a race), the index still gets every change
+    /// (unwritten files with empty stat data, so git re-reads them): index and HEAD agree, the
+    /// files show as unstaged changes, and the error names the command that restores them.
+    fn update_worktree(
+        &self,
+        req: &Request<'_>,
+        new: Oid,
+        changes: &[WtChange],
+    ) -> Result<(), GitError> {
+        let started = std::time::Instant::now();
+        let all_ours = changes.iter().all(|c| c.rel.starts_with(&self.dest.path));
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Worktree {
+            branch: self.branch.clone(),
+            commit: short(new),
+            pathspec: if all_ours {
+                self.dest.path.clone()
+            } else {
+                ".".to_string()
+            },
+            source,
+        };
+        let g = |e: git2::Error| fail(Box::new(self.scrub.err(e)));
         let ours: std::collections::HashMap<String, &[u8]> = req
             .files
             .iter()
@@ -1202,20 +1311,21 @@ impl<'d> Session<'d> {
         let root = self.repo.workdir().expect("non-bare").to_path_buf();
         let mut index = self.repo.index().map_err(g)?;
         let mut made_dirs: BTreeSet<PathBuf> = BTreeSet::new();
-        for delta in diff.deltas() {
-            let new_file = delta.new_file();
-            let Some(rel) = new_file.path().or(delta.old_file().path()) else {
-                continue;
-            };
+        let mut first_error: Option<GitError> = None;
+        for c in changes {
+            let rel = c.rel.as_path();
             let full = root.join(rel);
-            let io = |e: std::io::Error| fail(Box::new(e));
-            if delta.status() == git2::Delta::Deleted {
-                match std::fs::remove_file(&full) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(e)),
-                }
+            if c.deleted {
+                let removed = match std::fs::remove_file(&full) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                };
                 index.remove_path(rel).map_err(g)?;
+                if let Err(e) = removed {
+                    first_error.get_or_insert(fail(Box::new(e)));
+                    continue;
+                }
                 // Drop folders the removal emptied (never the root).
                 let mut dir = full.parent();
                 while let Some(d) = dir {
@@ -1226,45 +1336,59 @@ impl<'d> Session<'d> {
                 }
                 continue;
             }
-            let mode = i32::from(new_file.mode());
-            if mode == i32::from(git2::FileMode::Commit) {
+            if c.mode == i32::from(git2::FileMode::Commit) {
                 continue; // submodules are not ours to check out
             }
-            if let Some(parent) = full.parent()
-                && !made_dirs.contains(parent)
-            {
-                std::fs::create_dir_all(parent).map_err(io)?;
-                made_dirs.insert(parent.to_path_buf());
-            }
             let rel_str = rel.to_string_lossy();
-            let blob;
-            let content: &[u8] = match ours.get(rel_str.as_ref()) {
-                Some(c) => c,
-                None => {
-                    blob = self.repo.find_blob(new_file.id()).map_err(g)?;
-                    blob.content()
+            let written =
+                (|| -> Result<std::fs::Metadata, Box<dyn std::error::Error + Send + Sync>> {
+                    if let Some(parent) = full.parent()
+                        && !made_dirs.contains(parent)
+                    {
+                        std::fs::create_dir_all(parent)?;
+                        made_dirs.insert(parent.to_path_buf());
+                    }
+                    let blob;
+                    let content: &[u8] = match ours.get(rel_str.as_ref()) {
+                        Some(c) => c,
+                        None => {
+                            blob = self
+                                .repo
+                                .find_blob(c.id)
+                                .map_err(|e| Box::new(self.scrub.err(e)))?;
+                            blob.content()
+                        }
+                    };
+                    if c.mode == i32::from(git2::FileMode::Link) {
+                        let _ = std::fs::remove_file(&full);
+                        let target = String::from_utf8_lossy(content).to_string();
+                        std::os::unix::fs::symlink(target, &full)?;
+                    } else {
+                        std::fs::write(&full, content)?;
+                        if c.mode == i32::from(git2::FileMode::BlobExecutable) {
+                            use std::os::unix::fs::PermissionsExt;
+                            std::fs::set_permissions(
+                                &full,
+                                std::fs::Permissions::from_mode(0o755),
+                            )?;
+                        }
+                    }
+                    Ok(std::fs::symlink_metadata(&full)?)
+                })();
+            let entry = match written {
+                Ok(meta) => index_entry(Some(&meta), c.id, c.mode, rel_str.as_bytes()),
+                Err(e) => {
+                    first_error.get_or_insert(fail(e));
+                    index_entry(None, c.id, c.mode, rel_str.as_bytes())
                 }
             };
-            if mode == i32::from(git2::FileMode::Link) {
-                let _ = std::fs::remove_file(&full);
-                let target = String::from_utf8_lossy(content).to_string();
-                std::os::unix::fs::symlink(target, &full).map_err(io)?;
-                index.add_path(rel).map_err(g)?;
-                continue;
-            }
-            std::fs::write(&full, content).map_err(io)?;
-            if mode == i32::from(git2::FileMode::BlobExecutable) {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755))
-                    .map_err(io)?;
-            }
-            let meta = std::fs::symlink_metadata(&full).map_err(io)?;
-            index
-                .add(&index_entry(&meta, new_file.id(), mode, rel_str.as_bytes()))
-                .map_err(g)?;
+            index.add(&entry).map_err(g)?;
         }
         index.write().map_err(g)?;
-        tracing::debug!(elapsed = ?started.elapsed(), files = diff.deltas().len(), "working tree updated");
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), files = changes.len(), "working tree updated");
         Ok(())
     }
 
@@ -1282,10 +1406,17 @@ impl<'d> Session<'d> {
         let Some(c) = commit else {
             return Ok((plan, None));
         };
+        let changes = if worktree {
+            let changes = self.worktree_changes(parent, c)?;
+            self.check_writable(&changes)?;
+            Some(changes)
+        } else {
+            None
+        };
         self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
         tracing::info!(commit = %c, branch = %self.branch, "committed");
-        if worktree {
-            self.update_worktree(req, parent, c)?;
+        if let Some(changes) = changes {
+            self.update_worktree(req, c, &changes)?;
         }
         Ok((plan, Some(c)))
     }
@@ -1394,9 +1525,16 @@ impl<'d> Session<'d> {
             }
             let (new_plan, new_commit) = self.build(req, comps, Some(remote_head))?;
             let target = new_commit.unwrap_or(remote_head);
+            let changes = if worktree {
+                let changes = self.worktree_changes(Some(local), target)?;
+                self.check_writable(&changes)?;
+                Some(changes)
+            } else {
+                None
+            };
             self.move_branch(Some(local), target, "snaproll: rebuilt on the remote head")?;
-            if worktree {
-                self.update_worktree(req, Some(local), target)?;
+            if let Some(changes) = changes {
+                self.update_worktree(req, target, &changes)?;
             }
             plan = new_plan;
             commit = new_commit;
@@ -1722,19 +1860,26 @@ fn resolve_branch(
     Ok(branch)
 }
 
-/// An index entry for a file just written: its stat data and the blob id already known.
-fn index_entry(meta: &std::fs::Metadata, id: Oid, mode: i32, path: &[u8]) -> git2::IndexEntry {
+/// An index entry for a file just written: its stat data and the blob id already known. Without
+/// stat data (the file could not be written) every field is zero, so git re-reads the file.
+fn index_entry(
+    meta: Option<&std::fs::Metadata>,
+    id: Oid,
+    mode: i32,
+    path: &[u8],
+) -> git2::IndexEntry {
     use std::os::unix::fs::MetadataExt;
+    let stat = |f: fn(&std::fs::Metadata) -> i64| meta.map(f).unwrap_or(0);
     // The index stores these as 32-bit fields; truncation is what git does too.
     git2::IndexEntry {
-        ctime: git2::IndexTime::new(meta.ctime() as i32, meta.ctime_nsec() as u32),
-        mtime: git2::IndexTime::new(meta.mtime() as i32, meta.mtime_nsec() as u32),
-        dev: meta.dev() as u32,
-        ino: meta.ino() as u32,
+        ctime: git2::IndexTime::new(stat(|m| m.ctime()) as i32, stat(|m| m.ctime_nsec()) as u32),
+        mtime: git2::IndexTime::new(stat(|m| m.mtime()) as i32, stat(|m| m.mtime_nsec()) as u32),
+        dev: stat(|m| m.dev() as i64) as u32,
+        ino: stat(|m| m.ino() as i64) as u32,
         mode: mode as u32,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        file_size: meta.size() as u32,
+        uid: stat(|m| i64::from(m.uid())) as u32,
+        gid: stat(|m| i64::from(m.gid())) as u32,
+        file_size: stat(|m| m.size() as i64) as u32,
         id,
         flags: (path.len().min(0xfff)) as u16,
         flags_extended: 0,
@@ -1793,5 +1938,47 @@ mod tests {
             !text.contains("tok123") && !text.contains("tok456"),
             "{text}"
         );
+    }
+
+    /// The path taken only when a write fails after the checks passed: the commit stays, the
+    /// index matches it (nothing left staged against HEAD) and the error names a working command.
+    #[test]
+    fn failed_worktree_write_after_the_move_leaves_the_index_matching_head() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        let dest = Destination::new(root.to_str().unwrap(), "rollouts/demo");
+        let files = vec![File {
+            path: "a.yaml".into(),
+            content: b"a: 1\n".to_vec(),
+            objects: vec![],
+        }];
+        let req = Request {
+            files: &files,
+            rollout: "demo",
+            generation: "g1",
+            author_name: Some("t"),
+            author_email: Some("t@example.com"),
+            describe_removed: None,
+        };
+        let session = Session::open(&dest, true).unwrap();
+        let comps = vec!["rollouts".to_string(), "demo".to_string()];
+        let (_, commit) = session.commit_onto(&req, &comps, None, false).unwrap();
+        let commit = commit.unwrap();
+        // Something appears where the folder goes after the checks would have passed.
+        std::fs::create_dir_all(root.join("rollouts")).unwrap();
+        std::fs::write(root.join("rollouts/demo"), "x").unwrap();
+        let changes = session.worktree_changes(None, commit).unwrap();
+        let err = session.update_worktree(&req, commit, &changes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "committed {} to main, but writing the working tree failed; the index matches the commit, restore the files with `git restore --source=HEAD --staged --worktree -- rollouts/demo`",
+                short(commit)
+            )
+        );
+        let mut index = session.repo.index().unwrap();
+        index.read(true).unwrap();
+        let tree = session.repo.find_commit(commit).unwrap().tree_id();
+        assert_eq!(index.write_tree().unwrap(), tree);
     }
 }

@@ -896,3 +896,42 @@ fn library_publish_handles_nested_files_and_an_emptied_folder() {
     assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
     env.fsck(&repo);
 }
+
+/// A file the commit must write cannot be written (here an ignored file sits where the folder
+/// goes, which stops root as well): refused before the branch moves, so branch, index and
+/// working tree stay as they were and the next run, once the obstacle is gone, just works.
+#[test]
+fn unwritable_working_tree_is_refused_before_the_branch_moves() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.seeded_repo("gitops");
+    let r = repo.to_str().unwrap();
+    std::fs::write(repo.join(".gitignore"), "/rollouts/demo\n").unwrap();
+    env.git(&repo, &["add", ".gitignore"]);
+    env.git(&repo, &["commit", "-q", "-m", "ignore"]);
+    std::fs::create_dir_all(repo.join("rollouts")).unwrap();
+    std::fs::write(repo.join("rollouts/demo"), "in the way\n").unwrap();
+    let head = env.git(&repo, &["rev-parse", "HEAD"]);
+    let out = env.reconcile(r, &[]).assert().code(3);
+    assert_eq!(
+        scrub(&stderr(&out), env.tmp.path()),
+        "error: reconcile of rollout demo: [TMP]/gitops: cannot write \
+         rollouts/demo/10-volumesnapshotclass-csi-gce-pd-snapshot-class.yaml in the working tree, \
+         so nothing was committed: rollouts/demo is a file, not a folder (an ignored file?); \
+         move it away\n"
+    );
+    assert_eq!(env.git(&repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    assert_eq!(env.git(&repo, &["diff", "--cached", "--name-only"]), "");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("rollouts/demo")).unwrap(),
+        "in the way\n"
+    );
+    env.fsck(&repo);
+    // Without the obstacle the same run commits, and index and working tree follow.
+    std::fs::remove_file(repo.join("rollouts/demo")).unwrap();
+    env.reconcile(r, &[]).assert().success();
+    assert_eq!(env.count(&repo, "HEAD"), 3);
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    env.fsck(&repo);
+}
