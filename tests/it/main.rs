@@ -2,6 +2,7 @@
 
 mod apply;
 mod common;
+mod docs;
 mod fakeapi;
 mod gitops;
 mod install;
