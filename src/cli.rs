@@ -92,7 +92,7 @@ pub enum Command {
     Status(StatusCmd),
     /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
     #[command(
-        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret (key `token`, or `ssh-privatekey` for SSH remotes), which you create; they are\nnever rendered."
+        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret, which you create: key `token` (and optionally `username`) for HTTPS remotes;\nkeys `ssh-privatekey` and `known_hosts` (the host keys, e.g. from ssh-keyscan) for SSH\nremotes. They are never rendered."
     )]
     Install(InstallCmd),
     /// Print shell completions.
@@ -327,7 +327,8 @@ pub struct InstallCmd {
     /// directly with `snaproll apply --prune`).
     #[arg(long, env = "SNAPROLL_REPO", value_name = "URL")]
     pub repo: Option<String>,
-    /// Secret (in the CronJob's namespace) whose key `token` holds the Git token.
+    /// Secret (in the CronJob's namespace) with the Git credentials: key `token` (HTTPS), or
+    /// keys `ssh-privatekey` and `known_hosts` (SSH remotes).
     #[arg(
         long,
         env = "SNAPROLL_GIT_SECRET",

@@ -51,10 +51,11 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
             .unwrap_or(&loaded.rollout.metadata.namespace);
         let secret = &opts.git_secret;
         if install::is_ssh_url(repo) {
+            let host = install::ssh_host(repo).unwrap_or("<git host>");
             eprintln!(
-                "note: the CronJob reads the SSH key from Secret {ns}/{secret} (key `{}`); create it with: kubectl -n {ns} create secret generic {secret} --from-file={}=<key file>",
-                install::GIT_SSH_KEY,
-                install::GIT_SSH_KEY
+                "note: the CronJob reads the SSH key and the host keys from Secret {ns}/{secret} (keys `{key}` and `{hosts}`); create it with: kubectl -n {ns} create secret generic {secret} --from-file={key}=<key file> --from-file={hosts}=<(ssh-keyscan {host})",
+                key = install::GIT_SSH_KEY,
+                hosts = install::GIT_KNOWN_HOSTS_KEY,
             );
         } else {
             eprintln!(

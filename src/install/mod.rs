@@ -64,6 +64,13 @@ pub const GIT_TOKEN_ENV: &str = "SNAPROLL_GIT_TOKEN";
 pub const GIT_TOKEN_KEY: &str = "token";
 /// Key of the SSH private key in the Git Secret, for SSH remotes (`kubernetes.io/ssh-auth`).
 pub const GIT_SSH_KEY: &str = "ssh-privatekey";
+/// Key of the SSH host keys in the Git Secret (`ssh-keyscan` output). libgit2 (1.7 and later)
+/// checks the server against `$HOME/.ssh/known_hosts` and refuses an unknown host, so the
+/// CronJob mounts this key there.
+pub const GIT_KNOWN_HOSTS_KEY: &str = "known_hosts";
+/// `$HOME` of the CronJob's container: the writable scratch volume (the root file system is
+/// read-only).
+const HOME: &str = "/tmp";
 /// ConfigMaps hold at most 1 MiB; leave room for the object around the data.
 const MAX_SPEC_IN_CONFIGMAP: usize = 1_000_000;
 /// Longest CronJob name: the controller appends an 11-character suffix to name its Jobs, whose
@@ -373,7 +380,7 @@ fn context(
         json!({"name": "SNAPROLL_LOG", "value": "info"}),
         // libgit2 and the Git transports look for configuration under $HOME; the root file
         // system is read-only, so point it at the writable scratch volume.
-        json!({"name": "HOME", "value": "/tmp"}),
+        json!({"name": "HOME", "value": HOME}),
     ];
     let mut mounts = vec![
         json!({"name": "spec", "mountPath": SPEC_DIR, "readOnly": true}),
@@ -400,8 +407,18 @@ fn context(
                 volumes.push(json!({"name": "git", "secret": {
                     "secretName": opts.git_secret,
                     "defaultMode": 0o400,
-                    "items": [{"key": GIT_SSH_KEY, "path": GIT_SSH_KEY}],
+                    "items": [
+                        {"key": GIT_SSH_KEY, "path": GIT_SSH_KEY},
+                        {"key": GIT_KNOWN_HOSTS_KEY, "path": GIT_KNOWN_HOSTS_KEY},
+                    ],
                 }}));
+                // One file over the scratch volume, where libgit2 looks for host keys.
+                mounts.push(json!({
+                    "name": "git",
+                    "mountPath": format!("{HOME}/.ssh/{GIT_KNOWN_HOSTS_KEY}"),
+                    "subPath": GIT_KNOWN_HOSTS_KEY,
+                    "readOnly": true,
+                }));
                 args.push("--ssh-key".to_string());
                 args.push(format!("{dir}/{GIT_SSH_KEY}"));
             } else {
@@ -461,6 +478,16 @@ fn context(
 pub fn is_ssh_url(url: &str) -> bool {
     url.starts_with("ssh://")
         || (!url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@')))
+}
+
+/// The host of an SSH remote (`git@github.com:o/r.git` or `ssh://git@host:22/r.git`), for
+/// the `ssh-keyscan` hint.
+pub fn ssh_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("ssh://").unwrap_or(url);
+    let after_user = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let end = after_user.find([':', '/']).unwrap_or(after_user.len());
+    let host = &after_user[..end];
+    (!host.is_empty()).then_some(host)
 }
 
 fn check_options(opts: &Options) -> Result<(), InstallError> {
@@ -718,6 +745,11 @@ mod tests {
         assert!(is_ssh_url("ssh://git@host/r.git"));
         assert!(!is_ssh_url("https://user@host/r.git"));
         assert!(!is_ssh_url("https://host:8443/r.git"));
+        assert_eq!(ssh_host("git@github.com:o/r.git"), Some("github.com"));
+        assert_eq!(
+            ssh_host("ssh://git@host.example:2222/r.git"),
+            Some("host.example")
+        );
     }
 
     #[test]

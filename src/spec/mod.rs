@@ -788,7 +788,9 @@ fn budget_message(breach: &str) -> String {
     let number: String = breach.chars().filter(char::is_ascii_digit).collect();
     let what = match kind {
         "Depth" => {
-            return format!("nested {number} levels deep; a spec is never more than 64 levels deep");
+            return format!(
+                "nested {number} levels deep; a spec is never more than 64 levels deep"
+            );
         }
         "Nodes" => "values",
         "Events" => "parser events",

@@ -157,8 +157,10 @@ fn tutorial_console_blocks_match_the_binary() {
             };
             last_code = code;
             ran += 1;
-            if bless {
+            if bless && !matches(&step.expected, &actual) {
                 replacements.push((step.line, step.expected.len(), blessed(step, &actual)));
+            }
+            if bless {
                 continue;
             }
             assert!(

@@ -174,6 +174,44 @@ fn ssh_remotes_mount_the_key_instead_of_a_token() {
         .expect("git volume");
     assert_eq!(git["secret"]["secretName"], "ops-deploy-key");
     assert_eq!(git["secret"]["defaultMode"], 0o400);
+    assert_eq!(
+        git["secret"]["items"],
+        json!([
+            {"key": "ssh-privatekey", "path": "ssh-privatekey"},
+            {"key": "known_hosts", "path": "known_hosts"},
+        ])
+    );
+    // libgit2 refuses unknown hosts: the host keys sit where it looks, $HOME/.ssh/known_hosts,
+    // over the writable scratch volume that $HOME points at.
+    let c = &pod["containers"][0];
+    let home = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "HOME")
+        .expect("HOME set");
+    assert_eq!(home["value"], "/tmp");
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.contains(&json!({"name": "tmp", "mountPath": "/tmp"})),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.contains(&json!({
+            "name": "git",
+            "mountPath": "/tmp/.ssh/known_hosts",
+            "subPath": "known_hosts",
+            "readOnly": true,
+        })),
+        "{mounts:?}"
+    );
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains(
+            "--from-file=ssh-privatekey=<key file> --from-file=known_hosts=<(ssh-keyscan github.com)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
