@@ -5,7 +5,8 @@
 //! [`Manager::prune`] and [`Manager::wait`], each with an options struct and each returning a
 //! [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
 //! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses),
-//! [`Manager::delete_consumer_volumes`] (a StatefulSet's PVCs by label) and
+//! [`Manager::delete_consumer_volumes`] (a StatefulSet's PVCs by label; a prune already
+//! deletes the claims of every StatefulSet that is gone, see [`Manager::prune`]) and
 //! [`Manager::stats`] (request counts, for tests and benchmarks). [`Manager::apply_named`]
 //! applies objects outside any rollout (`install --apply`) with the same requests and checks.
 //!
@@ -1103,7 +1104,9 @@ impl Manager {
         }
     }
 
-    /// Prunes owned ApplySet members that `set` no longer renders, with every guard, then
+    /// Prunes owned ApplySet members that `set` no longer renders, with every guard, and the
+    /// consumer PVCs of StatefulSets that are gone (found by label on every prune, so a failed
+    /// delete is retried; see docs/apply.md for those left to the retention policy), then
     /// narrows the inventory. Reads the live state itself; [`Manager::apply`] with
     /// `prune: true` reuses the state it already read instead.
     pub async fn prune(
@@ -1136,7 +1139,35 @@ impl Manager {
         for (id, reason) in &plan.skipped {
             changes.push(Change::new(id, Action::Skipped, Some(reason.clone())));
         }
-        if plan.deletes.is_empty() && plan.skipped.is_empty() {
+        // Consumer PVCs are not ApplySet members (the StatefulSet controller makes them), so
+        // they are found by label on every prune, not only in the run that deletes their
+        // StatefulSet: a delete that failed, or a run that stopped in between, is retried.
+        let claims = if set.objects.is_empty() {
+            Vec::new()
+        } else {
+            self.consumer_claims(live).await?
+        };
+        let rendered_sts: BTreeSet<(String, String)> = set
+            .objects
+            .iter()
+            .filter(|o| o.id.kind == Kind::StatefulSet)
+            .filter_map(|o| Some((o.dataset.clone()?, o.generation.clone()?)))
+            .collect();
+        let claim_of_gone_sts = |gone: &BTreeSet<ObjectRef>, v: &Value| {
+            let Some(key) = generation_key(v) else {
+                return false;
+            };
+            !rendered_sts.contains(&key)
+                && !live
+                    .of_kind(Kind::StatefulSet)
+                    .any(|(sid, s)| !gone.contains(sid) && generation_key(s) == Some(key.clone()))
+        };
+        let nothing_to_delete = plan.deletes.is_empty()
+            && plan.skipped.is_empty()
+            && !claims
+                .iter()
+                .any(|(_, v)| claim_of_gone_sts(&BTreeSet::new(), v));
+        if nothing_to_delete {
             // Nothing to delete: still narrow a parent that records kinds no longer present.
             return self
                 .narrow(set, live, &BTreeSet::new(), opts.dry_run, changes)
@@ -1146,6 +1177,7 @@ impl Manager {
         let mut survivors: BTreeSet<ObjectRef> =
             plan.skipped.iter().map(|(id, _)| id.clone()).collect();
         let mut deleted_statefulsets: BTreeSet<ObjectRef> = BTreeSet::new();
+        let mut deleted_claims: BTreeSet<ObjectRef> = BTreeSet::new();
         // Phases in delete order: StatefulSets, their PVCs, snapshots, then the rest.
         let mut phases: Vec<Vec<ObjectRef>> = vec![Vec::new(); 4];
         for id in &plan.deletes {
@@ -1158,38 +1190,44 @@ impl Manager {
         }
         for (n, phase) in phases.into_iter().enumerate() {
             if n == 1 {
-                // Consumer PVCs of each StatefulSet that is gone.
-                for sts in &deleted_statefulsets {
-                    let Some(l) = live.get(sts) else { continue };
-                    if retention_deletes_claims(l) {
+                // Claims whose StatefulSet is gone (deleted now or in an earlier run), one at
+                // a time so they go in a stable order.
+                for (id, v) in &claims {
+                    if !claim_of_gone_sts(&deleted_statefulsets, v) {
                         continue;
                     }
-                    let labels = manifest::labels_of(l);
-                    let (Some(d), Some(g)) = (
-                        labels.get(manifest::LABEL_DATASET),
-                        labels.get(manifest::LABEL_GENERATION),
-                    ) else {
+                    if let Some(reason) = opts.keep.get(id) {
+                        changes.push(Change::new(id, Action::Skipped, Some(reason.clone())));
                         continue;
-                    };
-                    let ns = sts.namespace.as_deref().unwrap_or(&self.namespace);
-                    let result = if opts.dry_run {
-                        Ok(consumer_volume_ids(live, &self.rollout, d, g)
-                            .into_iter()
-                            .map(|id| {
-                                Change::new(
-                                    &id,
-                                    Action::Deleted,
-                                    Some(format!("volume of pruned {sts}")),
-                                )
-                            })
-                            .collect())
-                    } else {
-                        self.delete_consumer_volumes_in(ns, d, g).await
-                    };
-                    match result {
-                        Ok(cs) => cs.into_iter().for_each(|c| changes.push(c)),
-                        Err((cs, e)) => {
-                            cs.into_iter().for_each(|c| changes.push(c));
+                    }
+                    if let Some(reason) = claim_left_to_cluster(v, live, &deleted_statefulsets) {
+                        changes.push(Change::new(id, Action::Skipped, Some(reason)));
+                        continue;
+                    }
+                    let (d, g) = generation_key(v).unwrap_or_default();
+                    let reason = format!(
+                        "volume of generation {g} of dataset {d}, whose StatefulSet is gone"
+                    );
+                    if opts.dry_run {
+                        changes.push(Change::new(id, Action::Deleted, Some(reason)));
+                        deleted_claims.insert(id.clone());
+                        continue;
+                    }
+                    let uid = v
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    match self.delete(id, uid).await {
+                        Ok(()) => {
+                            changes.push(Change::new(id, Action::Deleted, Some(reason)));
+                            deleted_claims.insert(id.clone());
+                        }
+                        Err(source) => {
+                            let e = ApplyError::Delete {
+                                object: id.to_string(),
+                                source,
+                            };
+                            changes.push(Change::new(id, Action::Failed, Some(e.to_string())));
                             first_error.get_or_insert(e);
                         }
                     }
@@ -1199,10 +1237,7 @@ impl Manager {
             let jobs = phase.into_iter().map(|id| {
                 let keep_reason = (id.kind == Kind::VolumeSnapshot)
                     .then(|| {
-                        live.of_kind(Kind::StatefulSet)
-                            .filter(|(sid, _)| !deleted_statefulsets.contains(*sid))
-                            .find(|(_, s)| snapshot_of(s).as_deref() == Some(id.name.as_str()))
-                            .map(|(sid, _)| format!("still the data source of {sid}"))
+                        snapshot_hold(&id, live, &deleted_statefulsets, &claims, &deleted_claims)
                     })
                     .flatten();
                 async move {
@@ -1266,6 +1301,65 @@ impl Manager {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Every owned consumer PVC (label `app.kubernetes.io/component=consumer-volume`), from
+    /// the live state, plus one LIST per namespace whose PVCs this run has not read yet
+    /// (a set that no longer renders a PVC of its own).
+    async fn consumer_claims(
+        &self,
+        live: &LiveState,
+    ) -> Result<Vec<(ObjectRef, Value)>, ApplyError> {
+        let mut namespaces: BTreeSet<String> = live
+            .read
+            .iter()
+            .filter(|(k, _)| k.namespaced())
+            .map(|(_, ns)| ns.clone())
+            .collect();
+        namespaces.insert(self.namespace.clone());
+        let mut out: BTreeMap<ObjectRef, Value> = live
+            .of_kind(Kind::PersistentVolumeClaim)
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect();
+        let selector = manifest::rollout_selector(&self.rollout);
+        for ns in namespaces {
+            if live
+                .read
+                .contains(&(Kind::PersistentVolumeClaim, ns.clone()))
+            {
+                continue;
+            }
+            let api = self.api(Kind::PersistentVolumeClaim, Some(&ns));
+            let lp = ListParams::default().labels(&selector);
+            let list = self
+                .call(Verb::List, || api.list(&lp))
+                .await
+                .map_err(|source| ApplyError::List {
+                    kind: Kind::PersistentVolumeClaim.as_str().to_string(),
+                    scope: format!("namespace {ns}"),
+                    source,
+                })?;
+            for item in list.items {
+                let mut v = serde_json::to_value(&item).unwrap_or(Value::Null);
+                v["apiVersion"] = Value::from("v1");
+                v["kind"] = Value::from(Kind::PersistentVolumeClaim.as_str());
+                let id = ObjectRef::new(
+                    Kind::PersistentVolumeClaim,
+                    item.metadata.namespace.as_deref(),
+                    item.metadata.name.as_deref().unwrap_or_default(),
+                );
+                out.insert(id, v);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(_, v)| {
+                let l = manifest::labels_of(v);
+                manifest::is_owned_by(&l, &self.rollout)
+                    && l.get(manifest::LABEL_COMPONENT).map(String::as_str)
+                        == Some("consumer-volume")
+            })
+            .collect())
     }
 
     /// Narrows the parent to the kinds still present: rendered ones and members that
@@ -1515,22 +1609,85 @@ pub fn consumer_volume_selector(rollout: &str, dataset: &str, generation: &str) 
     )
 }
 
-fn consumer_volume_ids(
+/// The (dataset, generation) labels of an object.
+fn generation_key(v: &Value) -> Option<(String, String)> {
+    let l = manifest::labels_of(v);
+    Some((
+        l.get(manifest::LABEL_DATASET)?.clone(),
+        l.get(manifest::LABEL_GENERATION)?.clone(),
+    ))
+}
+
+/// Why a claim whose StatefulSet is gone is not deleted by snaproll (`None`: it is). The
+/// cluster removes it when its StatefulSet's `persistentVolumeClaimRetentionPolicy` says
+/// `whenDeleted: Delete` and the server honours it: the live StatefulSet deleted this run
+/// kept the field (servers that do not know it drop it), or the claim carries the
+/// StatefulSet owner reference the controller sets for the garbage collector. A claim left
+/// a run later without that reference is deleted: nothing else will.
+fn claim_left_to_cluster(
+    claim: &Value,
     live: &LiveState,
-    rollout: &str,
-    dataset: &str,
-    generation: &str,
-) -> Vec<ObjectRef> {
-    live.of_kind(Kind::PersistentVolumeClaim)
-        .filter(|(_, v)| {
-            let l = manifest::labels_of(v);
-            manifest::is_owned_by(&l, rollout)
-                && l.get(manifest::LABEL_DATASET).map(String::as_str) == Some(dataset)
-                && l.get(manifest::LABEL_GENERATION).map(String::as_str) == Some(generation)
-                && l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("consumer-volume")
+    deleted_statefulsets: &BTreeSet<ObjectRef>,
+) -> Option<String> {
+    if claim.pointer("/metadata/deletionTimestamp").is_some() {
+        return Some("already being deleted (a finalizer holds it); its snapshot waits".into());
+    }
+    let gc = "deleted with its StatefulSet by the cluster (persistentVolumeClaimRetentionPolicy whenDeleted: Delete); its snapshot waits";
+    let owned_by_sts = claim
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|o| {
+            o.iter()
+                .any(|r| r.get("kind").and_then(Value::as_str) == Some("StatefulSet"))
+        });
+    let key = generation_key(claim);
+    let policy_deletes = deleted_statefulsets.iter().any(|sid| {
+        live.get(sid)
+            .is_some_and(|s| generation_key(s) == key && retention_deletes_claims(s))
+    });
+    (owned_by_sts || policy_deletes).then(|| gc.to_string())
+}
+
+/// Why a pruned snapshot must stay (`None`: it may go): a surviving StatefulSet restores
+/// from it, or a surviving claim of its generation does (a StatefulSet recreates lost claims
+/// from the snapshot, and a claim being restored needs it).
+fn snapshot_hold(
+    snap: &ObjectRef,
+    live: &LiveState,
+    deleted_statefulsets: &BTreeSet<ObjectRef>,
+    claims: &[(ObjectRef, Value)],
+    deleted_claims: &BTreeSet<ObjectRef>,
+) -> Option<String> {
+    if let Some((sid, _)) = live
+        .of_kind(Kind::StatefulSet)
+        .filter(|(sid, _)| !deleted_statefulsets.contains(*sid))
+        .find(|(_, s)| snapshot_of(s).as_deref() == Some(snap.name.as_str()))
+    {
+        return Some(format!("still the data source of {sid}"));
+    }
+    let key = live.get(snap).and_then(generation_key);
+    let remaining: Vec<&ObjectRef> = claims
+        .iter()
+        .filter(|(id, _)| !deleted_claims.contains(id) && id.namespace == snap.namespace)
+        .filter(|(_, c)| {
+            let source = ["/spec/dataSource", "/spec/dataSourceRef"].iter().any(|p| {
+                c.pointer(p).is_some_and(|ds| {
+                    ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot")
+                        && ds.get("name").and_then(Value::as_str) == Some(snap.name.as_str())
+                })
+            });
+            source || (key.is_some() && generation_key(c) == key)
         })
-        .map(|(id, _)| id.clone())
-        .collect()
+        .map(|(id, _)| id)
+        .collect();
+    let first = remaining.first()?;
+    Some(match remaining.len() {
+        1 => format!("{first} restored from it still exists; deleted once it is gone"),
+        n => format!(
+            "{first} and {} more claims restored from it still exist; deleted once they are gone",
+            n - 1
+        ),
+    })
 }
 
 /// Whether a live StatefulSet's retention policy already deletes its PVCs with it.

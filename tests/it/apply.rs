@@ -634,7 +634,7 @@ async fn prune_deletes_statefulset_then_its_volumes_then_snapshot_then_the_rest(
 }
 
 #[tokio::test]
-async fn volumes_are_left_to_the_retention_policy_when_it_deletes_them() {
+async fn volumes_are_left_to_the_retention_policy_and_hold_the_snapshot_until_they_are_gone() {
     let api = FakeApi::new().await;
     let o = SpecOpts {
         when_deleted: "Delete",
@@ -642,14 +642,180 @@ async fn volumes_are_left_to_the_retention_policy_when_it_deletes_them() {
     };
     let mgr = manager(&api, "demo");
     ok(mgr.apply(&render(&o, G1), &opts(true)).await);
-    controller_pvcs(&api, "data", G1, 1).await;
-    api.clear_requests();
-    ok(mgr.apply(&render(&o, G2), &opts(true)).await);
-    assert!(
-        !api.requests()
+    controller_pvcs(&api, "data", G1, 2).await;
+    let sts = api.get(&format!("{STS}/data-consumer-{G1}")).await.unwrap();
+    let pvc0 = format!("data-data-consumer-{G1}-0");
+    let pvc1 = format!("data-data-consumer-{G1}-1");
+    let g2 = render(&o, G2);
+    let pvc_deletes = |api: &FakeApi| -> Vec<String> {
+        api.requests()
             .iter()
-            .any(|r| r.method == "DELETE" && r.resource() == "persistentvolumeclaims")
+            .filter(|r| r.method == "DELETE" && r.resource() == "persistentvolumeclaims")
+            .map(|r| r.name().unwrap())
+            .collect()
+    };
+    let skipped = |cs: &ChangeSet| -> Vec<(String, String)> {
+        cs.with_action(Action::Skipped)
+            .map(|c| (format!("{}/{}", c.kind, c.name), c.reason.clone().unwrap()))
+            .collect()
+    };
+    let gc = "deleted with its StatefulSet by the cluster (persistentVolumeClaimRetentionPolicy whenDeleted: Delete); its snapshot waits";
+
+    // Run 1 deletes the StatefulSet whose live spec says `whenDeleted: Delete`: its claims
+    // are the cluster's to delete, and the snapshot waits for them.
+    api.clear_requests();
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(pvc_deletes(&api), Vec::<String>::new());
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![
+            format!("StatefulSet/data-consumer-{G1}"),
+            format!("Pod/data-producer-{G1}")
+        ]
     );
+    assert_eq!(
+        skipped(&cs),
+        vec![
+            (format!("PersistentVolumeClaim/{pvc0}"), gc.to_string()),
+            (format!("PersistentVolumeClaim/{pvc1}"), gc.to_string()),
+            (
+                format!("VolumeSnapshot/data-{G1}"),
+                format!(
+                    "PersistentVolumeClaim/{pvc0} ({NS}) and 1 more claims restored from it still exist; deleted once they are gone"
+                )
+            ),
+        ]
+    );
+    assert!(api.names(SNAPS).await.contains(&format!("data-{G1}")));
+
+    // The garbage collector has not got to claim 0 yet: it carries the owner reference the
+    // StatefulSet controller sets under `whenDeleted: Delete`. Claim 1 has none (a cluster
+    // that ignores the policy).
+    api.apply_as(
+        "statefulset-controller",
+        &format!("{PVCS}/{pvc0}"),
+        &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": pvc0, "namespace": NS, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"],
+                "uid": sts["metadata"]["uid"]}]}}),
+        false,
+    )
+    .await;
+    // Run 2: claim 1 is still there without an owner reference, so nothing else will delete
+    // it; claim 0 is still the garbage collector's and keeps the snapshot.
+    api.clear_requests();
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(pvc_deletes(&api), vec![pvc1.clone()]);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("PersistentVolumeClaim/{pvc1}")]
+    );
+    assert_eq!(
+        skipped(&cs),
+        vec![
+            (format!("PersistentVolumeClaim/{pvc0}"), gc.to_string()),
+            (
+                format!("VolumeSnapshot/data-{G1}"),
+                format!(
+                    "PersistentVolumeClaim/{pvc0} ({NS}) restored from it still exists; deleted once it is gone"
+                )
+            ),
+        ]
+    );
+
+    // The garbage collector removes claim 0; the next run deletes the snapshot, and the one
+    // after that writes nothing.
+    api.delete(&format!("{PVCS}/{pvc0}")).await;
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![format!("VolumeSnapshot/data-{G1}")]
+    );
+    assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")]);
+    api.clear_requests();
+    ok(mgr.apply(&g2, &opts(true)).await);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
+#[tokio::test]
+async fn failed_consumer_volume_delete_keeps_the_snapshot_and_is_retried_next_run() {
+    let api = FakeApi::new().await;
+    let (mgr, g2) = two_generations(&api).await;
+    let pvc1 = format!("data-data-consumer-{G1}-1");
+    api.inject(Fault::status(
+        "DELETE",
+        &format!("/persistentvolumeclaims/{pvc1}"),
+        403,
+        "Forbidden",
+        "persistentvolumeclaims is forbidden",
+    ));
+    let f = err(mgr.apply(&g2, &opts(true)).await);
+    assert!(matches!(f.error, ApplyError::Delete { .. }), "{}", f.error);
+    assert_eq!(
+        f.error.to_string(),
+        format!(
+            "deleting PersistentVolumeClaim/{pvc1} ({NS}) (kept in the inventory for the next run)"
+        )
+    );
+    // The StatefulSet and the other claims went; the failed claim keeps the snapshot.
+    assert_eq!(api.names(STS).await, vec![format!("data-consumer-{G2}")]);
+    assert_eq!(
+        api.names(PVCS).await,
+        vec!["data".to_string(), pvc1.clone()]
+    );
+    assert_eq!(
+        api.names(SNAPS).await,
+        vec![format!("data-{G1}"), format!("data-{G2}")]
+    );
+    let snap = f
+        .changes
+        .get(&ObjectRef::new(
+            Kind::VolumeSnapshot,
+            Some(NS),
+            &format!("data-{G1}"),
+        ))
+        .unwrap();
+    assert_eq!(snap.action, Action::Skipped);
+    assert_eq!(
+        snap.reason.as_deref(),
+        Some(format!("PersistentVolumeClaim/{pvc1} ({NS}) restored from it still exists; deleted once it is gone").as_str())
+    );
+    assert!(
+        recorded_kinds(&api)
+            .await
+            .contains("VolumeSnapshot.snapshot.storage.k8s.io")
+    );
+
+    // The next run finds the claim by its labels although its StatefulSet is long gone,
+    // deletes it, then the snapshot.
+    api.clear_faults();
+    api.clear_requests();
+    let cs = ok(mgr.apply(&g2, &opts(true)).await);
+    assert_eq!(
+        actions(&cs, Action::Deleted),
+        vec![
+            format!("PersistentVolumeClaim/{pvc1}"),
+            format!("VolumeSnapshot/data-{G1}")
+        ]
+    );
+    let deletes: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| format!("{}/{}", r.resource(), r.name().unwrap()))
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            format!("persistentvolumeclaims/{pvc1}"),
+            format!("volumesnapshots/data-{G1}")
+        ]
+    );
+    assert_eq!(api.names(PVCS).await, vec!["data".to_string()]);
+    assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")]);
+    api.clear_requests();
+    ok(mgr.apply(&g2, &opts(true)).await);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
 }
 
 #[tokio::test]
