@@ -56,16 +56,27 @@ fn statefulset(v: &Value) -> Readiness {
         .pointer("/spec/updateStrategy/type")
         .and_then(Value::as_str)
         == Some("OnDelete");
-    let updated = i64_at(v, "/status/updatedReplicas").unwrap_or(want);
-    if !on_delete && updated < want {
-        return Readiness::Pending(format!("{updated}/{want} replicas updated"));
-    }
+    // A status without updatedReplicas has not reported any updated Pod yet.
+    let updated = i64_at(v, "/status/updatedReplicas").unwrap_or(0);
     let cur = v.pointer("/status/currentRevision").and_then(Value::as_str);
     let upd = v.pointer("/status/updateRevision").and_then(Value::as_str);
-    if !on_delete
-        && let (Some(c), Some(u)) = (cur, upd)
-        && c != u
-    {
+    let rolling = match (cur, upd) {
+        (Some(c), Some(u)) if c != u => Some((c, u)),
+        _ => None,
+    };
+    if on_delete && (updated < want || rolling.is_some()) {
+        // The controller never replaces Pods under OnDelete: say who has to.
+        let revision = rolling
+            .map(|(c, u)| format!(", revision {c} to {u}"))
+            .unwrap_or_default();
+        return Readiness::Pending(format!(
+            "updateStrategy OnDelete: {updated}/{want} replicas updated{revision}; the controller replaces a Pod only when it is deleted (kubectl delete pod)"
+        ));
+    }
+    if updated < want {
+        return Readiness::Pending(format!("{updated}/{want} replicas updated"));
+    }
+    if let Some((c, u)) = rolling {
         return Readiness::Pending(format!("revision {c} rolling to {u}"));
     }
     Readiness::Ready
@@ -166,6 +177,70 @@ mod tests {
             readiness(Kind::Pod, &p),
             Readiness::Failed("Evicted".into())
         );
+    }
+
+    fn sts(status: Value, strategy: &str) -> Value {
+        json!({"metadata": {"generation": 2},
+               "spec": {"replicas": 3, "updateStrategy": {"type": strategy}},
+               "status": status})
+    }
+
+    #[test]
+    fn statefulset_without_updated_replicas_is_not_ready() {
+        let s = sts(
+            json!({"observedGeneration": 2, "readyReplicas": 3}),
+            "RollingUpdate",
+        );
+        assert_eq!(
+            readiness(Kind::StatefulSet, &s),
+            Readiness::Pending("0/3 replicas updated".into())
+        );
+    }
+
+    #[test]
+    fn statefulset_observed_generation_lag_is_pending() {
+        let s = sts(
+            json!({"observedGeneration": 1, "readyReplicas": 3, "updatedReplicas": 3,
+                   "currentRevision": "a", "updateRevision": "a"}),
+            "RollingUpdate",
+        );
+        assert_eq!(
+            readiness(Kind::StatefulSet, &s),
+            Readiness::Pending("controller has observed generation 1 of 2".into())
+        );
+    }
+
+    #[test]
+    fn statefulset_revision_mismatch_is_pending() {
+        let s = sts(
+            json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3,
+                   "currentRevision": "sts-a", "updateRevision": "sts-b"}),
+            "RollingUpdate",
+        );
+        assert_eq!(
+            readiness(Kind::StatefulSet, &s),
+            Readiness::Pending("revision sts-a rolling to sts-b".into())
+        );
+    }
+
+    #[test]
+    fn statefulset_on_delete_says_pods_must_be_deleted() {
+        let s = sts(
+            json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1,
+                   "currentRevision": "sts-a", "updateRevision": "sts-b"}),
+            "OnDelete",
+        );
+        assert_eq!(
+            readiness(Kind::StatefulSet, &s),
+            Readiness::Pending("updateStrategy OnDelete: 1/3 replicas updated, revision sts-a to sts-b; the controller replaces a Pod only when it is deleted (kubectl delete pod)".into())
+        );
+        // Fully updated under OnDelete: ready.
+        let s = sts(
+            json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3,
+                   "currentRevision": "sts-b", "updateRevision": "sts-b"}),
+            "OnDelete",
+        );
+        assert!(readiness(Kind::StatefulSet, &s).is_ready());
     }
 
     #[test]

@@ -1158,6 +1158,52 @@ fn statefulset_that_never_becomes_ready_keeps_the_old_generation_serving_and_wai
 }
 
 #[test]
+fn statefulset_generation_lag_and_revision_mismatch_keep_it_rolling_out() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    for _ in 0..2 {
+        w.run(D2);
+        w.play();
+    }
+    let r = w.run(D2);
+    assert_eq!(r.states("data")[1], format!("{G2} rolling-out"));
+    let sts = format!("{STS}/consumer-{G2}");
+    let status = |v: Value| w.server.block_on(w.api().set_status(&sts, v));
+    // The controller has not observed the spec yet, though it reports every replica ready.
+    status(
+        json!({"observedGeneration": 0, "replicas": 3, "readyReplicas": 3,
+                  "updatedReplicas": 3}),
+    );
+    let r = w.run(D2);
+    assert_eq!(
+        r.detail("data", G2),
+        "controller has observed generation 0 of 1"
+    );
+    // Ready but without updatedReplicas (a merge patch's null removes it): nothing is known
+    // to be updated.
+    status(
+        json!({"observedGeneration": 1, "replicas": 3, "readyReplicas": 3,
+                  "updatedReplicas": null, "currentRevision": null, "updateRevision": null}),
+    );
+    let r = w.run(D2);
+    assert_eq!(r.detail("data", G2), "0/3 replicas updated");
+    // Updated and ready, but the revisions still differ.
+    status(
+        json!({"observedGeneration": 1, "replicas": 3, "readyReplicas": 3,
+                  "updatedReplicas": 3, "currentRevision": "r1", "updateRevision": "r2"}),
+    );
+    let r = w.run(D2);
+    assert_eq!(r.detail("data", G2), "revision r1 rolling to r2");
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} rolling-out")]
+    );
+    // The old generation served throughout; once the controller catches up, the new one takes over.
+    w.play();
+    let r = w.settle(D2, 10);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+}
+
+#[test]
 fn claims_request_the_snapshot_restore_size_when_it_is_larger() {
     let w = World::new(Mode::Push, Knobs::default());
     w.behave(G1, |b| b.restore_size = "12Gi".into());
