@@ -360,80 +360,130 @@ impl GitError {
 
 /// Commits the folder content of `req` to `dest` (and pushes when asked or for a URL).
 pub fn publish(dest: &Destination, req: &Request<'_>) -> Result<Outcome, GitError> {
-    let rel = check_inputs(dest, req)?;
-    let dest = &Destination {
-        path: rel.join("/"),
-        ..dest.clone()
-    };
-    let session = Session::open(dest, true)?;
-    session.publish(req, &rel)
+    Checkout::open(dest)?.publish(req)
 }
 
 /// What [`publish`] would commit, with old and new contents, writing nothing to the repository
 /// (a URL is still fetched, into a temporary directory).
 pub fn preview(dest: &Destination, req: &Request<'_>) -> Result<Outcome, GitError> {
-    let rel = check_inputs(dest, req)?;
-    let dest = &Destination {
-        path: rel.join("/"),
-        ..dest.clone()
-    };
-    if !is_url(&dest.repo) && !Path::new(&dest.repo).exists() {
-        // Nothing to open: everything would be added.
-        let branch = dest.branch.clone().unwrap_or(DEFAULT_BRANCH.to_string());
-        let plan = Plan::new(&dest.path, req, &BTreeMap::new(), true);
-        return Ok(plan.outcome(req, None, None, branch, &dest.path));
-    }
-    let session = Session::open(dest, false)?;
-    let branch = session.branch.clone();
-    let parent = session.branch_head()?;
-    let parent_tree = session.tree_of(parent)?;
-    let old = session.read_folder(parent_tree.as_ref(), &rel)?;
-    let mut plan = Plan::new(&dest.path, req, &old, true);
-    for c in &mut plan.changes {
-        if c.kind != ChangeKind::Added {
-            let (oid, _) = old[rel_key(&dest.path, &c.path)];
-            c.old = Some(session.blob_content(oid)?);
-        }
-    }
-    if let Some(describe) = req.describe_removed {
-        for c in plan
-            .changes
-            .iter_mut()
-            .filter(|c| c.kind == ChangeKind::Removed)
-        {
-            c.objects = describe(&c.path, c.old.as_deref().unwrap_or_default());
-        }
-    }
-    Ok(plan.outcome(req, None, parent, branch, &dest.path))
+    Checkout::open(dest)?.preview(req)
 }
 
-/// The files the branch holds under the folder (path relative to the folder), writing nothing;
-/// empty when the repository, branch or folder does not exist yet. Offline runs read what was
-/// committed before to decide which generations Git keeps.
+/// The files the branch holds under the folder (see [`Checkout::read`]).
 pub fn read(dest: &Destination) -> Result<Vec<File>, GitError> {
-    let rel: Vec<String> = dest
-        .path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(str::to_string)
-        .collect();
-    if !is_url(&dest.repo) && !Path::new(&dest.repo).exists() {
-        return Ok(Vec::new());
+    Checkout::open(dest)?.read()
+}
+
+/// The repository of one run, opened once: an offline run reads what the branch holds, decides,
+/// and publishes onto that same snapshot (a URL is cloned once, and the commit is built on the
+/// remote head that was read). `--path` and `--branch` are checked before anything is opened.
+pub struct Checkout {
+    dest: Destination,
+    /// `dest.path`'s components.
+    rel: Vec<String>,
+    /// `None` while the local repository does not exist yet (a missing path or an empty
+    /// directory): it is created by [`Checkout::publish`], never by a read or a preview.
+    session: Option<Session>,
+    /// The branch head [`Checkout::read`] saw; [`Checkout::publish`] commits onto exactly it
+    /// (compare-and-swap), so a branch that moved in between fails the run instead of being
+    /// overwritten by a decision made on older content.
+    seen: Cell<Option<Option<Oid>>>,
+}
+
+impl Checkout {
+    /// Checks `--path` and `--branch` (exit 2 before anything is touched), then opens the
+    /// repository or clones the URL.
+    pub fn open(dest: &Destination) -> Result<Checkout, GitError> {
+        let rel = check_destination(dest)?;
+        let dest = Destination {
+            path: rel.join("/"),
+            ..dest.clone()
+        };
+        let path = Path::new(&dest.repo);
+        let not_yet = !is_url(&dest.repo)
+            && (!path.exists()
+                || (path.is_dir()
+                    && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())));
+        let session = if not_yet {
+            None
+        } else {
+            Some(Session::open(&dest, false)?)
+        };
+        Ok(Checkout {
+            dest,
+            rel,
+            session,
+            seen: Cell::new(None),
+        })
     }
-    let session = Session::open(dest, false)?;
-    let Some(head) = session.branch_head()? else {
-        return Ok(Vec::new());
-    };
-    let tree = session.tree_of(Some(head))?;
-    let mut files = Vec::new();
-    for (path, (oid, _)) in session.read_folder(tree.as_ref(), &rel)? {
-        files.push(File {
-            content: session.blob_content(oid)?,
-            path,
-            objects: Vec::new(),
-        });
+
+    /// The files the branch holds under the folder (path relative to the folder), writing
+    /// nothing; empty when the repository, branch or folder does not exist yet. Offline runs
+    /// read what was committed before to decide which generations Git keeps.
+    pub fn read(&self) -> Result<Vec<File>, GitError> {
+        let Some(session) = &self.session else {
+            return Ok(Vec::new());
+        };
+        let head = session.branch_head()?;
+        self.seen.set(Some(head));
+        let tree = session.tree_of(head)?;
+        let mut files = Vec::new();
+        for (path, (oid, _)) in session.read_folder(tree.as_ref(), &self.rel)? {
+            files.push(File {
+                content: session.blob_content(oid)?,
+                path,
+                objects: Vec::new(),
+            });
+        }
+        Ok(files)
     }
-    Ok(files)
+
+    /// Commits the folder content of `req` (and pushes when asked or for a URL); creates a
+    /// missing local repository first.
+    pub fn publish(self, req: &Request<'_>) -> Result<Outcome, GitError> {
+        check_files(req)?;
+        let session = match self.session {
+            Some(s) => s,
+            None => Session::open(&self.dest, true)?,
+        };
+        session.publish(req, &self.rel, self.seen.get())
+    }
+
+    /// What [`Checkout::publish`] would commit, with old and new contents, writing nothing.
+    pub fn preview(&self, req: &Request<'_>) -> Result<Outcome, GitError> {
+        check_files(req)?;
+        let dest = &self.dest;
+        let Some(session) = &self.session else {
+            // Nothing to open: everything would be added.
+            let branch = dest.branch.clone().unwrap_or(DEFAULT_BRANCH.to_string());
+            let plan = Plan::new(&dest.path, req, &BTreeMap::new(), true);
+            return Ok(plan.outcome(req, None, None, branch, &dest.path));
+        };
+        let branch = session.branch.clone();
+        let parent = match self.seen.get() {
+            Some(seen) => seen,
+            None => session.branch_head()?,
+        };
+        let parent_tree = session.tree_of(parent)?;
+        let old = session.read_folder(parent_tree.as_ref(), &self.rel)?;
+        let mut plan = Plan::new(&dest.path, req, &old, true);
+        for c in &mut plan.changes {
+            if c.kind != ChangeKind::Added {
+                let (oid, _) = old[rel_key(&dest.path, &c.path)];
+                c.old = Some(session.blob_content(oid)?);
+            }
+        }
+        if let Some(describe) = req.describe_removed {
+            for c in plan
+                .changes
+                .iter_mut()
+                .filter(|c| c.kind == ChangeKind::Removed)
+            {
+                c.objects = describe(&c.path, c.old.as_deref().unwrap_or_default());
+            }
+        }
+        Ok(plan.outcome(req, None, parent, branch, &dest.path))
+    }
 }
 
 /// A repository-relative path of a file in `folder`, relative to the folder ("" for the folder).
@@ -462,13 +512,16 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
-/// Validates the path, file names and branch; returns the path's components.
-fn check_inputs(dest: &Destination, req: &Request<'_>) -> Result<Vec<String>, GitError> {
-    let invalid = |what, value: &str, reason: &str| GitError::InvalidInput {
+fn invalid(what: &'static str, value: &str, reason: &str) -> GitError {
+    GitError::InvalidInput {
         what,
         value: value.to_string(),
         reason: reason.to_string(),
-    };
+    }
+}
+
+/// Validates `--path` and `--branch` (invalid input, exit 2); returns the path's components.
+pub fn check_destination(dest: &Destination) -> Result<Vec<String>, GitError> {
     let comps = components(&dest.path).map_err(|r| {
         invalid(
             "--path",
@@ -476,6 +529,16 @@ fn check_inputs(dest: &Destination, req: &Request<'_>) -> Result<Vec<String>, Gi
             &format!("{r}; use a relative folder like rollouts/NAME"),
         )
     })?;
+    if let Some(b) = &dest.branch
+        && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+    {
+        return Err(invalid("--branch", b, "not a valid branch name"));
+    }
+    Ok(comps)
+}
+
+/// Validates the file names of a request.
+fn check_files(req: &Request<'_>) -> Result<(), GitError> {
     let mut seen = BTreeSet::new();
     for f in req.files {
         components(&f.path).map_err(|r| invalid("file name", &f.path, &r))?;
@@ -500,12 +563,7 @@ fn check_inputs(dest: &Destination, req: &Request<'_>) -> Result<Vec<String>, Gi
             prefix.push_str(c);
         }
     }
-    if let Some(b) = &dest.branch
-        && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
-    {
-        return Err(invalid("--branch", b, "not a valid branch name"));
-    }
-    Ok(comps)
+    Ok(())
 }
 
 fn components(path: &str) -> Result<Vec<String>, String> {
@@ -698,8 +756,8 @@ impl Scrubber {
 }
 
 /// An open repository and the branch being written.
-struct Session<'d> {
-    dest: &'d Destination,
+struct Session {
+    dest: Destination,
     repo: Repository,
     /// Display name of the repository (redacted URL or the path).
     name: String,
@@ -727,9 +785,9 @@ enum PushResult {
     Rejected(String),
 }
 
-impl<'d> Session<'d> {
+impl Session {
     /// Opens (or, when `create`, creates) the repository and resolves the branch.
-    fn open(dest: &'d Destination, create: bool) -> Result<Session<'d>, GitError> {
+    fn open(dest: &Destination, create: bool) -> Result<Session, GitError> {
         let scrub = Scrubber::new(dest);
         if is_url(&dest.repo) {
             return Session::clone_url(dest, scrub);
@@ -759,7 +817,7 @@ impl<'d> Session<'d> {
         };
         let branch = resolve_branch(&repo, dest, &name, &scrub)?;
         Ok(Session {
-            dest,
+            dest: dest.clone(),
             repo,
             name,
             refname: format!("refs/heads/{branch}"),
@@ -772,7 +830,7 @@ impl<'d> Session<'d> {
 
     /// A bare clone of a URL in the work directory: fetch the branch, point the local branch
     /// at the remote head (the clone is scratch space: the remote is the truth).
-    fn clone_url(dest: &'d Destination, scrub: Scrubber) -> Result<Session<'d>, GitError> {
+    fn clone_url(dest: &Destination, scrub: Scrubber) -> Result<Session, GitError> {
         let url_name = redact_url(&dest.repo);
         let (tmp, dir) = match &dest.workdir {
             Some(d) => {
@@ -818,7 +876,7 @@ impl<'d> Session<'d> {
             }
         }
         let mut session = Session {
-            dest,
+            dest: dest.clone(),
             repo,
             name: url_name,
             branch: String::new(),
@@ -1421,12 +1479,21 @@ impl<'d> Session<'d> {
         Ok((plan, Some(c)))
     }
 
-    fn publish(&self, req: &Request<'_>, comps: &[String]) -> Result<Outcome, GitError> {
+    /// `seen`: the branch head a read of this run decided on (`None`: not read, use the head).
+    fn publish(
+        &self,
+        req: &Request<'_>,
+        comps: &[String],
+        seen: Option<Option<Oid>>,
+    ) -> Result<Outcome, GitError> {
         let worktree = self.has_worktree();
         if worktree {
             self.check_clean(&self.dest.path, &BTreeSet::new())?;
         }
-        let parent = self.branch_head()?;
+        let parent = match seen {
+            Some(seen) => seen,
+            None => self.branch_head()?,
+        };
         let (mut plan, mut commit) = self.commit_onto(req, comps, parent, worktree)?;
         let mut outcome_attempts = 0;
         let mut pushed = false;

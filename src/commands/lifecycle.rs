@@ -41,6 +41,9 @@ pub(crate) struct Run {
     pub cluster: Option<Cluster>,
     /// What the cluster held when the run observed it.
     pub live: Option<crate::apply::LiveState>,
+    /// The Git repository an offline run read its state from, kept open so the commit goes
+    /// onto the same snapshot (a URL is cloned once per run).
+    pub checkout: Option<gitops::Checkout>,
 }
 
 /// A connection to the cluster: the runtime the async client needs and the manager.
@@ -92,7 +95,12 @@ pub(crate) fn prepare(
             (cluster, dest)
         }
     };
-    let step = match (&cluster, git.as_ref()) {
+    let checkout = git
+        .as_ref()
+        .map(gitops::Checkout::open)
+        .transpose()
+        .with_context(|| format!("reconcile of rollout {rollout_name}"))?;
+    let step = match (&cluster, checkout.as_ref()) {
         (Some(c), _) => c.runtime.block_on(rollout::step_from_cluster(
             &c.manager,
             &loaded.rollout,
@@ -101,7 +109,8 @@ pub(crate) fn prepare(
         )),
         (None, git) => {
             let files = match git {
-                Some(dest) => gitops::read(dest)
+                Some(checkout) => checkout
+                    .read()
                     .with_context(|| format!("reconcile of rollout {rollout_name}"))?,
                 None => Vec::new(),
             };
@@ -136,6 +145,7 @@ pub(crate) fn prepare(
         observed,
         cluster,
         live,
+        checkout,
     })
 }
 

@@ -70,7 +70,7 @@ pub(crate) fn destination(git: &GitArgs, rollout: &str) -> Destination {
 }
 
 fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)> {
-    let run = lifecycle::prepare(
+    let mut run = lifecycle::prepare(
         &cmd.render,
         &cmd.cluster,
         Source::Reconcile {
@@ -123,11 +123,19 @@ fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)
         describe_removed: Some(&describe),
     };
 
-    let outcome = if cmd.dry_run {
-        gitops::preview(&dest, &req)
-    } else {
-        gitops::publish(&dest, &req)
+    // The repository an offline run read is the one committed to; with a cluster, Git is
+    // opened here for the first time.
+    let outcome = match run.checkout.take() {
+        Some(checkout) => Ok(checkout),
+        None => gitops::Checkout::open(&dest),
     }
+    .and_then(|checkout| {
+        if cmd.dry_run {
+            checkout.preview(&req)
+        } else {
+            checkout.publish(&req)
+        }
+    })
     .with_context(|| format!("reconcile of rollout {rollout}"))?;
 
     let mut out = std::io::stdout().lock();

@@ -215,6 +215,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, base: &Path) -> Daemon {
+        Daemon::start_logged(env, base, None)
+    }
+    /// With `log`, the daemon runs `--verbose` and writes one line per request there.
+    fn start_logged(env: &Env, base: &Path, log: Option<&Path>) -> Daemon {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -231,9 +235,13 @@ impl Daemon {
             ])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
+            .args(log.map(|_| "--verbose"))
             .arg(base)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("git daemon");
         let start = Instant::now();
@@ -934,4 +942,67 @@ fn unwritable_working_tree_is_refused_before_the_branch_moves() {
     assert_eq!(env.count(&repo, "HEAD"), 3);
     assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
     env.fsck(&repo);
+}
+
+/// `--path` and `--branch` are checked before anything is opened: against an existing
+/// repository and a URL (unreachable, so any connection attempt would be exit 3) they are
+/// invalid input (exit 2) and nothing is written.
+#[test]
+fn invalid_path_and_branch_are_exit_2_before_an_existing_repo_or_url_is_opened() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.seeded_repo("gitops");
+    let url = "http://127.0.0.1:1/x.git";
+    for target in [repo.to_str().unwrap(), url] {
+        let out = env
+            .reconcile(target, &["--offline", "--path", "../escape"])
+            .assert()
+            .code(2);
+        assert_eq!(
+            stderr(&out),
+            "error: reconcile of rollout demo: --path `../escape`: contains `..`; use a relative folder like rollouts/NAME\n"
+        );
+        let out = env
+            .reconcile(target, &["--offline", "--branch", "bad..name"])
+            .assert()
+            .code(2);
+        assert_eq!(
+            stderr(&out),
+            "error: reconcile of rollout demo: --branch `bad..name`: not a valid branch name\n"
+        );
+    }
+    assert_eq!(env.count(&repo, "--all"), 1);
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+    env.fsck(&repo);
+}
+
+/// One run opens the remote once: the offline read and the commit share one clone, so the run
+/// decides on the same remote head it commits onto. Counted on the server: the clone's ref
+/// listing and fetch (2 upload-pack requests) and the push (1 receive-pack); a no-op re-run
+/// lists and fetches only.
+#[test]
+fn url_run_clones_once_for_read_and_commit() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    let bare = env.seeded_bare("srv/remote.git");
+    let log = env.path("daemon.log");
+    let daemon = Daemon::start_logged(&env, &base, Some(&log));
+    let requests = || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        (
+            text.matches("Request upload-pack").count(),
+            text.matches("Request receive-pack").count(),
+        )
+    };
+    env.reconcile(&daemon.url("remote.git"), &["--offline"])
+        .assert()
+        .success();
+    assert_eq!(requests(), (2, 1));
+    env.reconcile(&daemon.url("remote.git"), &["--offline"])
+        .assert()
+        .success();
+    assert_eq!(requests(), (4, 1));
+    assert_eq!(env.count(&bare, "main"), 2);
+    env.fsck(&bare);
 }
