@@ -207,15 +207,16 @@ impl ApiCause {
         self.kube.as_ref()
     }
 
-    /// Whether retrying may help: throttling (429), server errors (5xx), timeouts and
-    /// connection failures. Everything else is final.
+    /// Whether retrying may help: throttling (429), server errors (5xx), our own request
+    /// timeout, and transport failures (a refused, reset or broken connection). Everything
+    /// else is final, including errors without an HTTP answer that a retry cannot fix: an
+    /// undecodable answer, an auth exec plugin that failed, TLS or configuration problems.
     pub fn is_transient(&self) -> bool {
         match self.code {
             Some(429) => true,
-            Some(c) if c >= 500 => true,
-            Some(_) => false,
-            // No HTTP answer: a timeout or a broken connection.
-            None => true,
+            Some(c) => c >= 500,
+            None if self.timed_out => true,
+            None => self.kube.as_ref().is_some_and(transport_failure),
         }
     }
 
@@ -280,6 +281,31 @@ impl fmt::Display for ApiCause {
 
 impl std::error::Error for ApiCause {}
 
+/// Whether a kube error without an HTTP answer is the connection failing: hyper's own errors
+/// (closed, reset, timed out), a reading error, or an I/O error under the service stack
+/// (connection refused, DNS). An I/O error under an auth error is the exec plugin failing to
+/// start, which a retry does not fix.
+fn transport_failure(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => true,
+        kube::Error::Service(e) => {
+            let mut io = false;
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(s) = src {
+                if s.is::<kube::client::AuthError>() || s.is::<kube::Error>() {
+                    return s
+                        .downcast_ref::<kube::Error>()
+                        .is_some_and(transport_failure);
+                }
+                io |= s.is::<std::io::Error>();
+                src = s.source();
+            }
+            io
+        }
+        _ => false,
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -303,6 +329,58 @@ mod tests {
         assert!(!status(409, "Conflict", "x").is_transient());
         assert!(!status(422, "Invalid", "x").is_transient());
         assert!(!status(403, "Forbidden", "x").is_transient());
+    }
+
+    #[test]
+    fn errors_without_an_http_answer_are_transient_only_when_the_connection_failed() {
+        use std::io::{Error as Io, ErrorKind};
+        let cause = |e: kube::Error| ApiCause::from_kube(e);
+        let service = |e: Box<dyn std::error::Error + Send + Sync>| kube::Error::Service(e);
+        // Retried: the connection was refused, reset or timed out under the service stack.
+        assert!(
+            cause(service(Box::new(Io::new(
+                ErrorKind::ConnectionRefused,
+                "connection refused"
+            ))))
+            .is_transient()
+        );
+        assert!(
+            cause(service(Box::new(Io::new(
+                ErrorKind::ConnectionReset,
+                "reset"
+            ))))
+            .is_transient()
+        );
+        assert!(
+            cause(kube::Error::ReadEvents(Io::new(
+                ErrorKind::UnexpectedEof,
+                "eof"
+            )))
+            .is_transient()
+        );
+        // Final: an undecodable answer, a failed auth exec plugin (even one that failed with
+        // an I/O error), TLS and configuration problems.
+        let decode = serde_json::from_str::<serde_json::Value>("{not json").unwrap_err();
+        assert!(!cause(kube::Error::SerdeError(decode)).is_transient());
+        assert!(
+            !cause(kube::Error::Auth(kube::client::AuthError::AuthExecStart(
+                Io::new(ErrorKind::NotFound, "gke-gcloud-auth-plugin not found")
+            )))
+            .is_transient()
+        );
+        assert!(
+            !cause(service(Box::new(kube::client::AuthError::ExecPluginFailed))).is_transient()
+        );
+        assert!(
+            !cause(service(Box::new(kube::Error::Auth(
+                kube::client::AuthError::AuthExecStart(Io::new(ErrorKind::NotFound, "x"))
+            ))))
+            .is_transient()
+        );
+        assert!(!cause(kube::Error::TlsRequired).is_transient());
+        assert!(!cause(kube::Error::LinesCodecMaxLineLengthExceeded).is_transient());
+        // A service error that is not I/O (another middleware's failure) is final too.
+        assert!(!cause(service("layer refused the request".into())).is_transient());
     }
 
     #[test]

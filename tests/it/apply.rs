@@ -1078,6 +1078,35 @@ async fn transient_errors_are_retried_with_bounded_backoff() {
     );
 }
 
+#[tokio::test]
+async fn only_connection_failures_are_retried_among_errors_without_an_http_answer() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let g1 = render(&SpecOpts::default(), G1);
+    // A reset connection is retried and the run succeeds.
+    api.inject(Fault::reset("GET", "/statefulsets").times(2));
+    ok(mgr.apply(&g1, &opts(true)).await);
+    assert_eq!(mgr.stats().retries, 2);
+    // An answer that does not decode is final: one attempt, the kind named, nothing written.
+    mgr.reset_stats();
+    api.clear_requests();
+    api.inject(Fault::body("GET", "/statefulsets", "{not json"));
+    let f = err(mgr.apply(&g1, &opts(true)).await);
+    assert!(matches!(f.error, ApplyError::List { .. }), "{}", f.error);
+    assert_eq!(
+        f.error.to_string(),
+        format!("listing StatefulSet objects in namespace {NS}")
+    );
+    assert_eq!(mgr.stats().retries, 0);
+    let sts_lists = api
+        .requests()
+        .iter()
+        .filter(|r| r.is_list() && r.resource() == "statefulsets")
+        .count();
+    assert_eq!(sts_lists, 1);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
 /// One step of a run where a fault can strike.
 struct Step {
     name: &'static str,

@@ -130,6 +130,11 @@ pub enum FaultAction {
     Status(u16, String, String),
     /// Wait this long, then carry on (so the client's own timeout fires first).
     Delay(Duration),
+    /// Answer 200 with this body (e.g. one that does not decode).
+    Body(String),
+    /// Fail the request with a reset connection (an I/O error; over the loopback server it
+    /// becomes a 500, since the connection is hyper's).
+    Reset,
 }
 
 /// A fault for requests matching `method` (any when `None`), a path containing `path`, and
@@ -163,6 +168,26 @@ impl Fault {
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Delay(d),
+        }
+    }
+    pub fn body(method: &str, path: &str, body: &str) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Body(body.to_string()),
+        }
+    }
+    pub fn reset(method: &str, path: &str) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Reset,
         }
     }
     pub fn times(mut self, n: usize) -> Fault {
@@ -690,6 +715,19 @@ async fn answer(
             return Ok(status_response(code, &reason, &message));
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::Body(b)) => {
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(b)))
+                .expect("response"));
+        }
+        Some(FaultAction::Reset) => {
+            return Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )));
+        }
         None => {}
     }
 
