@@ -319,16 +319,16 @@ pub enum GitError {
         #[source]
         source: Libgit2,
     },
-    /// The remote kept rejecting the push. The commit stays on the local branch.
-    #[error(
-        "push of {branch} to {url} rejected after {attempts} attempt(s): {reason}; the commit stays on the local branch ({local})"
-    )]
+    /// The remote kept rejecting the push. `kept` says what became of the commit, which
+    /// depends on the mode: a local repository keeps it on its branch (the next run pushes it);
+    /// a URL's clone is removed, or reset to the remote by the next run with `--workdir`.
+    #[error("push of {branch} to {url} rejected after {attempts} attempt(s): {reason}; {kept}")]
     PushRejected {
         url: String,
         branch: String,
         attempts: u32,
         reason: String,
-        local: String,
+        kept: String,
     },
     /// The local branch has commits the remote lacks that change more than `path`; snaproll
     /// will not rebuild over someone else's work.
@@ -501,15 +501,52 @@ pub fn is_url(repo: &str) -> bool {
     head.contains('@') && head.contains(':')
 }
 
-/// `url` without its userinfo (`https://user:token@host/x` → `https://***@host/x`).
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
+/// A URL's credentials split off: what may be shown and stored, and the secret part.
+struct UrlCredentials {
+    /// The URL without the secret: shown in messages and stored as the clone's remote URL.
+    public: String,
+    /// User and password taken out of the URL, supplied through the credentials callback.
+    cred: Option<(String, String)>,
+}
+
+/// Splits the secret off a URL. HTTP(S) URLs lose their userinfo whole (`https://bot:TOKEN@host/x`
+/// and the token form `https://TOKEN@host/x` both become `https://host/x`): the user and
+/// password go to the credentials callback instead. Other schemes lose only a password; a user
+/// name is not a secret (`ssh://git@host/x` is unchanged).
+fn split_credentials(url: &str) -> UrlCredentials {
+    let unchanged = || UrlCredentials {
+        public: url.to_string(),
+        cred: None,
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return unchanged();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return unchanged();
+    };
+    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let cred = Some((user.to_string(), password.to_string()));
+    if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return UrlCredentials {
+            public: format!("{scheme}://{host}"),
+            cred,
+        };
     }
-    url.to_string()
+    if password.is_empty() {
+        return unchanged();
+    }
+    UrlCredentials {
+        public: format!("{scheme}://{user}@{host}"),
+        cred,
+    }
+}
+
+/// `url` without its secret (see [`split_credentials`]): `https://bot:TOKEN@host/x` →
+/// `https://host/x`, `ssh://git:pw@host/x` → `ssh://git@host/x`.
+pub fn redact_url(url: &str) -> String {
+    split_credentials(url).public
 }
 
 fn invalid(what: &'static str, value: &str, reason: &str) -> GitError {
@@ -716,18 +753,19 @@ struct Scrubber {
 }
 
 impl Scrubber {
+    /// Replaces the URL as given by its public form, then the secrets themselves (the URL's
+    /// password or token, the env token) wherever libgit2 might echo them. User names and
+    /// host names are not secrets and stay as they are.
     fn new(dest: &Destination) -> Scrubber {
         let mut secrets = Vec::new();
         if is_url(&dest.repo) {
-            let red = redact_url(&dest.repo);
-            if red != dest.repo {
-                secrets.push((dest.repo.clone(), red));
+            let split = split_credentials(&dest.repo);
+            if split.public != dest.repo {
+                secrets.push((dest.repo.clone(), split.public));
             }
-            if let Some((_, rest)) = dest.repo.split_once("://") {
-                let end = rest.find('/').unwrap_or(rest.len());
-                if let Some(at) = rest[..end].rfind('@') {
-                    secrets.push((rest[..at].to_string(), "***".to_string()));
-                }
+            if let Some((user, password)) = split.cred {
+                let secret = if password.is_empty() { user } else { password };
+                secrets.push((secret, "***".to_string()));
             }
         }
         if let Some(t) = &dest.auth.token {
@@ -865,13 +903,16 @@ impl Session {
                 source: scrub.err(e),
             }
         };
+        // The clone's config (kept in --workdir) gets the URL without its secret; the
+        // credentials callback supplies it.
+        let stored = redact_url(&dest.repo);
         match repo.find_remote(&dest.remote) {
-            Ok(r) if r.url() == Ok(dest.repo.as_str()) => {}
+            Ok(r) if r.url() == Ok(stored.as_str()) => {}
             Ok(_) => repo
-                .remote_set_url(&dest.remote, &dest.repo)
+                .remote_set_url(&dest.remote, &stored)
                 .map_err(repo_err(format!("setting remote {}", dest.remote)))?,
             Err(_) => {
-                repo.remote(&dest.remote, &dest.repo)
+                repo.remote(&dest.remote, &stored)
                     .map_err(repo_err(format!("adding remote {}", dest.remote)))?;
             }
         }
@@ -1537,12 +1578,25 @@ impl Session {
                 PushResult::Rejected(reason) => reason,
             };
             let local = self.branch_head()?;
+            let kept = match (self.url_mode, &self.dest.workdir) {
+                (false, _) => format!(
+                    "the commit stays on the local branch ({}) and the next run pushes it",
+                    local.map(short).unwrap_or_default()
+                ),
+                (true, None) => {
+                    "nothing was pushed and the temporary clone is removed; the next run clones and commits again".to_string()
+                }
+                (true, Some(dir)) => format!(
+                    "nothing was pushed; the next run resets the clone in {} to the remote and commits again",
+                    dir.display()
+                ),
+            };
             let rejected = |attempts| GitError::PushRejected {
                 url: url.clone(),
                 branch: self.branch.clone(),
                 attempts,
                 reason: reason.clone(),
-                local: local.map(short).unwrap_or_default(),
+                kept: kept.clone(),
             };
             if attempts > self.dest.push_retries {
                 return Err(rejected(attempts));
@@ -1666,6 +1720,12 @@ impl Session {
     ) -> RemoteCallbacks<'a> {
         let auth = &self.dest.auth;
         let mut cb = RemoteCallbacks::new();
+        let url_cred = if self.url_mode {
+            split_credentials(&self.dest.repo).cred
+        } else {
+            None
+        };
+        let mut tried_url = false;
         let mut tried_key = false;
         let mut tried_agent = false;
         let mut tried_token = false;
@@ -1696,6 +1756,12 @@ impl Session {
                 }
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some((user, password)) = &url_cred
+                    && !tried_url
+                {
+                    tried_url = true;
+                    return Cred::userpass_plaintext(user, password);
+                }
                 if let Some(token) = &auth.token
                     && !tried_token
                 {
@@ -1974,14 +2040,26 @@ mod tests {
     }
 
     #[test]
-    fn userinfo_is_redacted() {
+    fn only_the_secret_of_a_url_is_redacted() {
         assert_eq!(
             redact_url("https://user:s3cret@example.com/x.git"),
-            "https://***@example.com/x.git"
+            "https://example.com/x.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git:pw@example.com/x.git"),
+            "ssh://git@example.com/x.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_token123@example.com/x.git"),
+            "https://example.com/x.git"
         );
         assert_eq!(
             redact_url("https://example.com/x.git"),
             "https://example.com/x.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@127.0.0.1:1/x.git"),
+            "ssh://git@127.0.0.1:1/x.git"
         );
         assert_eq!(redact_url("git@host:org/x.git"), "git@host:org/x.git");
     }
@@ -1996,14 +2074,18 @@ mod tests {
     }
 
     #[test]
-    fn scrubber_hides_token_and_userinfo() {
+    fn scrubber_hides_secrets_and_leaves_other_words_alone() {
         let mut d = Destination::new("https://bot:tok123@example.com/x.git", "p");
         d.auth.token = Some("tok456".into());
         let s = Scrubber::new(&d);
-        let text = s.text("failed https://bot:tok123@example.com/x.git with tok456 and bot:tok123");
-        assert!(
-            !text.contains("tok123") && !text.contains("tok456"),
-            "{text}"
+        assert_eq!(
+            s.text("failed https://bot:tok123@example.com/x.git with tok456 and bot:tok123; robot"),
+            "failed https://example.com/x.git with *** and bot:***; robot"
+        );
+        let s = Scrubber::new(&Destination::new("ssh://git@127.0.0.1:1/x.git", "p"));
+        assert_eq!(
+            s.text("cannot reach ssh://git@127.0.0.1:1/x.git: git said no"),
+            "cannot reach ssh://git@127.0.0.1:1/x.git: git said no"
         );
     }
 

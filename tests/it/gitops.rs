@@ -578,7 +578,8 @@ fn remote_that_keeps_moving_fails_after_bounded_retries_and_nothing_is_lost_loca
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("rejected after 3 attempt(s)"), "{err}");
     assert!(
-        err.contains("the commit stays on the local branch"),
+        err.ends_with("and the next run pushes it\n")
+            && err.contains("; the commit stays on the local branch ("),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -764,7 +765,7 @@ fn credentials_never_appear_in_errors() {
         !all.contains("hunter2secret") && !all.contains("tok-abcdef"),
         "{all}"
     );
-    assert!(all.contains("http://***@127.0.0.1:1/x.git"), "{all}");
+    assert!(all.contains("http://127.0.0.1:1/x.git"), "{all}");
 }
 
 #[test]
@@ -1003,6 +1004,89 @@ fn url_run_clones_once_for_read_and_commit() {
         .assert()
         .success();
     assert_eq!(requests(), (4, 1));
+    assert_eq!(env.count(&bare, "main"), 2);
+    env.fsck(&bare);
+}
+
+/// Only the secret leaves a message: a token in the URL and a user name that is not a secret
+/// (`git@`) come out as the URL without the token and the URL unchanged, with no `***` inside
+/// other words; the clone kept in --workdir stores the URL without the token (the credentials
+/// callback supplies it).
+#[test]
+fn url_secrets_are_scrubbed_exactly_and_never_stored_in_the_workdir() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let workdir = env.path("work");
+    let out = env
+        .reconcile(
+            "https://bot:s3cr3t@127.0.0.1:1/repo.git",
+            &["--offline", "--workdir", workdir.to_str().unwrap()],
+        )
+        .assert()
+        .code(3);
+    assert_eq!(
+        stderr(&out),
+        "error: reconcile of rollout demo: cannot fetch from https://127.0.0.1:1/repo.git: \
+         failed to connect to 127.0.0.1: Connection refused\n"
+    );
+    let config = std::fs::read_to_string(workdir.join("config")).unwrap();
+    assert!(!config.contains("s3cr3t"), "{config}");
+    assert!(
+        config.contains("url = https://127.0.0.1:1/repo.git\n"),
+        "{config}"
+    );
+    let out = env
+        .reconcile("ssh://git@127.0.0.1:1/x.git", &["--offline"])
+        .assert()
+        .code(3);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: reconcile of rollout demo: cannot fetch from ssh://git@127.0.0.1:1/x.git: "
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("***"), "{err}");
+}
+
+/// A rejected push in URL mode says what really happens to the commit: without --workdir the
+/// temporary clone is removed; with --workdir the next run resets the clone to the remote.
+#[test]
+fn rejected_push_in_url_mode_says_what_becomes_of_the_commit() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    let bare = env.seeded_bare("srv/remote.git");
+    write_hook(&bare, "#!/bin/sh\necho 'protected branch' >&2\nexit 1\n");
+    let daemon = Daemon::start(&env, &base);
+    let url = daemon.url("remote.git");
+    let out = env.reconcile(&url, &["--offline"]).assert().code(3);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: reconcile of rollout demo: push of main to {url} rejected after 1 attempt(s): \
+             pre-receive hook declined; nothing was pushed and the temporary clone is removed; \
+             the next run clones and commits again\n"
+        )
+    );
+    let work = env.path("work");
+    let out = env
+        .reconcile(&url, &["--offline", "--workdir", work.to_str().unwrap()])
+        .assert()
+        .code(3);
+    assert_eq!(
+        scrub(&stderr(&out), env.tmp.path()),
+        format!(
+            "error: reconcile of rollout demo: push of main to {url} rejected after 1 attempt(s): \
+             pre-receive hook declined; nothing was pushed; the next run resets the clone in \
+             [TMP]/work to the remote and commits again\n"
+        )
+    );
+    // What the message promises: the next run starts again from the remote head.
+    std::fs::remove_file(bare.join("hooks/pre-receive")).unwrap();
+    env.reconcile(&url, &["--offline", "--workdir", work.to_str().unwrap()])
+        .assert()
+        .success();
     assert_eq!(env.count(&bare, "main"), 2);
     env.fsck(&bare);
 }
