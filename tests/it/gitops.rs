@@ -699,28 +699,40 @@ fn repo_path_that_cannot_be_created_is_a_one_line_git_error() {
     insta::assert_snapshot!("path_under_a_file", scrub(&stderr(&out), env.tmp.path()));
 }
 
+/// A parent directory that refuses new entries: for a normal user a 0555 directory, for root
+/// (who ignores permission bits) sysfs, which refuses `mkdir` to root too. Either way the
+/// error is the permission error itself, in one line, and nothing is created.
 #[test]
-fn read_only_directory_is_a_one_line_git_error() {
+fn directory_that_refuses_new_entries_is_a_one_line_permission_error() {
     let env = Env::new();
     env.spec(&[("data", 1)]);
-    // root ignores permission bits, so use a read-only pseudo filesystem instead.
-    let target = if is_root() {
-        PathBuf::from("/proc/snaproll-test/gitops")
+    let (target, expected) = if is_root() {
+        (
+            PathBuf::from("/sys/snaproll-test/gitops"),
+            // sysfs: EPERM; a read-only /sys mount (containers): EROFS.
+            vec![
+                "Operation not permitted (os error 1)",
+                "Read-only file system (os error 30)",
+            ],
+        )
     } else {
         use std::os::unix::fs::PermissionsExt;
         let ro = env.path("ro");
         std::fs::create_dir_all(&ro).unwrap();
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-        ro.join("gitops")
+        (ro.join("gitops"), vec!["Permission denied (os error 13)"])
     };
     let out = env
         .reconcile(target.to_str().unwrap(), &[])
         .assert()
         .code(3);
     let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("error: reconcile of rollout demo: cannot create repository"),
+        expected.iter().any(|cause| err
+            == format!(
+                "error: reconcile of rollout demo: cannot create repository {}: {cause}\n",
+                target.display()
+            )),
         "{err}"
     );
     assert!(!target.exists());
@@ -835,6 +847,9 @@ fn author_falls_back_to_env_then_git_config_then_snaproll() {
     env.git(&repo, &["config", "user.email", "config@example.com"]);
     cmd.assert().success();
     assert_eq!(author(&repo).trim(), "Config Bot <config@example.com>");
+    for rel in ["fallback", "from-env", "from-config"] {
+        env.fsck(&env.path(rel));
+    }
 }
 
 #[test]
@@ -1089,4 +1104,62 @@ fn rejected_push_in_url_mode_says_what_becomes_of_the_commit() {
         .success();
     assert_eq!(env.count(&bare, "main"), 2);
     env.fsck(&bare);
+}
+
+/// A URL repository without the named branch: exit 3 naming the branches there, and the remote
+/// is left as it was (no new branch, no commit).
+#[test]
+fn missing_branch_on_a_url_repo_is_refused_and_the_remote_is_untouched() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let base = env.path("srv");
+    let bare = env.seeded_bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &base);
+    let url = daemon.url("remote.git");
+    let refs = env.git(&bare, &["show-ref"]);
+    let out = env
+        .reconcile(&url, &["--offline", "--branch", "deploy"])
+        .assert()
+        .code(3);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: reconcile of rollout demo: branch `deploy` does not exist in {url} \
+             (branches: main); create it first or pass an existing --branch\n"
+        )
+    );
+    assert_eq!(env.git(&bare, &["show-ref"]), refs);
+    env.fsck(&bare);
+}
+
+/// A change staged (not just edited) inside --path is refused like any other: nothing is
+/// committed and the staged content stays staged.
+#[test]
+fn staged_change_inside_path_is_refused_and_stays_staged() {
+    let env = Env::new();
+    env.spec(&[("data", 1)]);
+    let repo = env.path("gitops");
+    let r = repo.to_str().unwrap();
+    env.reconcile(r, &[]).assert().success();
+    let file = "rollouts/demo/kustomization.yaml";
+    std::fs::write(repo.join(file), "staged edit\n").unwrap();
+    env.git(&repo, &["add", file]);
+    env.spec(&[("data", 2)]);
+    let out = env.reconcile(r, &[]).assert().code(3);
+    assert_eq!(
+        scrub(&stderr(&out), env.tmp.path()),
+        "error: reconcile of rollout demo: [TMP]/gitops: uncommitted changes under rollouts/demo \
+         (rollouts/demo/kustomization.yaml); commit or discard them \
+         (git -C [TMP]/gitops status -- rollouts/demo) and re-run\n"
+    );
+    assert_eq!(env.count(&repo, "HEAD"), 1);
+    assert_eq!(
+        env.git(&repo, &["status", "--porcelain"]),
+        format!("M  {file}\n")
+    );
+    assert_eq!(
+        env.git(&repo, &["show", &format!(":{file}")]),
+        "staged edit\n"
+    );
+    env.fsck(&repo);
 }
