@@ -12,10 +12,9 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            for line in commands::error_lines(&err) {
-                eprintln!("error: {line}");
-            }
-            ExitCode::from(commands::exit_code(&err))
+            let code = commands::exit_code(&err);
+            commands::print_error(&err, code);
+            ExitCode::from(code)
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::spec::{self, Loaded};
 pub fn install(cmd: &InstallCmd) -> Result<u8> {
     let loaded = spec::load(&cmd.file)?;
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        super::warn(&w.to_string());
     }
     let text = std::fs::read_to_string(&cmd.file)
         .with_context(|| format!("reading {}", cmd.file.display()))?;
@@ -41,7 +41,11 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
                 std::fs::write(&path, &o.yaml)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            eprintln!("wrote {} objects to {}", objects.len(), dir.display());
+            super::note(&format!(
+                "wrote {} objects to {}",
+                objects.len(),
+                dir.display()
+            ));
         }
     }
     if let Some(repo) = &opts.repo {
@@ -52,17 +56,17 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
         let secret = &opts.git_secret;
         if install::is_ssh_url(repo) {
             let host = install::ssh_host(repo).unwrap_or("<git host>");
-            eprintln!(
+            super::note(&format!(
                 "note: the CronJob reads the SSH key and the host keys from Secret {ns}/{secret} (keys `{key}` and `{hosts}`); create it with: kubectl -n {ns} create secret generic {secret} --from-file={key}=<key file> --from-file={hosts}=<(ssh-keyscan {host})",
                 key = install::GIT_SSH_KEY,
                 hosts = install::GIT_KNOWN_HOSTS_KEY,
-            );
+            ));
         } else {
-            eprintln!(
+            super::note(&format!(
                 "note: the CronJob reads the Git token from Secret {ns}/{secret} (key `{}`); create it with: kubectl -n {ns} create secret generic {secret} --from-literal={}=<token>",
                 install::GIT_TOKEN_KEY,
                 install::GIT_TOKEN_KEY
-            );
+            ));
         }
     }
     Ok(exit::OK)

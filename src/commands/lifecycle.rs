@@ -64,7 +64,7 @@ pub(crate) fn prepare(
 ) -> Result<Run> {
     let loaded = spec::load(&render.file)?;
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        super::warn(&w.to_string());
     }
     let rollout_name = loaded.rollout.metadata.name.clone();
     let opts = Options {

@@ -62,6 +62,50 @@ pub fn plugin_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     args
 }
 
+/// Whether stderr carries JSON lines (set once by [`init_logging`]): then every line snaproll
+/// writes there, warnings and the final error included, is one JSON object.
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn json_logs() -> bool {
+    JSON_LOGS.get().copied().unwrap_or(false)
+}
+
+/// A warning for the user: `warning: …` on a terminal, a WARN record in JSON mode.
+pub fn warn(message: &str) {
+    if json_logs() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// A hint or progress line for the user: as is on a terminal, an INFO record in JSON mode.
+pub fn note(message: &str) {
+    if json_logs() {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
+/// Prints the error that ends a run: `error: …` lines on a terminal; in JSON mode one ERROR
+/// record per line, in the shape of tracing's JSON lines and printed whatever the log level,
+/// with the exit code.
+pub fn print_error(err: &anyhow::Error, code: u8) {
+    for line in error_lines(err) {
+        if json_logs() {
+            let record = serde_json::json!({
+                "timestamp": jiff::Timestamp::now().to_string(),
+                "level": "ERROR",
+                "fields": {"message": line, "exit_code": code},
+            });
+            eprintln!("{record}");
+        } else {
+            eprintln!("error: {line}");
+        }
+    }
+}
+
 /// Sets up tracing on stderr: text on a terminal, JSON lines when asked or when running
 /// without a terminal inside a cluster.
 pub fn init_logging(global: &GlobalArgs) {
@@ -79,6 +123,7 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
+    let _ = JSON_LOGS.set(format == LogFormat::Json);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder
@@ -158,7 +203,7 @@ pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, Rend
         "spec loaded and validated"
     );
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        warn(&w.to_string());
     }
     let generation = args
         .generation

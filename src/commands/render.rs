@@ -36,11 +36,11 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
         }
         Some(dir) => {
             write_dir(dir, &set)?;
-            eprintln!(
+            super::note(&format!(
                 "wrote {} objects and kustomization.yaml to {}",
                 set.objects.len(),
                 dir.display()
-            );
+            ));
         }
     }
     Ok(exit::OK)

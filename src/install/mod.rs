@@ -390,7 +390,9 @@ fn context(
         json!({"name": "spec", "configMap": {"name": config_map}}),
         json!({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}),
     ];
-    let args: Vec<String> = match &opts.repo {
+    // `-o json`: the run's report (change set, rollout states) on stdout is JSON too, like
+    // the logs on stderr, for log collectors.
+    let mut args: Vec<String> = match &opts.repo {
         None => ["apply", "-f", &spec_path, "--prune"]
             .map(str::to_string)
             .to_vec(),
@@ -438,6 +440,7 @@ fn context(
             args
         }
     };
+    args.extend(["-o", "json"].map(str::to_string));
     let (namespaced, cluster) = rbac::rules_for(rollout, opts.pull);
     let labels = BTreeMap::from([
         ("app.kubernetes.io/name", "snaproll"),

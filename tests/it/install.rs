@@ -82,7 +82,9 @@ fn install_renders_the_cronjob_and_its_rbac() {
             REPO,
             "--push",
             "--apply",
-            "--prune"
+            "--prune",
+            "-o",
+            "json"
         ])
     );
     let token = c["env"]
@@ -138,7 +140,14 @@ fn existing_class_gets_no_cluster_role_and_no_repo_means_apply() {
     let c = &objects[4]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         c["args"],
-        json!(["apply", "-f", "/etc/snaproll/snaproll.yaml", "--prune"])
+        json!([
+            "apply",
+            "-f",
+            "/etc/snaproll/snaproll.yaml",
+            "--prune",
+            "-o",
+            "json"
+        ])
     );
     assert!(
         !c["env"].to_string().contains("SNAPROLL_GIT_TOKEN"),
@@ -249,7 +258,9 @@ fn pull_mode_only_commits_and_only_reads() {
             "/etc/snaproll/snaproll.yaml",
             "--repo",
             REPO,
-            "--push"
+            "--push",
+            "-o",
+            "json"
         ])
     );
     // Pull mode without a repository has nothing to do.
@@ -543,6 +554,79 @@ fn json_logs_are_one_json_object_per_line() {
     let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("DEBUG"), "{stderr}");
     assert!(serde_json::from_str::<Value>(stderr.lines().next().unwrap()).is_err());
+}
+
+/// Every stderr line of a run in JSON mode is one JSON object, the final error and the spec's
+/// warnings included, so a log collector never meets a plain-text line.
+#[test]
+fn json_mode_failing_run_writes_only_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 8 replicas on a GKE PD class without `snapshot-type: images`: a warning; then the apply
+    // fails for want of a cluster.
+    let spec = variant(tmp.path(), "replicas: 3", "replicas: 8");
+    let out = snaproll()
+        .args(["--log-format", "json", "apply", "-f"])
+        .arg(&spec)
+        .arg("--kubeconfig")
+        .arg(tmp.path().join("missing-kubeconfig"))
+        .assert()
+        .code(4);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let records: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let levels: Vec<&str> = records
+        .iter()
+        .map(|r| r["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["WARN", "ERROR"], "{stderr}");
+    assert!(
+        records[0]["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restores per hour"),
+        "{stderr}"
+    );
+    let error = &records[1];
+    assert!(
+        error["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot configure cluster access"),
+        "{stderr}"
+    );
+    assert_eq!(error["fields"]["exit_code"], 4);
+    assert!(error["timestamp"].is_string());
+
+    // An invalid spec: one ERROR record per problem, exit 2, still only JSON.
+    let bad = variant(tmp.path(), "replicas: 3", "replica: 3");
+    let out = snaproll()
+        .args(["--log-format", "json", "validate", "-f"])
+        .arg(&bad)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let v: Value = serde_json::from_str(stderr.trim_end()).unwrap();
+    assert_eq!(v["level"], "ERROR");
+    assert_eq!(v["fields"]["exit_code"], 2);
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `replica`"),
+        "{stderr}"
+    );
+
+    // On a terminal-style run the same failure stays plain text.
+    let out = snaproll()
+        .args(["--log-format", "text", "validate", "-f"])
+        .arg(&bad)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
 }
 
 #[test]
