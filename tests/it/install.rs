@@ -653,3 +653,59 @@ fn works_as_a_kubectl_plugin() {
     let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("snaproll"), "{stderr}");
 }
+
+/// `kubectl snaproll …` through kubectl itself: kubectl finds `kubectl-snaproll` on PATH and
+/// runs it with the remaining arguments. Skipped (with the reason printed) where kubectl is not
+/// installed.
+#[test]
+fn kubectl_dispatches_to_the_plugin_on_path() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(kubectl) = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!("skipped: kubectl is not on PATH");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("kubectl-snaproll");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("snaproll"), &plugin).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(tmp.path().to_path_buf()).chain(std::env::split_paths(&path)),
+    )
+    .unwrap();
+    let kubectl_cmd = |args: &[&str]| {
+        let mut cmd = assert_cmd::Command::new(&kubectl);
+        cmd.args(args)
+            .current_dir(root())
+            .env("PATH", &path)
+            .env("NO_COLOR", "1")
+            // No real cluster configuration can leak in; dispatch needs none.
+            .env("KUBECONFIG", tmp.path().join("no-kubeconfig"))
+            .env_remove("SNAPROLL_SPEC");
+        cmd
+    };
+    let out = kubectl_cmd(&["plugin", "list"]).assert().success();
+    let list = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(list.contains(&plugin.display().to_string()), "{list}");
+    kubectl_cmd(&[
+        "snaproll",
+        "validate",
+        "-f",
+        GKE,
+        "--generation",
+        "2021-07-15",
+    ])
+    .assert()
+    .success()
+    .stdout(format!(
+        "{GKE}: valid (1 dataset, 6 objects at generation 2021-07-15)\n"
+    ));
+    // The plugin's exit code and error come through kubectl unchanged.
+    let out = kubectl_cmd(&["snaproll", "validate", "-f", "no-such-spec.yaml"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("no-such-spec.yaml"), "{stderr}");
+}
