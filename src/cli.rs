@@ -354,6 +354,11 @@ pub struct InstallCmd {
     /// only lists the rollout's objects and no ClusterRole is rendered.
     #[arg(long, env = "SNAPROLL_PULL", requires = "repo")]
     pub pull: bool,
+    /// How long a snapshot may take to become ready before its generation is marked failed,
+    /// passed to the CronJob's `reconcile` as `--snapshot-timeout` (default there: 6h). Raise it
+    /// for large volumes on EBS, where snapshots take hours.
+    #[arg(long, requires = "repo", value_name = "DURATION", value_parser = parse_duration_text)]
+    pub snapshot_timeout: Option<String>,
     /// Apply the objects to the cluster (server-side apply, field manager `snaproll`, every
     /// change dry-run first) and print what changed, instead of printing them.
     #[arg(long, conflicts_with = "out")]
@@ -366,4 +371,11 @@ pub struct InstallCmd {
     pub force_conflicts: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// A duration as `--snapshot-timeout` accepts it (`12h`, `90m`, `PT12H`), kept as typed so it
+/// reaches the CronJob's arguments unchanged.
+fn parse_duration_text(s: &str) -> Result<String, String> {
+    crate::install::check_duration(s)?;
+    Ok(s.to_string())
 }

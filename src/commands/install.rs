@@ -24,6 +24,7 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
         image: cmd.image.clone().unwrap_or_else(install::default_image),
         namespace: cmd.namespace.clone(),
         pull: cmd.pull,
+        snapshot_timeout: cmd.snapshot_timeout.clone(),
     };
     let objects = install::render(&loaded.rollout, &loaded.file, &text, &opts)?;
     match &cmd.out {

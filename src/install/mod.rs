@@ -131,6 +131,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Pull mode: the CronJob only commits and pushes (Argo CD or Flux applies); read-only RBAC.
     pub pull: bool,
+    /// `--snapshot-timeout` for the CronJob's `reconcile` (`None`: its default).
+    pub snapshot_timeout: Option<String>,
 }
 
 /// The default image: this version of snaproll as the release workflow publishes it.
@@ -403,6 +405,9 @@ fn context(
             if !opts.pull {
                 args.extend(["--apply", "--prune"].map(str::to_string));
             }
+            if let Some(t) = &opts.snapshot_timeout {
+                args.extend(["--snapshot-timeout".to_string(), t.clone()]);
+            }
             if is_ssh_url(repo) {
                 let dir = "/etc/snaproll-git";
                 mounts.push(json!({"name": "git", "mountPath": dir, "readOnly": true}));
@@ -524,6 +529,16 @@ fn check_options(opts: &Options) -> Result<(), InstallError> {
             "pull mode needs --repo: the CronJob's only output is the Git commit".into(),
         ));
     }
+    if let Some(t) = &opts.snapshot_timeout {
+        if opts.repo.is_none() {
+            return Err(bad(
+                "snapshot-timeout",
+                t,
+                "only `reconcile` (--repo) waits for snapshots; `apply` has no timeout".into(),
+            ));
+        }
+        check_duration(t).map_err(|r| bad("snapshot-timeout", t, r))?;
+    }
     if let Some(repo) = &opts.repo
         && (repo.is_empty() || repo.chars().any(char::is_whitespace))
     {
@@ -534,6 +549,15 @@ fn check_options(opts: &Options) -> Result<(), InstallError> {
         ));
     }
     Ok(())
+}
+
+/// A positive duration in a form `--snapshot-timeout` parses (`12h`, `90m`, `PT12H`).
+pub fn check_duration(s: &str) -> Result<(), String> {
+    match s.parse::<jiff::SignedDuration>() {
+        Ok(d) if d.is_positive() => Ok(()),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(_) => Err("a duration such as 12h, 90m or 1h30m".into()),
+    }
 }
 
 /// Accepts the forms the CronJob controller does: five fields or a `@` macro. Field contents are
@@ -740,6 +764,15 @@ mod tests {
         assert!(check_schedule("@sometimes").is_err());
         assert!(check_schedule("CRON_TZ=UTC 0 * * * *").is_err());
         assert!(check_schedule("0 * * * $(rm)").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        for ok in ["12h", "90m", "1h30m", "PT12H"] {
+            assert_eq!(check_duration(ok), Ok(()), "{ok}");
+        }
+        assert!(check_duration("0s").is_err());
+        assert!(check_duration("soon").is_err());
     }
 
     #[test]

@@ -475,6 +475,67 @@ fn install_apply_failures_exit_4_and_write_nothing_after_a_failed_dry_run() {
 }
 
 #[test]
+fn snapshot_timeout_passes_through_to_the_reconcile_cronjob() {
+    let out = snaproll()
+        .args([
+            "install",
+            "-f",
+            GKE,
+            "--repo",
+            REPO,
+            "--snapshot-timeout",
+            "12h",
+        ])
+        .assert()
+        .success();
+    let objects = docs(&out.get_output().stdout);
+    let c = &objects[6]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--snapshot-timeout")
+        .expect("passed");
+    assert_eq!(args[at + 1], "12h");
+    // The CronJob's reconcile takes what was rendered.
+    let tmp = tempfile::tempdir().unwrap();
+    snaproll()
+        .args([
+            "reconcile",
+            "-f",
+            GKE,
+            "--generation",
+            "2021-07-15",
+            "--repo",
+        ])
+        .arg(tmp.path().join("gitops"))
+        .args(["--snapshot-timeout", args[at + 1]])
+        .assert()
+        .success();
+    // Not a duration, or no reconcile to pass it to: exit 2, nothing printed.
+    for extra in [
+        &["--repo", REPO, "--snapshot-timeout", "soon"][..],
+        &["--snapshot-timeout", "12h"][..],
+    ] {
+        let out = snaproll()
+            .args(["install", "-f", GKE])
+            .args(extra)
+            .assert()
+            .code(2);
+        assert!(out.get_output().stdout.is_empty());
+        let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+        assert!(
+            stderr.contains("--snapshot-timeout") || stderr.contains("--repo"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn install_out_writes_one_file_per_object_in_apply_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("install");
@@ -598,6 +659,7 @@ fn apply_mode_role_is_exactly_what_apply_prune_requests() {
             image: install::default_image(),
             namespace: None,
             pull: false,
+            snapshot_timeout: None,
         },
     )
     .unwrap();

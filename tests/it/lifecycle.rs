@@ -1408,6 +1408,7 @@ fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
             image: install::default_image(),
             namespace: None,
             pull,
+            snapshot_timeout: None,
         },
     )
     .unwrap();
