@@ -171,6 +171,9 @@ pub struct Options {
     pub snapshot_timeout: Duration,
     /// Whether a due generation is started (a run) or only reported (`status`).
     pub start: bool,
+    /// The rollout's name and namespace, for the cleanup commands `status` names.
+    pub rollout: String,
+    pub namespace: String,
 }
 
 /// Decides every dataset of a rollout; the plan renders exactly the decided parts.
@@ -383,6 +386,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
 
     let mut statuses = Vec::new();
     let mut render = Vec::new();
+    let cleanup = |g: &str| cleanup_command(opts, &d.name, g);
     let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
     for (i, (o, raw)) in gens.iter().zip(&raws).enumerate().rev() {
         let since = o.first_seen().map(|t| t.to_string());
@@ -437,7 +441,12 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                     plan.snapshot = o.snapshot.is_some();
                     (State::Failed, reason.clone())
                 }
-                _ => retire(o, &mut plan, "superseded by a newer generation"),
+                _ => retire(
+                    o,
+                    &mut plan,
+                    "superseded by a newer generation",
+                    &cleanup(&o.id),
+                ),
             }
         } else {
             // Older than serving.
@@ -450,13 +459,13 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                 if o.statefulset.is_some() || o.claims > 0 {
                     plan.producer = o.producer.is_some();
                     plan.snapshot = true;
-                    (State::Retiring, retiring_detail(o, true))
+                    (State::Retiring, retiring_detail(o, true, &cleanup(&o.id)))
                 } else {
                     plan.snapshot = true;
                     (State::Kept, "snapshot kept for rollback".to_string())
                 }
             } else {
-                retire(o, &mut plan, "")
+                retire(o, &mut plan, "", &cleanup(&o.id))
             }
         };
         if plan.producer || plan.snapshot || plan.statefulset {
@@ -589,31 +598,45 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
 /// Retirement steps, one per run: the StatefulSet goes first (not rendered); the snapshot and
 /// producer stay while the StatefulSet or its PVCs exist; then the producer goes; then the
 /// snapshot.
-fn retire(o: &Observed, plan: &mut GenerationPlan, why: &str) -> (State, String) {
+fn retire(o: &Observed, plan: &mut GenerationPlan, why: &str, cleanup: &str) -> (State, String) {
     if o.statefulset.is_some() || o.claims > 0 {
         plan.producer = o.producer.is_some();
         plan.snapshot = o.snapshot.is_some();
     } else if o.producer.is_some() {
         plan.snapshot = o.snapshot.is_some();
     }
-    let mut detail = retiring_detail(o, false);
+    let mut detail = retiring_detail(o, false, cleanup);
     if !why.is_empty() {
         detail = format!("{why}; {detail}");
     }
     (State::Retiring, detail)
 }
 
-fn retiring_detail(o: &Observed, keep_snapshot: bool) -> String {
+fn retiring_detail(o: &Observed, keep_snapshot: bool, cleanup: &str) -> String {
     let snap = if keep_snapshot { "; snapshot kept" } else { "" };
     if o.statefulset.is_some() {
         format!("removing StatefulSet{snap}")
     } else if o.claims > 0 {
-        format!("waiting for {} PVC(s) to be deleted{snap}", o.claims)
+        // Push mode's prune deletes them by label; in pull mode before Kubernetes 1.32 (or
+        // with whenDeleted: Retain) nothing does, and the read-only Role cannot.
+        format!(
+            "waiting for {} PVC(s) to be deleted{snap}; in pull mode without claim retention (Kubernetes before 1.32, or whenDeleted: Retain) delete them: {cleanup}",
+            o.claims
+        )
     } else if o.producer.is_some() {
         "removing producer".to_string()
     } else {
         "removing snapshot".to_string()
     }
+}
+
+/// The command that deletes one generation's consumer PVCs by label.
+pub fn cleanup_command(opts: &Options, dataset: &str, generation: &str) -> String {
+    format!(
+        "kubectl delete pvc -n {} -l '{}'",
+        opts.namespace,
+        crate::apply::consumer_volume_selector(&opts.rollout, dataset, generation)
+    )
 }
 
 fn replicas_detail(sts: &Value) -> String {
@@ -700,29 +723,6 @@ pub fn step_from_git(
         set,
         live: None,
     })
-}
-
-/// Datasets and generations whose StatefulSet is gone but whose claims remain, where the
-/// retention policy says they go with it: clusters before 1.32 leave them, so push mode deletes
-/// them by label (`Manager::delete_consumer_volumes`).
-pub fn leftover_claims(rollout: &Rollout, step: &Step) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for d in &rollout.spec.datasets {
-        if d.consumer.pvc_retention_policy.when_deleted != spec::Retention::Delete {
-            continue;
-        }
-        for o in step.observed.get(&d.name).into_iter().flatten() {
-            let rendered_sts = step.set.objects.iter().any(|x| {
-                x.id.kind == Kind::StatefulSet
-                    && x.dataset.as_deref() == Some(&d.name)
-                    && x.generation.as_deref() == Some(&o.id)
-            });
-            if o.statefulset.is_none() && o.claims > 0 && !rendered_sts {
-                out.push((d.name.clone(), o.id.clone()));
-            }
-        }
-    }
-    out
 }
 
 /// A broken invariant.
@@ -832,6 +832,8 @@ mod tests {
             now: "2021-07-16T12:00:00Z".parse().unwrap(),
             snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
             start: true,
+            rollout: "demo".into(),
+            namespace: "default".into(),
         }
     }
 

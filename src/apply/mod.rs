@@ -1797,6 +1797,14 @@ pub fn plan_prune(
             plan.skipped.push((id.clone(), reason.clone()));
             continue;
         }
+        if v.pointer("/metadata/deletionTimestamp").is_some() {
+            // A finalizer holds it: deleting it again every run would be a write per run.
+            plan.skipped.push((
+                id.clone(),
+                "already being deleted (a finalizer holds it)".into(),
+            ));
+            continue;
+        }
         if opts.keep_last_ready
             && id.kind == Kind::StatefulSet
             && readiness(Kind::StatefulSet, v).is_ready()
@@ -1825,6 +1833,44 @@ pub fn plan_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_never_deletes_again_an_object_already_being_deleted() {
+        let labels = serde_json::json!({"applyset.kubernetes.io/part-of": "set",
+            "app.kubernetes.io/managed-by": "snaproll", "snaproll.dev/rollout": "demo"});
+        let svc = ObjectRef::new(Kind::Service, Some("default"), "consumer");
+        let set = RenderedSet {
+            objects: vec![manifest::Object {
+                id: svc.clone(),
+                dataset: None,
+                generation: None,
+                value: serde_json::json!({}),
+                yaml: String::new(),
+            }],
+        };
+        let mut live = LiveState::default();
+        let pod = |name: &str, terminating: bool| {
+            let mut v = serde_json::json!({"metadata": {"name": name, "labels": labels}});
+            if terminating {
+                v["metadata"]["deletionTimestamp"] = "2021-07-16T05:00:00Z".into();
+                v["metadata"]["finalizers"] = serde_json::json!(["example.com/hold"]);
+            }
+            v
+        };
+        let stuck = ObjectRef::new(Kind::Pod, Some("default"), "stuck");
+        let old = ObjectRef::new(Kind::Pod, Some("default"), "old");
+        live.objects.insert(stuck.clone(), pod("stuck", true));
+        live.objects.insert(old.clone(), pod("old", false));
+        let plan = plan_prune("demo", "set", &set, &live, &PruneOptions::default());
+        assert_eq!(plan.deletes, vec![old]);
+        assert_eq!(
+            plan.skipped,
+            vec![(
+                stuck,
+                "already being deleted (a finalizer holds it)".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn conflict_fields_are_parsed_from_the_message() {

@@ -2,7 +2,6 @@
 //! Git when there is no cluster), decide with [`crate::rollout`], render exactly the decided
 //! parts; in push mode, apply and prune them.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use crate::apply::{ApplyOptions, ChangeSet, Failed, Manager};
 use crate::cli::{ClusterArgs, OutputFormat, RenderArgs};
 use crate::gitops;
 use crate::render::{RenderedSet, Renderer};
-use crate::rollout::{self, Decision, Observed, Options, State};
+use crate::rollout::{self, Decision, Options, State};
 use crate::spec::{self, Loaded};
 
 /// Where a run learns the state of its generations.
@@ -35,8 +34,6 @@ pub(crate) struct Run {
     pub generation: String,
     pub set: RenderedSet,
     pub decisions: Vec<Decision>,
-    /// What was observed, per dataset (for cleanup decisions).
-    pub observed: BTreeMap<String, Vec<Observed>>,
     /// The cluster, when it was read.
     pub cluster: Option<Cluster>,
     /// What the cluster held when the run observed it.
@@ -73,6 +70,8 @@ pub(crate) fn prepare(
         now,
         snapshot_timeout,
         start,
+        rollout: rollout_name.clone(),
+        namespace: loaded.rollout.metadata.namespace.clone(),
     };
     let renderer = Renderer::new(render.templates.as_deref()).context("loading templates")?;
     // Check an explicit generation before any request: it must fit every name.
@@ -131,10 +130,10 @@ pub(crate) fn prepare(
         .or_else(|| render.generation.clone())
         .unwrap_or_else(|| opts.today.clone());
     let rollout::Step {
-        observed,
         decisions,
         set,
         live,
+        ..
     } = step;
     tracing::debug!(objects = set.objects.len(), %generation, "rollout decided and rendered");
     Ok(Run {
@@ -142,7 +141,6 @@ pub(crate) fn prepare(
         generation,
         set,
         decisions,
-        observed,
         cluster,
         live,
         checkout,
@@ -177,8 +175,7 @@ fn connect(args: &ClusterArgs, loaded: &Loaded, required: bool) -> Result<Option
     }
 }
 
-/// Push mode: applies the run's set, prunes when asked, and deletes the claims of retired
-/// StatefulSets whose retention policy asks for it (clusters before 1.32 leave them).
+/// Push mode: applies the run's set and prunes when asked.
 pub(crate) fn apply(
     run: &Run,
     prune: bool,
@@ -194,28 +191,13 @@ pub(crate) fn apply(
         dry_run,
         ..ApplyOptions::default()
     };
-    let mut changes = cluster.runtime.block_on(cluster.manager.apply_from(
-        &run.set,
-        &opts,
-        run.live.clone(),
-    ))?;
-    if prune && !dry_run {
-        let step = rollout::Step {
-            observed: run.observed.clone(),
-            decisions: Vec::new(),
-            set: run.set.clone(),
-            live: None,
-        };
-        for (dataset, generation) in rollout::leftover_claims(&run.loaded.rollout, &step) {
-            let cs = cluster.runtime.block_on(
-                cluster
-                    .manager
-                    .delete_consumer_volumes(&dataset, &generation),
-            )?;
-            cs.changes.into_iter().for_each(|c| changes.push(c));
-        }
-    }
-    Ok(changes)
+    // The claims of retired StatefulSets (clusters before 1.32, or `whenDeleted: Retain`)
+    // are deleted by the prune itself, found by label on every run: one mechanism.
+    cluster.runtime.block_on(
+        cluster
+            .manager
+            .apply_from(&run.set, &opts, run.live.clone()),
+    )
 }
 
 /// Whether every dataset has settled: something serves (or failed) and nothing is in motion.

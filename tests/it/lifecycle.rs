@@ -1327,6 +1327,90 @@ fn clusters_without_claim_retention_get_the_old_claims_deleted_by_label() {
 }
 
 #[test]
+fn retain_claims_are_deleted_by_label_after_their_statefulset_and_retirement_completes() {
+    // whenDeleted: Retain: the cluster keeps the claims; push mode's prune deletes them.
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            when_deleted: "Retain",
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    let sts = w
+        .server
+        .block_on(w.api().get(&format!("{STS}/consumer-{G1}")))
+        .unwrap();
+    assert_eq!(
+        sts.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted"),
+        Some(&json!("Retain"))
+    );
+    w.take_events();
+    let r = w.settle(D2, 12);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+    // The prune deletes the StatefulSet and then its claims in one run (the event log sees
+    // them go together), the producer and the snapshot after them.
+    let mut events = w.take_events();
+    assert_eq!(
+        events.last(),
+        Some(&format!("-VolumeSnapshot/data-{G1}")),
+        "{events:?}"
+    );
+    let mut want = day_events(G1, G2);
+    events.sort();
+    want.sort();
+    assert_eq!(events, want);
+    w.quiet(D2);
+}
+
+#[test]
+fn pull_mode_without_claim_retention_names_the_cleanup_command_until_the_claims_go() {
+    let mut w = World::new(Mode::Pull, Knobs::default());
+    w.retention_gc = false;
+    w.settle(D1, 8);
+    for _ in 0..6 {
+        w.run(D2);
+        w.play();
+    }
+    // Argo CD pruned the old StatefulSet; nothing deletes its claims (the Role only lists).
+    let r = w.quiet(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} retiring"), format!("{G2} serving")]
+    );
+    let selector = format!(
+        "app.kubernetes.io/managed-by=snaproll,snaproll.dev/rollout=demo,snaproll.dev/dataset=data,snaproll.dev/generation={G1},app.kubernetes.io/component=consumer-volume"
+    );
+    assert_eq!(
+        r.detail("data", G1),
+        format!(
+            "waiting for 3 PVC(s) to be deleted; in pull mode without claim retention (Kubernetes before 1.32, or whenDeleted: Retain) delete them: kubectl delete pvc -n default -l '{selector}'"
+        )
+    );
+    let (code, status, _) = w.status(D2);
+    assert_eq!(code, 0);
+    assert_eq!(status[0]["generations"][0]["detail"], r.detail("data", G1));
+    // The snapshot stays while the claims exist.
+    assert!(
+        w.objects()
+            .contains(&(3, format!("VolumeSnapshot/data-{G1}")))
+    );
+    // The operator runs the command (played: delete the claims the selector names).
+    for c in claims(&format!("consumer-{G1}")) {
+        let name = c.trim_start_matches("PersistentVolumeClaim/");
+        w.server.block_on(w.api().delete(&format!("{PVCS}/{name}")));
+    }
+    w.record("kubectl");
+    let r = w.settle(D2, 6);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+    assert!(
+        !w.objects().iter().any(|o| o.1.contains(G1)),
+        "{:?}",
+        w.objects()
+    );
+}
+
+#[test]
 fn status_shows_each_generation_with_its_state_and_detail() {
     let w = serving_day1(Mode::Push, Knobs::default());
     w.behave(G2, |b| b.producer_holds = true);
