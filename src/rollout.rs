@@ -151,6 +151,9 @@ pub struct Decision {
     pub generations: Vec<GenerationStatus>,
     #[serde(skip)]
     pub render: Vec<GenerationPlan>,
+    /// The dataset left the spec: `render` lists what the prune holds, nothing is rendered.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 impl Decision {
@@ -176,19 +179,26 @@ pub struct Options {
     pub namespace: String,
 }
 
-/// Decides every dataset of a rollout; the plan renders exactly the decided parts.
+/// Decides every dataset of a rollout, and every observed dataset that left the spec (it
+/// retires in the normal order); the plan renders exactly the decided parts (the renderer
+/// skips datasets the spec no longer has: their plans say what the prune must hold).
 pub fn decide_all(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
     let empty = Vec::new();
-    let decisions: Vec<Decision> = rollout
+    let mut decisions: Vec<Decision> = rollout
         .spec
         .datasets
         .iter()
         .map(|d| decide(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
+    for (name, gens) in observed {
+        if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
+            decisions.push(decide_removed(name, gens, opts));
+        }
+    }
     let plan = Plan {
         datasets: decisions
             .iter()
@@ -196,6 +206,106 @@ pub fn decide_all(
             .collect(),
     };
     (decisions, plan)
+}
+
+/// A dataset that left the spec: every generation retires, one step per run as usual
+/// (StatefulSet, then its claims, then the producer, then the snapshot). Nothing of it can be
+/// rendered any more, so `render` says what must be *held* (see [`removed_holds`]).
+pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Decision {
+    let mut generations = Vec::new();
+    let mut render = Vec::new();
+    let mut gens: Vec<&Observed> = observed.iter().collect();
+    gens.sort_by(|a, b| a.id.cmp(&b.id));
+    for o in gens {
+        let mut plan = GenerationPlan::none(&o.id);
+        let (state, detail) = retire(
+            o,
+            &mut plan,
+            "dataset removed from the spec",
+            &cleanup_command(opts, name, &o.id),
+        );
+        if plan.producer || plan.snapshot {
+            render.push(plan);
+        }
+        generations.push(GenerationStatus {
+            generation: o.id.clone(),
+            state,
+            since: o.first_seen().map(|t| t.to_string()),
+            detail,
+        });
+    }
+    Decision {
+        dataset: name.to_string(),
+        generations,
+        render,
+        removed: true,
+    }
+}
+
+/// What the prune must keep this run of datasets that left the spec, with why: per
+/// [`decide_removed`], a generation's producer and snapshot while its StatefulSet or claims
+/// exist (the snapshot also while the producer does); the dataset's Service while any of its
+/// StatefulSets exists; its source PVC while any producer is held.
+pub fn removed_holds(
+    decisions: &[Decision],
+    rollout: &str,
+    objects: &[Value],
+) -> BTreeMap<crate::manifest::ObjectRef, String> {
+    let mut out = BTreeMap::new();
+    for d in decisions.iter().filter(|d| d.removed) {
+        let ours: Vec<&Value> = objects
+            .iter()
+            .filter(|v| {
+                let l = manifest::labels_of(v);
+                manifest::is_owned_by(&l, rollout)
+                    && l.get(manifest::LABEL_DATASET) == Some(&d.dataset)
+            })
+            .collect();
+        let any_sts = ours
+            .iter()
+            .any(|v| v.get("kind").and_then(Value::as_str) == Some("StatefulSet"));
+        let any_producer_held = d.render.iter().any(|p| p.producer);
+        for v in ours {
+            let l = manifest::labels_of(v);
+            let Some(kind) = v
+                .get("kind")
+                .and_then(Value::as_str)
+                .and_then(Kind::from_kind)
+            else {
+                continue;
+            };
+            let component = l.get(manifest::LABEL_COMPONENT).map(String::as_str);
+            let plan = l
+                .get(manifest::LABEL_GENERATION)
+                .and_then(|g| d.render.iter().find(|p| &p.id == g));
+            let why = match (kind, component) {
+                (Kind::Pod, Some("producer")) if plan.is_some_and(|p| p.producer) => {
+                    "its StatefulSet or claims still exist"
+                }
+                (Kind::VolumeSnapshot, _) if plan.is_some_and(|p| p.snapshot) => {
+                    "its StatefulSet, claims or producer still exist"
+                }
+                (Kind::Service, _) if any_sts => "a StatefulSet of the dataset still exists",
+                (Kind::PersistentVolumeClaim, Some("source")) if any_producer_held => {
+                    "a producer of the dataset is still held"
+                }
+                _ => continue,
+            };
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let ns = v.pointer("/metadata/namespace").and_then(Value::as_str);
+            out.insert(
+                crate::manifest::ObjectRef::new(kind, ns, name),
+                format!(
+                    "dataset {} left the spec and retires in order: {why}",
+                    d.dataset
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// The raw condition of one observed generation, before its place among the others is known.
@@ -520,6 +630,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         dataset: d.name.clone(),
         generations: statuses,
         render,
+        removed: false,
     }
 }
 
@@ -592,6 +703,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         dataset: d.name.clone(),
         generations,
         render,
+        removed: false,
     }
 }
 
@@ -733,6 +845,62 @@ pub struct InvariantViolation {
     pub what: String,
 }
 
+/// Checks the invariant of what exists, in the cluster or in Git (where nothing has a
+/// status): a snapshot is present whenever a StatefulSet or claim of its generation is.
+pub fn check_state(dataset: &str, observed: &[Observed]) -> Result<(), InvariantViolation> {
+    let fail = |what: String| InvariantViolation {
+        dataset: dataset.to_string(),
+        what,
+    };
+    for o in observed {
+        if o.snapshot.is_none() && (o.statefulset.is_some() || o.claims > 0) {
+            return Err(fail(format!(
+                "snapshot of {} is gone while its StatefulSet or {} claim(s) exist",
+                o.id, o.claims
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every invariant of one observation, written once: [`check_state`] and at most one
+/// StatefulSet not ready (one generation introduced at a time) for every observed dataset, and [`check_invariants`] for the decision made from it (datasets that left the
+/// spec included). The lifecycle tests call it after every run and controller step.
+pub fn check_all(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    opts: &Options,
+) -> Result<(), InvariantViolation> {
+    for (name, gens) in observed {
+        check_state(name, gens)?;
+        let unready: Vec<&str> = gens
+            .iter()
+            .filter(|o| {
+                o.statefulset
+                    .as_ref()
+                    .is_some_and(|s| !readiness(Kind::StatefulSet, s).is_ready())
+            })
+            .map(|o| o.id.as_str())
+            .collect();
+        if unready.len() > 1 {
+            return Err(InvariantViolation {
+                dataset: name.clone(),
+                what: format!(
+                    "{} StatefulSets are being introduced at once: {}",
+                    unready.len(),
+                    unready.join(", ")
+                ),
+            });
+        }
+    }
+    let (decisions, _) = decide_all(rollout, observed, opts);
+    for d in &decisions {
+        let gens = observed.get(&d.dataset).map(Vec::as_slice).unwrap_or(&[]);
+        check_invariants(d, gens)?;
+    }
+    Ok(())
+}
+
 /// Checks the rollout invariants of a decision against what it was decided from. The lifecycle
 /// tests call it after every run.
 pub fn check_invariants(
@@ -788,7 +956,12 @@ pub fn check_invariants(
             .statefulset
             .as_ref()
             .is_some_and(|s| readiness(Kind::StatefulSet, s).is_ready());
-        if ready_sts && !serving_exists && rendered(&o.id).is_none_or(|p| !p.statefulset) {
+        // (A dataset that left the spec retires on purpose: its StatefulSets go first.)
+        if ready_sts
+            && !serving_exists
+            && !decision.removed
+            && rendered(&o.id).is_none_or(|p| !p.statefulset)
+        {
             return Err(fail(format!(
                 "StatefulSet of {} is dropped while no generation serves",
                 o.id

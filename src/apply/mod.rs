@@ -138,6 +138,9 @@ pub struct PruneOptions {
     /// Never delete a dataset's last ready StatefulSet while no rendered StatefulSet of that
     /// dataset is ready (the product's "last ready generation is never deleted").
     pub keep_last_ready: bool,
+    /// Datasets deliberately removed (they left the spec): `keep_last_ready` does not hold
+    /// their StatefulSets, which retire first.
+    pub removed_datasets: BTreeSet<String>,
     /// Objects never to delete this run (the rollout state machine's own holds), with why.
     pub keep: BTreeMap<ObjectRef, String>,
 }
@@ -147,6 +150,7 @@ impl Default for PruneOptions {
         PruneOptions {
             dry_run: false,
             keep_last_ready: true,
+            removed_datasets: BTreeSet::new(),
             keep: BTreeMap::new(),
         }
     }
@@ -1810,6 +1814,7 @@ pub fn plan_prune(
             && readiness(Kind::StatefulSet, v).is_ready()
             && let Some(d) = labels.get(manifest::LABEL_DATASET)
             && !ready_rendered.contains(d)
+            && !opts.removed_datasets.contains(d)
         {
             plan.skipped.push((
                 id.clone(),

@@ -80,6 +80,7 @@ pub(crate) fn prepare(
             .with_context(|| format!("rendering {}", loaded.file))?;
     }
 
+    let mut carry_from = None;
     let (cluster, git) = match source {
         Source::Status => (connect(cluster_args, &loaded, true)?, None),
         Source::Reconcile { git, offline } => {
@@ -88,10 +89,13 @@ pub(crate) fn prepare(
             } else {
                 connect(cluster_args, &loaded, false)?
             };
-            let dest = cluster
-                .is_none()
-                .then(|| super::reconcile::destination(git, &rollout_name));
-            (cluster, dest)
+            let dest = super::reconcile::destination(git, &rollout_name);
+            if cluster.is_some() {
+                carry_from = Some(dest);
+                (cluster, None)
+            } else {
+                (cluster, Some(dest))
+            }
         }
     };
     let checkout = git
@@ -122,6 +126,19 @@ pub(crate) fn prepare(
         }
     }
     .with_context(|| format!("reconcile of rollout {rollout_name}"))?;
+    let mut step = step;
+    // Datasets that left the spec cannot be rendered: what their retirement still holds is
+    // carried over from Git as it was committed, so Git (what Argo CD or Flux applies) keeps it
+    // until its turn to go.
+    if let (Some(dest), Some(live)) = (&carry_from, &step.live) {
+        let objects: Vec<Value> = live.objects.values().cloned().collect();
+        let holds = rollout::removed_holds(&step.decisions, &rollout_name, &objects);
+        if !holds.is_empty() {
+            let files = gitops::read(dest)
+                .with_context(|| format!("reconcile of rollout {rollout_name}"))?;
+            carry(&mut step.set, &files, &holds);
+        }
+    }
     let generation = step
         .decisions
         .iter()
@@ -145,6 +162,48 @@ pub(crate) fn prepare(
         live,
         checkout,
     })
+}
+
+/// Adds the committed files of held objects to the set (by the object each file holds), in
+/// apply order.
+fn carry(
+    set: &mut RenderedSet,
+    files: &[gitops::File],
+    holds: &std::collections::BTreeMap<crate::manifest::ObjectRef, String>,
+) {
+    for f in files {
+        let Ok(text) = std::str::from_utf8(&f.content) else {
+            continue;
+        };
+        let Ok(value) = serde_saphyr::from_str::<Value>(text) else {
+            continue;
+        };
+        let Some(kind) = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(crate::manifest::Kind::from_kind)
+        else {
+            continue;
+        };
+        let field = |p: &str| value.pointer(p).and_then(Value::as_str).map(String::from);
+        let id = crate::manifest::ObjectRef::new(
+            kind,
+            field("/metadata/namespace").as_deref(),
+            &field("/metadata/name").unwrap_or_default(),
+        );
+        if !holds.contains_key(&id) || set.objects.iter().any(|o| o.id == id) {
+            continue;
+        }
+        let labels = crate::manifest::labels_of(&value);
+        set.objects.push(crate::manifest::Object {
+            id,
+            dataset: labels.get(crate::manifest::LABEL_DATASET).cloned(),
+            generation: labels.get(crate::manifest::LABEL_GENERATION).cloned(),
+            yaml: text.to_string(),
+            value,
+        });
+    }
+    set.objects.sort_by_key(|o| o.id.kind.order());
 }
 
 /// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a
@@ -185,11 +244,28 @@ pub(crate) fn apply(
     let Some(cluster) = &run.cluster else {
         unreachable!("apply needs a cluster; reconcile checks before calling")
     };
+    // Datasets that left the spec retire in order: the prune holds what must wait.
+    let objects: Vec<Value> = run
+        .live
+        .as_ref()
+        .map(|l| l.objects.values().cloned().collect())
+        .unwrap_or_default();
+    let mut prune_options = crate::apply::PruneOptions {
+        removed_datasets: run
+            .decisions
+            .iter()
+            .filter(|d| d.removed)
+            .map(|d| d.dataset.clone())
+            .collect(),
+        ..crate::apply::PruneOptions::default()
+    };
+    prune_options.keep =
+        rollout::removed_holds(&run.decisions, &run.loaded.rollout.metadata.name, &objects);
     let opts = ApplyOptions {
         prune,
         force_conflicts,
         dry_run,
-        ..ApplyOptions::default()
+        prune_options,
     };
     // The claims of retired StatefulSets (clusters before 1.32, or `whenDeleted: Retain`)
     // are deleted by the prune itself, found by label on every run: one mechanism.

@@ -16,6 +16,7 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 use snaproll::install::{self, Options as InstallOptions, rbac};
+use snaproll::rollout;
 
 use crate::common::*;
 use crate::fakeapi::{FakeApi, Req, Server};
@@ -227,6 +228,8 @@ struct World {
     /// Every object that appeared (`+Kind/name`) or went (`-Kind/name`), in order.
     events: RefCell<Vec<String>>,
     seen: RefCell<BTreeSet<(usize, String)>>,
+    /// The `--now` of the last run, for the invariant check's decision.
+    now: RefCell<String>,
 }
 
 impl World {
@@ -250,6 +253,7 @@ impl World {
             argo_applied: RefCell::default(),
             events: RefCell::default(),
             seen: RefCell::default(),
+            now: RefCell::new(D1.to_string()),
             tmp,
         }
     }
@@ -314,6 +318,7 @@ impl World {
 
     /// One run whose exit code must be one of `codes`, then the checks.
     fn run_allowing(&self, now: &str, extra: &[&str], codes: &[i32]) -> Run {
+        *self.now.borrow_mut() = now.to_string();
         let run = Run::from(self.command(now, extra).output().unwrap());
         assert!(
             codes.contains(&run.code),
@@ -435,79 +440,77 @@ impl World {
         self.server.block_on(self.api().items(path))
     }
 
-    /// The single place the rollout's invariants are checked, on what the cluster holds.
+    /// The single place the rollout's invariants are checked, after every run (offline,
+    /// `--wait` and controller steps included): what the cluster holds (or, offline, what Git
+    /// holds) is observed as snaproll observes it and checked by `rollout::check_all` (offline:
+    /// `rollout::check_state`, Git-level: a snapshot file whenever its StatefulSet's file), plus
+    /// the one property that spans runs: once a dataset served, a ready StatefulSet serves it.
     fn check_invariants(&self, when: &str) {
+        let loaded = snaproll::spec::load(&self.spec).unwrap();
         if self.mode == Mode::Offline {
+            if !self.repo.join(".git").exists() {
+                return;
+            }
+            let manifests: Vec<Value> = self
+                .git_files()
+                .iter()
+                .filter(|f| f.as_str() != "kustomization.yaml")
+                .map(|f| {
+                    let text = self.git(&["show", &format!("HEAD:rollouts/demo/{f}")]);
+                    serde_saphyr::from_str(&text).unwrap()
+                })
+                .collect();
+            for (d, gens) in rollout::observe("demo", &manifests) {
+                if let Err(e) = rollout::check_state(&d, &gens) {
+                    panic!("{when}: in Git: {e}");
+                }
+            }
             return;
         }
-        let label = |v: &Value, k: &str| {
-            v.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")))
-                .and_then(Value::as_str)
-                .map(String::from)
-        };
-        #[derive(Default, Debug)]
-        struct Gen {
-            snapshot: bool,
-            sts: Option<Value>,
-            claims: usize,
-        }
-        let mut by: BTreeMap<String, BTreeMap<String, Gen>> = BTreeMap::new();
-        let entry = |v: &Value| {
-            let (Some(d), Some(g)) = (
-                label(v, "snaproll.dev/dataset"),
-                label(v, "snaproll.dev/generation"),
-            ) else {
-                return None;
-            };
-            Some((d, g))
-        };
-        let mut add = |v: &Value, f: &dyn Fn(&mut Gen, &Value)| {
-            if let Some((d, g)) = entry(v) {
-                f(by.entry(d).or_default().entry(g).or_default(), v);
+        let mut objects = Vec::new();
+        for path in [PODS, PVCS, SNAPS, SVCS, STS] {
+            for mut v in self.items(path) {
+                let kind = match path {
+                    PODS => "Pod",
+                    PVCS => "PersistentVolumeClaim",
+                    SNAPS => "VolumeSnapshot",
+                    SVCS => "Service",
+                    _ => "StatefulSet",
+                };
+                v["kind"] = json!(kind);
+                objects.push(v);
             }
+        }
+        let observed = rollout::observe("demo", &objects);
+        let now = self.now.borrow().clone();
+        let opts = rollout::Options {
+            generation: None,
+            today: now[..10].to_string(),
+            now: now.parse().unwrap(),
+            snapshot_timeout: rollout::DEFAULT_SNAPSHOT_TIMEOUT,
+            start: false,
+            rollout: "demo".into(),
+            namespace: NS.into(),
         };
-        for s in self.items(SNAPS) {
-            add(&s, &|g, _| g.snapshot = true);
-        }
-        for s in self.items(STS) {
-            add(&s, &|g, v| g.sts = Some(v.clone()));
-        }
-        for p in self.items(PVCS) {
-            if label(&p, "app.kubernetes.io/component").as_deref() == Some("consumer-volume") {
-                add(&p, &|g, _| g.claims += 1);
-            }
+        if let Err(e) = rollout::check_all(&loaded.rollout, &observed, &opts) {
+            panic!("{when}: {e}\n{observed:#?}");
         }
         let mut served = self.served.borrow_mut();
-        for d in &self.knobs.borrow().datasets {
-            let gens = by.remove(*d).unwrap_or_default();
+        for (d, gens) in &observed {
             let ready = gens
-                .values()
-                .filter(|g| g.sts.as_ref().is_some_and(sts_ready))
+                .iter()
+                .filter(|g| g.statefulset.as_ref().is_some_and(sts_ready))
                 .count();
-            if served.contains(*d) {
+            let in_spec = loaded.rollout.spec.datasets.iter().any(|x| &x.name == d);
+            if served.contains(d) && in_spec {
                 assert!(
                     ready >= 1,
                     "{when}: dataset {d} served before but no ready StatefulSet is left: {gens:#?}"
                 );
             }
             if ready >= 1 {
-                served.insert(d.to_string());
+                served.insert(d.clone());
             }
-            for (id, g) in &gens {
-                assert!(
-                    g.snapshot || (g.sts.is_none() && g.claims == 0),
-                    "{when}: snapshot of {d} {id} is gone while its StatefulSet or {} claims exist",
-                    g.claims
-                );
-            }
-            let unready = gens
-                .values()
-                .filter(|g| g.sts.as_ref().is_some_and(|s| !sts_ready(s)))
-                .count();
-            assert!(
-                unready <= 1,
-                "{when}: {unready} StatefulSets of {d} are being introduced at once"
-            );
         }
     }
 
@@ -614,10 +617,14 @@ impl World {
                 .await;
             }
             if self.retention_gc {
-                let live: BTreeSet<String> = stss
-                    .iter()
-                    .map(|s| str_of(&s["metadata"]["name"]))
-                    .collect();
+                // A claim belongs to the StatefulSet of its dataset and generation.
+                let key = |v: &Value| {
+                    (
+                        str_of(&v["metadata"]["labels"]["snaproll.dev/dataset"]),
+                        generation_of(v),
+                    )
+                };
+                let live: BTreeSet<_> = stss.iter().map(key).collect();
                 for pvc in api.items(PVCS).await {
                     let name = str_of(&pvc["metadata"]["name"]);
                     if pvc.pointer("/metadata/labels/app.kubernetes.io~1component")
@@ -625,11 +632,7 @@ impl World {
                     {
                         continue;
                     }
-                    let owner = live.iter().any(|s| {
-                        name.strip_suffix(|c: char| c.is_ascii_digit())
-                            .and_then(|n| n.strip_suffix('-'))
-                            .is_some_and(|n| n.ends_with(&format!("-{s}")))
-                    });
+                    let owner = live.contains(&key(&pvc));
                     if !owner && self.knobs.borrow().when_deleted == "Delete" {
                         api.delete(&format!("{PVCS}/{name}")).await;
                     }
@@ -1155,6 +1158,7 @@ fn statefulset_that_never_becomes_ready_keeps_the_old_generation_serving_and_wai
         stderr.lines().filter(|l| l.starts_with("error:")).count(),
         1
     );
+    w.check_invariants("after reconcile --wait");
 }
 
 #[test]
@@ -1408,6 +1412,71 @@ fn pull_mode_without_claim_retention_names_the_cleanup_command_until_the_claims_
         "{:?}",
         w.objects()
     );
+}
+
+/// Day 1 with two datasets, then `extra` leaves the spec: it retires in order, one step per
+/// run, while `data` keeps serving.
+fn removed_dataset_retires_in_order(mode: Mode) {
+    let w = World::new(
+        mode,
+        Knobs {
+            datasets: vec!["data", "extra"],
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    w.take_events();
+    w.set_knobs(|k| k.datasets = vec!["data"]);
+    let r = w.run(D1);
+    assert_eq!(r.states("extra"), [format!("{G1} retiring")]);
+    assert_eq!(
+        r.detail("extra", G1),
+        "dataset removed from the spec; removing StatefulSet"
+    );
+    let mut steps = vec![w.take_events()];
+    for _ in 0..4 {
+        w.play();
+        w.run(D1);
+        steps.push(w.take_events());
+    }
+    let r = w.quiet(D1);
+    assert_eq!(
+        r.states("extra"),
+        Vec::<String>::new(),
+        "{steps:#?}\n{}",
+        r.stdout
+    );
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    let steps: Vec<Vec<String>> = steps.into_iter().filter(|s| !s.is_empty()).collect();
+    let claims: Vec<String> = (0..3)
+        .map(|i| format!("-PersistentVolumeClaim/extra-extra-consumer-{G1}-{i}"))
+        .collect();
+    // The StatefulSet; its claims (the cluster's retention policy, played between the runs);
+    // then producer, source PVC and Service; then, a run later, the snapshot.
+    let mut second = claims;
+    second.extend([
+        "-PersistentVolumeClaim/extra".to_string(),
+        format!("-Pod/extra-producer-{G1}"),
+        "-Service/extra-consumer".to_string(),
+    ]);
+    assert_eq!(
+        steps,
+        [
+            vec![format!("-StatefulSet/extra-consumer-{G1}")],
+            second,
+            vec![format!("-VolumeSnapshot/extra-{G1}")],
+        ]
+    );
+}
+
+#[test]
+fn removed_dataset_retires_in_order_in_push_mode() {
+    removed_dataset_retires_in_order(Mode::Push);
+}
+
+#[test]
+fn removed_dataset_retires_in_order_in_pull_mode() {
+    removed_dataset_retires_in_order(Mode::Pull);
 }
 
 #[test]
