@@ -271,17 +271,19 @@ impl Renderer {
     /// Renders and validates every object of `plan`. Either every object is valid and returned
     /// in apply order, or nothing is returned.
     pub fn render(&self, rollout: &Rollout, plan: &Plan) -> Result<RenderedSet, RenderError> {
-        for gens in plan.datasets.values() {
-            for g in gens {
-                check_generation(rollout, &g.id)?;
-            }
-        }
         let datasets: Vec<&Dataset> = rollout
             .spec
             .datasets
             .iter()
             .filter(|d| plan.datasets.contains_key(&d.name))
             .collect();
+        // Each generation is checked against its own dataset: checking every id against every
+        // dataset made a large render quadratic.
+        for d in &datasets {
+            for g in &plan.datasets[&d.name] {
+                check_generation_for(d, &g.id)?;
+            }
+        }
         // Rendering is CPU-bound and independent per dataset: split it across the cores.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -308,7 +310,9 @@ impl Renderer {
         });
         let mut objects = Vec::new();
         if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {
-            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class_context(rollout))?);
+            let class = class_context(rollout);
+            let values = minijinja::Value::from(minijinja::value::Serde(&class));
+            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class, &values)?);
         }
         for r in results {
             objects.extend(r?);
@@ -334,24 +338,33 @@ impl Renderer {
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
         let base = dataset_context(rollout, d, None);
-        out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
-        out.push(self.render_one(Kind::Service, &base)?);
+        // Converted once per context: templates of the same context share the value.
+        let values = minijinja::Value::from(minijinja::value::Serde(&base));
+        out.push(self.render_one(Kind::PersistentVolumeClaim, &base, &values)?);
+        out.push(self.render_one(Kind::Service, &base, &values)?);
         for g in gens {
             let ctx = dataset_context(rollout, d, Some(g));
+            let values = minijinja::Value::from(minijinja::value::Serde(&ctx));
             if g.producer {
-                out.push(self.render_one(Kind::Pod, &ctx)?);
+                out.push(self.render_one(Kind::Pod, &ctx, &values)?);
             }
             if g.snapshot {
-                out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
+                out.push(self.render_one(Kind::VolumeSnapshot, &ctx, &values)?);
             }
             if g.statefulset {
-                out.push(self.render_one(Kind::StatefulSet, &ctx)?);
+                out.push(self.render_one(Kind::StatefulSet, &ctx, &values)?);
             }
         }
         Ok(())
     }
 
-    fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
+    /// Renders one template with `values` (the minijinja form of `ctx`) and validates the result.
+    fn render_one(
+        &self,
+        kind: Kind,
+        ctx: &Context,
+        values: &minijinja::Value,
+    ) -> Result<Object, RenderError> {
         let name = kind.template();
         let source = self.sources[name].clone();
         let tmpl = self
@@ -359,7 +372,7 @@ impl Renderer {
             .get_template(name)
             .map_err(|e| template_error(&self.sources, name, &e))?;
         let text = tmpl
-            .render(minijinja::value::Serde(ctx))
+            .render(values)
             .map_err(|e| template_error(&self.sources, name, &e))?;
         let what = format!("{} of dataset `{}`", kind, ctx.dataset_name());
         let mut value: Value = serde_saphyr::from_str(&text).map_err(|e| {
@@ -446,22 +459,29 @@ fn template_error(
 
 /// Checks that a generation id fits every name and label it ends up in.
 pub fn check_generation(rollout: &Rollout, id: &str) -> Result<(), RenderError> {
+    rollout
+        .spec
+        .datasets
+        .iter()
+        .try_for_each(|d| check_generation_for(d, id))
+}
+
+/// Checks that a generation id fits the names and labels of one dataset.
+fn check_generation_for(d: &Dataset, id: &str) -> Result<(), RenderError> {
     let fail = |reason: String| RenderError::Generation {
         generation: id.to_string(),
         reason,
     };
     spec::check_dns_label(id).map_err(fail)?;
-    for d in &rollout.spec.datasets {
-        let sts = d.consumer.name.len() + 1 + id.len();
-        if sts > spec::MAX_STATEFULSET_NAME {
-            return Err(fail(format!(
-                "StatefulSet name `{}-{id}` would be {sts} characters, over the {} that fit the controller-revision-hash label; use a generation of at most {} characters for consumer `{}`",
-                d.consumer.name,
-                spec::MAX_STATEFULSET_NAME,
-                spec::MAX_STATEFULSET_NAME.saturating_sub(d.consumer.name.len() + 1),
-                d.consumer.name
-            )));
-        }
+    let sts = d.consumer.name.len() + 1 + id.len();
+    if sts > spec::MAX_STATEFULSET_NAME {
+        return Err(fail(format!(
+            "StatefulSet name `{}-{id}` would be {sts} characters, over the {} that fit the controller-revision-hash label; use a generation of at most {} characters for consumer `{}`",
+            d.consumer.name,
+            spec::MAX_STATEFULSET_NAME,
+            spec::MAX_STATEFULSET_NAME.saturating_sub(d.consumer.name.len() + 1),
+            d.consumer.name
+        )));
     }
     Ok(())
 }

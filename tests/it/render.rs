@@ -148,6 +148,37 @@ fn validate_prints_gke_restore_rate_warning() {
     );
 }
 
+/// An existing class is not rendered, but its `driver` and `parameters` still feed the GKE
+/// restore-rate check: the multi example's 8-replica consumer passes only with image snapshots.
+#[test]
+fn existing_class_driver_hint_enables_the_restore_rate_warning() {
+    let text = fs::read_to_string(repo_path(&example("multi"))).unwrap();
+    let hinted = "    parameters: {snapshot-type: images}\n";
+    assert!(text.contains(hinted));
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    for (content, warns) in [(text.clone(), false), (text.replace(hinted, ""), true)] {
+        fs::write(&spec, content).unwrap();
+        let out = snaproll()
+            .args([
+                "validate",
+                "-f",
+                spec.to_str().unwrap(),
+                "--generation",
+                GEN,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("8 replicas restore from one GKE PD snapshot"),
+            warns,
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn render_out_writes_one_file_per_object_and_a_kustomization() {
     let tmp = tempfile::tempdir().unwrap();
