@@ -772,6 +772,70 @@ pub enum StepError {
     /// Rendering the decided parts failed.
     #[error("rendering the decided generations")]
     Render(#[source] crate::render::RenderError),
+    /// `generations.pin` or `--generation` names a generation that cannot serve again: its
+    /// snapshot is gone (rolling back to it would run a new producer under the old id).
+    #[error(
+        "dataset {dataset}: {via} names generation {generation}, which is not kept (no snapshot of it exists); {kept}"
+    )]
+    NotKept {
+        dataset: String,
+        generation: String,
+        via: &'static str,
+        kept: String,
+    },
+}
+
+/// Refuses a pin (spec or `--generation`) of a generation that is not kept. The flag may also
+/// start a new generation: it is refused only for an id that existed (seen without snapshot
+/// or producer) or, on a daily schedule, a past date that no longer exists.
+pub fn check_pins(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    opts: &Options,
+) -> Result<(), StepError> {
+    let empty = Vec::new();
+    for d in &rollout.spec.datasets {
+        let gens = observed.get(&d.name).unwrap_or(&empty);
+        let (via, g) = match (&d.generations.pin, &opts.generation) {
+            (Some(p), _) => ("generations.pin", p),
+            (None, Some(f)) => ("--generation", f),
+            (None, None) => continue,
+        };
+        let seen = gens.iter().find(|o| &o.id == g);
+        let usable = seen.is_some_and(|o| o.snapshot.is_some() || o.producer.is_some());
+        let refused = match (via, seen) {
+            _ if usable => false,
+            ("generations.pin", _) => true,
+            (_, Some(_)) => true,
+            (_, None) => {
+                d.generations.schedule == Schedule::Daily
+                    && g.parse::<jiff::civil::Date>().is_ok()
+                    && g.as_str() < opts.today.as_str()
+            }
+        };
+        if refused {
+            let mut kept: Vec<&str> = gens
+                .iter()
+                .filter(|o| o.snapshot.is_some())
+                .map(|o| o.id.as_str())
+                .collect();
+            kept.sort();
+            return Err(StepError::NotKept {
+                dataset: d.name.clone(),
+                generation: g.clone(),
+                via,
+                kept: if kept.is_empty() {
+                    "no generation is kept".to_string()
+                } else {
+                    format!(
+                        "kept generations: {} (raise generations.keep to keep more for rollback)",
+                        kept.join(", ")
+                    )
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One planned step: what was seen, what was decided, and the objects to commit or apply.
@@ -797,6 +861,7 @@ pub async fn step_from_cluster(
         .map_err(|e| StepError::Live(Box::new(e)))?;
     let values: Vec<Value> = live.objects.values().cloned().collect();
     let observed = observe(&rollout.metadata.name, &values);
+    check_pins(rollout, &observed, opts)?;
     let (decisions, plan) = decide_all(rollout, &observed, opts);
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {

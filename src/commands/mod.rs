@@ -176,6 +176,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return match e {
                 crate::rollout::StepError::Live(_) => exit::CLUSTER,
                 crate::rollout::StepError::Render(_) => exit::INVALID,
+                crate::rollout::StepError::NotKept { .. } => exit::INVALID,
             };
         }
         if cause.is::<crate::apply::ApplyError>() || cause.is::<crate::apply::Failed>() {

@@ -1301,6 +1301,80 @@ fn rollback_by_pinning_a_kept_generation_serves_it_again() {
 }
 
 #[test]
+fn rollback_by_the_generation_flag_lasts_while_it_is_passed_and_unkept_generations_are_refused() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            keep: 2,
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    w.settle(D2, 12);
+    // A generation that was never kept: refused before anything is written.
+    w.api().clear_requests();
+    let commits = w.commits();
+    let out = w
+        .command(D2, &["--generation", "2021-07-14"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: reconcile of rollout demo: dataset data: --generation names generation 2021-07-14, which is not kept (no snapshot of it exists); kept generations: 2021-07-15, 2021-07-16 (raise generations.keep to keep more for rollback)"
+    );
+    assert!(w.api().writes().is_empty());
+    assert_eq!(w.commits(), commits);
+    w.check_invariants("after a refused --generation");
+    // The flag rolls back to the kept day 1 while it is passed.
+    let mut r = w.run_code(D2, &["--generation", G1], 0);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} rolling-out"), format!("{G2} serving")]
+    );
+    for _ in 0..8 {
+        if r.states("data") == [format!("{G1} serving")] {
+            break;
+        }
+        w.play();
+        r = w.run_code(D2, &["--generation", G1], 0);
+    }
+    assert_eq!(r.states("data"), [format!("{G1} serving")]);
+    assert!(
+        !w.objects().iter().any(|o| o.1.contains(G2)),
+        "{:?}",
+        w.objects()
+    );
+    // Without the flag the daily schedule wants today's generation again: it starts anew.
+    // (generations.pin is the rollback that lasts.)
+    let r = w.run(D2);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} producing")]
+    );
+}
+
+#[test]
+fn pinning_a_generation_that_is_not_kept_is_an_error_in_status_and_reconcile() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.settle(D2, 12);
+    w.set_knobs(|k| k.pin = Some(G1));
+    let (code, v, stderr) = w.status(D2);
+    assert_eq!(code, 2);
+    assert_eq!(v, Value::Null);
+    let want = format!(
+        "error: reconcile of rollout demo: dataset data: generations.pin names generation {G1}, which is not kept (no snapshot of it exists); kept generations: {G2} (raise generations.keep to keep more for rollback)"
+    );
+    assert_eq!(stderr.trim(), want);
+    w.api().clear_requests();
+    let out = w.command(D2, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), want);
+    assert!(w.api().writes().is_empty());
+    w.check_invariants("after a refused pin");
+}
+
+#[test]
 fn clusters_without_claim_retention_get_the_old_claims_deleted_by_label() {
     let mut w = World::new(Mode::Push, Knobs::default());
     w.retention_gc = false;
