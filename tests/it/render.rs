@@ -827,72 +827,49 @@ fn bad_unicode_name() {
     );
 }
 
-#[test]
-fn bad_override_template_syntax() {
+/// Rejects the GKE example rendered with one override template: `edit` turns the embedded
+/// template `file` into the override's text.
+fn rejects_with_template(name: &str, file: &str, edit: impl FnOnce(String) -> String) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tpl");
     fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("service.yaml.j2"), "apiVersion: v1\n{% if %}\n").unwrap();
-    let spec = gke_text();
+    let embedded = fs::read_to_string(repo_path(&format!("templates/{file}"))).unwrap();
+    fs::write(dir.join(file), edit(embedded)).unwrap();
     rejects(
-        "bad_template_syntax",
-        spec.as_bytes(),
+        name,
+        gke_text().as_bytes(),
         &["--generation", GEN, "--templates", dir.to_str().unwrap()],
     );
+}
+
+#[test]
+fn bad_override_template_syntax() {
+    rejects_with_template("bad_template_syntax", "service.yaml.j2", |_| {
+        "apiVersion: v1\n{% if %}\n".to_string()
+    });
 }
 
 #[test]
 fn bad_override_template_undefined_variable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tpl");
-    fs::create_dir(&dir).unwrap();
-    let svc = fs::read_to_string(repo_path("templates/service.yaml.j2")).unwrap();
-    fs::write(
-        dir.join("service.yaml.j2"),
-        svc.replace("{{ names.service }}", "{{ names.servce }}"),
-    )
-    .unwrap();
-    rejects(
-        "bad_template_undefined",
-        gke_text().as_bytes(),
-        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
-    );
+    rejects_with_template("bad_template_undefined", "service.yaml.j2", |svc| {
+        svc.replace("{{ names.service }}", "{{ names.servce }}")
+    });
 }
 
 #[test]
 fn bad_override_template_unknown_field_in_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tpl");
-    fs::create_dir(&dir).unwrap();
-    let pvc = fs::read_to_string(repo_path("templates/persistentvolumeclaim.yaml.j2")).unwrap();
-    fs::write(
-        dir.join("persistentvolumeclaim.yaml.j2"),
-        pvc.replace("  resources:\n", "  resource:\n"),
-    )
-    .unwrap();
-    rejects(
+    rejects_with_template(
         "bad_template_unknown_field",
-        gke_text().as_bytes(),
-        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
+        "persistentvolumeclaim.yaml.j2",
+        |pvc| pvc.replace("  resources:\n", "  resource:\n"),
     );
 }
 
 #[test]
 fn bad_override_template_two_snapshot_sources() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tpl");
-    fs::create_dir(&dir).unwrap();
-    let vs = fs::read_to_string(repo_path("templates/volumesnapshot.yaml.j2")).unwrap();
-    fs::write(
-        dir.join("volumesnapshot.yaml.j2"),
-        format!("{vs}    volumeSnapshotContentName: other\n"),
-    )
-    .unwrap();
-    rejects(
-        "bad_template_two_sources",
-        gke_text().as_bytes(),
-        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
-    );
+    rejects_with_template("bad_template_two_sources", "volumesnapshot.yaml.j2", |vs| {
+        format!("{vs}    volumeSnapshotContentName: other\n")
+    });
 }
 
 #[test]
@@ -1174,42 +1151,21 @@ fn long_subdomain_and_dataset_names_are_accepted() {
 
 #[test]
 fn bad_override_template_wrong_type_names_the_field() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tpl");
-    fs::create_dir(&dir).unwrap();
-    let sts = fs::read_to_string(repo_path("templates/statefulset.yaml.j2")).unwrap();
-    let replicas = sts
-        .lines()
-        .find(|l| l.trim_start().starts_with("replicas:"))
-        .expect("the StatefulSet template sets replicas");
-    fs::write(
-        dir.join("statefulset.yaml.j2"),
-        sts.replace(replicas, "  replicas: \"abc\""),
-    )
-    .unwrap();
-    rejects(
-        "bad_template_wrong_type",
-        gke_text().as_bytes(),
-        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
-    );
+    rejects_with_template("bad_template_wrong_type", "statefulset.yaml.j2", |sts| {
+        let replicas = sts
+            .lines()
+            .find(|l| l.trim_start().starts_with("replicas:"))
+            .expect("the StatefulSet template sets replicas")
+            .to_string();
+        sts.replace(&replicas, "  replicas: \"abc\"")
+    });
 }
 
 #[test]
 fn bad_override_template_duplicate_key_quotes_the_rendered_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tpl");
-    fs::create_dir(&dir).unwrap();
-    let svc = fs::read_to_string(repo_path("templates/service.yaml.j2")).unwrap();
-    fs::write(
-        dir.join("service.yaml.j2"),
-        format!("{svc}\nkind: Service\n"),
-    )
-    .unwrap();
-    rejects(
-        "bad_template_duplicate_key",
-        gke_text().as_bytes(),
-        &["--generation", GEN, "--templates", dir.to_str().unwrap()],
-    );
+    rejects_with_template("bad_template_duplicate_key", "service.yaml.j2", |svc| {
+        format!("{svc}\nkind: Service\n")
+    });
 }
 
 #[test]
