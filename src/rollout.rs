@@ -138,8 +138,10 @@ impl fmt::Display for State {
 pub struct GenerationStatus {
     pub generation: String,
     pub state: State,
-    /// RFC 3339 time the generation first appeared, when known.
-    pub since: Option<String>,
+    /// RFC 3339 time the generation first appeared (its oldest object's creation), when known:
+    /// not when its current state began, which the objects do not record.
+    #[serde(rename = "firstSeen")]
+    pub first_seen: Option<String>,
     pub detail: String,
 }
 
@@ -230,7 +232,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
         generations.push(GenerationStatus {
             generation: o.id.clone(),
             state,
-            since: o.first_seen().map(|t| t.to_string()),
+            first_seen: o.first_seen().map(|t| t.to_string()),
             detail,
         });
     }
@@ -349,7 +351,17 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
         };
     }
     if let Some(snap) = &o.snapshot {
-        return match readiness(Kind::VolumeSnapshot, snap) {
+        let state = match readiness(Kind::VolumeSnapshot, snap) {
+            // The claim size depends on restoreSize, and a StatefulSet's claim template is
+            // immutable: created at the spec size, it could not grow to a larger restoreSize
+            // reported later. So a ready snapshot without one is waited for like a pending one.
+            Readiness::Ready if restore.is_none() => Readiness::Pending(
+                "ready to use but reports no restoreSize yet (the claim size depends on it)"
+                    .to_string(),
+            ),
+            r => r,
+        };
+        return match state {
             Readiness::Ready => Raw::SnapshotReady { restore },
             Readiness::Pending(d) | Readiness::Failed(d) => {
                 let name = snap
@@ -499,7 +511,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     let cleanup = |g: &str| cleanup_command(opts, &d.name, g);
     let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
     for (i, (o, raw)) in gens.iter().zip(&raws).enumerate().rev() {
-        let since = o.first_seen().map(|t| t.to_string());
+        let first_seen = o.first_seen().map(|t| t.to_string());
         let mut plan = GenerationPlan::none(&o.id);
         let (state, detail) = if Some(i) == serving {
             let Raw::Ready { restore } = raw else {
@@ -584,7 +596,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         statuses.push(GenerationStatus {
             generation: o.id.clone(),
             state,
-            since,
+            first_seen,
             detail,
         });
     }
@@ -597,14 +609,14 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             statuses.push(GenerationStatus {
                 generation: w.clone(),
                 state: State::Waiting,
-                since: None,
+                first_seen: None,
                 detail: format!("waits for generation {} to finish", gens[p].id),
             });
         } else if !opts.start {
             statuses.push(GenerationStatus {
                 generation: w.clone(),
                 state: State::Waiting,
-                since: None,
+                first_seen: None,
                 detail: "due; the next reconcile starts it".to_string(),
             });
         } else {
@@ -615,7 +627,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             statuses.push(GenerationStatus {
                 generation: w.clone(),
                 state: State::Producing,
-                since: None,
+                first_seen: None,
                 detail: "producer created".to_string(),
             });
         }
@@ -683,7 +695,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         generations.push(GenerationStatus {
             generation: o.id.clone(),
             state,
-            since: None,
+            first_seen: None,
             detail,
         });
     }
@@ -692,7 +704,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         generations.push(GenerationStatus {
             generation: w,
             state: State::RollingOut,
-            since: None,
+            first_seen: None,
             detail: "in Git; Argo CD or Flux applies it in sync-wave order".to_string(),
         });
     }

@@ -303,7 +303,7 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
         "DATASET".to_string(),
         "GENERATION".to_string(),
         "STATE".to_string(),
-        "SINCE".to_string(),
+        "FIRST SEEN".to_string(),
         "DETAIL".to_string(),
     ]];
     for d in decisions {
@@ -321,7 +321,7 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
                 d.dataset.clone(),
                 g.generation.clone(),
                 g.state.to_string(),
-                g.since.clone().unwrap_or_else(|| "-".to_string()),
+                g.first_seen.clone().unwrap_or_else(|| "-".to_string()),
                 g.detail.clone(),
             ]);
         }

@@ -125,7 +125,7 @@ struct Behaviour {
     snapshot_error: Option<String>,
     /// The snapshot is not ready yet.
     snapshot_holds: bool,
-    /// The snapshot's `restoreSize` once ready.
+    /// The snapshot's `restoreSize` once ready (empty: not reported).
     restore_size: String,
     /// The StatefulSet's pods never become ready.
     sts_holds: bool,
@@ -578,8 +578,12 @@ impl World {
                         None => json!({"readyToUse": false}),
                     }
                 } else {
-                    json!({"readyToUse": true, "restoreSize": b.restore_size,
-                           "boundVolumeSnapshotContentName": format!("snapcontent-{name}")})
+                    let mut st = json!({"readyToUse": true, "restoreSize": b.restore_size,
+                           "boundVolumeSnapshotContentName": format!("snapcontent-{name}")});
+                    if b.restore_size.is_empty() {
+                        st["restoreSize"] = Value::Null;
+                    }
+                    st
                 };
                 api.set_status(&format!("{SNAPS}/{name}"), status).await;
             }
@@ -1119,6 +1123,15 @@ fn snapshot_that_never_becomes_ready_fails_after_the_timeout_and_the_old_generat
             .iter()
             .any(|o| o.1 == "StatefulSet/consumer-2021-07-16")
     );
+    // The timeout is not final: a snapshot that becomes ready after it (the controller kept
+    // retrying) resumes the rollout, since nothing newer has started.
+    w.behave(G2, |b| b.snapshot_holds = false);
+    w.play();
+    let r = w.run_code(&late, &["--generation", G2], 0);
+    assert_eq!(
+        r.states("data"),
+        [format!("{G1} serving"), format!("{G2} rolling-out")]
+    );
 }
 
 #[test]
@@ -1205,6 +1218,41 @@ fn statefulset_generation_lag_and_revision_mismatch_keep_it_rolling_out() {
     w.play();
     let r = w.settle(D2, 10);
     assert_eq!(r.states("data"), [format!("{G2} serving")]);
+}
+
+#[test]
+fn statefulset_waits_for_the_snapshot_restore_size() {
+    let w = World::new(Mode::Push, Knobs::default());
+    w.behave(G1, |b| b.restore_size = String::new());
+    for _ in 0..2 {
+        w.run(D1);
+        w.play();
+    }
+    // Ready to use, no restoreSize: no StatefulSet yet (its claim size would be a guess that
+    // an immutable claim template could not correct).
+    let r = w.quiet(D1);
+    assert_eq!(r.states("data"), [format!("{G1} snapshotting")]);
+    assert_eq!(
+        r.detail("data", G1),
+        format!(
+            "snapshot data-{G1} ready to use but reports no restoreSize yet (the claim size depends on it)"
+        )
+    );
+    assert!(!w.objects().iter().any(|o| o.1.starts_with("StatefulSet/")));
+    // The snapshot controller reports it: the StatefulSet asks for at least that.
+    w.server.block_on(w.api().set_status(
+        &format!("{SNAPS}/data-{G1}"),
+        json!({"restoreSize": "11Gi"}),
+    ));
+    w.settle(D1, 6);
+    let sts = w
+        .server
+        .block_on(w.api().get(&format!("{STS}/consumer-{G1}")))
+        .unwrap();
+    assert_eq!(
+        sts.pointer("/spec/volumeClaimTemplates/0/spec/resources/requests/storage"),
+        Some(&json!("11Gi"))
+    );
 }
 
 #[test]
@@ -1564,7 +1612,7 @@ fn status_shows_each_generation_with_its_state_and_detail() {
     assert_eq!(v[0]["generations"][0]["state"], "serving");
     assert_eq!(v[0]["generations"][0]["detail"], "3/3 replicas ready");
     assert_eq!(v[0]["generations"][1]["state"], "producing");
-    assert!(v[0]["generations"][1]["since"].is_string());
+    assert!(v[0]["generations"][1]["firstSeen"].is_string());
     // The text table, with times scrubbed.
     let out = snaproll()
         .env("HOME", w.tmp.path())
@@ -1587,7 +1635,7 @@ fn status_shows_each_generation_with_its_state_and_detail() {
         .collect();
     assert_eq!(
         lines[0],
-        ["DATASET", "GENERATION", "STATE", "SINCE", "DETAIL"]
+        ["DATASET", "GENERATION", "STATE", "FIRST SEEN", "DETAIL"]
     );
     assert_eq!(lines[1][..3], ["data", G1, "serving"]);
     assert_eq!(lines[1][4], "3/3 replicas ready");
