@@ -7,7 +7,11 @@ use snaproll::cli::Cli;
 use snaproll::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(commands::plugin_args(std::env::args_os()));
+    let args = commands::plugin_args(std::env::args_os());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(commands::print_parse_error(&e, &args)),
+    };
     commands::init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -106,17 +106,64 @@ pub fn print_error(err: &anyhow::Error, code: u8) {
     }
 }
 
+/// The log format when none is given: JSON without a terminal inside a cluster, else text.
+fn default_log_format() -> LogFormat {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if !std::io::stderr().is_terminal() && in_cluster {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}
+
+/// Prints a command line the parser rejected. Help and version go to stdout as usual; an error
+/// is clap's text, or, when the command line or environment asks for JSON logs (or the default
+/// picks them), one ERROR record, so a CronJob with a bad flag or environment value still logs
+/// only JSON lines. Returns the exit code.
+pub fn print_parse_error(err: &clap::Error, args: &[OsString]) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = err.print();
+        return if err.use_stderr() {
+            exit::INVALID
+        } else {
+            exit::OK
+        };
+    }
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let asked = words.iter().enumerate().find_map(|(i, w)| {
+        if let Some(v) = w.strip_prefix("--log-format=") {
+            return Some(v.to_string());
+        }
+        (w == "--log-format").then(|| words.get(i + 1).cloned().unwrap_or_default())
+    });
+    let json = match asked.or_else(|| std::env::var("SNAPROLL_LOG_FORMAT").ok()) {
+        Some(v) => v == "json",
+        None => default_log_format() == LogFormat::Json,
+    };
+    if json {
+        let _ = JSON_LOGS.set(true);
+        let text = err.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        print_error(&anyhow::anyhow!("{message}"), exit::INVALID);
+    } else {
+        let _ = err.print();
+    }
+    exit::INVALID
+}
+
 /// Sets up tracing on stderr: text on a terminal, JSON lines when asked or when running
 /// without a terminal inside a cluster.
 pub fn init_logging(global: &GlobalArgs) {
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let format = global
-        .log_format
-        .unwrap_or(if !std::io::stderr().is_terminal() && in_cluster {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        });
+    let format = global.log_format.unwrap_or_else(default_log_format);
     let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()

@@ -791,6 +791,34 @@ fn json_mode_failing_run_writes_only_json_lines() {
         "{stderr}"
     );
 
+    // A value the parser rejects (here from the environment, as a CronJob would set it) is one
+    // ERROR record too; help still prints as text on stdout.
+    let out = snaproll()
+        .env("SNAPROLL_LOG_FORMAT", "json")
+        .env("SNAPROLL_SNAPSHOT_TIMEOUT", "soon")
+        .args(["reconcile", "-f", GKE, "--repo"])
+        .arg(tmp.path().join("gitops"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let v: Value = serde_json::from_str(stderr.trim_end()).unwrap();
+    assert_eq!(v["level"], "ERROR");
+    assert_eq!(v["fields"]["exit_code"], 2);
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'soon' for '--snapshot-timeout"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("gitops").exists());
+    snaproll()
+        .args(["--log-format", "json", "validate", "--help"])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("Usage: snaproll validate"));
+
     // On a terminal-style run the same failure stays plain text.
     let out = snaproll()
         .args(["--log-format", "text", "validate", "-f"])
