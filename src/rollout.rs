@@ -310,6 +310,53 @@ pub fn removed_holds(
     out
 }
 
+/// Offline, what Git keeps this run of datasets that left the spec: while any StatefulSet of
+/// such a dataset is in Git, everything else of it stays; the StatefulSets leave now and the
+/// rest on the next run (nothing has a status offline to wait for).
+pub fn removed_git_holds(
+    rollout: &Rollout,
+    name: &str,
+    manifests: &[Value],
+) -> BTreeMap<crate::manifest::ObjectRef, String> {
+    let mut out = BTreeMap::new();
+    let removed = |v: &Value| {
+        let l = manifest::labels_of(v);
+        if !manifest::is_owned_by(&l, name) {
+            return None;
+        }
+        let d = l.get(manifest::LABEL_DATASET)?.clone();
+        (!rollout.spec.datasets.iter().any(|x| x.name == d)).then_some(d)
+    };
+    let kind_of = |v: &Value| {
+        v.get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::from_kind)
+    };
+    let with_sts: std::collections::BTreeSet<String> = manifests
+        .iter()
+        .filter(|v| kind_of(v) == Some(Kind::StatefulSet))
+        .filter_map(removed)
+        .collect();
+    for v in manifests {
+        let (Some(d), Some(kind)) = (removed(v), kind_of(v)) else {
+            continue;
+        };
+        if kind == Kind::StatefulSet || !with_sts.contains(&d) {
+            continue;
+        }
+        let field = |p: &str| v.pointer(p).and_then(Value::as_str);
+        out.insert(
+            crate::manifest::ObjectRef::new(
+                kind,
+                field("/metadata/namespace"),
+                field("/metadata/name").unwrap_or_default(),
+            ),
+            format!("dataset {d} left the spec: its StatefulSets leave Git first"),
+        );
+    }
+    out
+}
+
 /// The raw condition of one observed generation, before its place among the others is known.
 #[derive(Debug)]
 enum Raw {
@@ -650,7 +697,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
 /// can be waited for, so Git keeps the wanted generation in full, the newest previous
 /// generation that had a StatefulSet in full too (it serves until Argo CD or Flux, applying
 /// in sync-wave order, has brought the new one up), and the snapshots of older generations
-/// within `keep`; the rest leaves Git.
+/// within `keep`; the rest leaves Git, a StatefulSet one run before its snapshot.
 pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decision {
     let mut ids: Vec<&Observed> = in_git.iter().collect();
     ids.sort_by(|a, b| a.id.cmp(&b.id));
@@ -689,6 +736,18 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
                 ..GenerationPlan::none(&o.id)
             });
             (State::Kept, "snapshot kept for rollback".to_string())
+        } else if o.statefulset.is_some() && o.snapshot.is_some() {
+            // Never in the same commit as its StatefulSet: the snapshot leaves Git one run
+            // later, so a controller pruning both cannot delete it while the claims restored
+            // from it still exist.
+            render.push(GenerationPlan {
+                snapshot: true,
+                ..GenerationPlan::none(&o.id)
+            });
+            (
+                State::Retiring,
+                "StatefulSet removed from Git; the snapshot leaves on the next run".to_string(),
+            )
         } else {
             (State::Retiring, "removed from Git".to_string())
         };

@@ -122,7 +122,13 @@ pub(crate) fn prepare(
                 .filter_map(|f| std::str::from_utf8(&f.content).ok())
                 .filter_map(|t| serde_saphyr::from_str::<Value>(t).ok())
                 .collect();
-            rollout::step_from_git(&manifests, &loaded.rollout, &renderer, &opts)
+            rollout::step_from_git(&manifests, &loaded.rollout, &renderer, &opts).map(|mut step| {
+                // A dataset that left the spec leaves Git StatefulSets first: the rest of
+                // it stays one more run.
+                let holds = rollout::removed_git_holds(&loaded.rollout, &rollout_name, &manifests);
+                carry(&mut step.set, &files, &holds);
+                step
+            })
         }
     }
     .with_context(|| format!("reconcile of rollout {rollout_name}"))?;

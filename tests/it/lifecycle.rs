@@ -923,7 +923,24 @@ fn offline_mode_keeps_the_newest_generations_in_git() {
     let files = w.git_files();
     assert_eq!(gens(&files).len(), 2, "{files:?}");
     w.quiet(D2);
-    // Day 3: day 1 leaves Git (keep 1), day 2 stays until day 3 is applied.
+    // Day 3: day 1 leaves Git (keep 1), its StatefulSet first and its snapshot one run later;
+    // day 2 stays until day 3 is applied.
+    let r = w.run(D3);
+    assert_eq!(
+        r.states("data"),
+        [
+            format!("{G1} retiring"),
+            format!("{G2} serving"),
+            format!("{G3} rolling-out")
+        ]
+    );
+    let files = w.git_files();
+    let day1: Vec<&String> = files.iter().filter(|f| f.contains(G1)).collect();
+    assert_eq!(
+        day1,
+        [&format!("40-volumesnapshot-data-{G1}.yaml")],
+        "{files:?}"
+    );
     w.run(D3);
     let files = w.git_files();
     assert!(!files.iter().any(|f| f.contains(G1)), "{files:?}");
@@ -932,6 +949,38 @@ fn offline_mode_keeps_the_newest_generations_in_git() {
     w.quiet(D3);
     // Nothing ever talked to the cluster.
     assert!(w.api().requests().is_empty());
+}
+
+#[test]
+fn offline_removed_dataset_leaves_git_statefulset_first() {
+    let w = World::new(
+        Mode::Offline,
+        Knobs {
+            datasets: vec!["data", "extra"],
+            ..Knobs::default()
+        },
+    );
+    w.run(D1);
+    let extra = |files: Vec<String>| -> Vec<String> {
+        files.into_iter().filter(|f| f.contains("extra")).collect()
+    };
+    assert_eq!(extra(w.git_files()).len(), 5, "{:?}", w.git_files());
+    w.set_knobs(|k| k.datasets = vec!["data"]);
+    let r = w.run(D1);
+    assert!(r.committed());
+    assert_eq!(
+        extra(w.git_files()),
+        [
+            "20-persistentvolumeclaim-extra.yaml".to_string(),
+            format!("30-pod-extra-producer-{G1}.yaml"),
+            format!("40-volumesnapshot-extra-{G1}.yaml"),
+            "50-service-extra-consumer.yaml".to_string(),
+        ]
+    );
+    let r = w.run(D1);
+    assert!(r.committed());
+    assert_eq!(extra(w.git_files()), Vec::<String>::new());
+    w.quiet(D1);
 }
 
 /// A day-1 generation that serves, then a day 2 run left to the given behaviour.
