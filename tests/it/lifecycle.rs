@@ -4,10 +4,13 @@
 //! producer Pod, the snapshot controller, the StatefulSet controller creating and removing
 //! claims) and, in pull mode, Argo CD applying what Git holds.
 //!
-//! After every single run and every controller step, [`World::check_invariants`] checks the
-//! cluster: once a dataset served, a ready StatefulSet always serves it; a snapshot is never gone
-//! while a StatefulSet or claim of its generation exists; at most one generation is being
-//! introduced per dataset. Re-runs with nothing new make no write request and no commit.
+//! After every single run (offline and `--wait` runs too) and every controller step,
+//! [`World::check_invariants`] observes the cluster (offline: Git) as snaproll does and calls
+//! the rollout's own checks, `rollout::check_all` (`rollout::check_state` on Git): a snapshot
+//! is never gone while a StatefulSet or claim of its generation exists; at most one generation
+//! is being introduced per dataset; the serving generation is always rendered in full; and,
+//! across runs, once a dataset served, a ready StatefulSet always serves it. Re-runs with
+//! nothing new make no write request and no commit.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
