@@ -42,6 +42,8 @@ fn render(datasets: usize, changed: Option<usize>) -> RenderedSet {
 
 struct Row {
     run: &'static str,
+    /// Resources that got a LIST (one entry per LIST request).
+    listed: Vec<String>,
     millis: u128,
     requests: usize,
     lists: usize,
@@ -86,6 +88,11 @@ fn main() {
             let reqs = api.requests();
             rows.push(Row {
                 run,
+                listed: reqs
+                    .iter()
+                    .filter(|r| r.is_list())
+                    .map(|r| r.resource())
+                    .collect(),
                 millis,
                 requests: reqs.len(),
                 lists: reqs.iter().filter(|r| r.is_list()).count(),
@@ -134,5 +141,27 @@ fn main() {
     }
     println!(
         "\nkubectl apply --server-side sends one PATCH (a write) per object on every run ({objects} here), changed or not."
+    );
+    // The target: a no-op makes one LIST per kind and no write. The documented extras are two
+    // GETs by name: the ApplySet parent (the inventory) and the VolumeSnapshotClass (read by
+    // name so RBAC can limit it to that name).
+    let noop = &rows[1];
+    let mut kinds = noop.listed.clone();
+    kinds.sort();
+    kinds.dedup();
+    let pass = kinds.len() == noop.listed.len()
+        && noop.writes == 0
+        && noop.dry_runs == 0
+        && noop.gets == 2
+        && noop.requests == noop.lists + noop.gets;
+    println!(
+        "{} no-op: one LIST per kind ({} LISTs of {} kinds: {}) and zero writes ({} writes, {} dry-runs); documented extras: {} GETs (ApplySet parent, VolumeSnapshotClass by name)",
+        if pass { "PASS" } else { "MISS" },
+        noop.lists,
+        kinds.len(),
+        kinds.join(", "),
+        noop.writes,
+        noop.dry_runs,
+        noop.gets
     );
 }
