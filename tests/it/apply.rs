@@ -491,6 +491,53 @@ async fn immutable_statefulset_change_names_the_field_advises_a_new_generation_a
 }
 
 #[tokio::test]
+async fn immutable_snapshot_source_names_the_field_advises_a_new_generation_and_writes_nothing() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(false))
+        .await);
+    // The same generation's snapshot now names another source PVC (a template edited in
+    // place): the CEL rule of the VolumeSnapshot CRD forbids it.
+    let mut g1 = render(&SpecOpts::default(), G1);
+    let snap = g1
+        .objects
+        .iter_mut()
+        .find(|o| o.id.kind == Kind::VolumeSnapshot)
+        .unwrap();
+    snap.value["spec"]["source"]["persistentVolumeClaimName"] = json!("data-copy");
+    api.clear_requests();
+    let f = err(mgr.apply(&g1, &opts(true)).await);
+    let ApplyError::Immutable { object, fields, .. } = &f.error else {
+        panic!("expected an immutable-field error, got {}", f.error);
+    };
+    assert_eq!(object, &format!("VolumeSnapshot/data-{G1} ({NS})"));
+    assert_eq!(
+        fields,
+        &vec!["spec.source.persistentVolumeClaimName".to_string()]
+    );
+    assert_eq!(
+        f.error.to_string(),
+        format!(
+            "VolumeSnapshot/data-{G1} ({NS}): cannot change immutable field spec.source.persistentVolumeClaimName; roll a new generation (--generation) instead, snaproll never deletes and recreates a live object"
+        )
+    );
+    assert_eq!(
+        f.to_string(),
+        "apply stopped after 0 created, 0 configured; nothing was pruned"
+    );
+    // Caught by the dry-run: nothing written, the snapshot untouched.
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_eq!(
+        api.get(&format!("{SNAPS}/data-{G1}"))
+            .await
+            .unwrap()
+            .pointer("/spec/source/persistentVolumeClaimName"),
+        Some(&json!("data"))
+    );
+}
+
+#[tokio::test]
 async fn dry_run_failure_stops_before_the_first_write() {
     let api = FakeApi::new().await;
     let mgr = manager(&api, "demo");
@@ -1810,6 +1857,39 @@ fn cli_diff_exits_1_with_changes_and_0_after_apply() {
         .clone();
     insta::assert_snapshot!("cli_first_apply", String::from_utf8(out).unwrap());
 
+    // The no-op diff and the no-op apply: exactly the reads (the parent and the class by
+    // name, one LIST per kind by the ownership label), no dry-run, no write.
+    let reads = |reqs: Vec<Req>| -> Vec<(String, String, bool)> {
+        let mut r: Vec<(String, String, bool)> = reqs
+            .iter()
+            .map(|r| {
+                (
+                    r.method.clone(),
+                    r.path.clone(),
+                    r.query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dsnaproll%2Csnaproll.dev%2Frollout%3Ddemo"),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let expected: Vec<(String, String, bool)> = {
+        let mut e: Vec<(String, String, bool)> = [
+            (PARENT, false),
+            (&format!("{CLASSES}/csi-snapclass") as &str, false),
+            (STS, true),
+            (SNAPS, true),
+            (PODS, true),
+            (PVCS, true),
+            (SVCS, true),
+        ]
+        .iter()
+        .map(|(p, sel)| ("GET".to_string(), p.to_string(), *sel))
+        .collect();
+        e.sort();
+        e
+    };
+    server.api.clear_requests();
     let out = snaproll()
         .args(args("diff"))
         .assert()
@@ -1821,15 +1901,18 @@ fn cli_diff_exits_1_with_changes_and_0_after_apply() {
         String::from_utf8(out).unwrap(),
         "Would be: 0 created, 0 configured, 6 unchanged, 0 deleted, 0 skipped\n"
     );
-    // The no-op diff made no writes and no dry-runs.
-    assert!(server.api.writes().iter().all(|r| r.method == "PATCH"));
-    let before = server.api.writes().len();
+    assert_eq!(reads(server.api.requests()), expected);
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+    assert!(!server.api.requests().iter().any(Req::is_dry_run));
+
+    server.api.clear_requests();
     snaproll().args(args("apply")).assert().code(0);
-    assert_eq!(
-        server.api.writes().len(),
-        before,
+    assert_eq!(reads(server.api.requests()), expected);
+    assert!(
+        server.api.writes().is_empty(),
         "a no-op apply writes nothing"
     );
+    assert!(!server.api.requests().iter().any(Req::is_dry_run));
 }
 
 #[test]
