@@ -2,8 +2,8 @@
 //!
 //! The parent is a ConfigMap (ConfigMaps need less privileged RBAC than kubectl's default
 //! Secret) named `snaproll-<rollout>` in the rollout's namespace. Its id is computed exactly as
-//! kubectl does, so `kubectl apply --applyset=configmap/snaproll-<rollout> --prune` and other
-//! ApplySet-aware tools see the same set.
+//! kubectl does and its members carry the standard labels, so kubectl and other ApplySet-aware
+//! tools see the same set.
 
 use std::collections::BTreeSet;
 

@@ -54,6 +54,15 @@ pub use error::{ApiCause, ApplyError};
 pub use named::NamedObject;
 pub use readiness::{Readiness, readiness};
 
+/// The ApplySet parent is always applied with `force`, widening and narrowing alike, whatever
+/// `--force-conflicts` says. The parent is snaproll's own bookkeeping (`read_parent` refuses one
+/// another tool manages), and its annotations must record exactly what snaproll applies or a
+/// later prune could miss members; a field manager left on it by a hand edit is no decision for
+/// the user to make, and letting it block widening (or narrowing, after the deletes) would stop
+/// every run. `--force-conflicts` is about the members, where another manager's fields are
+/// someone's intent.
+const PARENT_FORCE: bool = true;
+
 /// A run that stopped on an error, with what it had done until then (so the caller can still
 /// print the partial change set).
 #[derive(Debug)]
@@ -733,7 +742,7 @@ impl Manager {
     ) -> Result<BTreeMap<usize, Value>, (Option<ObjectRef>, ApplyError)> {
         if let Some(p) = parent {
             let api = self.parent_api();
-            self.patch(&api, &self.set.name, p, force, true)
+            self.patch(&api, &self.set.name, p, PARENT_FORCE, true)
                 .await
                 .map_err(|source| {
                     (
@@ -892,7 +901,7 @@ impl Manager {
         if let Some(p) = &parent {
             let api = self.parent_api();
             match self
-                .patch(&api, &self.set.name, p, opts.force_conflicts, false)
+                .patch(&api, &self.set.name, p, PARENT_FORCE, false)
                 .await
             {
                 Ok(v) => {
@@ -1405,7 +1414,7 @@ impl Manager {
         };
         if !dry_run {
             let api = self.parent_api();
-            self.patch(&api, &self.set.name, &p, true, false)
+            self.patch(&api, &self.set.name, &p, PARENT_FORCE, false)
                 .await
                 .map_err(|source| ApplyError::Parent {
                     object: self.set.display(),

@@ -5,9 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::apply::{ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, Manager};
-use crate::cli::{
-    ApplyCmd, ApplyFlags, ClusterArgs, DiffCmd, OutputFormat, ReconcileCmd, StatusCmd,
-};
+use crate::cli::{ApplyCmd, ApplyFlags, ClusterArgs, DiffCmd, OutputFormat, StatusCmd};
 use crate::exit;
 use crate::render::RenderedSet;
 use crate::spec::Loaded;
@@ -41,24 +39,6 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
     )
 }
 
-/// `reconcile --apply [--prune]`: the same engine, run after the Git commit. With
-/// `reconcile --dry-run` the apply is a server-side dry-run too.
-#[allow(dead_code, reason = "called by reconcile --apply")]
-pub(crate) fn apply_after_commit(
-    cmd: &ReconcileCmd,
-    loaded: &Loaded,
-    set: &RenderedSet,
-) -> Result<u8> {
-    run_apply(
-        &cmd.cluster,
-        &cmd.apply_flags,
-        cmd.dry_run,
-        cmd.output,
-        loaded,
-        set,
-    )
-}
-
 fn run_apply(
     cluster: &ClusterArgs,
     flags: &ApplyFlags,
@@ -87,7 +67,9 @@ pub fn status(cmd: &StatusCmd, _color: bool) -> Result<u8> {
 }
 
 /// Prints the change set of `reconcile --apply` (exit code 0: a reconcile that applied
-/// changes succeeded).
+/// changes succeeded). `reconcile --apply` runs the same engine through
+/// `lifecycle::apply` (`Manager::apply_from` on the live state the rollout already read), so
+/// it has no entry point here.
 pub(crate) fn report_apply(
     result: &Result<ChangeSet, Box<Failed>>,
     output: OutputFormat,

@@ -1056,6 +1056,35 @@ async fn inventory_is_widened_before_apply_and_narrowed_after_prune() {
 }
 
 #[tokio::test]
+async fn inventory_owned_fields_of_another_manager_never_block_a_run() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    let g1 = render(&SpecOpts::default(), G1);
+    ok(mgr.apply(&g1, &opts(true)).await);
+    let all = recorded_kinds(&api).await;
+    // A hand edit leaves `kubectl-annotate` owning the group-kinds annotation, narrower.
+    api.apply_as(
+        "kubectl-annotate",
+        PARENT,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "snaproll-demo", "namespace": NS, "annotations": {
+                "applyset.kubernetes.io/contains-group-kinds": "Pod"}}}),
+        true,
+    )
+    .await;
+    assert_eq!(
+        recorded_kinds(&api).await,
+        BTreeSet::from(["Pod".to_string()])
+    );
+    // Without --force-conflicts the run still takes the parent back (the members are not
+    // forced: nothing of theirs changed), so the inventory records every kind again.
+    let cs = ok(mgr.apply(&g1, &opts(true)).await);
+    assert_eq!(cs.inventory.as_ref().unwrap().action, Action::Configured);
+    assert_eq!(cs.summary.unchanged, 6);
+    assert_eq!(recorded_kinds(&api).await, all);
+}
+
+#[tokio::test]
 async fn failed_delete_stays_in_the_inventory_and_is_retried_next_run() {
     let api = FakeApi::new().await;
     let (mgr, g2) = two_generations(&api).await;
