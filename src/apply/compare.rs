@@ -228,6 +228,29 @@ fn same_quantity(a: &str, b: &str) -> bool {
 /// generation, status and snaproll's hash annotation, and with Secret data masked.
 pub fn cleaned(v: &Value) -> Value {
     let mut v = v.clone();
+    // The server fills `creationTimestamp: null` into embedded object metadata (Pod template,
+    // claim templates) of a dry-run answer: noise in a new object's diff.
+    let mut embedded: Vec<&mut Value> = Vec::new();
+    if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+        for (k, val) in spec.iter_mut() {
+            match k.as_str() {
+                "template" => embedded.push(val),
+                "volumeClaimTemplates" => {
+                    if let Some(a) = val.as_array_mut() {
+                        embedded.extend(a.iter_mut());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for e in embedded {
+        if let Some(meta) = e.get_mut("metadata").and_then(Value::as_object_mut)
+            && meta.get("creationTimestamp") == Some(&Value::Null)
+        {
+            meta.remove("creationTimestamp");
+        }
+    }
     if let Some(obj) = v.as_object_mut() {
         obj.remove("status");
         if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
@@ -383,6 +406,21 @@ pub fn labels(v: &Value) -> std::collections::BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diffs_drop_null_creation_timestamps_of_embedded_templates() {
+        let v = json!({"kind": "StatefulSet", "metadata": {"name": "c", "creationTimestamp": "t"},
+            "spec": {"template": {"metadata": {"creationTimestamp": null, "labels": {"a": "b"}}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "d", "creationTimestamp": null}}]}});
+        assert_eq!(
+            cleaned(&v),
+            json!({"kind": "StatefulSet", "metadata": {"name": "c"},
+                "spec": {"template": {"metadata": {"labels": {"a": "b"}}},
+                         "volumeClaimTemplates": [{"metadata": {"name": "d"}}]}})
+        );
+        let text = unified_diff("StatefulSet.apps/default/c", None, Some(&v), false);
+        assert!(!text.contains("creationTimestamp"), "{text}");
+    }
 
     #[test]
     fn server_defaults_do_not_count_as_changes() {

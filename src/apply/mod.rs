@@ -858,7 +858,7 @@ impl Manager {
             for p in &plan {
                 let c = match (&p.state, id.as_ref() == Some(&p.obj.id)) {
                     (_, true) => Change::new(&p.obj.id, Action::Failed, Some(err.to_string())),
-                    (PlanState::Unchanged, _) => Change::new(&p.obj.id, Action::Unchanged, None),
+                    (PlanState::Unchanged, _) => unchanged(&p.obj.id),
                     _ => Change::new(
                         &p.obj.id,
                         Action::Skipped,
@@ -922,7 +922,7 @@ impl Manager {
                     };
                     for p in &plan {
                         changes.push(match p.state {
-                            PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+                            PlanState::Unchanged => unchanged(&p.obj.id),
                             _ => Change::new(
                                 &p.obj.id,
                                 Action::Skipped,
@@ -946,7 +946,7 @@ impl Manager {
                 for i in idx {
                     let p = &plan[i];
                     changes.push(match p.state {
-                        PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+                        PlanState::Unchanged => unchanged(&p.obj.id),
                         _ => Change::new(
                             &p.obj.id,
                             Action::Skipped,
@@ -1588,10 +1588,23 @@ enum Deletion {
 
 fn planned_change(p: &Planned<'_>) -> Change {
     match &p.state {
-        PlanState::Create => Change::new(&p.obj.id, Action::Created, None),
+        PlanState::Create => Change::new(
+            &p.obj.id,
+            Action::Created,
+            Some("not in the cluster".to_string()),
+        ),
         PlanState::Update(r) => Change::new(&p.obj.id, Action::Configured, Some(r.clone())),
-        PlanState::Unchanged => Change::new(&p.obj.id, Action::Unchanged, None),
+        PlanState::Unchanged => unchanged(&p.obj.id),
     }
+}
+
+/// An unchanged object's entry: every entry of a change set says why (for `-o json`).
+fn unchanged(id: &ObjectRef) -> Change {
+    Change::new(
+        id,
+        Action::Unchanged,
+        Some("every field snaproll sets already has the desired value".to_string()),
+    )
 }
 
 /// `kind.group/namespace/name` for diff headers.

@@ -2073,3 +2073,117 @@ fn cli_cluster_errors_exit_4_with_one_line_naming_the_object() {
         .clone();
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn cli_diff_is_coloured_only_when_asked_or_on_a_terminal() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let diff = |extra: &[&str], no_color: bool| -> String {
+        let mut cmd = snaproll();
+        if !no_color {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd
+            .args([
+                "diff",
+                "-f",
+                &spec.display().to_string(),
+                "--generation",
+                G1,
+            ])
+            .args(["--kubeconfig", &kc.display().to_string()])
+            .args(extra)
+            .assert()
+            .code(1)
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).unwrap()
+    };
+    let coloured = diff(&["--color", "always"], true);
+    assert!(
+        coloured.contains(&format!(
+            "\x1b[1m+++ desired/StatefulSet.apps/default/data-consumer-{G1}\x1b[0m\n"
+        )),
+        "{coloured}"
+    );
+    assert!(
+        coloured.contains("\x1b[32m+kind: StatefulSet\x1b[0m\n"),
+        "{coloured}"
+    );
+    // NO_COLOR, and a pipe instead of a terminal, give plain text; so does JSON.
+    for (extra, no_color) in [
+        (&[][..], true),
+        (&[][..], false),
+        (&["-o", "json"][..], false),
+    ] {
+        let plain = diff(extra, no_color);
+        assert!(
+            !plain.contains('\x1b'),
+            "{extra:?} NO_COLOR={no_color}: {plain}"
+        );
+        assert!(plain.contains("+kind: StatefulSet"), "{plain}");
+    }
+    // A new object's diff shows no server noise in its templates.
+    assert!(!coloured.contains("creationTimestamp"), "{coloured}");
+}
+
+#[test]
+fn cli_json_change_set_gives_every_entry_a_reason() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let run = |o: &SpecOpts, generation: &str| -> Value {
+        let spec = write_spec(dir.path(), o);
+        let out = snaproll()
+            .args([
+                "apply",
+                "-f",
+                &spec.display().to_string(),
+                "--generation",
+                generation,
+            ])
+            .args([
+                "--kubeconfig",
+                &kc.display().to_string(),
+                "--prune",
+                "-o",
+                "json",
+            ])
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).expect("JSON change set")
+    };
+    let mut seen = BTreeSet::new();
+    let mut check = |v: &Value| {
+        for c in v["changes"].as_array().unwrap() {
+            let reason = c["reason"].as_str().unwrap_or_default();
+            assert!(!reason.is_empty(), "entry without a reason: {c}");
+            seen.insert(c["action"].as_str().unwrap().to_string());
+        }
+    };
+    let o = SpecOpts::default();
+    check(&run(&o, G1));
+    server.block_on(make_ready(&server.api, &format!("data-consumer-{G1}"), 3));
+    // G2 while G1 is the last ready generation: created, unchanged, deleted (the producer)
+    // and skipped (G1's StatefulSet and snapshot).
+    check(&run(&o, G2));
+    check(&run(
+        &SpecOpts {
+            replicas: 4,
+            ..SpecOpts::default()
+        },
+        G2,
+    ));
+    assert_eq!(
+        seen,
+        ["configured", "created", "deleted", "skipped", "unchanged"]
+            .map(String::from)
+            .into()
+    );
+}
