@@ -2187,3 +2187,132 @@ fn cli_json_change_set_gives_every_entry_a_reason() {
             .into()
     );
 }
+
+#[test]
+fn cli_context_selects_the_cluster_from_a_kubeconfig_with_several() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    // Two contexts: `bogus` (the current one) points at a port nothing listens on.
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n- name: bogus\n  cluster:\n    server: http://127.0.0.1:1\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n- name: bogus\n  context:\n    cluster: bogus\n    user: tester\ncurrent-context: bogus\nusers:\n- name: tester\n  user:\n    token: test-token\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let apply = |extra: &[&str]| {
+        let mut cmd = snaproll();
+        cmd.args([
+            "apply",
+            "-f",
+            &spec.display().to_string(),
+            "--generation",
+            G1,
+        ])
+        .args(["--kubeconfig", &kc.display().to_string()])
+        .args(extra);
+        cmd
+    };
+    let out = apply(&["--context", "fake"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .ends_with("6 created, 0 configured, 0 unchanged, 0 deleted, 0 skipped\n")
+    );
+    assert_eq!(
+        server.block_on(server.api.names(STS)),
+        vec![format!("data-consumer-{G1}")]
+    );
+    // Without --context the current (bogus) context is used: the connection is refused,
+    // retried, and reported on one line naming the first request's object.
+    server.api.clear_requests();
+    let out = apply(&[]).assert().code(4).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // kube's own tracing adds an ERROR line per failed attempt before snaproll's one-line
+    // error (the log filter is the CLI's); snaproll's error is the last line.
+    let stderr = stderr.lines().last().unwrap_or_default().to_string();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("ConfigMap/snaproll-demo (default) (ApplySet parent)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(after 5 attempts)"), "{stderr}");
+    assert!(server.api.requests().is_empty());
+    // An unknown context is a configuration error naming it; nothing is sent anywhere.
+    server.api.clear_requests();
+    let out = apply(&["--context", "nope"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+    assert!(server.api.requests().is_empty());
+}
+
+#[test]
+fn cli_conflict_is_reported_then_resolved_with_force_conflicts() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let apply = |extra: &[&str]| {
+        let mut cmd = snaproll();
+        cmd.args([
+            "apply",
+            "-f",
+            &spec.display().to_string(),
+            "--generation",
+            G1,
+        ])
+        .args(["--kubeconfig", &kc.display().to_string()])
+        .args(extra);
+        cmd
+    };
+    apply(&[]).assert().code(0);
+    // Someone scales the StatefulSet by hand: `kubectl-scale` now owns .spec.replicas. (The
+    // fake's conflict message names no field path, a real API server's does.)
+    let path = format!("{STS}/data-consumer-{G1}");
+    server.block_on(server.api.apply_as(
+        "kubectl-scale",
+        &path,
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": format!("data-consumer-{G1}"), "namespace": NS},
+            "spec": {"replicas": 5}}),
+        true,
+    ));
+    server.api.clear_requests();
+    let out = apply(&[]).assert().code(4).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("StatefulSet/data-consumer-{G1} (default): conflict with field manager \"kubectl-scale\" over fields snaproll sets; rerun with --force-conflicts to take ownership")),
+        "{stderr}"
+    );
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+    let live = server.block_on(server.api.get(&path)).unwrap();
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(5)));
+
+    let out = apply(&["--force-conflicts"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(String::from_utf8(out.stdout).unwrap().contains(&format!(
+        "StatefulSet/data-consumer-{G1} (default) configured"
+    )));
+    let live = server.block_on(server.api.get(&path)).unwrap();
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(3)));
+    // snaproll owns the field again: the next run without --force-conflicts is a no-op.
+    server.api.clear_requests();
+    apply(&[]).assert().code(0);
+    assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+}
