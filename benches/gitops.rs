@@ -1,16 +1,18 @@
 //! Git commit benchmark (issue 3): a fresh 1,000-dataset render committed by snaproll versus
 //! `git add -A && git commit` of the same files, side by side in one run, and a no-op re-run.
 //!
-//! Run with `cargo bench --bench gitops`. Targets: snaproll ≤ 1.5× the git CLI; a no-op run
-//! under 100 ms. Figures are medians of several runs, each into a new repository.
+//! Run with `cargo bench --bench gitops`. Figures are medians of several runs, each into a new
+//! repository. Targets, each printed as PASS or MISS:
 //!
-//! - (a) `gitops::publish` of the rendered files into a new non-bare repository: blobs, trees,
-//!   commit, ref, and the working tree and index written (git's side gets its files for free);
-//!   also into a new bare repository (object database only).
-//! - (b) the same files already on disk in a fresh `git init`: `git add -A && git commit`.
-//! - (c) `gitops::publish` again with the same files: compare in memory, write nothing.
-//! - For reference, the release binary end to end (`snaproll reconcile`, which also parses and
-//!   renders the spec) for a fresh and a no-op run.
+//! - commit: snaproll ≤ 1.5× the git CLI. snaproll's non-bare commit (a) also writes the 5,002
+//!   files into the working tree, which git's side gets for free when its files are written
+//!   before the timer (b). Both pairings are judged: like for like, (a) against writing the
+//!   files plus `git add -A && git commit` (w+b); and the strict reading, (a) against (b) alone.
+//!   (a') commits into a bare repository (object database only, no files) and is judged
+//!   against (b).
+//! - no-op: (c) `gitops::publish` of the same files again (open, compare in memory, write
+//!   nothing) under 100 ms. The whole CLI run (parse and render 1,000 datasets, then the same
+//!   no-op publish) is printed and judged against the same 100 ms for reference.
 
 use std::path::Path;
 use std::process::Command;
@@ -113,7 +115,7 @@ fn main() {
         (start.elapsed(), out)
     };
 
-    let (mut a, mut a_bare, mut b, mut c) = (vec![], vec![], vec![], vec![]);
+    let (mut a, mut a_bare, mut w, mut b, mut c) = (vec![], vec![], vec![], vec![], vec![]);
     for run in 0..RUNS {
         // (a) new non-bare repository, created by snaproll.
         let repo = tmp.path().join(format!("a-{run}"));
@@ -129,47 +131,70 @@ fn main() {
         git2::Repository::init_bare(&bare).unwrap();
         let (t, _) = publish(&bare);
         a_bare.push(t);
-        // (b) the git CLI on the same files, already written to its working tree.
+        // (w) the same files written into a fresh `git init`, then (b) the git CLI commits them.
         let dir = tmp.path().join(format!("b-{run}"));
         let sub = dir.join("rollouts/bench");
+        git(
+            tmp.path(),
+            &["init", "-q", "-b", "main", dir.to_str().unwrap()],
+            &home,
+        );
+        let start = Instant::now();
         std::fs::create_dir_all(&sub).unwrap();
-        git(&dir, &["init", "-q", "-b", "main"], &home);
         for f in &files {
             std::fs::write(sub.join(&f.path), &f.content).unwrap();
         }
+        w.push(start.elapsed());
         let start = Instant::now();
         git(&dir, &["add", "-A"], &home);
         git(&dir, &["commit", "-q", "-m", "bench"], &home);
         b.push(start.elapsed());
     }
-    let (a, a_bare, b, c) = (median(a), median(a_bare), median(b), median(c));
-    let ratio = |x: Duration| x.as_secs_f64() / b.as_secs_f64();
+    let (a, a_bare, w, b, c) = (median(a), median(a_bare), median(w), median(b), median(c));
+    let ratio = |x: Duration, base: Duration| x.as_secs_f64() / base.as_secs_f64();
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!(
-        "(a)  snaproll commit, new repo + working tree : {:>10}  ({:.2}x git)",
-        ms(a),
-        ratio(a)
+        "(a)  snaproll commit, new repo + working tree : {:>10}",
+        ms(a)
     );
     println!(
-        "(a') snaproll commit, new bare repo           : {:>10}  ({:.2}x git)",
-        ms(a_bare),
-        ratio(a_bare)
+        "(a') snaproll commit, new bare repo           : {:>10}",
+        ms(a_bare)
+    );
+    println!(
+        "(w)  writing the files for git (no git)       : {:>10}",
+        ms(w)
     );
     println!(
         "(b)  git add -A && git commit                 : {:>10}",
         ms(b)
     );
     println!(
-        "(c)  snaproll no-op re-run                    : {:>10}",
+        "(c)  snaproll no-op re-run (gitops::publish)  : {:>10}",
         ms(c)
     );
+    let like = ratio(a, w + b);
+    let strict = ratio(a, b);
+    let bare = ratio(a_bare, b);
     println!(
-        "targets: a <= 1.5x b: {}; no-op < 100 ms: {}",
-        if ratio(a) <= 1.5 { "met" } else { "MISSED" },
-        if c < Duration::from_millis(100) {
-            "met"
-        } else {
-            "MISSED"
-        }
+        "target commit <= 1.5x git, like for like  (a) vs (w+b) = {:.2}x : {}",
+        like,
+        verdict(like <= 1.5)
+    );
+    println!(
+        "target commit <= 1.5x git, strict         (a) vs (b)   = {:.2}x : {}",
+        strict,
+        verdict(strict <= 1.5)
+    );
+    println!(
+        "target commit <= 1.5x git, bare repo      (a') vs (b)  = {:.2}x : {}",
+        bare,
+        verdict(bare <= 1.5)
+    );
+    println!(
+        "target no-op < 100 ms, gitops::publish    (c)          = {} : {}",
+        ms(c),
+        verdict(c < Duration::from_millis(100))
     );
 
     // End to end through the release binary (spec parse + render + commit), for reference.
@@ -207,9 +232,15 @@ fn main() {
         fresh.push(cli(&repo));
         noop.push(cli(&repo));
     }
+    let noop = median(noop);
     println!(
-        "CLI end to end (render + commit): fresh {}, no-op {}",
+        "CLI end to end (parse + render + commit): fresh {}, no-op {}",
         ms(median(fresh)),
-        ms(median(noop))
+        ms(noop)
+    );
+    println!(
+        "reference no-op < 100 ms, whole CLI run                = {} : {}",
+        ms(noop),
+        verdict(noop < Duration::from_millis(100))
     );
 }
