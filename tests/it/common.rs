@@ -41,3 +41,28 @@ pub fn scrub(text: &str, tmp: &Path) -> String {
     }
     out
 }
+
+/// The binary installed as the kubectl plugin `kubectl-snaproll` in `dir`. A hard link where the
+/// filesystem allows it; otherwise a copy, waited on until it can be executed: while the copy is
+/// open for writing, a test on another thread that forks inherits the descriptor, and executing
+/// the file fails with "Text file busy" (ETXTBSY) until that child has exec'd.
+pub fn install_plugin(dir: &Path) -> PathBuf {
+    let plugin = dir.join("kubectl-snaproll");
+    let bin = assert_cmd::cargo::cargo_bin("snaproll");
+    if std::fs::hard_link(&bin, &plugin).is_ok() {
+        return plugin;
+    }
+    std::fs::copy(&bin, &plugin).unwrap();
+    for _ in 0..100 {
+        match std::process::Command::new(&plugin)
+            .arg("--version")
+            .output()
+        {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => break,
+        }
+    }
+    plugin
+}

@@ -832,8 +832,7 @@ fn json_mode_failing_run_writes_only_json_lines() {
 #[test]
 fn works_as_a_kubectl_plugin() {
     let tmp = tempfile::tempdir().unwrap();
-    let plugin = tmp.path().join("kubectl-snaproll");
-    std::fs::copy(assert_cmd::cargo::cargo_bin("snaproll"), &plugin).unwrap();
+    let plugin = install_plugin(tmp.path());
     let run = |args: &[&str]| {
         let mut cmd = assert_cmd::Command::new(&plugin);
         cmd.args(args).current_dir(root()).env("NO_COLOR", "1");
@@ -868,8 +867,7 @@ fn kubectl_dispatches_to_the_plugin_on_path() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let plugin = tmp.path().join("kubectl-snaproll");
-    std::fs::copy(assert_cmd::cargo::cargo_bin("snaproll"), &plugin).unwrap();
+    let plugin = install_plugin(tmp.path());
     let path = std::env::join_paths(
         std::iter::once(tmp.path().to_path_buf()).chain(std::env::split_paths(&path)),
     )
