@@ -4,9 +4,7 @@
 //! [`Manager`] is the one entry point. Its verbs are [`Manager::apply`], [`Manager::diff`],
 //! [`Manager::prune`] and [`Manager::wait`], each with an options struct and each returning a
 //! [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
-//! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses),
-//! [`Manager::delete_consumer_volumes`] (a StatefulSet's PVCs by label; a prune already
-//! deletes the claims of every StatefulSet that is gone, see [`Manager::prune`]) and
+//! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses) and
 //! [`Manager::stats`] (request counts, for tests and benchmarks). [`Manager::apply_named`]
 //! applies objects outside any rollout (`install --apply`) with the same requests and checks.
 //!
@@ -1440,85 +1438,6 @@ impl Manager {
             Ok(_) => Ok(()),
             Err(c) if c.is_not_found() => Ok(()),
             Err(c) => Err(c),
-        }
-    }
-
-    /// Deletes the PVCs the StatefulSet controller created for `dataset` at `generation`
-    /// (label `app.kubernetes.io/component=consumer-volume`): one LIST by label, then one
-    /// DELETE each. For clusters where `persistentVolumeClaimRetentionPolicy` does not
-    /// remove them; call only once their StatefulSet is gone, or it recreates them.
-    pub async fn delete_consumer_volumes(
-        &self,
-        dataset: &str,
-        generation: &str,
-    ) -> Result<ChangeSet, Box<Failed>> {
-        let mut changes = self.change_set(false);
-        match self
-            .delete_consumer_volumes_in(&self.namespace, dataset, generation)
-            .await
-        {
-            Ok(cs) => {
-                cs.into_iter().for_each(|c| changes.push(c));
-                Ok(changes)
-            }
-            Err((cs, error)) => {
-                cs.into_iter().for_each(|c| changes.push(c));
-                changes.error = Some(error.to_string());
-                Err(Box::new(Failed { changes, error }))
-            }
-        }
-    }
-
-    async fn delete_consumer_volumes_in(
-        &self,
-        namespace: &str,
-        dataset: &str,
-        generation: &str,
-    ) -> Result<Vec<Change>, (Vec<Change>, ApplyError)> {
-        let selector = consumer_volume_selector(&self.rollout, dataset, generation);
-        let api = self.api(Kind::PersistentVolumeClaim, Some(namespace));
-        let lp = ListParams::default().labels(&selector);
-        let list = self
-            .call(Verb::List, || api.list(&lp))
-            .await
-            .map_err(|source| {
-                (
-                    Vec::new(),
-                    ApplyError::List {
-                        kind: Kind::PersistentVolumeClaim.as_str().to_string(),
-                        scope: format!("namespace {namespace} ({selector})"),
-                        source,
-                    },
-                )
-            })?;
-        let mut out = Vec::new();
-        let mut first = None;
-        let mut items = list.items;
-        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        for pvc in items {
-            let name = pvc.metadata.name.clone().unwrap_or_default();
-            let id = ObjectRef::new(Kind::PersistentVolumeClaim, Some(namespace), &name);
-            match self.delete(&id, pvc.metadata.uid.clone()).await {
-                Ok(()) => out.push(Change::new(
-                    &id,
-                    Action::Deleted,
-                    Some(format!(
-                        "volume of generation {generation} of dataset {dataset}"
-                    )),
-                )),
-                Err(source) => {
-                    let e = ApplyError::Delete {
-                        object: id.to_string(),
-                        source,
-                    };
-                    out.push(Change::new(&id, Action::Failed, Some(e.to_string())));
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        match first {
-            Some(e) => Err((out, e)),
-            None => Ok(out),
         }
     }
 

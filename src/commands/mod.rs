@@ -164,8 +164,14 @@ pub fn print_parse_error(err: &clap::Error, args: &[OsString]) -> u8 {
 /// without a terminal inside a cluster.
 pub fn init_logging(global: &GlobalArgs) {
     let format = global.log_format.unwrap_or_else(default_log_format);
-    let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // kube logs an ERROR line per failed attempt; snaproll retries and reports the failure itself
+    // as one line, so at the quiet levels kube's lines only repeat it. `--log-level debug` (or a
+    // filter naming kube) keeps them.
+    if matches!(global.log_level.as_str(), "warn" | "error") {
+        filter = filter.add_directive("kube_client=off".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

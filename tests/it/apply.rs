@@ -2235,9 +2235,8 @@ fn cli_context_selects_the_cluster_from_a_kubeconfig_with_several() {
     server.api.clear_requests();
     let out = apply(&[]).assert().code(4).get_output().clone();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    // kube's own tracing adds an ERROR line per failed attempt before snaproll's one-line
-    // error (the log filter is the CLI's); snaproll's error is the last line.
-    let stderr = stderr.lines().last().unwrap_or_default().to_string();
+    // Regression: kube's own ERROR line per failed attempt used to come before snaproll's error.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(
         stderr.contains("ConfigMap/snaproll-demo (default) (ApplySet parent)"),
