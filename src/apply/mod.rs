@@ -689,20 +689,7 @@ impl Manager {
         dry_run: bool,
     ) -> ApplyError {
         let object = id.to_string();
-        if cause.is_apply_conflict() {
-            let managers = cause.conflicting_managers();
-            let mut fields = cause.fields.clone();
-            if fields.is_empty() {
-                fields = conflict_fields(&cause.message);
-            }
-            return ApplyError::Conflict {
-                object,
-                managers,
-                fields,
-                source: cause,
-            };
-        }
-        if cause.is_immutable() {
+        if cause.is_immutable() && !cause.is_apply_conflict() {
             let mut fields = compare::differing_fields(id.kind, desired, live);
             if fields.is_empty() {
                 fields = cause.fields.clone();
@@ -716,17 +703,7 @@ impl Manager {
                 source: cause,
             };
         }
-        if dry_run {
-            ApplyError::DryRun {
-                object,
-                source: cause,
-            }
-        } else {
-            ApplyError::Apply {
-                object,
-                source: cause,
-            }
-        }
+        write_error(object, cause, dry_run)
     }
 
     /// Dry-runs every changed object (parent included), concurrently; the first failure in
@@ -1541,6 +1518,34 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         &GroupVersionKind::gvk(kind.group(), kind.version(), kind.as_str()),
         kind.plural(),
     )
+}
+
+/// A failed apply or dry-run as a conflict (with the managers and fields) or a plain write error;
+/// shared by the rollout's apply and `apply_named`.
+fn write_error(object: String, cause: ApiCause, dry_run: bool) -> ApplyError {
+    if cause.is_apply_conflict() {
+        let mut fields = cause.fields.clone();
+        if fields.is_empty() {
+            fields = conflict_fields(&cause.message);
+        }
+        return ApplyError::Conflict {
+            object,
+            managers: cause.conflicting_managers(),
+            fields,
+            source: cause,
+        };
+    }
+    if dry_run {
+        ApplyError::DryRun {
+            object,
+            source: cause,
+        }
+    } else {
+        ApplyError::Apply {
+            object,
+            source: cause,
+        }
+    }
 }
 
 /// Label selector of the consumer PVCs of one generation of one dataset.

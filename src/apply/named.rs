@@ -184,30 +184,7 @@ impl Manager {
 }
 
 fn classify(o: &NamedObject, cause: ApiCause, dry_run: bool) -> ApplyError {
-    let object = o.display();
-    if cause.is_apply_conflict() {
-        let mut fields = cause.fields.clone();
-        if fields.is_empty() {
-            fields = super::conflict_fields(&cause.message);
-        }
-        return ApplyError::Conflict {
-            object,
-            managers: cause.conflicting_managers(),
-            fields,
-            source: cause,
-        };
-    }
-    if dry_run {
-        ApplyError::DryRun {
-            object,
-            source: cause,
-        }
-    } else {
-        ApplyError::Apply {
-            object,
-            source: cause,
-        }
-    }
+    super::write_error(o.display(), cause, dry_run)
 }
 
 #[cfg(test)]
