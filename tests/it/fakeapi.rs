@@ -815,3 +815,23 @@ async fn answer(
     let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
     Ok(json_response(code, &strip_scope(v, cluster)))
 }
+
+/// The RBAC requests of a request log (a PATCH that creates is authorized as `create` too).
+pub fn rbac_requests(log: &[Req]) -> Vec<snaproll::install::rbac::Request> {
+    let mut out = Vec::new();
+    for r in log {
+        let uri = if r.query.is_empty() {
+            r.path.clone()
+        } else {
+            format!("{}?{}", r.path, r.query)
+        };
+        let Some(req) = snaproll::install::rbac::Request::from_http(&r.method, &uri) else {
+            continue;
+        };
+        if r.creates {
+            out.push(req.as_create());
+        }
+        out.push(req);
+    }
+    out
+}

@@ -630,21 +630,7 @@ fn apply_mode_role_is_exactly_what_apply_prune_requests() {
         );
     }
 
-    let mut requests = Vec::new();
-    for r in server.api.requests() {
-        let uri = if r.query.is_empty() {
-            r.path.clone()
-        } else {
-            format!("{}?{}", r.path, r.query)
-        };
-        let Some(req) = rbac::Request::from_http(&r.method, &uri) else {
-            continue;
-        };
-        if r.creates {
-            requests.push(req.as_create());
-        }
-        requests.push(req);
-    }
+    let requests = crate::fakeapi::rbac_requests(&server.api.requests());
     // The grants `install` renders for this spec without --repo (the apply CronJob).
     let loaded = snaproll::spec::load(&two_datasets(dir.path(), true)).unwrap();
     let text = std::fs::read_to_string(&spec).unwrap();

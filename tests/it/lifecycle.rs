@@ -22,7 +22,7 @@ use snaproll::install::{self, Options as InstallOptions, rbac};
 use snaproll::rollout;
 
 use crate::common::*;
-use crate::fakeapi::{FakeApi, Req, Server};
+use crate::fakeapi::{FakeApi, Req, Server, rbac_requests};
 
 const NS: &str = "default";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -1700,26 +1700,6 @@ fn status_shows_each_generation_with_its_state_and_detail() {
 }
 
 // --- RBAC: the Role `install` renders against what these lifecycles request ------------------
-
-/// The RBAC requests of a request log (a PATCH that creates is authorized as `create` too).
-fn rbac_requests(log: &[Req]) -> Vec<rbac::Request> {
-    let mut out = Vec::new();
-    for r in log {
-        let uri = if r.query.is_empty() {
-            r.path.clone()
-        } else {
-            format!("{}?{}", r.path, r.query)
-        };
-        let Some(req) = rbac::Request::from_http(&r.method, &uri) else {
-            continue;
-        };
-        if r.creates {
-            out.push(req.as_create());
-        }
-        out.push(req);
-    }
-    out
-}
 
 fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
     let loaded = snaproll::spec::load(spec).unwrap();
