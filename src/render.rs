@@ -284,6 +284,7 @@ impl Renderer {
                 check_generation_for(d, &g.id)?;
             }
         }
+        let shared = shared_values(rollout);
         // Rendering is CPU-bound and independent per dataset: split it across the cores.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -294,10 +295,17 @@ impl Renderer {
             let handles: Vec<_> = datasets
                 .chunks(chunk)
                 .map(|part| {
+                    let shared = &shared;
                     s.spawn(move || {
                         let mut out = Vec::new();
                         for d in part {
-                            self.render_dataset(rollout, d, &plan.datasets[&d.name], &mut out)?;
+                            self.render_dataset(
+                                rollout,
+                                d,
+                                &plan.datasets[&d.name],
+                                shared,
+                                &mut out,
+                            )?;
                         }
                         Ok(out)
                     })
@@ -310,9 +318,8 @@ impl Renderer {
         });
         let mut objects = Vec::new();
         if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {
-            let class = class_context(rollout);
-            let values = minijinja::Value::from(minijinja::value::Serde(&class));
-            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class, &values)?);
+            let class = class_context(rollout, &shared);
+            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class)?);
         }
         for r in results {
             objects.extend(r?);
@@ -335,36 +342,31 @@ impl Renderer {
         rollout: &Rollout,
         d: &Dataset,
         gens: &[GenerationPlan],
+        shared: &minijinja::Value,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
-        let base = dataset_context(rollout, d, None);
-        // Converted once per context: templates of the same context share the value.
-        let values = minijinja::Value::from(minijinja::value::Serde(&base));
-        out.push(self.render_one(Kind::PersistentVolumeClaim, &base, &values)?);
-        out.push(self.render_one(Kind::Service, &base, &values)?);
+        let own = dataset_values(d);
+        let layers = [&own, shared];
+        let base = dataset_context(rollout, d, None, &layers);
+        out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
+        out.push(self.render_one(Kind::Service, &base)?);
         for g in gens {
-            let ctx = dataset_context(rollout, d, Some(g));
-            let values = minijinja::Value::from(minijinja::value::Serde(&ctx));
+            let ctx = dataset_context(rollout, d, Some(g), &layers);
             if g.producer {
-                out.push(self.render_one(Kind::Pod, &ctx, &values)?);
+                out.push(self.render_one(Kind::Pod, &ctx)?);
             }
             if g.snapshot {
-                out.push(self.render_one(Kind::VolumeSnapshot, &ctx, &values)?);
+                out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
             }
             if g.statefulset {
-                out.push(self.render_one(Kind::StatefulSet, &ctx, &values)?);
+                out.push(self.render_one(Kind::StatefulSet, &ctx)?);
             }
         }
         Ok(())
     }
 
-    /// Renders one template with `values` (the minijinja form of `ctx`) and validates the result.
-    fn render_one(
-        &self,
-        kind: Kind,
-        ctx: &Context,
-        values: &minijinja::Value,
-    ) -> Result<Object, RenderError> {
+    /// Renders one template with `ctx` and validates the result.
+    fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
         let name = kind.template();
         let source = self.sources[name].clone();
         let tmpl = self
@@ -372,10 +374,10 @@ impl Renderer {
             .get_template(name)
             .map_err(|e| template_error(&self.sources, name, &e))?;
         let text = tmpl
-            .render(values)
+            .render(&ctx.values)
             .map_err(|e| template_error(&self.sources, name, &e))?;
         let what = format!("{} of dataset `{}`", kind, ctx.dataset_name());
-        let mut value: Value = serde_saphyr::from_str(&text).map_err(|e| {
+        let mut value: Value = crate::yaml::from_str(&text).map_err(|e| {
             // Point at the rendered line: after `{%- %}` trimming it rarely has the template's
             // number, but quoting it finds the spot.
             let line = e
@@ -422,7 +424,7 @@ impl Renderer {
         let yaml = to_yaml(&value);
         Ok(Object {
             id,
-            dataset: ctx.dataset.as_ref().map(|d| d.name.clone()),
+            dataset: ctx.dataset.clone(),
             generation: ctx.generation.clone(),
             value,
             yaml,
@@ -492,18 +494,45 @@ pub fn today_utc() -> String {
 }
 
 /// What a template sees. Documented in `docs/spec.md` ("Template context").
+///
+/// The context is built in three layers merged lazily by minijinja, so each part is converted
+/// once: the rollout and class once per render ([`Shared`]), the dataset once per dataset
+/// ([`DatasetValues`]), and only the names, labels and sizes once per generation ([`Local`]).
+/// Converting the whole dataset for every template was a tenth of a large render.
+struct Context {
+    /// The dataset it belongs to (`None` for the shared VolumeSnapshotClass).
+    dataset: Option<String>,
+    generation: Option<String>,
+    /// The merged minijinja value the templates see.
+    values: minijinja::Value,
+}
+
+impl Context {
+    fn dataset_name(&self) -> &str {
+        self.dataset.as_deref().unwrap_or("-")
+    }
+}
+
+/// The layer every template shares.
 #[derive(Serialize)]
-struct Context<'a> {
+struct Shared<'a> {
     rollout: Value,
     class: &'a spec::SnapshotClassSpec,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dataset: Option<&'a Dataset>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    storage: Option<&'a spec::Storage>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    producer: Option<&'a spec::Producer>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    consumer: Option<Value>,
+}
+
+/// The layer of one dataset, shared by its generations.
+#[derive(Serialize)]
+struct DatasetValues<'a> {
+    dataset: &'a Dataset,
+    storage: &'a spec::Storage,
+    producer: &'a spec::Producer,
+    consumer: Value,
+}
+
+/// The layer of one context: what differs between a dataset's shared objects and each
+/// generation.
+#[derive(Serialize)]
+struct Local {
     #[serde(skip_serializing_if = "Option::is_none")]
     generation: Option<String>,
     names: BTreeMap<&'static str, String>,
@@ -511,17 +540,38 @@ struct Context<'a> {
     sizes: BTreeMap<&'static str, String>,
 }
 
-impl Context<'_> {
-    fn dataset_name(&self) -> &str {
-        self.dataset.map(|d| d.name.as_str()).unwrap_or("-")
-    }
+fn shared_values(r: &Rollout) -> minijinja::Value {
+    serde_value(Shared {
+        rollout: json!({ "name": r.metadata.name, "namespace": r.metadata.namespace }),
+        class: &r.spec.snapshot_class,
+    })
 }
 
-fn rollout_value(r: &Rollout) -> Value {
-    json!({ "name": r.metadata.name, "namespace": r.metadata.namespace })
+fn dataset_values(d: &Dataset) -> minijinja::Value {
+    let mut consumer = serde_json::to_value(&d.consumer).expect("spec serialises");
+    // Kubernetes spells the service field `type` and the retention values as strings; the
+    // serialised spec already does, but replicas must be a plain integer.
+    consumer["replicas"] = json!(d.consumer.replicas);
+    serde_value(DatasetValues {
+        dataset: d,
+        storage: &d.storage,
+        producer: &d.producer,
+        consumer,
+    })
 }
 
-fn class_context(r: &Rollout) -> Context<'_> {
+fn serde_value(v: impl Serialize) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+/// Layers merged with the most specific first (minijinja looks keys up in order).
+fn merged(layers: &[&minijinja::Value], local: Local) -> minijinja::Value {
+    minijinja::value::merge_maps(
+        std::iter::once(serde_value(local)).chain(layers.iter().map(|v| (*v).clone())),
+    )
+}
+
+fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
     let mut labels = BTreeMap::new();
     labels.insert(
         "class",
@@ -530,17 +580,16 @@ fn class_context(r: &Rollout) -> Context<'_> {
             [(manifest::LABEL_COMPONENT, "snapshot-class")],
         ),
     );
-    Context {
-        rollout: rollout_value(r),
-        class: &r.spec.snapshot_class,
-        dataset: None,
-        storage: None,
-        producer: None,
-        consumer: None,
+    let local = Local {
         generation: None,
         names: BTreeMap::from([("class", r.spec.snapshot_class.name.clone())]),
         labels,
         sizes: BTreeMap::new(),
+    };
+    Context {
+        dataset: None,
+        generation: None,
+        values: merged(&[shared], local),
     }
 }
 
@@ -554,7 +603,12 @@ fn with<const N: usize>(
     labels
 }
 
-fn dataset_context<'a>(r: &'a Rollout, d: &'a Dataset, g: Option<&GenerationPlan>) -> Context<'a> {
+fn dataset_context(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    layers: &[&minijinja::Value],
+) -> Context {
     let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
     let mut names = BTreeMap::from([
@@ -580,7 +634,7 @@ fn dataset_context<'a>(r: &'a Rollout, d: &'a Dataset, g: Option<&GenerationPlan
         ),
         (
             "service",
-            with(shared.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
+            with(shared, [(manifest::LABEL_COMPONENT, "consumer")]),
         ),
         ("serviceSelector", with(BTreeMap::new(), app)),
     ]);
@@ -616,21 +670,16 @@ fn dataset_context<'a>(r: &'a Rollout, d: &'a Dataset, g: Option<&GenerationPlan
             sizes.insert("claim", size.clone());
         }
     }
-    let mut consumer = serde_json::to_value(&d.consumer).expect("spec serialises");
-    // Kubernetes spells the service field `type` and the retention values as strings; the
-    // serialised spec already does, but replicas must be a plain integer.
-    consumer["replicas"] = json!(d.consumer.replicas);
-    Context {
-        rollout: rollout_value(r),
-        class: &r.spec.snapshot_class,
-        dataset: Some(d),
-        storage: Some(&d.storage),
-        producer: Some(&d.producer),
-        consumer: Some(consumer),
+    let local = Local {
         generation: gen_id.map(str::to_string),
         names,
         labels,
         sizes,
+    };
+    Context {
+        dataset: Some(d.name.clone()),
+        generation: local.generation.clone(),
+        values: merged(layers, local),
     }
 }
 
@@ -642,4 +691,59 @@ pub fn kinds_of(objects: &[Object]) -> BTreeSet<Kind> {
 /// Identity of every object in a set.
 pub fn ids_of(objects: &[Object]) -> Vec<ObjectRef> {
     objects.iter().map(|o| o.id.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped templates must render YAML that [`crate::yaml::from_str`] reads itself:
+    /// handing them to serde-saphyr doubles the cost of a large render.
+    #[test]
+    fn embedded_templates_render_yaml_the_fast_reader_reads() {
+        for example in ["gke-daily", "eks", "multi"] {
+            let path = format!(
+                "{}/examples/{example}/snaproll.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let loaded = spec::load(Path::new(&path)).unwrap();
+            let r = &loaded.rollout;
+            let renderer = Renderer::new(None).unwrap();
+            let shared = shared_values(r);
+            let mut texts = Vec::new();
+            let render = |kind: Kind, ctx: &Context| {
+                renderer
+                    .env
+                    .get_template(kind.template())
+                    .unwrap()
+                    .render(&ctx.values)
+                    .unwrap()
+            };
+            texts.push(render(
+                Kind::VolumeSnapshotClass,
+                &class_context(r, &shared),
+            ));
+            for d in &r.spec.datasets {
+                let own = dataset_values(d);
+                let layers = [&own, &shared];
+                let base = dataset_context(r, d, None, &layers);
+                let g = GenerationPlan::full("2021-07-15");
+                let ctx = dataset_context(r, d, Some(&g), &layers);
+                texts.push(render(Kind::PersistentVolumeClaim, &base));
+                texts.push(render(Kind::Service, &base));
+                for kind in [Kind::Pod, Kind::VolumeSnapshot, Kind::StatefulSet] {
+                    texts.push(render(kind, &ctx));
+                }
+            }
+            for text in texts {
+                let fast = crate::yaml::plain_document(&text);
+                assert!(fast.is_some(), "{example}: not read directly:\n{text}");
+                assert_eq!(
+                    fast.unwrap(),
+                    serde_saphyr::from_str::<Value>(&text).unwrap(),
+                    "{example}:\n{text}"
+                );
+            }
+        }
+    }
 }
