@@ -22,11 +22,21 @@ pub fn validate(args: &RenderArgs) -> Result<u8> {
         if datasets == 1 { "" } else { "s" },
         set.objects.len()
     );
+    exiting(loaded);
+    exiting(set);
     Ok(exit::OK)
 }
 
+/// Hands a large value to process exit instead of freeing it: the process ends right after
+/// the command, and freeing the million allocations of a 1,000-dataset render took ~45 ms,
+/// a sixth of the whole run.
+fn exiting<T>(value: T) {
+    std::mem::forget(value);
+}
+
 pub fn render(cmd: &RenderCmd) -> Result<u8> {
-    let (_, _, set) = load_and_render(&cmd.render)?;
+    let (loaded, _, set) = load_and_render(&cmd.render)?;
+    exiting(loaded);
     match &cmd.out {
         None => {
             let mut out = std::io::stdout().lock();
@@ -43,6 +53,7 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
             ));
         }
     }
+    exiting(set);
     Ok(exit::OK)
 }
 
@@ -93,7 +104,13 @@ fn write_dir(dir: &Path, set: &RenderedSet) -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
     // Thousands of small files: the writes are syscall-bound, so spread them over the cores.
-    let files = set.files();
+    let kustomization = set.kustomization();
+    let files: Vec<(String, &str)> = set
+        .objects
+        .iter()
+        .map(|o| (o.id.file_name(), o.yaml.as_str()))
+        .chain([("kustomization.yaml".to_string(), kustomization.as_str())])
+        .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = files.len().div_ceil(workers).max(1);
     std::thread::scope(|s| {
