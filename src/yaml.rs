@@ -6,8 +6,145 @@
 //! Rendered manifests are read by many such tools, so this emitter writes the same block style
 //! kubectl does but quotes every string that is not plainly a string in both YAML versions.
 //! Quoted strings are JSON strings, which are valid YAML double-quoted scalars.
+//!
+//! [`from_str`] reads rendered objects and files snaproll wrote back into JSON values.
 
+use std::borrow::Cow;
+
+use granit_parser::{Event, Parser, ScalarStyle};
 use serde_json::Value;
+
+/// Parses one YAML document into a JSON value, exactly as `serde_saphyr::from_str` does.
+///
+/// Rendered objects and the files snaproll writes are plain YAML: block and flow collections,
+/// string keys, quoted strings, plain words and whole numbers. Those are read straight from
+/// the parser's events, which is about twice as fast as serde-saphyr's serde layer (that layer
+/// was over half of a large render). Anything else (anchors, aliases, tags, merge keys,
+/// duplicate keys, scalars that YAML may read as a bool, null, float or non-decimal number,
+/// deep nesting, errors) is left to serde-saphyr, so results and error messages are its own.
+pub fn from_str(text: &str) -> Result<Value, serde_saphyr::Error> {
+    match plain_document(text) {
+        Some(value) => Ok(value),
+        None => serde_saphyr::from_str(text),
+    }
+}
+
+/// Deeper or larger documents go to serde-saphyr, whose budget reports them (its defaults
+/// allow depth 64 and 250,000 nodes).
+const MAX_DEPTH: usize = 48;
+const MAX_NODES: usize = 100_000;
+
+/// The document as a value, or `None` when it is not plain YAML as described on [`from_str`].
+pub(crate) fn plain_document(text: &str) -> Option<Value> {
+    let mut parser = Parser::new_from_str(text);
+    let mut nodes = 0;
+    let mut next = move || -> Option<Event<'_>> {
+        loop {
+            match parser.next_event()? {
+                Ok((Event::Comment(..), _)) => continue,
+                Ok((event, _)) => {
+                    nodes += 1;
+                    return (nodes <= MAX_NODES).then_some(event);
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart(..)) {
+        return None;
+    }
+    let first = next()?;
+    let value = plain_node(first, &mut next, 0)?;
+    match (next()?, next()?) {
+        (Event::DocumentEnd, Event::StreamEnd) => Some(value),
+        _ => None,
+    }
+}
+
+fn plain_node<'a>(
+    event: Event<'a>,
+    next: &mut impl FnMut() -> Option<Event<'a>>,
+    depth: usize,
+) -> Option<Value> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match event {
+        // Anchor id 0 and no tag: neither anchored nor tagged.
+        Event::Scalar(s, style, 0, None) => plain_scalar(s, style),
+        Event::SequenceStart(_, 0, None) => {
+            let mut items = Vec::new();
+            loop {
+                match next()? {
+                    Event::SequenceEnd => return Some(Value::Array(items)),
+                    event => items.push(plain_node(event, next, depth + 1)?),
+                }
+            }
+        }
+        Event::MappingStart(_, 0, None) => {
+            let mut map = serde_json::Map::new();
+            loop {
+                let key = match next()? {
+                    Event::MappingEnd => return Some(Value::Object(map)),
+                    Event::Scalar(k, style, 0, None) => match plain_scalar(k, style)? {
+                        Value::String(k) if k != "<<" => k,
+                        _ => return None,
+                    },
+                    _ => return None,
+                };
+                let value = plain_node(next()?, next, depth + 1)?;
+                if map.insert(key, value).is_some() {
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Words YAML 1.1 or 1.2 may read as a bool, null or float (compared ignoring case).
+const SPECIAL_WORDS: [&str; 12] = [
+    "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
+];
+
+/// A scalar's value when it is certain: quoted strings, `true`, `false`, decimal integers
+/// without a leading zero, and plain strings that cannot be read as anything else.
+fn plain_scalar(s: Cow<'_, str>, style: ScalarStyle) -> Option<Value> {
+    if style != ScalarStyle::Plain {
+        return Some(Value::String(s.into_owned()));
+    }
+    match &*s {
+        "true" => return Some(Value::Bool(true)),
+        "false" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let first = *s.as_bytes().first()?;
+    let digits = s.strip_prefix('-').unwrap_or(&s);
+    if !digits.is_empty()
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && (!digits.starts_with('0') || s == "0")
+    {
+        return if s.starts_with('-') {
+            s.parse::<i64>().ok().map(Value::from)
+        } else {
+            s.parse::<u64>().ok().map(Value::from)
+        };
+    }
+    if matches!(first, b'+' | b'-' | b'.' | b'~')
+        || SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+    {
+        return None;
+    }
+    // Numbers start with a digit, a sign or a dot (`inf` and `nan` are special words). One that
+    // starts with a digit, in any form YAML or Rust reads (decimal, hex, octal, binary,
+    // exponent, underscores, sexagesimal), uses only these characters: with any other it is a
+    // string.
+    let numeric = |c: u8| c.is_ascii_hexdigit() || b"xXoO.+-_:".contains(&c);
+    if first.is_ascii_digit() && s.bytes().all(numeric) {
+        return None;
+    }
+    Some(Value::String(s.into_owned()))
+}
 
 /// Block-style YAML for a JSON value, ending in a newline. Deterministic: equal values give
 /// identical text (keys keep their order).
@@ -215,5 +352,125 @@ mod tests {
         );
         let back: Value = serde_saphyr::from_str(&to_string(&v)).unwrap();
         assert_eq!(back, v);
+    }
+
+    /// The fast reader must agree with serde-saphyr on every document, whether it reads the
+    /// document itself or hands it over.
+    fn agrees(text: &str) -> bool {
+        let fast = from_str(text).map_err(|e| e.to_string());
+        let slow = serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string());
+        assert_eq!(fast, slow, "disagreement on {text:?}");
+        plain_document(text).is_some()
+    }
+
+    #[test]
+    fn fast_reader_agrees_with_serde_saphyr_on_every_scalar_form() {
+        let read_directly = [
+            "a: b",
+            "a: \"quoted\"",
+            "a: 'single'",
+            "a: |\n  literal\n  text\n",
+            "a: >\n  folded\n  text\n",
+            "a: 10Gi",
+            "a: 500m",
+            "a: ubuntu:22.04",
+            "a: /data/file.txt",
+            "a: key=value",
+            "a: über",
+            "a: 0",
+            "a: 3",
+            "a: -1",
+            "a: 8080",
+            "a: 18446744073709551615",
+            "a: -9223372036854775808",
+            "a: true",
+            "a: false",
+            "a: [1, \"x\", {b: c}]",
+            "a: {}",
+            "a: []",
+            "- a\n- b\n",
+            "# comment\na: b # trailing\n",
+            "---\na: b\n",
+            "a:\n  b:\n  - c: d\n    e: [f]\n",
+            "a: b c d",
+            "a: 1.5Gi",
+            "a: deadbeef",
+            "e: x",
+            "a: $HOME",
+            "a: \"yes\"",
+            "a: '1.5'",
+        ];
+        for text in read_directly {
+            assert!(agrees(text), "{text:?} should be read without serde-saphyr");
+        }
+        let handed_over = [
+            "a: yes",
+            "a: No",
+            "a: ON",
+            "a: off",
+            "a: y",
+            "a: True",
+            "a: FALSE",
+            "a: null",
+            "a: Null",
+            "a: ~",
+            "a:",
+            "a: 1.5",
+            "a: 1e3",
+            "a: .inf",
+            "a: -.inf",
+            "a: .NaN",
+            "a: inf",
+            "a: nan",
+            "a: 0x1F",
+            "a: 0o17",
+            "a: 0b101",
+            "a: 0755",
+            "a: -0",
+            "a: +1",
+            "a: 1_000",
+            "a: 12:30",
+            "a: 2021-07-15",
+            "a: 18446744073709551616",
+            "a: -9223372036854775809",
+            "a: 1deadbeef",
+            "a: &x 1\nb: *x\n",
+            "a: &x {c: d}\nb:\n  <<: *x\n",
+            "a: !!str 1",
+            "a: !custom x",
+            "a: 1\na: 2\n",
+            "1: a",
+            "? [a]\n: b\n",
+            "a: b\n---\nc: d\n",
+            "",
+            "a: [unclosed",
+            "a: b\n\tc: d\n",
+            "a: 'unterminated",
+        ];
+        for text in handed_over {
+            assert!(!agrees(text), "{text:?} must be left to serde-saphyr");
+        }
+    }
+
+    #[test]
+    fn fast_reader_hands_deep_or_huge_documents_to_serde_saphyr() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert!(!agrees(&deep));
+        let shallow = format!("{}{}", "[".repeat(10), "]".repeat(10));
+        assert!(agrees(&shallow));
+        let huge = format!("[{}]", vec!["1"; MAX_NODES].join(","));
+        assert!(plain_document(&huge).is_none());
+    }
+
+    #[test]
+    fn fast_reader_reads_canonical_output_itself() {
+        let v = json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "labels": {"snaproll.dev/generation": "2021-07-15"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}, "replicas": 3, "readOnly": true},
+        });
+        assert!(agrees(&to_string(&v)));
+        assert_eq!(from_str(&to_string(&v)).unwrap(), v);
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn prepare(
             let manifests: Vec<Value> = files
                 .iter()
                 .filter_map(|f| std::str::from_utf8(&f.content).ok())
-                .filter_map(|t| serde_saphyr::from_str::<Value>(t).ok())
+                .filter_map(|t| crate::yaml::from_str(t).ok())
                 .collect();
             rollout::step_from_git(&manifests, &loaded.rollout, &renderer, &opts).map(|mut step| {
                 // A dataset that left the spec leaves Git StatefulSets first: the rest of
@@ -181,7 +181,7 @@ fn carry(
         let Ok(text) = std::str::from_utf8(&f.content) else {
             continue;
         };
-        let Ok(value) = serde_saphyr::from_str::<Value>(text) else {
+        let Ok(value) = crate::yaml::from_str(text) else {
             continue;
         };
         let Some(kind) = value

@@ -182,7 +182,7 @@ fn describe_removed(content: &[u8]) -> Vec<String> {
     let Ok(text) = std::str::from_utf8(content) else {
         return Vec::new();
     };
-    let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+    let Ok(value) = crate::yaml::from_str(text) else {
         return Vec::new();
     };
     let field = |ptr: &str| value.pointer(ptr).and_then(|v| v.as_str());
