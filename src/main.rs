@@ -6,6 +6,11 @@ use clap::Parser;
 use snaproll::cli::Cli;
 use snaproll::commands;
 
+/// mimalloc: rendering allocates and frees about a million small values per 1,000 datasets;
+/// with the system allocator that was a sixth of `render`'s wall time (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = commands::plugin_args(std::env::args_os());
     let cli = match Cli::try_parse_from(&args) {
