@@ -218,7 +218,8 @@ pub struct Object {
     pub dataset: Option<String>,
     /// The generation it belongs to (`None` for objects shared across generations).
     pub generation: Option<String>,
-    /// The object as JSON, in the key order the template wrote it.
+    /// The object as JSON, in the key order the template wrote it (`Null` when rendered by a
+    /// [`crate::render::Renderer::text_only`] renderer).
     pub value: serde_json::Value,
     /// Canonical YAML of `value`: what is written to files and Git.
     pub yaml: String,

@@ -212,9 +212,20 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Where each template came from (for messages): the embedded name or the override path.
     sources: BTreeMap<String, String>,
+    /// Whether rendered objects keep their JSON value (see [`Renderer::text_only`]).
+    keep_values: bool,
 }
 
 impl Renderer {
+    /// Renders objects whose `value` is `Null` once validated and written as YAML, for
+    /// commands that only print or write the text (`render`, `validate`). Freeing each value
+    /// as soon as it is written lets the next object reuse its memory: a 1,000-dataset render
+    /// then peaks at a fraction of the memory and spends less time faulting in fresh pages.
+    pub fn text_only(mut self) -> Self {
+        self.keep_values = false;
+        self
+    }
+
     /// The embedded templates, each replaced by `<dir>/<name>` when `dir` has it.
     pub fn new(dir: Option<&Path>) -> Result<Renderer, RenderError> {
         let mut sources: BTreeMap<String, String> = EMBEDDED
@@ -265,7 +276,11 @@ impl Renderer {
             env.add_template_owned(name.clone(), text)
                 .map_err(|e| template_error(&sources, &name, &e))?;
         }
-        Ok(Renderer { env, sources })
+        Ok(Renderer {
+            env,
+            sources,
+            keep_values: true,
+        })
     }
 
     /// Renders and validates every object of `plan`. Either every object is valid and returned
@@ -422,6 +437,9 @@ impl Renderer {
             problem,
         })?;
         let yaml = to_yaml(&value);
+        if !self.keep_values {
+            value = Value::Null;
+        }
         Ok(Object {
             id,
             dataset: ctx.dataset.clone(),
@@ -745,5 +763,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn text_only_render_writes_the_same_yaml_and_drops_values() {
+        let path = format!(
+            "{}/examples/multi/snaproll.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let loaded = spec::load(Path::new(&path)).unwrap();
+        let plan = Plan::single(&loaded.rollout, "2021-07-15");
+        let full = Renderer::new(None)
+            .unwrap()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        let text = Renderer::new(None)
+            .unwrap()
+            .text_only()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        assert_eq!(full.files(), text.files());
+        assert!(full.objects.iter().all(|o| o.value.is_object()));
+        assert!(text.objects.iter().all(|o| o.value.is_null()));
     }
 }

@@ -12,7 +12,7 @@ use crate::spec::Loaded;
 
 pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
     // Render and validate everything before touching the cluster.
-    let (loaded, _generation, set) = super::load_and_render(&cmd.render)?;
+    let (loaded, _generation, set) = super::load_and_render(&cmd.render, false)?;
     let opts = DiffOptions {
         prune: cmd.prune,
         force_conflicts: false,
@@ -28,7 +28,7 @@ pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
 }
 
 pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
-    let (loaded, _generation, set) = super::load_and_render(&cmd.render)?;
+    let (loaded, _generation, set) = super::load_and_render(&cmd.render, false)?;
     run_apply(
         &cmd.cluster,
         &cmd.apply,

@@ -247,8 +247,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Loads the spec, prints its warnings, renders one generation of every dataset.
-pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, RenderedSet)> {
+/// Loads the spec, prints its warnings, renders one generation of every dataset. With
+/// `text_only` the objects carry their YAML only (see [`Renderer::text_only`]).
+pub(crate) fn load_and_render(
+    args: &RenderArgs,
+    text_only: bool,
+) -> Result<(Loaded, String, RenderedSet)> {
     let started = std::time::Instant::now();
     let loaded = spec::load(&args.file)?;
     tracing::debug!(
@@ -263,7 +267,10 @@ pub(crate) fn load_and_render(args: &RenderArgs) -> Result<(Loaded, String, Rend
         .generation
         .clone()
         .unwrap_or_else(crate::render::today_utc);
-    let renderer = Renderer::new(args.templates.as_deref()).context("loading templates")?;
+    let mut renderer = Renderer::new(args.templates.as_deref()).context("loading templates")?;
+    if text_only {
+        renderer = renderer.text_only();
+    }
     let set = renderer
         .render(&loaded.rollout, &Plan::single(&loaded.rollout, &generation))
         .with_context(|| format!("rendering {}", loaded.file))?;
