@@ -4,7 +4,8 @@
 # user (no shell, no package manager, no libc).
 #
 # The binary is static because every C dependency is vendored and built by cargo (libgit2,
-# OpenSSL for https and libssh2, zlib; see Cargo.toml) and linked against musl. Two ways to get it:
+# OpenSSL for https and libssh2, zlib, the mimalloc allocator; see Cargo.toml) and linked
+# against musl. Two ways to get it:
 #   - BINARY=source (default): compile it here, natively for the build platform's architecture
 #     (x86_64 or aarch64 -unknown-linux-musl, with musl-tools for the C parts). This is what
 #     `docker build -t snaproll .` and ci.yml do.
