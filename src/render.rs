@@ -383,7 +383,8 @@ impl Renderer {
     /// Renders one template with `ctx` and validates the result.
     fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
         let name = kind.template();
-        let source = self.sources[name].clone();
+        // Message parts are built only on failure: this runs once per object.
+        let source = &self.sources[name];
         let tmpl = self
             .env
             .get_template(name)
@@ -391,7 +392,7 @@ impl Renderer {
         let text = tmpl
             .render(&ctx.values)
             .map_err(|e| template_error(&self.sources, name, &e))?;
-        let what = format!("{} of dataset `{}`", kind, ctx.dataset_name());
+        let what = || format!("{} of dataset `{}`", kind, ctx.dataset_name());
         let mut value: Value = crate::yaml::from_str(&text).map_err(|e| {
             // Point at the rendered line: after `{%- %}` trimming it rarely has the template's
             // number, but quoting it finds the spot.
@@ -402,7 +403,7 @@ impl Renderer {
             let problem = spec::yaml_problem(&e);
             RenderError::Yaml {
                 template: source.clone(),
-                object: what.clone(),
+                object: what(),
                 message: match line {
                     Some((n, l)) => format!("rendered line {n} `{}`: {problem}", l.trim()),
                     None => problem,
@@ -420,7 +421,7 @@ impl Renderer {
         }
         let invalid = |problem: String| RenderError::Invalid {
             template: source.clone(),
-            object: what.clone(),
+            object: what(),
             problem,
         };
         let id = schema::identity(&value).map_err(&invalid)?;
@@ -430,10 +431,9 @@ impl Renderer {
                 id.kind
             )));
         }
-        let what = id.to_string();
         schema::validate(id.kind, &value).map_err(|problem| RenderError::Invalid {
             template: source.clone(),
-            object: what.clone(),
+            object: id.to_string(),
             problem,
         })?;
         let yaml = to_yaml(&value);
