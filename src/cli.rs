@@ -72,12 +72,12 @@ pub enum Command {
         after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. Files in DIR that snaproll\ndid not render are removed; DIR is replaced only after every object validated."
     )]
     Render(RenderCmd),
-    /// Show what `apply` would change in the cluster (exit 0: none, 1: changes, 2+: error).
+    /// Show what `apply` would change in the cluster now (exit 0: none, 1: changes, 2+: error).
     #[command(after_help = "Examples:\n  snaproll diff -f snaproll.yaml --generation 2021-07-16")]
     Diff(DiffCmd),
-    /// Apply the manifests with server-side apply, then optionally prune.
+    /// Advance the rollout one step in the cluster: apply what it decided, then optionally prune.
     #[command(
-        after_help = "Examples:\n  snaproll apply -f snaproll.yaml --dry-run\n  snaproll apply -f snaproll.yaml --prune -o json"
+        after_help = "Examples:\n  snaproll apply -f snaproll.yaml --dry-run\n  snaproll apply -f snaproll.yaml --prune -o json\n\napply reads the cluster, decides each dataset's generations and applies exactly the decided\nparts with server-side apply (field manager snaproll), as `reconcile` without --repo does:\nthe producer Pod first; the VolumeSnapshot only once the producer Succeeded; the StatefulSet\nonly once the snapshot is readyToUse. Each run advances as far as it can; run it again (or\nuse `reconcile --apply --wait`) to continue. A run that writes holds the rollout's Lease."
     )]
     Apply(ApplyCmd),
     /// Render, commit to Git (and push), optionally apply: the main job, run by a CronJob.
@@ -117,6 +117,11 @@ pub struct RenderArgs {
     /// Directory whose <kind>.yaml.j2 files replace the built-in templates.
     #[arg(long, env = "SNAPROLL_TEMPLATES", value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
+    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
+    /// tomorrow's run would do, or to replay a run.
+    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
+    pub now: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +153,14 @@ pub struct DiffCmd {
     /// Also show objects that `apply --prune` would delete.
     #[arg(long)]
     pub prune: bool,
+    /// How long a snapshot may take to become ready before its generation counts as failed.
+    #[arg(
+        long,
+        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
+    pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -174,6 +187,14 @@ pub struct ApplyCmd {
     /// Server-side dry-run only: report what would change, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// How long a snapshot may take to become ready before its generation counts as failed.
+    #[arg(
+        long,
+        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
+    pub snapshot_timeout: jiff::SignedDuration,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -183,9 +204,10 @@ pub struct ApplyCmd {
 #[derive(Debug, Args, Clone)]
 pub struct GitArgs {
     /// Git repository: a local path (working or bare; created when missing) or a remote URL
-    /// (cloned into --workdir or a temporary directory, committed to and pushed).
+    /// (cloned into --workdir or a temporary directory, committed to and pushed). Without it,
+    /// reconcile writes no Git: it applies to the cluster (push mode, --apply implied).
     #[arg(long, env = "SNAPROLL_REPO", value_name = "PATH_OR_URL")]
-    pub repo: String,
+    pub repo: Option<String>,
     /// Folder inside the repository that snaproll owns (default: rollouts/<rollout name>).
     #[arg(long, env = "SNAPROLL_GIT_PATH", value_name = "DIR")]
     pub path: Option<String>,
@@ -265,11 +287,6 @@ pub struct ReconcileCmd {
         value_name = "DURATION"
     )]
     pub poll_interval: jiff::SignedDuration,
-    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
-    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
-    /// tomorrow's run would do, or to replay a run.
-    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
-    pub now: Option<jiff::Timestamp>,
     /// How long a snapshot may take to become ready before its generation is marked failed
     /// (EBS snapshots of large volumes take hours).
     #[arg(
@@ -323,8 +340,8 @@ pub struct InstallCmd {
         value_name = "CRON"
     )]
     pub schedule: String,
-    /// Git repository the CronJob commits and pushes to (default: no Git; the CronJob applies
-    /// directly with `snaproll apply --prune`).
+    /// Git repository the CronJob commits and pushes to (default: no Git; the CronJob runs
+    /// `snaproll reconcile --apply --prune` against the cluster only).
     #[arg(long, env = "SNAPROLL_REPO", value_name = "URL")]
     pub repo: Option<String>,
     /// Secret (in the CronJob's namespace) with the Git credentials: key `token` (HTTPS), or
@@ -357,7 +374,7 @@ pub struct InstallCmd {
     /// How long a snapshot may take to become ready before its generation is marked failed,
     /// passed to the CronJob's `reconcile` as `--snapshot-timeout` (default there: 6h). Raise it
     /// for large volumes on EBS, where snapshots take hours.
-    #[arg(long, requires = "repo", value_name = "DURATION", value_parser = parse_duration_text)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
     pub snapshot_timeout: Option<String>,
     /// Apply the objects to the cluster (server-side apply, field manager `snaproll`, every
     /// change dry-run first) and print what changed, instead of printing them.

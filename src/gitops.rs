@@ -350,6 +350,12 @@ pub enum GitError {
 
 impl GitError {
     /// The process exit code (documented under `--help`).
+    /// Whether the run decided from a state the branch no longer has (another run moved it):
+    /// the caller observes and decides again instead of publishing.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, GitError::RefMoved { .. })
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             GitError::InvalidInput { .. } => crate::exit::INVALID,

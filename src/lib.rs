@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod gitops;
 pub mod install;
 pub mod manifest;

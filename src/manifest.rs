@@ -188,6 +188,15 @@ impl ObjectRef {
         }
     }
 
+    /// The identity of a manifest: its `kind` (one snaproll renders), `metadata.namespace` and
+    /// `metadata.name`; `None` for any other kind or a manifest without a name.
+    pub fn from_value(v: &serde_json::Value) -> Option<ObjectRef> {
+        let field = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
+        let kind = field("/kind").and_then(Kind::from_kind)?;
+        let name = field("/metadata/name").filter(|n| !n.is_empty())?;
+        Some(ObjectRef::new(kind, field("/metadata/namespace"), name))
+    }
+
     /// File name under `render --out` and the Git path: `<order>-<kind>-<name>.yaml`, so a plain
     /// `ls` lists objects in apply order and every name is unique within one rollout (one
     /// namespace per rollout; names are unique per kind).
@@ -261,6 +270,61 @@ pub fn ownership_labels(
         labels.insert(LABEL_GENERATION.to_string(), g.to_string());
     }
     labels
+}
+
+/// Label on every member of an ApplySet naming the set's id (KEP-3659).
+pub const LABEL_PART_OF: &str = "applyset.kubernetes.io/part-of";
+
+/// kubectl's ApplySet id: `applyset-<base64url-no-pad(sha256("<name>.<namespace>.<Kind>.<group>"))>-v1`.
+pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{name}.{namespace}.{kind}.{group}").as_bytes(),
+    );
+    format!(
+        "applyset-{}-v1",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+/// The id of rollout `rollout`'s ApplySet, whose parent is the ConfigMap `snaproll-<rollout>`
+/// in the rollout's namespace. Rendered objects carry it as [`LABEL_PART_OF`], so objects
+/// applied from Git by Argo CD or Flux are members too.
+pub fn rollout_applyset_id(rollout: &str, namespace: &str) -> String {
+    applyset_id(&format!("snaproll-{rollout}"), namespace, "ConfigMap", "")
+}
+
+/// The labels a rendered object of `rollout` carries: ownership plus ApplySet membership.
+pub fn member_labels(
+    rollout: &str,
+    namespace: &str,
+    dataset: Option<&str>,
+    generation: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut labels = ownership_labels(rollout, dataset, generation);
+    labels.insert(
+        LABEL_PART_OF.to_string(),
+        rollout_applyset_id(rollout, namespace),
+    );
+    labels
+}
+
+/// Whether an object with `labels` is a member of the rollout's ApplySet: it carries the
+/// ownership labels *and* the set's `part-of` id. Labels alone prove nothing (anyone can copy
+/// them); an object with the ownership labels but another or no `part-of` is a look-alike:
+/// reported, never adopted, counted, served or deleted. The one exception: claims the
+/// StatefulSet controller made from a claim template rendered before templates carried the
+/// membership label (no `part-of` at all) still count, so an upgrade cannot lose sight of them
+/// and retire a snapshot they were restored from.
+pub fn is_member(labels: &BTreeMap<String, String>, rollout: &str, applyset_id: &str) -> bool {
+    if !is_owned_by(labels, rollout) {
+        return false;
+    }
+    match labels.get(LABEL_PART_OF) {
+        Some(id) => id == applyset_id,
+        None => labels.get(LABEL_COMPONENT).map(String::as_str) == Some("consumer-volume"),
+    }
 }
 
 /// Label selector matching every object of a rollout: what LIST and prune use.

@@ -506,11 +506,6 @@ fn check_generation_for(d: &Dataset, id: &str) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Today's UTC date as `YYYY-MM-DD`: the default generation id.
-pub fn today_utc() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
-}
-
 /// What a template sees. Documented in `docs/spec.md` ("Template context").
 ///
 /// The context is built in three layers merged lazily by minijinja, so each part is converted
@@ -594,6 +589,8 @@ fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
     labels.insert(
         "class",
         with(
+            // Not an ApplySet member: a cluster-scoped class is shared by the rollouts of a
+            // driver and never pruned.
             manifest::ownership_labels(&r.metadata.name, None, None),
             [(manifest::LABEL_COMPONENT, "snapshot-class")],
         ),
@@ -636,7 +633,8 @@ fn dataset_context(
         ("claim", d.claim_name().to_string()),
         ("volume", "data".to_string()),
     ]);
-    let shared = manifest::ownership_labels(rollout, Some(&d.name), None);
+    let ns = r.metadata.namespace.as_str();
+    let shared = manifest::member_labels(rollout, ns, Some(&d.name), None);
     // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
     // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
     // consumer only; claim-template labels carry ownership plus a component of their own so the
@@ -661,7 +659,7 @@ fn dataset_context(
         names.insert("producer", format!("{}-producer-{id}", d.name));
         names.insert("snapshot", format!("{}-{id}", d.name));
         names.insert("statefulset", format!("{}-{id}", d.consumer.name));
-        let owned = manifest::ownership_labels(rollout, Some(&d.name), Some(id));
+        let owned = manifest::member_labels(rollout, ns, Some(&d.name), Some(id));
         labels.insert(
             "producer",
             with(owned.clone(), [(manifest::LABEL_COMPONENT, "producer")]),

@@ -55,9 +55,63 @@ fn created(v: &Value) -> Option<jiff::Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
-/// Groups live objects (from one LIST per kind) into datasets and generations by their labels.
-/// Objects without snaproll's ownership labels for `rollout` are ignored.
+/// Groups objects by dataset and generation from their labels. For what Git holds: the
+/// rollout's folder is its inventory, so every object there with the ownership labels counts.
+/// Live objects go through [`observe_members`] instead.
 pub fn observe(rollout: &str, objects: &[Value]) -> BTreeMap<String, Vec<Observed>> {
+    group(rollout, objects.iter())
+}
+
+/// What a run saw of the cluster: the rollout's generations, and look-alikes.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    pub datasets: BTreeMap<String, Vec<Observed>>,
+    /// Objects carrying the rollout's ownership labels that are not members of its ApplySet,
+    /// by dataset (`""` when they name none): `Kind/name` each. Reported, never adopted,
+    /// counted, served or deleted.
+    pub foreign: BTreeMap<String, Vec<String>>,
+}
+
+/// Groups live objects (from one LIST per kind) into datasets and generations: only members
+/// of the rollout's ApplySet (see [`manifest::is_member`]) count; objects that only look like
+/// the rollout's are returned as foreign.
+pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Value]) -> Observation {
+    let mut foreign: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let members = objects.iter().filter(|v| {
+        let labels = manifest::labels_of(v);
+        if !manifest::is_owned_by(&labels, rollout) {
+            return false;
+        }
+        if manifest::is_member(&labels, rollout, applyset_id) {
+            return true;
+        }
+        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("?");
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        foreign
+            .entry(
+                labels
+                    .get(manifest::LABEL_DATASET)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+            .or_default()
+            .push(format!("{kind}/{name}"));
+        false
+    });
+    let datasets = group(rollout, members);
+    for names in foreign.values_mut() {
+        names.sort();
+    }
+    Observation { datasets, foreign }
+}
+
+fn group<'a>(
+    rollout: &str,
+    objects: impl Iterator<Item = &'a Value>,
+) -> BTreeMap<String, Vec<Observed>> {
     let mut by: BTreeMap<(String, String), Observed> = BTreeMap::new();
     for v in objects {
         let labels = manifest::labels_of(v);
@@ -156,6 +210,13 @@ pub struct Decision {
     /// The dataset left the spec: `render` lists what the prune holds, nothing is rendered.
     #[serde(skip)]
     pub removed: bool,
+    /// What the run did not do and why, one line each (a clock behind the newest generation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Look-alikes: objects with the dataset's ownership labels that are not members of the
+    /// rollout's ApplySet (`Kind/name`); ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign: Vec<String>,
 }
 
 impl Decision {
@@ -241,6 +302,8 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
         generations,
         render,
         removed: true,
+        notes: Vec::new(),
+        foreign: Vec::new(),
     }
 }
 
@@ -509,23 +572,22 @@ fn claim_size(d: &Dataset, restore: &Option<String>) -> Option<String> {
 /// Decides one dataset.
 pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     let mut gens: Vec<&Observed> = observed.iter().collect();
-    gens.sort_by(|a, b| {
-        a.first_seen()
-            .cmp(&b.first_seen())
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    if gens.iter().all(|o| is_date(&o.id)) {
+        // Dated generations are ordered by their date, never by when their objects appeared:
+        // a generation started by a run whose clock was behind is older, not newer.
+        gens.sort_by(|a, b| a.id.cmp(&b.id));
+    } else {
+        gens.sort_by(|a, b| {
+            a.first_seen()
+                .cmp(&b.first_seen())
+                .then_with(|| a.id.cmp(&b.id))
+        });
+    }
     let raws: Vec<Raw> = gens.iter().map(|o| raw_state(d, o, opts)).collect();
 
-    // The generation `--generation` or the schedule asks for.
-    let wanted = d
-        .generations
-        .pin
-        .clone()
-        .or_else(|| opts.generation.clone())
-        .or_else(|| match d.generations.schedule {
-            Schedule::Daily => Some(opts.today.clone()),
-            Schedule::Manual => None,
-        });
+    // The generation `--generation`, the pin or the schedule asks for.
+    let mut notes = Vec::new();
+    let wanted = wanted(d, gens.iter().map(|o| o.id.as_str()), opts, &mut notes);
     // A pinned generation: `generations.pin` or `--generation` naming an existing one whose
     // snapshot is usable.
     let explicit = d.generations.pin.as_ref().or(opts.generation.as_ref());
@@ -690,6 +752,8 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         generations: statuses,
         render,
         removed: false,
+        notes,
+        foreign: Vec::new(),
     }
 }
 
@@ -701,15 +765,8 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
 pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decision {
     let mut ids: Vec<&Observed> = in_git.iter().collect();
     ids.sort_by(|a, b| a.id.cmp(&b.id));
-    let wanted = d
-        .generations
-        .pin
-        .clone()
-        .or_else(|| opts.generation.clone())
-        .or_else(|| match d.generations.schedule {
-            Schedule::Daily => Some(opts.today.clone()),
-            Schedule::Manual => None,
-        })
+    let mut notes = Vec::new();
+    let wanted = wanted(d, ids.iter().map(|o| o.id.as_str()), opts, &mut notes)
         .or_else(|| ids.last().map(|o| o.id.clone()));
     let mut render = Vec::new();
     let mut generations = Vec::new();
@@ -775,6 +832,47 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         generations,
         render,
         removed: false,
+        notes,
+        foreign: Vec::new(),
+    }
+}
+
+/// Whether a generation id is a date (`YYYY-MM-DD`): dated generations order by date.
+pub fn is_date(id: &str) -> bool {
+    id.len() == 10 && id.parse::<jiff::civil::Date>().is_ok()
+}
+
+/// The newest dated generation among `ids`.
+fn newest_date<'a>(ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    ids.filter(|id| is_date(id)).max()
+}
+
+/// The generation a dataset asks for: its pin, else `--generation`, else the schedule's
+/// (today on a daily schedule). Generations only move forward: when the run's clock is behind
+/// the newest dated generation that exists, the schedule asks for nothing and the run says so
+/// in `notes` (an older generation would otherwise be started and, once ready, serve in place
+/// of the newer one). Rollback is explicit: a pin.
+fn wanted<'a>(
+    d: &Dataset,
+    ids: impl Iterator<Item = &'a str>,
+    opts: &Options,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    if let Some(g) = d.generations.pin.as_ref().or(opts.generation.as_ref()) {
+        return Some(g.clone());
+    }
+    match d.generations.schedule {
+        Schedule::Manual => None,
+        Schedule::Daily => match newest_date(ids) {
+            Some(newest) if newest > opts.today.as_str() => {
+                notes.push(format!(
+                    "dataset {}: the clock says {}, behind its newest generation {newest}; not starting an older generation (generations only move forward)",
+                    d.name, opts.today
+                ));
+                None
+            }
+            _ => Some(opts.today.clone()),
+        },
     }
 }
 
@@ -858,7 +956,7 @@ pub enum StepError {
 
 /// Refuses a pin (spec or `--generation`) of a generation that is not kept. The flag may also
 /// start a new generation: it is refused only for an id that existed (seen without snapshot
-/// or producer) or, on a daily schedule, a past date that no longer exists.
+/// or producer) or a date older than the newest generation that exists.
 pub fn check_pins(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
@@ -879,9 +977,11 @@ pub fn check_pins(
             ("generations.pin", _) => true,
             (_, Some(_)) => true,
             (_, None) => {
-                d.generations.schedule == Schedule::Daily
-                    && g.parse::<jiff::civil::Date>().is_ok()
-                    && g.as_str() < opts.today.as_str()
+                // A new dated generation older than the newest that exists (a clock behind):
+                // generations only move forward. Any other new id starts a generation.
+                is_date(g)
+                    && newest_date(gens.iter().map(|o| o.id.as_str()))
+                        .is_some_and(|newest| g.as_str() < newest)
             }
         };
         if refused {
@@ -931,9 +1031,19 @@ pub async fn step_from_cluster(
         .await
         .map_err(|e| StepError::Live(Box::new(e)))?;
     let values: Vec<Value> = live.objects.values().cloned().collect();
-    let observed = observe(&rollout.metadata.name, &values);
+    let Observation {
+        datasets: observed,
+        mut foreign,
+    } = observe_members(&rollout.metadata.name, &manager.applyset().id, &values);
     check_pins(rollout, &observed, opts)?;
-    let (decisions, plan) = decide_all(rollout, &observed, opts);
+    let (mut decisions, plan) = decide_all(rollout, &observed, opts);
+    for d in &mut decisions {
+        d.foreign = foreign.remove(&d.dataset).unwrap_or_default();
+    }
+    if let Some(d) = decisions.first_mut() {
+        // Look-alikes naming no dataset of the spec are reported with the first dataset.
+        d.foreign.extend(foreign.into_values().flatten());
+    }
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {
         observed,
@@ -951,6 +1061,9 @@ pub fn step_from_git(
     opts: &Options,
 ) -> Result<Step, StepError> {
     let observed = observe(&rollout.metadata.name, manifests);
+    // Offline, Git is what exists: a pin of a generation Git does not keep is refused exactly
+    // as online (it would commit a new producer under the old id).
+    check_pins(rollout, &observed, opts)?;
     let empty = Vec::new();
     let decisions: Vec<Decision> = rollout
         .spec

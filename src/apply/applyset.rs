@@ -7,15 +7,13 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::manifest;
 
 /// Label on the parent holding the set's id.
 pub const LABEL_ID: &str = "applyset.kubernetes.io/id";
-/// Label on every member naming the set's id.
-pub const LABEL_PART_OF: &str = "applyset.kubernetes.io/part-of";
+pub use crate::manifest::{LABEL_PART_OF, applyset_id};
 /// Parent annotation naming the tool that manages the set.
 pub const ANNOTATION_TOOLING: &str = "applyset.kubernetes.io/tooling";
 /// Parent annotation listing the member group-kinds (`Kind` or `Kind.group`, sorted).
@@ -38,7 +36,7 @@ impl ApplySet {
     /// The ApplySet of rollout `rollout` in `namespace`.
     pub fn for_rollout(rollout: &str, namespace: &str) -> Self {
         let name = format!("snaproll-{rollout}");
-        let id = applyset_id(&name, namespace, "ConfigMap", "");
+        let id = manifest::rollout_applyset_id(rollout, namespace);
         ApplySet {
             name,
             namespace: namespace.to_string(),
@@ -95,18 +93,6 @@ impl ApplySet {
 
 fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     items.into_iter().collect::<Vec<_>>().join(",")
-}
-
-/// kubectl's ApplySet id: `applyset-<base64url-no-pad(sha256("<name>.<namespace>.<Kind>.<group>"))>-v1`.
-pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("{name}.{namespace}.{kind}.{group}").as_bytes(),
-    );
-    format!(
-        "applyset-{}-v1",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
-    )
 }
 
 /// The comma-separated values of a parent annotation, as a set.

@@ -26,8 +26,13 @@ pub const ANNOTATION_APPLIED: &str = "snaproll.dev/applied-hash";
 /// hash of its own content (computed before the hash annotation is added).
 pub fn desired_for_apply(rendered: &Value, applyset_id: &str) -> Value {
     let mut v = rendered.clone();
+    // The cluster-scoped VolumeSnapshotClass is shared by rollouts and never pruned: not a
+    // member of any one rollout's set.
+    let shared = v.get("kind").and_then(Value::as_str) == Some(Kind::VolumeSnapshotClass.as_str());
     let meta = ensure_object(&mut v, "metadata");
-    ensure_object_map(meta, "labels").insert(LABEL_PART_OF.into(), json!(applyset_id));
+    if !shared {
+        ensure_object_map(meta, "labels").insert(LABEL_PART_OF.into(), json!(applyset_id));
+    }
     let hash = content_hash(&v);
     let meta = ensure_object(&mut v, "metadata");
     ensure_object_map(meta, "annotations").insert(ANNOTATION_APPLIED.into(), json!(hash));

@@ -39,6 +39,12 @@ pub enum ApplyError {
         "{object} exists but is not the ApplySet parent of this rollout ({reason}); rename it or the rollout"
     )]
     ForeignParent { object: String, reason: String },
+    /// An object snaproll would write exists and is not a member of the rollout's ApplySet:
+    /// snaproll never adopts or overwrites it (ownership is membership, not labels).
+    #[error(
+        "{object} exists and is not snaproll's ({reason}); snaproll never adopts or overwrites it: delete or rename it, or rename the dataset or consumer in the spec; nothing was written"
+    )]
+    Foreign { object: String, reason: String },
     /// Another field manager owns fields snaproll wants to set.
     #[error(
         "{object}: conflict with field manager{} {} over {}; rerun with --force-conflicts to take ownership",
@@ -100,6 +106,7 @@ impl ApplyError {
         match self {
             ApplyError::Parent { object, .. }
             | ApplyError::ForeignParent { object, .. }
+            | ApplyError::Foreign { object, .. }
             | ApplyError::Conflict { object, .. }
             | ApplyError::Immutable { object, .. }
             | ApplyError::DryRun { object, .. }

@@ -753,13 +753,73 @@ impl Manager {
                 }
                 Err(cause) => {
                     let p = &plan[i];
-                    let err =
-                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true);
+                    // Creating an object the labelled LIST did not see conflicts only with an
+                    // object someone else made under the same name: never adopted.
+                    let err = if matches!(p.state, PlanState::Create) && cause.is_apply_conflict() {
+                        ApplyError::Foreign {
+                            object: p.obj.id.to_string(),
+                            reason: format!(
+                                "made by {} without the rollout's labels",
+                                cause.conflicting_managers().join(", ")
+                            ),
+                        }
+                    } else {
+                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true)
+                    };
                     return Err((Some(p.obj.id.clone()), err));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Refuses to write over an object that is not a member of the rollout's ApplySet: one in
+    /// the live state (it carries the ownership labels) without this set's `part-of`, or one
+    /// the labelled LIST did not see (a plain object with the same name) whose dry-run answer
+    /// shows other field managers, i.e. it existed before. Costs no request.
+    fn check_foreign(
+        &self,
+        plan: &[Planned<'_>],
+        live: &LiveState,
+        answers: &BTreeMap<usize, Value>,
+    ) -> Option<(ObjectRef, ApplyError)> {
+        for (i, p) in plan.iter().enumerate() {
+            let reason = match (&p.state, live.get(&p.obj.id)) {
+                (PlanState::Unchanged, _) => continue,
+                (_, Some(l)) => {
+                    let labels = manifest::labels_of(l);
+                    let shared_class = p.obj.id.kind == Kind::VolumeSnapshotClass
+                        && labels.get(manifest::LABEL_MANAGED_BY).map(String::as_str)
+                            == Some(manifest::MANAGED_BY);
+                    if shared_class || manifest::is_member(&labels, &self.rollout, &self.set.id) {
+                        continue;
+                    }
+                    match labels.get(applyset::LABEL_PART_OF) {
+                        Some(other) => format!("a member of another ApplySet, {other}"),
+                        None if manifest::is_owned_by(&labels, &self.rollout) => format!(
+                            "it carries the labels of rollout {} but is not a member of its ApplySet",
+                            self.rollout
+                        ),
+                        None => match managers(l) {
+                            m if m.is_empty() => "made without the rollout's labels".to_string(),
+                            m => format!("made by {m} without the rollout's labels"),
+                        },
+                    }
+                }
+                (_, None) => match answers.get(&i).map(managers) {
+                    Some(m) if !m.is_empty() => format!("made by {m} without the rollout's labels"),
+                    _ => continue,
+                },
+            };
+            return Some((
+                p.obj.id.clone(),
+                ApplyError::Foreign {
+                    object: p.obj.id.to_string(),
+                    reason,
+                },
+            ));
+        }
+        None
     }
 
     fn change_set(&self, dry_run: bool) -> ChangeSet {
@@ -825,11 +885,18 @@ impl Manager {
         let plan = self.plan(set, &live);
         let parent = self.widened_parent(set, &live);
 
-        // 3. Dry-run everything that will be written; nothing is written if any fails.
-        if let Err((id, err)) = self
+        // 3. Dry-run everything that will be written; nothing is written if any fails, or if
+        // any of it would adopt an object that is not the rollout's.
+        let checked = match self
             .dry_run_all(&plan, &live, parent.as_ref(), opts.force_conflicts)
             .await
         {
+            Ok(answers) => self
+                .check_foreign(&plan, &live, &answers)
+                .map(|(id, e)| (Some(id), e)),
+            Err(e) => Some(e),
+        };
+        if let Some((id, err)) = checked {
             for p in &plan {
                 let c = match (&p.state, id.as_ref() == Some(&p.obj.id)) {
                     (_, true) => Change::new(&p.obj.id, Action::Failed, Some(err.to_string())),
@@ -1002,12 +1069,26 @@ impl Manager {
         set: &RenderedSet,
         opts: &DiffOptions,
     ) -> Result<ChangeSet, Box<Failed>> {
+        self.diff_from(set, opts, None).await
+    }
+
+    /// [`Manager::diff`] on top of a live state read earlier in the same run, like
+    /// [`Manager::apply_from`].
+    pub async fn diff_from(
+        &self,
+        set: &RenderedSet,
+        opts: &DiffOptions,
+        known: Option<LiveState>,
+    ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(true);
         let fail = |mut changes: ChangeSet, error: ApplyError| {
             changes.error = Some(error.to_string());
             Box::new(Failed { changes, error })
         };
-        let live = match self.live_for(set).await {
+        let live = match self
+            .live_of(&Self::namespaces_of(set), Some(set), known)
+            .await
+        {
             Ok(l) => l,
             Err(e) => return Err(fail(changes, e)),
         };
@@ -1343,7 +1424,7 @@ impl Manager {
             .into_iter()
             .filter(|(_, v)| {
                 let l = manifest::labels_of(v);
-                manifest::is_owned_by(&l, &self.rollout)
+                manifest::is_member(&l, &self.rollout, &self.set.id)
                     && l.get(manifest::LABEL_COMPONENT).map(String::as_str)
                         == Some("consumer-volume")
             })
@@ -1685,6 +1766,35 @@ pub struct PrunePlan {
     pub skipped: Vec<(ObjectRef, String)>,
 }
 
+/// The field managers of `v` other than snaproll's, comma-separated (empty: none).
+fn managers(v: &Value) -> String {
+    let others: BTreeSet<&str> = v
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("manager").and_then(Value::as_str))
+        .filter(|m| *m != FIELD_MANAGER)
+        .collect();
+    others.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// Whether snaproll's field manager applied `v`: an `Apply` entry of manager `snaproll` in its
+/// `managedFields`. An object without `managedFields` (servers that omit them) passes; the
+/// StatefulSet controller's claims are never prune candidates (they have no `part-of`).
+fn applied_by_snaproll(v: &Value) -> bool {
+    match v
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    {
+        None => true,
+        Some(entries) => entries.iter().any(|m| {
+            m.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER)
+                && m.get("operation").and_then(Value::as_str) == Some("Apply")
+        }),
+    }
+}
+
 /// Decides what to prune. Candidates are live objects carrying this ApplySet's `part-of`
 /// label that `set` does not render (namespaced kinds only: the engine reads cluster-scoped
 /// VolumeSnapshotClasses by name and never prunes them, since old snapshots may still need
@@ -1705,12 +1815,14 @@ pub fn plan_prune(
         .objects
         .iter()
         .filter(|(id, v)| {
+            let labels = manifest::labels_of(v);
+            // Claims the StatefulSet controller made carry the membership label from their
+            // claim template; they go with their StatefulSet (see `consumer_claims`).
             id.kind.namespaced()
                 && !rendered.contains(id)
-                && manifest::labels_of(v)
-                    .get(applyset::LABEL_PART_OF)
-                    .map(String::as_str)
-                    == Some(applyset_id)
+                && labels.get(applyset::LABEL_PART_OF).map(String::as_str) == Some(applyset_id)
+                && labels.get(manifest::LABEL_COMPONENT).map(String::as_str)
+                    != Some("consumer-volume")
         })
         .collect();
     if set.objects.is_empty() {
@@ -1745,6 +1857,13 @@ pub fn plan_prune(
         }
         if let Some(reason) = opts.keep.get(id) {
             plan.skipped.push((id.clone(), reason.clone()));
+            continue;
+        }
+        if !applied_by_snaproll(v) {
+            plan.skipped.push((
+                id.clone(),
+                format!("never applied by field manager {FIELD_MANAGER}; never deleted"),
+            ));
             continue;
         }
         if v.pointer("/metadata/deletionTimestamp").is_some() {

@@ -1,149 +1,81 @@
-//! `diff`, `apply` and `status`: the commands that talk to the cluster.
+//! `diff`, `apply` and `status`: the commands that read and write only the cluster. `diff` and
+//! `apply` run the same engine as `reconcile` without Git: they act on what the rollout
+//! decides this run, never on a whole generation at once.
 
 use std::io::Write;
 
 use anyhow::Result;
 
-use crate::apply::{ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, Manager};
-use crate::cli::{ApplyCmd, ApplyFlags, ClusterArgs, DiffCmd, OutputFormat, StatusCmd};
+use crate::apply::{ChangeSet, Failed};
+use crate::cli::{ApplyCmd, DiffCmd, OutputFormat, StatusCmd};
+use crate::engine::{self, ClusterWrite, Engine};
 use crate::exit;
-use crate::render::RenderedSet;
-use crate::spec::Loaded;
 
 pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
-    // Render and validate everything before touching the cluster.
-    let (loaded, _generation, set) = super::load_and_render(&cmd.render, false)?;
-    let opts = DiffOptions {
-        prune: cmd.prune,
-        force_conflicts: false,
-        color: color && cmd.output == OutputFormat::Text,
+    let opts = engine::Options {
+        write: ClusterWrite::Diff {
+            prune: cmd.prune,
+            color: color && cmd.output == OutputFormat::Text,
+        },
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
-    runtime()?.block_on(async {
-        let mgr = manager(&cmd.cluster, &loaded).await?;
-        let result = mgr.diff(&set, &opts).await;
-        let code = report(&result, cmd.output, true)?;
-        result.map_err(|f| anyhow::Error::new(*f))?;
-        Ok(code)
-    })
+    let mut engine = Engine::new(opts)?;
+    super::print_warnings(engine.loaded());
+    engine.connect()?;
+    let now = cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
+    let result = engine.step(now);
+    let released = engine.finish();
+    let report = result?;
+    released?;
+    for n in report.notes() {
+        super::note(&n);
+    }
+    let result = report.cluster.expect("diff compares with the cluster");
+    let code = print_changes(&result, cmd.output, true)?;
+    result.map_err(|f| anyhow::Error::new(*f))?;
+    Ok(code)
 }
 
 pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
-    let (loaded, _generation, set) = super::load_and_render(&cmd.render, false)?;
-    run_apply(
-        &cmd.cluster,
-        &cmd.apply,
-        cmd.dry_run,
-        cmd.output,
-        &loaded,
-        &set,
-    )
-}
-
-fn run_apply(
-    cluster: &ClusterArgs,
-    flags: &ApplyFlags,
-    dry_run: bool,
-    output: OutputFormat,
-    loaded: &Loaded,
-    set: &RenderedSet,
-) -> Result<u8> {
-    let opts = ApplyOptions {
-        prune: flags.prune,
-        force_conflicts: flags.force_conflicts,
-        dry_run,
-        ..ApplyOptions::default()
+    let opts = engine::Options {
+        write: ClusterWrite::Apply {
+            prune: cmd.apply.prune,
+            force_conflicts: cmd.apply.force_conflicts,
+            dry_run: cmd.dry_run,
+        },
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
-    runtime()?.block_on(async {
-        let mgr = manager(cluster, loaded).await?;
-        let result = mgr.apply(set, &opts).await;
-        report(&result, output, false)?;
-        result.map_err(|f| anyhow::Error::new(*f))?;
-        Ok(exit::OK)
-    })
+    let mut engine = Engine::new(opts)?;
+    super::print_warnings(engine.loaded());
+    engine.connect()?;
+    let now = cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
+    let result = engine.step(now);
+    let released = engine.finish();
+    let report = result?;
+    released?;
+    for n in report.notes() {
+        super::note(&n);
+    }
+    let failed = report.failed();
+    let result = report.cluster.expect("apply writes the cluster");
+    print_changes(&result, cmd.output, false)?;
+    result.map_err(|f| anyhow::Error::new(*f))?;
+    if cmd.output == OutputFormat::Text {
+        let mut out = std::io::stdout().lock();
+        for line in engine::summary_lines(&report.decisions) {
+            writeln!(out, "  {line}")?;
+        }
+        out.flush()?;
+    }
+    Ok(if failed { exit::CHANGES } else { exit::OK })
 }
 
 pub fn status(cmd: &StatusCmd, _color: bool) -> Result<u8> {
     super::lifecycle::status(cmd)
 }
 
-/// Prints the change set of `reconcile --apply` (exit code 0: a reconcile that applied
-/// changes succeeded). `reconcile --apply` runs the same engine through
-/// `lifecycle::apply` (`Manager::apply_from` on the live state the rollout already read), so
-/// it has no entry point here.
-pub(crate) fn report_apply(
-    result: &Result<ChangeSet, Box<Failed>>,
-    output: OutputFormat,
-) -> Result<u8> {
-    report(result, output, false).map(|_| exit::OK)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-async fn manager(args: &ClusterArgs, loaded: &Loaded) -> Result<Manager, ApplyError> {
-    let client = client(args).await?;
-    let meta = &loaded.rollout.metadata;
-    Ok(Manager::new(client, &meta.name, &meta.namespace))
-}
-
-/// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
-/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
-pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
-    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-    let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
-    let opts = KubeConfigOptions {
-        context: args.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &args.kubeconfig {
-        Some(paths) => {
-            let mut merged: Option<Kubeconfig> = None;
-            for p in std::env::split_paths(paths) {
-                if p.as_os_str().is_empty() {
-                    continue;
-                }
-                let kc = Kubeconfig::read_from(&p).map_err(|e| cfg_err(&e))?;
-                merged = Some(match merged {
-                    None => kc,
-                    Some(m) => m.merge(kc).map_err(|e| cfg_err(&e))?,
-                });
-            }
-            let kc = merged.ok_or_else(|| ApplyError::Config {
-                message: "--kubeconfig is empty".to_string(),
-            })?;
-            Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .map_err(|e| cfg_err(&e))?
-        }
-        None if args.context.is_some() => Config::from_kubeconfig(&opts)
-            .await
-            .map_err(|e| cfg_err(&e))?,
-        None => Config::infer().await.map_err(|e| cfg_err(&e))?,
-    };
-    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = c.source();
-    }
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// Prints a change set (also the partial one of a failed run) and returns diff's exit code.
-fn report(
+pub(crate) fn print_changes(
     result: &Result<ChangeSet, Box<Failed>>,
     output: OutputFormat,
     diffs: bool,

@@ -90,7 +90,11 @@ fn apply(cmd: &InstallCmd, loaded: &Loaded, objects: &[InstallObject]) -> Result
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = super::cluster::client(&cmd.cluster).await?;
+        let access = crate::engine::ClusterAccess {
+            kubeconfig: cmd.cluster.kubeconfig.clone(),
+            context: cmd.cluster.context.clone(),
+        };
+        let client = crate::engine::client(&access).await?;
         let meta = &loaded.rollout.metadata;
         let mgr = Manager::new(client, &meta.name, &meta.namespace);
         let result = mgr.apply_named(&named, &opts).await;

@@ -209,6 +209,19 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
 /// The exit code for an error, from the first typed error in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::engine::EngineError>() {
+            use crate::engine::EngineError as E;
+            match e {
+                E::Spec(_) | E::Templates(_) | E::Generation { .. } | E::Usage(_) => {
+                    return exit::INVALID;
+                }
+                E::Runtime(_) => return exit::IO,
+                E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
+                E::Lease { .. } => return exit::CLUSTER,
+                // The typed error inside decides.
+                E::Step { .. } | E::Git { .. } => continue,
+            }
+        }
         if cause.is::<SpecError>() || cause.is::<RenderError>() {
             return exit::INVALID;
         }
@@ -221,9 +234,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         // Module error types add their mapping here (GitError -> 3, ApplyError -> 4).
         if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
             return e.exit_code();
-        }
-        if cause.is::<reconcile::WaitTimeout>() {
-            return exit::CLUSTER;
         }
         if let Some(e) = cause.downcast_ref::<crate::rollout::StepError>() {
             return match e {
@@ -240,6 +250,37 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     exit::IO
+}
+
+/// The engine options every command shares, from its flags; the command sets what it does.
+pub(crate) fn engine_options(
+    render: &RenderArgs,
+    cluster: &crate::cli::ClusterArgs,
+    snapshot_timeout: jiff::SignedDuration,
+) -> crate::engine::Options {
+    crate::engine::Options {
+        spec: render.file.clone(),
+        templates: render.templates.clone(),
+        generation: render.generation.clone(),
+        snapshot_timeout: snapshot_timeout.unsigned_abs(),
+        cluster: crate::engine::ClusterAccess {
+            kubeconfig: cluster.kubeconfig.clone(),
+            context: cluster.context.clone(),
+        },
+        offline: false,
+        cluster_required: true,
+        start: true,
+        git: None,
+        write: crate::engine::ClusterWrite::None,
+        redecide_attempts: 0,
+    }
+}
+
+/// Prints the spec's warnings.
+pub(crate) fn print_warnings(loaded: &Loaded) {
+    for w in &loaded.warnings {
+        warn(&w.to_string());
+    }
 }
 
 /// A flag combination or value the parser cannot reject on its own.
@@ -263,10 +304,12 @@ pub(crate) fn load_and_render(
     for w in &loaded.warnings {
         warn(&w.to_string());
     }
-    let generation = args
-        .generation
-        .clone()
-        .unwrap_or_else(crate::render::today_utc);
+    let generation = args.generation.clone().unwrap_or_else(|| {
+        args.now
+            .unwrap_or_else(jiff::Timestamp::now)
+            .strftime("%Y-%m-%d")
+            .to_string()
+    });
     let mut renderer = Renderer::new(args.templates.as_deref()).context("loading templates")?;
     if text_only {
         renderer = renderer.text_only();

@@ -1,64 +1,117 @@
-//! `reconcile`: render, commit to Git (and push), then optionally apply.
+//! `reconcile`: the main job. The engine observes, decides, renders, commits to Git (and
+//! pushes), then applies when asked; without `--repo` it applies only (push mode, no Git).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use std::time::Instant;
-
-use super::lifecycle::{self, Progress, Source};
+use super::lifecycle::{self, Progress};
 use crate::cli::{GitArgs, OutputFormat, ReconcileCmd};
+use crate::engine::{self, ClusterWrite, Engine, GitTarget, Report};
 use crate::exit;
 use crate::gitops::{self, ChangeKind, Destination, Outcome};
-use crate::manifest::{Kind, ObjectRef};
-use crate::rollout::Decision;
 
-/// Runs the lifecycle once (observe, decide, render, commit, apply), or with `--wait` again
-/// and again until every dataset has settled or the timeout passes.
+/// Runs the engine once, or with `--wait` again and again until every dataset has settled
+/// or the timeout passes.
 pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
-    if !cmd.wait {
-        return reconcile_once(cmd, color).map(|(code, _)| code);
-    }
-    let started = Instant::now();
-    let timeout = cmd.timeout.unsigned_abs();
-    let progress = Progress::new();
-    loop {
-        let (code, decisions) = reconcile_once(cmd, color)?;
-        if lifecycle::settled(&decisions) {
-            progress.finish();
-            return Ok(code);
-        }
-        if started.elapsed() >= timeout {
-            progress.finish();
-            return Err(WaitTimeout {
-                after: cmd.timeout,
-                pending: lifecycle::summary_lines(&decisions).join("; "),
+    let git = cmd.git.repo.is_some();
+    // Without Git the only thing a reconcile can do is apply: push mode.
+    let apply = cmd.apply || !git;
+    let opts = engine::Options {
+        write: if apply {
+            ClusterWrite::Apply {
+                prune: cmd.apply_flags.prune,
+                force_conflicts: cmd.apply_flags.force_conflicts,
+                dry_run: cmd.dry_run,
             }
-            .into());
-        }
-        progress.update(started.elapsed(), &decisions);
-        std::thread::sleep(cmd.poll_interval.unsigned_abs());
+        } else {
+            ClusterWrite::None
+        },
+        git: cmd.git.repo.as_ref().map(|_| GitTarget {
+            dest: destination(&cmd.git),
+            author_name: cmd.git.author_name.clone(),
+            author_email: cmd.git.author_email.clone(),
+            preview: cmd.dry_run,
+        }),
+        offline: cmd.offline,
+        cluster_required: !git,
+        start: true,
+        redecide_attempts: cmd.git.push_retries,
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
+    };
+    let mut engine = Engine::new(opts)?;
+    super::print_warnings(engine.loaded());
+    engine.connect()?;
+    let result = run(&mut engine, cmd, color);
+    let released = engine.finish();
+    let code = result?;
+    released?;
+    Ok(code)
+}
+
+fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
+    let clock = || cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
+    let report = if cmd.wait {
+        let progress = Progress::new();
+        let report = engine.wait(
+            clock,
+            cmd.timeout,
+            cmd.poll_interval.unsigned_abs(),
+            |elapsed, r| progress.update(elapsed, &r.decisions),
+        );
+        progress.finish();
+        report?
+    } else {
+        engine.step(clock())?
+    };
+    for n in report.notes() {
+        super::note(&n);
     }
+    print(&report, cmd, color).context("writing to stdout")?;
+    let failed = report.failed();
+    if let Some(result) = report.cluster {
+        super::cluster::print_changes(&result, cmd.output, false)?;
+        result.map_err(|f| anyhow::Error::new(*f))?;
+    }
+    Ok(if failed { exit::CHANGES } else { exit::OK })
 }
 
-/// `--wait` ran out of time: the rollout is still in motion (the next run continues it).
-#[derive(Debug, thiserror::Error)]
-#[error("timed out after {after:#} waiting for the rollout to settle: {pending}")]
-pub struct WaitTimeout {
-    pub after: jiff::SignedDuration,
-    pub pending: String,
+fn print(report: &Report, cmd: &ReconcileCmd, color: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match (&report.git, cmd.output) {
+        (Some(outcome), OutputFormat::Json) => {
+            let mut v = to_json(outcome, cmd.dry_run);
+            v["generations"] = lifecycle::to_json(&report.decisions);
+            writeln!(out, "{v}")?;
+        }
+        (Some(outcome), OutputFormat::Text) if cmd.dry_run => {
+            write_preview(&mut out, outcome, color)?
+        }
+        (Some(outcome), OutputFormat::Text) => writeln!(out, "{}", text_line(outcome))?,
+        (None, OutputFormat::Json) => {
+            let v = serde_json::json!({
+                "dryRun": cmd.dry_run,
+                "generations": lifecycle::to_json(&report.decisions),
+            });
+            writeln!(out, "{v}")?;
+        }
+        (None, OutputFormat::Text) => {}
+    }
+    if cmd.output == OutputFormat::Text && !cmd.wait {
+        for line in engine::summary_lines(&report.decisions) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    out.flush()
 }
 
-/// Where the rendered folder goes in Git.
-pub(crate) fn destination(git: &GitArgs, rollout: &str) -> Destination {
+/// Where the rendered folder goes in Git (an empty path: the engine's default,
+/// `rollouts/<rollout>`).
+pub(crate) fn destination(git: &GitArgs) -> Destination {
     Destination {
-        repo: git.repo.clone(),
-        path: git
-            .path
-            .clone()
-            .unwrap_or_else(|| format!("rollouts/{rollout}")),
+        repo: git.repo.clone().unwrap_or_default(),
+        path: git.path.clone().unwrap_or_default(),
         branch: git.branch.clone(),
         remote: git.remote.clone(),
         push: git.push,
@@ -66,134 +119,6 @@ pub(crate) fn destination(git: &GitArgs, rollout: &str) -> Destination {
         push_retries: git.push_retries,
         retry_delay: Duration::from_millis(100),
         auth: gitops::Auth::from_env(git.ssh_key.clone()),
-    }
-}
-
-fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)> {
-    let mut run = lifecycle::prepare(
-        &cmd.render,
-        &cmd.cluster,
-        Source::Reconcile {
-            git: &cmd.git,
-            offline: cmd.offline,
-        },
-        cmd.snapshot_timeout.unsigned_abs(),
-        cmd.now.unwrap_or_else(jiff::Timestamp::now),
-        true,
-    )?;
-    if cmd.wait && run.cluster.is_none() {
-        return Err(super::UsageError(
-            "--wait needs cluster access: offline, nothing can be waited for".to_string(),
-        )
-        .into());
-    }
-    if cmd.apply && run.cluster.is_none() {
-        return Err(super::UsageError(
-            "--apply needs cluster access (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster config)".to_string(),
-        )
-        .into());
-    }
-    let rollout = run.loaded.rollout.metadata.name.clone();
-    let set = &run.set;
-
-    // One object per file; kustomization.yaml describes none.
-    let described: BTreeMap<String, String> = set
-        .objects
-        .iter()
-        .map(|o| (o.id.file_name(), o.id.to_string()))
-        .collect();
-    let files: Vec<gitops::File> = set
-        .files()
-        .into_iter()
-        .map(|(name, content)| gitops::File {
-            objects: described.get(&name).cloned().into_iter().collect(),
-            path: name,
-            content: content.into_bytes(),
-        })
-        .collect();
-
-    let dest = destination(&cmd.git, &rollout);
-    let describe = |_: &str, content: &[u8]| describe_removed(content);
-    let req = gitops::Request {
-        files: &files,
-        rollout: &rollout,
-        generation: &run.generation,
-        author_name: cmd.git.author_name.as_deref(),
-        author_email: cmd.git.author_email.as_deref(),
-        describe_removed: Some(&describe),
-    };
-
-    // The repository an offline run read is the one committed to; with a cluster, Git is
-    // opened here for the first time.
-    let outcome = match run.checkout.take() {
-        Some(checkout) => Ok(checkout),
-        None => gitops::Checkout::open(&dest),
-    }
-    .and_then(|checkout| {
-        if cmd.dry_run {
-            checkout.preview(&req)
-        } else {
-            checkout.publish(&req)
-        }
-    })
-    .with_context(|| format!("reconcile of rollout {rollout}"))?;
-
-    let mut out = std::io::stdout().lock();
-    match cmd.output {
-        OutputFormat::Json => {
-            let mut v = to_json(&outcome, cmd.dry_run);
-            v["generations"] = lifecycle::to_json(&run.decisions);
-            writeln!(out, "{v}")
-        }
-        OutputFormat::Text if cmd.dry_run => write_preview(&mut out, &outcome, color),
-        OutputFormat::Text => writeln!(out, "{}", text_line(&outcome)),
-    }
-    .and_then(|_| {
-        if cmd.output == OutputFormat::Text && !cmd.wait {
-            for line in lifecycle::summary_lines(&run.decisions) {
-                writeln!(out, "  {line}")?;
-            }
-        }
-        out.flush()
-    })
-    .context("writing to stdout")?;
-    drop(out);
-
-    let mut code = exit::OK;
-    if cmd.apply {
-        let result = lifecycle::apply(
-            &run,
-            cmd.apply_flags.prune,
-            cmd.apply_flags.force_conflicts,
-            cmd.dry_run,
-        );
-        code = super::cluster::report_apply(&result, cmd.output)?;
-        result.map_err(|f| anyhow::Error::new(*f))?;
-    }
-    if lifecycle::any_failed(&run.decisions) {
-        code = exit::CHANGES;
-    }
-    Ok((code, run.decisions))
-}
-
-/// `Kind/name (namespace)` of a manifest being removed, read from its YAML; the file is
-/// described by name when it is not one snaproll would render.
-fn describe_removed(content: &[u8]) -> Vec<String> {
-    let Ok(text) = std::str::from_utf8(content) else {
-        return Vec::new();
-    };
-    let Ok(value) = crate::yaml::from_str(text) else {
-        return Vec::new();
-    };
-    let field = |ptr: &str| value.pointer(ptr).and_then(|v| v.as_str());
-    match (
-        field("/kind").and_then(Kind::from_kind),
-        field("/metadata/name"),
-    ) {
-        (Some(kind), Some(name)) => {
-            vec![ObjectRef::new(kind, field("/metadata/namespace"), name).to_string()]
-        }
-        _ => Vec::new(),
     }
 }
 

@@ -394,10 +394,19 @@ fn context(
     ];
     // `-o json`: the run's report (change set, rollout states) on stdout is JSON too, like
     // the logs on stderr, for log collectors.
+    // Without Git the CronJob runs the same engine in push mode: one step per run, gated
+    // (a snapshot only after its producer succeeded, a StatefulSet only after its snapshot
+    // is ready), under the rollout's Lease.
     let mut args: Vec<String> = match &opts.repo {
-        None => ["apply", "-f", &spec_path, "--prune"]
-            .map(str::to_string)
-            .to_vec(),
+        None => {
+            let mut args: Vec<String> = ["reconcile", "-f", &spec_path, "--apply", "--prune"]
+                .map(str::to_string)
+                .to_vec();
+            if let Some(t) = &opts.snapshot_timeout {
+                args.extend(["--snapshot-timeout".to_string(), t.clone()]);
+            }
+            args
+        }
         Some(repo) => {
             let mut args: Vec<String> = ["reconcile", "-f", &spec_path, "--repo", repo, "--push"]
                 .map(str::to_string)

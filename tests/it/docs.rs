@@ -71,7 +71,6 @@ fn scrub_commits(line: &str) -> String {
                 && core
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                && core.bytes().any(|b| b.is_ascii_digit())
             {
                 w.replacen(core, "<commit>", 1)
             } else {

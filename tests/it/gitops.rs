@@ -188,7 +188,8 @@ fn scrub_shas(text: &str) -> String {
     let mut out = String::new();
     for word in text.split_inclusive(|c: char| !c.is_ascii_hexdigit()) {
         let hex = word.trim_end_matches(|c: char| !c.is_ascii_hexdigit());
-        if (hex.len() == 7 || hex.len() == 40) && hex.chars().any(|c| c.is_ascii_digit()) {
+        // Any 7- or 40-digit lowercase hex word: a commit id may have no decimal digit.
+        if (hex.len() == 7 || hex.len() == 40) && !hex.chars().any(|c| c.is_ascii_uppercase()) {
             out.push_str("[SHA]");
             out.push_str(&word[hex.len()..]);
         } else {

@@ -141,9 +141,10 @@ fn existing_class_gets_no_cluster_role_and_no_repo_means_apply() {
     assert_eq!(
         c["args"],
         json!([
-            "apply",
+            "reconcile",
             "-f",
             "/etc/snaproll/snaproll.yaml",
+            "--apply",
             "--prune",
             "-o",
             "json"
@@ -566,104 +567,6 @@ fn install_out_writes_one_file_per_object_in_apply_order() {
 // The Role's sufficiency and minimality are proven against the requests of whole lifecycles
 // in `lifecycle.rs` (`reconcile`: push and pull mode, with a managed and an existing snapshot
 // class). Without --repo the CronJob runs `apply -f … --prune` instead; that is proven here.
-
-/// The GKE example with a second dataset `extra` (consumer `extra-consumer`), so that dropping
-/// it later prunes a dataset's shared objects (source PVC, Service) too.
-fn two_datasets(dir: &Path, with_extra: bool) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo_path(GKE)).unwrap();
-    let start = text.find("    - name: data\n").expect("dataset block");
-    let extra = text[start..]
-        .replace("- name: data", "- name: extra")
-        .replace("name: consumer", "name: extra-consumer");
-    let path = dir.join("snaproll.yaml");
-    let body = if with_extra { text + &extra } else { text };
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
-#[test]
-fn apply_mode_role_is_exactly_what_apply_prune_requests() {
-    use snaproll::install::{self, rbac};
-    let server = crate::fakeapi::FakeApi::serve();
-    let dir = tempfile::tempdir().unwrap();
-    let kc = server.kubeconfig(dir.path());
-    // What the CronJob runs without --repo (`apply -f SPEC --prune -o json`), day by day.
-    let apply = |spec: &Path, generation: &str| {
-        snaproll()
-            .args(["apply", "-f"])
-            .arg(spec)
-            .args([
-                "--prune",
-                "-o",
-                "json",
-                "--generation",
-                generation,
-                "--kubeconfig",
-            ])
-            .arg(&kc)
-            .assert()
-            .code(0);
-    };
-    let spec = two_datasets(dir.path(), true);
-    apply(&spec, "2021-07-15"); // day 1: everything created
-    apply(&spec, "2021-07-15"); // nothing changed
-    apply(&spec, "2021-07-16"); // day 2: new generation, the old one pruned
-    let spec = two_datasets(dir.path(), false);
-    apply(&spec, "2021-07-16"); // a dataset leaves the spec: its PVC and Service pruned too
-    let deleted: Vec<String> = server
-        .api
-        .requests()
-        .iter()
-        .filter(|r| r.method == "DELETE")
-        .map(|r| r.resource())
-        .collect();
-    for kind in [
-        "statefulsets",
-        "volumesnapshots",
-        "pods",
-        "services",
-        "persistentvolumeclaims",
-    ] {
-        assert!(
-            deleted.iter().any(|d| d == kind),
-            "no {kind} pruned: {deleted:?}"
-        );
-    }
-
-    let requests = crate::fakeapi::rbac_requests(&server.api.requests());
-    // The grants `install` renders for this spec without --repo (the apply CronJob).
-    let loaded = snaproll::spec::load(&two_datasets(dir.path(), true)).unwrap();
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let objects = install::render(
-        &loaded.rollout,
-        &loaded.file,
-        &text,
-        &install::Options {
-            schedule: "*/15 * * * *".into(),
-            repo: None,
-            git_secret: "snaproll-git".into(),
-            image: install::default_image(),
-            namespace: None,
-            pull: false,
-            snapshot_timeout: None,
-        },
-    )
-    .unwrap();
-    let cron = objects.last().unwrap();
-    assert_eq!(
-        cron.value["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0],
-        "apply"
-    );
-    let report = rbac::check(&install::grants(&objects), &requests);
-    assert!(
-        report.is_exact(),
-        "denied: {:#?}\nunused: {:#?}",
-        report.denied,
-        report.unused
-    );
-}
-
-// --- Logs and the kubectl plugin -----------------------------------------------------------------
 
 #[test]
 fn json_logs_are_one_json_object_per_line() {

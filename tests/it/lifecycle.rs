@@ -24,43 +24,47 @@ use snaproll::rollout;
 use crate::common::*;
 use crate::fakeapi::{FakeApi, Req, Server, rbac_requests};
 
-const NS: &str = "default";
-const PODS: &str = "/api/v1/namespaces/default/pods";
-const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
-const SVCS: &str = "/api/v1/namespaces/default/services";
-const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets";
-const SNAPS: &str = "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
-const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
+pub(crate) const NS: &str = "default";
+pub(crate) const PODS: &str = "/api/v1/namespaces/default/pods";
+pub(crate) const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
+pub(crate) const SVCS: &str = "/api/v1/namespaces/default/services";
+pub(crate) const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets";
+pub(crate) const SNAPS: &str =
+    "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
+pub(crate) const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
 
-const D1: &str = "2021-07-15T04:00:00Z";
-const D2: &str = "2021-07-16T04:00:00Z";
-const D3: &str = "2021-07-17T04:00:00Z";
-const G1: &str = "2021-07-15";
-const G2: &str = "2021-07-16";
-const G3: &str = "2021-07-17";
+pub(crate) const D1: &str = "2021-07-15T04:00:00Z";
+pub(crate) const D2: &str = "2021-07-16T04:00:00Z";
+pub(crate) const D3: &str = "2021-07-17T04:00:00Z";
+pub(crate) const G1: &str = "2021-07-15";
+pub(crate) const G2: &str = "2021-07-16";
+pub(crate) const G3: &str = "2021-07-17";
 
 /// How snaproll reaches the cluster.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// `reconcile --apply --prune`: snaproll applies each step itself.
     Push,
     /// `reconcile` with read-only cluster access: it commits, Argo CD (played here) applies.
     Pull,
     /// No cluster configuration at all: decisions from what Git holds.
     Offline,
+    /// `reconcile --prune` without `--repo`: push mode without Git (what `install` without
+    /// `--repo` runs).
+    Direct,
 }
 
 /// The knobs of the generated spec.
 #[derive(Clone)]
-struct Knobs {
-    datasets: Vec<&'static str>,
-    keep: u32,
-    replicas: u32,
-    size: &'static str,
-    when_deleted: &'static str,
-    pin: Option<&'static str>,
+pub(crate) struct Knobs {
+    pub(crate) datasets: Vec<&'static str>,
+    pub(crate) keep: u32,
+    pub(crate) replicas: u32,
+    pub(crate) size: &'static str,
+    pub(crate) when_deleted: &'static str,
+    pub(crate) pin: Option<&'static str>,
     /// `snapshotClass.existing: true`: the class is the cluster's, not rendered.
-    existing_class: bool,
+    pub(crate) existing_class: bool,
 }
 
 impl Default for Knobs {
@@ -78,7 +82,7 @@ impl Default for Knobs {
 }
 
 /// The consumer of a dataset: `consumer` for `data` (as in the article), else `<name>-consumer`.
-fn consumer(dataset: &str) -> String {
+pub(crate) fn consumer(dataset: &str) -> String {
     if dataset == "data" {
         "consumer".to_string()
     } else {
@@ -86,7 +90,7 @@ fn consumer(dataset: &str) -> String {
     }
 }
 
-fn spec_text(k: &Knobs) -> String {
+pub(crate) fn spec_text(k: &Knobs) -> String {
     let class = if k.existing_class {
         "    existing: true\n"
     } else {
@@ -114,24 +118,24 @@ fn spec_text(k: &Knobs) -> String {
 
 /// What the played controllers do with one generation's objects.
 #[derive(Clone, Debug)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     /// `None`: the producer succeeds; `Some(reason)`: it fails with that message.
-    producer_fails: Option<String>,
+    pub(crate) producer_fails: Option<String>,
     /// The producer is still running (the controller does nothing yet).
-    producer_holds: bool,
+    pub(crate) producer_holds: bool,
     /// The producer crash-loops under `restartPolicy: OnFailure`: it stays Running and each
     /// controller step adds `crash_restarts` restarts, the last one exiting with code 1.
-    crash_restarts: i64,
+    pub(crate) crash_restarts: i64,
     /// The kubelet ends the producer at its `activeDeadlineSeconds`.
-    producer_deadline: bool,
+    pub(crate) producer_deadline: bool,
     /// The snapshot's `status.error` while it is not ready.
-    snapshot_error: Option<String>,
+    pub(crate) snapshot_error: Option<String>,
     /// The snapshot is not ready yet.
-    snapshot_holds: bool,
+    pub(crate) snapshot_holds: bool,
     /// The snapshot's `restoreSize` once ready (empty: not reported).
-    restore_size: String,
+    pub(crate) restore_size: String,
     /// The StatefulSet's pods never become ready.
-    sts_holds: bool,
+    pub(crate) sts_holds: bool,
 }
 
 impl Default for Behaviour {
@@ -150,16 +154,16 @@ impl Default for Behaviour {
 }
 
 /// One `snaproll reconcile` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     /// The first JSON line of stdout: the Git outcome and the generations' states.
-    report: Value,
+    pub(crate) report: Value,
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub(crate) fn from(out: Output) -> Run {
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let report = stdout
             .lines()
@@ -175,7 +179,7 @@ impl Run {
     }
 
     /// `generation state` for each generation of `dataset`, oldest first.
-    fn states(&self, dataset: &str) -> Vec<String> {
+    pub(crate) fn states(&self, dataset: &str) -> Vec<String> {
         self.report["generations"]
             .as_array()
             .into_iter()
@@ -187,7 +191,7 @@ impl Run {
     }
 
     /// The detail text of one generation.
-    fn detail(&self, dataset: &str, generation: &str) -> String {
+    pub(crate) fn detail(&self, dataset: &str, generation: &str) -> String {
         self.report["generations"]
             .as_array()
             .into_iter()
@@ -199,44 +203,44 @@ impl Run {
             .unwrap_or_default()
     }
 
-    fn committed(&self) -> bool {
+    pub(crate) fn committed(&self) -> bool {
         !self.report["commit"].is_null()
     }
 }
 
-fn str_of(v: &Value) -> String {
+pub(crate) fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
 /// A cluster (the fake behind a loopback server), a Git repository, a spec, and the played
 /// controllers.
-struct World {
-    tmp: tempfile::TempDir,
-    server: Server,
-    mode: Mode,
-    kubeconfig: PathBuf,
-    spec: PathBuf,
-    repo: PathBuf,
-    knobs: RefCell<Knobs>,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) server: Server,
+    pub(crate) mode: Mode,
+    pub(crate) kubeconfig: PathBuf,
+    pub(crate) spec: PathBuf,
+    pub(crate) repo: PathBuf,
+    pub(crate) knobs: RefCell<Knobs>,
     /// Per generation id; the default for the others.
-    behaviour: RefCell<BTreeMap<String, Behaviour>>,
+    pub(crate) behaviour: RefCell<BTreeMap<String, Behaviour>>,
     /// Whether the StatefulSet controller deletes claims with their StatefulSet (the
     /// `persistentVolumeClaimRetentionPolicy` of Kubernetes 1.32+); off plays an older cluster.
-    retention_gc: bool,
+    pub(crate) retention_gc: bool,
     /// Datasets that have had a ready StatefulSet: from then on one must always exist.
-    served: RefCell<BTreeSet<String>>,
+    pub(crate) served: RefCell<BTreeSet<String>>,
     /// What the played Argo CD applied last (pull mode), by API path: it applies what changed
     /// (an OutOfSync resource) and prunes what Git dropped.
-    argo_applied: RefCell<BTreeMap<String, Value>>,
+    pub(crate) argo_applied: RefCell<BTreeMap<String, Value>>,
     /// Every object that appeared (`+Kind/name`) or went (`-Kind/name`), in order.
-    events: RefCell<Vec<String>>,
-    seen: RefCell<BTreeSet<(usize, String)>>,
+    pub(crate) events: RefCell<Vec<String>>,
+    pub(crate) seen: RefCell<BTreeSet<(usize, String)>>,
     /// The `--now` of the last run, for the invariant check's decision.
-    now: RefCell<String>,
+    pub(crate) now: RefCell<String>,
 }
 
 impl World {
-    fn new(mode: Mode, knobs: Knobs) -> World {
+    pub(crate) fn new(mode: Mode, knobs: Knobs) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let server = FakeApi::serve();
         let kubeconfig = server.kubeconfig(tmp.path());
@@ -261,22 +265,22 @@ impl World {
         }
     }
 
-    fn api(&self) -> &FakeApi {
+    pub(crate) fn api(&self) -> &FakeApi {
         &self.server.api
     }
 
-    fn set_knobs(&self, f: impl FnOnce(&mut Knobs)) {
+    pub(crate) fn set_knobs(&self, f: impl FnOnce(&mut Knobs)) {
         let mut k = self.knobs.borrow_mut();
         f(&mut k);
         std::fs::write(&self.spec, spec_text(&k)).unwrap();
     }
 
-    fn behave(&self, generation: &str, f: impl FnOnce(&mut Behaviour)) {
+    pub(crate) fn behave(&self, generation: &str, f: impl FnOnce(&mut Behaviour)) {
         let mut b = self.behaviour.borrow_mut();
         f(b.entry(generation.to_string()).or_default());
     }
 
-    fn behaviour(&self, generation: &str) -> Behaviour {
+    pub(crate) fn behaviour(&self, generation: &str) -> Behaviour {
         self.behaviour
             .borrow()
             .get(generation)
@@ -285,17 +289,23 @@ impl World {
     }
 
     /// `snaproll reconcile` as the CronJob runs it in this world's mode, at time `now`.
-    fn command(&self, now: &str, extra: &[&str]) -> assert_cmd::Command {
+    pub(crate) fn command(&self, now: &str, extra: &[&str]) -> assert_cmd::Command {
         let mut cmd = snaproll();
         cmd.env("HOME", self.tmp.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .args(["reconcile", "-f"])
             .arg(&self.spec)
-            .arg("--repo")
-            .arg(&self.repo)
             .args(["--now", now, "-o", "json"]);
+        if self.mode != Mode::Direct {
+            cmd.arg("--repo").arg(&self.repo);
+        }
         match self.mode {
+            Mode::Direct => {
+                cmd.arg("--kubeconfig")
+                    .arg(&self.kubeconfig)
+                    .args(["--prune"]);
+            }
             Mode::Push => {
                 cmd.arg("--kubeconfig")
                     .arg(&self.kubeconfig)
@@ -311,16 +321,16 @@ impl World {
     }
 
     /// One run that must succeed (exit 0), then the invariants; in pull mode Argo CD syncs.
-    fn run(&self, now: &str) -> Run {
+    pub(crate) fn run(&self, now: &str) -> Run {
         self.run_code(now, &[], 0)
     }
 
-    fn run_code(&self, now: &str, extra: &[&str], code: i32) -> Run {
+    pub(crate) fn run_code(&self, now: &str, extra: &[&str], code: i32) -> Run {
         self.run_allowing(now, extra, &[code])
     }
 
     /// One run whose exit code must be one of `codes`, then the checks.
-    fn run_allowing(&self, now: &str, extra: &[&str], codes: &[i32]) -> Run {
+    pub(crate) fn run_allowing(&self, now: &str, extra: &[&str], codes: &[i32]) -> Run {
         *self.now.borrow_mut() = now.to_string();
         let run = Run::from(self.command(now, extra).output().unwrap());
         assert!(
@@ -343,7 +353,7 @@ impl World {
     }
 
     /// A run with nothing new: no write request to the API server and no commit.
-    fn quiet(&self, now: &str) -> Run {
+    pub(crate) fn quiet(&self, now: &str) -> Run {
         let commits = self.commits();
         self.api().clear_requests();
         let run = self.run(now);
@@ -364,7 +374,7 @@ impl World {
         run
     }
 
-    fn commits(&self) -> usize {
+    pub(crate) fn commits(&self) -> usize {
         if !self.repo.join(".git").exists() {
             return 0;
         }
@@ -380,7 +390,7 @@ impl World {
             .unwrap_or(0)
     }
 
-    fn git(&self, args: &[&str]) -> String {
+    pub(crate) fn git(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(&self.repo)
@@ -392,7 +402,7 @@ impl World {
     }
 
     /// Files under the rollout's folder at HEAD.
-    fn git_files(&self) -> Vec<String> {
+    pub(crate) fn git_files(&self) -> Vec<String> {
         self.git(&["ls-tree", "-r", "--name-only", "HEAD", "rollouts/demo/"])
             .lines()
             .map(|l| l.trim_start_matches("rollouts/demo/").to_string())
@@ -400,7 +410,7 @@ impl World {
     }
 
     /// Every object of the rollout in the cluster, as `(order, Kind/name)` pairs.
-    fn objects(&self) -> BTreeSet<(usize, String)> {
+    pub(crate) fn objects(&self) -> BTreeSet<(usize, String)> {
         let mut out = BTreeSet::new();
         for (i, (kind, path)) in [
             ("VolumeSnapshotClass", CLASSES),
@@ -421,7 +431,7 @@ impl World {
     }
 
     /// Appends what appeared and went since the last call to the event log.
-    fn record(&self, _step: &str) {
+    pub(crate) fn record(&self, _step: &str) {
         let now = self.objects();
         let mut seen = self.seen.borrow_mut();
         let mut events = self.events.borrow_mut();
@@ -435,11 +445,11 @@ impl World {
     }
 
     /// The events so far, and a fresh log.
-    fn take_events(&self) -> Vec<String> {
+    pub(crate) fn take_events(&self) -> Vec<String> {
         std::mem::take(&mut *self.events.borrow_mut())
     }
 
-    fn items(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn items(&self, path: &str) -> Vec<Value> {
         self.server.block_on(self.api().items(path))
     }
 
@@ -448,7 +458,7 @@ impl World {
     /// holds) is observed as snaproll observes it and checked by `rollout::check_all` (offline:
     /// `rollout::check_state`, Git-level: a snapshot file whenever its StatefulSet's file), plus
     /// the one property that spans runs: once a dataset served, a ready StatefulSet serves it.
-    fn check_invariants(&self, when: &str) {
+    pub(crate) fn check_invariants(&self, when: &str) {
         let loaded = snaproll::spec::load(&self.spec).unwrap();
         if self.mode == Mode::Offline {
             if !self.repo.join(".git").exists() {
@@ -518,7 +528,7 @@ impl World {
     }
 
     /// Invariants of the run's own report: at most one generation per dataset in motion.
-    fn check_report(&self, run: &Run) {
+    pub(crate) fn check_report(&self, run: &Run) {
         for d in &self.knobs.borrow().datasets {
             let moving: Vec<String> = run
                 .states(d)
@@ -539,7 +549,7 @@ impl World {
     /// Plays the cluster's controllers once: the producer Pod finishes, the snapshot
     /// controller readies snapshots, the StatefulSet controller creates claims and reports
     /// readiness, and (1.32+) deletes the claims of deleted StatefulSets.
-    fn play(&self) {
+    pub(crate) fn play(&self) {
         let api = self.api();
         self.server.block_on(async {
             for pod in api.items(PODS).await {
@@ -652,7 +662,7 @@ impl World {
 
     /// Argo CD (played): applies what Git holds under the rollout's folder in sync-wave order
     /// as its own field manager, and prunes what it applied before and Git no longer holds.
-    fn argo_sync(&self) {
+    pub(crate) fn argo_sync(&self) {
         let dir = self.repo.join("rollouts/demo");
         let mut docs: Vec<(i64, String, Value)> = Vec::new();
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -698,7 +708,7 @@ impl World {
     }
 
     /// `snaproll status -o json` against the cluster.
-    fn status(&self, now: &str) -> (i32, Value, String) {
+    pub(crate) fn status(&self, now: &str) -> (i32, Value, String) {
         let out = snaproll()
             .env("HOME", self.tmp.path())
             .args(["status", "-f"])
@@ -718,13 +728,13 @@ impl World {
 
     /// Runs until nothing is in motion (at most `max` runs), playing the controllers between
     /// runs; returns the last run.
-    fn settle(&self, now: &str, max: usize) -> Run {
+    pub(crate) fn settle(&self, now: &str, max: usize) -> Run {
         self.settle_allowing(now, max, &[0])
     }
 
     /// [`World::settle`] where runs may exit with any of `codes` (1 while a failed generation
     /// is reported).
-    fn settle_allowing(&self, now: &str, max: usize, codes: &[i32]) -> Run {
+    pub(crate) fn settle_allowing(&self, now: &str, max: usize, codes: &[i32]) -> Run {
         for _ in 0..max {
             let run = self.run_allowing(now, &[], codes);
             let moving = self.knobs.borrow().datasets.iter().any(|d| {
@@ -749,14 +759,14 @@ impl World {
     }
 }
 
-fn generation_of(v: &Value) -> String {
+pub(crate) fn generation_of(v: &Value) -> String {
     v.pointer("/metadata/labels/snaproll.dev~1generation")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
 }
 
-fn sts_ready(s: &Value) -> bool {
+pub(crate) fn sts_ready(s: &Value) -> bool {
     let want = s["spec"]["replicas"].as_i64().unwrap_or(1);
     s.pointer("/status/readyReplicas").and_then(Value::as_i64) == Some(want)
         && s.pointer("/status/observedGeneration") == s.pointer("/metadata/generation")
@@ -987,7 +997,7 @@ fn offline_removed_dataset_leaves_git_statefulset_first() {
 }
 
 /// A day-1 generation that serves, then a day 2 run left to the given behaviour.
-fn serving_day1(mode: Mode, knobs: Knobs) -> World {
+pub(crate) fn serving_day1(mode: Mode, knobs: Knobs) -> World {
     let w = World::new(mode, knobs);
     let r = w.settle(D1, 8);
     assert_eq!(r.states("data"), [format!("{G1} serving")]);
@@ -1702,6 +1712,10 @@ fn status_shows_each_generation_with_its_state_and_detail() {
 // --- RBAC: the Role `install` renders against what these lifecycles request ------------------
 
 fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
+    install_grants_for(spec, Some("https://git.example.com/gitops.git"), pull)
+}
+
+fn install_grants_for(spec: &Path, repo: Option<&str>, pull: bool) -> Vec<rbac::Grant> {
     let loaded = snaproll::spec::load(spec).unwrap();
     let text = std::fs::read_to_string(spec).unwrap();
     let objects = install::render(
@@ -1710,7 +1724,7 @@ fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
         &text,
         &InstallOptions {
             schedule: "*/15 * * * *".into(),
-            repo: Some("https://git.example.com/gitops.git".into()),
+            repo: repo.map(str::to_string),
             git_secret: "snaproll-git".into(),
             image: install::default_image(),
             namespace: None,
@@ -1737,6 +1751,47 @@ fn push_role_is_exactly_what_the_push_lifecycle_requests() {
     w.settle(D2, 12);
     let requests = rbac_requests(&w.api().requests());
     let report = rbac::check(&install_grants(&w.spec, false), &requests);
+    assert!(
+        report.is_exact(),
+        "denied: {:#?}\nunused: {:#?}",
+        report.denied,
+        report.unused
+    );
+}
+
+/// What `install` without `--repo` renders is exactly what its CronJob's command
+/// (`reconcile --apply --prune`, no Git) requests over days and a dataset leaving the spec.
+#[test]
+fn gitless_role_is_exactly_what_the_gitless_lifecycle_requests() {
+    let w = World::new(
+        Mode::Direct,
+        Knobs {
+            datasets: vec!["data", "extra"],
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 8);
+    w.set_knobs(|k| k.datasets = vec!["data"]);
+    w.settle(D2, 12);
+    assert!(!w.repo.exists(), "no Git is written");
+    let deleted: BTreeSet<String> = w
+        .api()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.resource())
+        .collect();
+    for kind in [
+        "statefulsets",
+        "volumesnapshots",
+        "pods",
+        "services",
+        "persistentvolumeclaims",
+    ] {
+        assert!(deleted.contains(kind), "no {kind} pruned: {deleted:?}");
+    }
+    let requests = rbac_requests(&w.api().requests());
+    let report = rbac::check(&install_grants_for(&w.spec, None, false), &requests);
     assert!(
         report.is_exact(),
         "denied: {:#?}\nunused: {:#?}",

@@ -1,6 +1,7 @@
 //! The one integration test binary: each module covers one layer, driven as a user would.
 
 mod apply;
+mod apply_cli;
 mod common;
 mod docs;
 mod fakeapi;
@@ -8,3 +9,4 @@ mod gitops;
 mod install;
 mod lifecycle;
 mod render;
+mod safety;

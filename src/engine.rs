@@ -1,0 +1,855 @@
+//! The one engine behind every command that writes the cluster or Git (and `status` and `diff`,
+//! which only observe): observe (the cluster, or Git without one) → decide
+//! ([`crate::rollout`]) → render exactly the decided parts → commit (when a repository is
+//! given) → apply → prune. Commands turn flags into [`Options`] and print the [`Report`].
+//!
+//! What keeps a run safe is decided here, once, for every path:
+//! - a run that writes the cluster holds the rollout's Lease from before it observes until it
+//!   ends, so two runs never act on the same state (see [`crate::apply::lease`]);
+//! - a commit decided from a state the branch no longer has (another run moved it) is never
+//!   published: the run observes and decides again from the new head;
+//! - only members of the rollout's ApplySet are the rollout's objects
+//!   ([`crate::rollout::observe_members`]); the decision never starts a generation older than
+//!   the newest that exists ([`crate::rollout::decide`]);
+//! - `apply` applies what the rollout decided, so a snapshot is never created before its
+//!   producer succeeded, nor a StatefulSet before its snapshot is ready.
+//!
+//! The engine owns the run's async runtime, cluster client and Lease across `--wait` polls.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::apply::{
+    ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, LiveState, Manager, PruneOptions,
+};
+use crate::gitops::{self, Checkout, Destination, GitError, Outcome};
+use crate::manifest::ObjectRef;
+use crate::render::{RenderError, RenderedSet, Renderer};
+use crate::rollout::{self, Decision, State, StepError};
+use crate::spec::{self, Loaded, SpecError};
+
+/// How long a Lease held by a run that stopped renewing it (a crash) blocks the next run.
+pub const LEASE_DURATION: Duration = Duration::from_secs(60);
+
+/// How to reach the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterAccess {
+    /// Kubeconfig files (a `KUBECONFIG`-style list); `None`: `KUBECONFIG`, `~/.kube/config`,
+    /// then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+impl ClusterAccess {
+    fn explicit(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
+}
+
+/// Where the rendered folder is committed.
+#[derive(Clone, Debug)]
+pub struct GitTarget {
+    /// The repository; an empty `path` is the default folder, `rollouts/<rollout>`.
+    pub dest: Destination,
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
+    /// Show what would be committed; write nothing.
+    pub preview: bool,
+}
+
+/// What a run does to the cluster after deciding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterWrite {
+    /// Nothing (`status`, pull mode, offline).
+    None,
+    /// Server-side apply of the decided set, then prune when asked; `dry_run` writes nothing.
+    Apply {
+        prune: bool,
+        force_conflicts: bool,
+        dry_run: bool,
+    },
+    /// What `Apply` would change, as diffs (`diff`).
+    Diff { prune: bool, color: bool },
+}
+
+impl ClusterWrite {
+    /// Whether the run writes the cluster (and so must hold the Lease).
+    fn writes(self) -> bool {
+        matches!(self, ClusterWrite::Apply { dry_run: false, .. })
+    }
+}
+
+/// Everything a run needs, from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub spec: PathBuf,
+    pub templates: Option<PathBuf>,
+    /// `--generation`: start, or pin when it exists, this generation.
+    pub generation: Option<String>,
+    pub snapshot_timeout: Duration,
+    pub cluster: ClusterAccess,
+    /// Decide from what Git holds, never contacting a cluster.
+    pub offline: bool,
+    /// The cluster is required (no offline fallback without a kubeconfig).
+    pub cluster_required: bool,
+    /// Start a due generation (a run), or only report it (`status`).
+    pub start: bool,
+    pub git: Option<GitTarget>,
+    pub write: ClusterWrite,
+    /// How many times a run observes and decides again after the branch moved under it.
+    pub redecide_attempts: u32,
+}
+
+/// What one step of the engine saw, decided and did.
+pub struct Report {
+    pub rollout: String,
+    pub decisions: Vec<Decision>,
+    /// The newest generation the step rendered (what a commit message names).
+    pub generation: String,
+    pub set: RenderedSet,
+    /// The commit (or its preview), when Git was written.
+    pub git: Option<Outcome>,
+    /// The apply or diff, when the cluster was written or compared; a failure carries the
+    /// partial change set.
+    pub cluster: Option<Result<ChangeSet, Box<Failed>>>,
+    /// Whether the decision came from the cluster (else from Git).
+    pub from_cluster: bool,
+    /// How many times the step observed and decided (more than once: the branch moved).
+    pub attempts: u32,
+}
+
+impl Report {
+    /// Whether any generation failed.
+    pub fn failed(&self) -> bool {
+        self.decisions.iter().any(Decision::failed)
+    }
+
+    /// Whether every dataset has settled: something serves (or failed) and nothing moves.
+    pub fn settled(&self) -> bool {
+        settled(&self.decisions)
+    }
+
+    /// One line per thing the run chose not to do (a clock behind the newest generation) and
+    /// per look-alike object it ignored.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.decisions {
+            out.extend(d.notes.iter().cloned());
+            if !d.foreign.is_empty() {
+                out.push(format!(
+                    "dataset {}: ignoring {} (the rollout's labels, but not members of its ApplySet: not snaproll's)",
+                    d.dataset,
+                    d.foreign.join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Whether every dataset has settled: something serves (or failed) and nothing is in motion.
+pub fn settled(decisions: &[Decision]) -> bool {
+    decisions.iter().all(|d| {
+        d.generations.iter().all(|g| {
+            !matches!(
+                g.state,
+                State::Producing
+                    | State::Snapshotting
+                    | State::RollingOut
+                    | State::Retiring
+                    | State::Waiting
+            )
+        })
+    })
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spec could not be read or is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The templates directory could not be loaded.
+    #[error("loading templates")]
+    Templates(#[source] RenderError),
+    /// `--generation` does not fit the names and labels it goes into.
+    #[error("rendering {file}")]
+    Generation {
+        file: String,
+        #[source]
+        source: RenderError,
+    },
+    /// The async runtime could not start.
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The cluster configuration is missing or wrong.
+    #[error("{source}{hint}")]
+    Connect {
+        hint: &'static str,
+        #[source]
+        source: Box<ApplyError>,
+    },
+    /// The flags ask for something this run cannot do.
+    #[error("{0}")]
+    Usage(String),
+    /// Observing, deciding or rendering failed.
+    #[error("reconcile of rollout {rollout}")]
+    Step {
+        rollout: String,
+        #[source]
+        source: StepError,
+    },
+    /// Reading or writing Git failed.
+    #[error("reconcile of rollout {rollout}")]
+    Git {
+        rollout: String,
+        #[source]
+        source: Box<GitError>,
+    },
+    /// Another run holds the rollout's Lease, or this run lost it.
+    #[error("rollout {rollout}")]
+    Lease {
+        rollout: String,
+        #[source]
+        source: Box<ApplyError>,
+    },
+    /// `--wait` ran out of time: the rollout is still in motion (the next run continues it).
+    #[error("timed out after {after:#} waiting for the rollout to settle: {pending}")]
+    WaitTimeout {
+        after: jiff::SignedDuration,
+        pending: String,
+    },
+}
+
+/// A connection to the cluster: the runtime the async client needs and the manager.
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    manager: Manager,
+}
+
+/// The engine of one run (one process): spec, templates, cluster connection and Lease.
+pub struct Engine {
+    opts: Options,
+    loaded: Loaded,
+    renderer: Renderer,
+    cluster: Option<Cluster>,
+    lease: Option<LeaseGuard>,
+}
+
+impl Engine {
+    /// Loads the spec and templates and checks `--generation`; [`Engine::connect`] is next.
+    pub fn new(opts: Options) -> Result<Engine, EngineError> {
+        let loaded = spec::load(&opts.spec)?;
+        let renderer = Renderer::new(opts.templates.as_deref()).map_err(EngineError::Templates)?;
+        // An explicit generation must fit every name before any request.
+        if let Some(g) = &opts.generation {
+            crate::render::check_generation(&loaded.rollout, g).map_err(|source| {
+                EngineError::Generation {
+                    file: loaded.file.clone(),
+                    source,
+                }
+            })?;
+        }
+        if opts.offline && opts.git.is_none() {
+            return Err(EngineError::Usage(
+                "--offline decides from what Git holds: it needs --repo".to_string(),
+            ));
+        }
+        let mut opts = opts;
+        if let Some(t) = &mut opts.git
+            && t.dest.path.is_empty()
+        {
+            t.dest.path = format!("rollouts/{}", loaded.rollout.metadata.name);
+        }
+        Ok(Engine {
+            opts,
+            loaded,
+            renderer,
+            cluster: None,
+            lease: None,
+        })
+    }
+
+    /// Connects to the cluster (unless offline) and, for a run that writes the cluster, takes
+    /// the rollout's Lease. Separate from [`Engine::new`] so the spec's warnings are printed
+    /// before anything can fail on the cluster.
+    pub fn connect(&mut self) -> Result<(), EngineError> {
+        let opts = &self.opts;
+        let cluster = if opts.offline {
+            None
+        } else {
+            connect(opts, &self.loaded)?
+        };
+        if cluster.is_none() {
+            if opts.write != ClusterWrite::None {
+                return Err(EngineError::Usage(
+                    "applying needs cluster access (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster config)".to_string(),
+                ));
+            }
+            if opts.git.is_none() {
+                return Err(EngineError::Usage(
+                    "without cluster access there is nothing to decide from: pass --repo (Git) or a kubeconfig".to_string(),
+                ));
+            }
+        }
+        self.cluster = cluster;
+        Ok(())
+    }
+
+    /// The loaded spec (its warnings are for the command to print).
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    /// Whether the run reads the cluster (else it decides from Git).
+    pub fn online(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    fn rollout_name(&self) -> String {
+        self.loaded.rollout.metadata.name.clone()
+    }
+
+    fn take_lease(&mut self) -> Result<(), EngineError> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let guard = c
+            .runtime
+            .block_on(acquire_lease(&c.manager, LEASE_DURATION))
+            .map_err(|source| EngineError::Lease {
+                rollout: self.loaded.rollout.metadata.name.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::debug!(holder = guard.holder(), "took the rollout's Lease");
+        self.lease = Some(guard);
+        Ok(())
+    }
+
+    fn check_lease(&self) -> Result<(), EngineError> {
+        match &self.lease {
+            Some(l) => l.check().map_err(|source| EngineError::Lease {
+                rollout: self.rollout_name(),
+                source: Box::new(source),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Releases the Lease (a crash leaves it to expire instead).
+    pub fn finish(mut self) -> Result<(), EngineError> {
+        let rollout = self.rollout_name();
+        if let (Some(lease), Some(c)) = (self.lease.take(), &self.cluster) {
+            c.runtime
+                .block_on(lease.release())
+                .map_err(|source| EngineError::Lease {
+                    rollout,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// One step: observe, decide, render, commit, apply (or diff), prune.
+    ///
+    /// A step that would write the cluster first takes the rollout's Lease and then observes
+    /// and decides again under it, so what it writes is never decided from a state another run
+    /// changed meanwhile; a step with nothing to write takes no Lease and writes nothing. When
+    /// the branch moved between the read and the commit, the step observes and decides again
+    /// from the new head (up to `redecide_attempts` times), so no decision made from an older
+    /// state is ever published.
+    pub fn step(&mut self, now: jiff::Timestamp) -> Result<Report, EngineError> {
+        let rollout = self.rollout_name();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.check_lease()?;
+            let mut planned = self.plan(now)?;
+            let mut settled_cluster = None;
+            if self.opts.write.writes() && self.lease.is_none() {
+                match self.preview_apply(&planned) {
+                    // Nothing to write: the preview is the answer, and no Lease is needed.
+                    Some(Ok(mut changes)) if !changes.has_changes() => {
+                        changes.dry_run = false;
+                        settled_cluster = Some(Ok(changes));
+                    }
+                    // The real apply would fail the same way: report it, write nothing.
+                    Some(Err(failed)) if !failed.changes.has_changes() => {
+                        settled_cluster = Some(Err(failed));
+                    }
+                    _ => {
+                        self.take_lease()?;
+                        attempts -= 1;
+                        continue;
+                    }
+                }
+            }
+            let git = match &self.opts.git {
+                None => None,
+                Some(target) => match self.commit(target, &mut planned) {
+                    Ok(o) => Some(o),
+                    Err(e) if is_stale(&e) && attempts <= self.opts.redecide_attempts => {
+                        tracing::info!(
+                            attempt = attempts,
+                            error = %e,
+                            "the branch moved since this run read it; deciding again from the new head"
+                        );
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(EngineError::Git {
+                            rollout: rollout.clone(),
+                            source: Box::new(source),
+                        });
+                    }
+                },
+            };
+            self.check_lease()?;
+            let cluster = match settled_cluster {
+                Some(c) => Some(c),
+                None => self.write_cluster(&planned, self.opts.write),
+            };
+            let Planned {
+                step, generation, ..
+            } = planned;
+            return Ok(Report {
+                rollout,
+                decisions: step.decisions,
+                generation,
+                set: step.set,
+                git,
+                cluster,
+                from_cluster: self.cluster.is_some(),
+                attempts,
+            });
+        }
+    }
+
+    /// What the run's apply would do, checked with server-side dry-runs only (none at all when
+    /// nothing changed): whether the step needs the Lease.
+    fn preview_apply(&self, planned: &Planned) -> Option<Result<ChangeSet, Box<Failed>>> {
+        match self.opts.write {
+            ClusterWrite::Apply {
+                prune,
+                force_conflicts,
+                ..
+            } => self.write_cluster(
+                planned,
+                ClusterWrite::Apply {
+                    prune,
+                    force_conflicts,
+                    dry_run: true,
+                },
+            ),
+            _ => None,
+        }
+    }
+
+    /// Steps until every dataset settled or `timeout` passed, pausing `poll` between steps;
+    /// `progress` sees every unsettled step.
+    pub fn wait(
+        &mut self,
+        clock: impl Fn() -> jiff::Timestamp,
+        timeout: jiff::SignedDuration,
+        poll: Duration,
+        mut progress: impl FnMut(Duration, &Report),
+    ) -> Result<Report, EngineError> {
+        if self.cluster.is_none() {
+            return Err(EngineError::Usage(
+                "--wait needs cluster access: offline, nothing can be waited for".to_string(),
+            ));
+        }
+        let started = Instant::now();
+        loop {
+            let report = self.step(clock())?;
+            if report.settled() || matches!(&report.cluster, Some(Err(_))) {
+                return Ok(report);
+            }
+            if started.elapsed() >= timeout.unsigned_abs() {
+                return Err(EngineError::WaitTimeout {
+                    after: timeout,
+                    pending: summary_lines(&report.decisions).join("; "),
+                });
+            }
+            progress(started.elapsed(), &report);
+            std::thread::sleep(poll);
+        }
+    }
+
+    fn decision_options(&self, now: jiff::Timestamp) -> rollout::Options {
+        let meta = &self.loaded.rollout.metadata;
+        rollout::Options {
+            generation: self.opts.generation.clone(),
+            today: now.strftime("%Y-%m-%d").to_string(),
+            now,
+            snapshot_timeout: self.opts.snapshot_timeout,
+            start: self.opts.start,
+            rollout: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+        }
+    }
+
+    /// Observes, decides and renders.
+    fn plan(&self, now: jiff::Timestamp) -> Result<Planned, EngineError> {
+        let rollout = &self.loaded.rollout;
+        let name = rollout.metadata.name.clone();
+        let step_err = |source| EngineError::Step {
+            rollout: name.clone(),
+            source,
+        };
+        let git_err = |source| EngineError::Git {
+            rollout: name.clone(),
+            source: Box::new(source),
+        };
+        let opts = self.decision_options(now);
+        let (step, checkout) = match &self.cluster {
+            Some(c) => {
+                let mut step = c
+                    .runtime
+                    .block_on(rollout::step_from_cluster(
+                        &c.manager,
+                        rollout,
+                        &self.renderer,
+                        &opts,
+                    ))
+                    .map_err(step_err)?;
+                // Datasets that left the spec cannot be rendered: what their retirement still
+                // holds is carried over from Git as it was committed, so Git (what Argo CD or
+                // Flux applies) keeps it until its turn to go. The cluster's prune holds it
+                // by itself.
+                if let (Some(target), Some(live)) = (&self.opts.git, &step.live) {
+                    let objects: Vec<Value> = live.objects.values().cloned().collect();
+                    let holds = rollout::removed_holds(&step.decisions, &name, &objects);
+                    if !holds.is_empty() {
+                        let files = gitops::read(&target.dest).map_err(git_err)?;
+                        carry(&mut step.set, &files, &holds);
+                    }
+                }
+                (step, None)
+            }
+            None => {
+                let target = self
+                    .opts
+                    .git
+                    .as_ref()
+                    .expect("Engine::new requires Git without a cluster");
+                let checkout = Checkout::open(&target.dest).map_err(git_err)?;
+                let files = checkout.read().map_err(git_err)?;
+                let manifests: Vec<Value> = files
+                    .iter()
+                    .filter_map(|f| std::str::from_utf8(&f.content).ok())
+                    .filter_map(|t| crate::yaml::from_str(t).ok())
+                    .collect();
+                let mut step = rollout::step_from_git(&manifests, rollout, &self.renderer, &opts)
+                    .map_err(step_err)?;
+                // A dataset that left the spec leaves Git StatefulSets first: the rest of it
+                // stays one more run.
+                let holds = rollout::removed_git_holds(rollout, &name, &manifests);
+                carry(&mut step.set, &files, &holds);
+                (step, Some(checkout))
+            }
+        };
+        let generation = step
+            .decisions
+            .iter()
+            .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
+            .max()
+            .or_else(|| self.opts.generation.clone())
+            .unwrap_or_else(|| opts.today.clone());
+        tracing::debug!(objects = step.set.objects.len(), %generation, "rollout decided and rendered");
+        Ok(Planned {
+            step,
+            generation,
+            checkout,
+        })
+    }
+
+    /// Commits (or previews) the decided folder. An offline run commits onto the very
+    /// snapshot it read; a run that decided from the cluster opens Git here.
+    fn commit(&self, target: &GitTarget, planned: &mut Planned) -> Result<Outcome, GitError> {
+        let set = &planned.step.set;
+        // One object per file; kustomization.yaml describes none.
+        let described: BTreeMap<String, String> = set
+            .objects
+            .iter()
+            .map(|o| (o.id.file_name(), o.id.to_string()))
+            .collect();
+        let files: Vec<gitops::File> = set
+            .files()
+            .into_iter()
+            .map(|(name, content)| gitops::File {
+                objects: described.get(&name).cloned().into_iter().collect(),
+                path: name,
+                content: content.into_bytes(),
+            })
+            .collect();
+        let describe = |_: &str, content: &[u8]| describe_removed(content);
+        let rollout = self.rollout_name();
+        let req = gitops::Request {
+            files: &files,
+            rollout: &rollout,
+            generation: &planned.generation,
+            author_name: target.author_name.as_deref(),
+            author_email: target.author_email.as_deref(),
+            describe_removed: Some(&describe),
+        };
+        let checkout = match planned.checkout.take() {
+            Some(c) => c,
+            None => Checkout::open(&target.dest)?,
+        };
+        if target.preview {
+            checkout.preview(&req)
+        } else {
+            checkout.publish(&req)
+        }
+    }
+
+    /// Applies (or diffs) the decided set on top of what the observation read.
+    fn write_cluster(
+        &self,
+        planned: &Planned,
+        write: ClusterWrite,
+    ) -> Option<Result<ChangeSet, Box<Failed>>> {
+        let c = self.cluster.as_ref()?;
+        let step = &planned.step;
+        let objects: Vec<Value> = step
+            .live
+            .as_ref()
+            .map(|l| l.objects.values().cloned().collect())
+            .unwrap_or_default();
+        // Datasets that left the spec retire in order: the prune holds what must wait.
+        let prune_options = PruneOptions {
+            removed_datasets: step
+                .decisions
+                .iter()
+                .filter(|d| d.removed)
+                .map(|d| d.dataset.clone())
+                .collect(),
+            keep: rollout::removed_holds(&step.decisions, &self.rollout_name(), &objects),
+            ..PruneOptions::default()
+        };
+        match write {
+            ClusterWrite::None => None,
+            ClusterWrite::Apply {
+                prune,
+                force_conflicts,
+                dry_run,
+            } => {
+                let opts = ApplyOptions {
+                    prune,
+                    force_conflicts,
+                    dry_run,
+                    prune_options,
+                };
+                // The claims of retired StatefulSets (clusters before 1.32, or `whenDeleted:
+                // Retain`) are deleted by the prune itself, found by label on every run.
+                let live: Option<LiveState> = step.live.clone();
+                Some(
+                    c.runtime
+                        .block_on(c.manager.apply_from(&step.set, &opts, live)),
+                )
+            }
+            ClusterWrite::Diff { prune, color } => {
+                let opts = DiffOptions {
+                    prune,
+                    force_conflicts: false,
+                    color,
+                };
+                let live: Option<LiveState> = step.live.clone();
+                Some(
+                    c.runtime
+                        .block_on(c.manager.diff_from(&step.set, &opts, live)),
+                )
+            }
+        }
+    }
+}
+
+/// Observed, decided and rendered; ready to commit and apply.
+struct Planned {
+    step: rollout::Step,
+    generation: String,
+    /// The repository an offline run read its state from, kept open so the commit goes onto
+    /// the same snapshot (a URL is cloned once per step).
+    checkout: Option<Checkout>,
+}
+
+/// Whether a Git failure means the decision was made from a state the branch no longer has.
+fn is_stale(e: &GitError) -> bool {
+    e.is_stale()
+}
+
+/// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a run
+/// that may decide from Git runs offline; anything else that fails is an error, never a silent
+/// fallback.
+fn connect(opts: &Options, loaded: &Loaded) -> Result<Option<Cluster>, EngineError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(EngineError::Runtime)?;
+    let may_go_offline = !opts.cluster.explicit()
+        && !opts.cluster_required
+        && opts.write == ClusterWrite::None
+        && opts.git.is_some();
+    match runtime.block_on(client(&opts.cluster)) {
+        Ok(client) => {
+            let meta = &loaded.rollout.metadata;
+            let manager = Manager::new(client, &meta.name, &meta.namespace);
+            Ok(Some(Cluster { runtime, manager }))
+        }
+        Err(e) if may_go_offline && matches!(e, ApplyError::Config { .. }) => {
+            tracing::debug!(error = %e, "no cluster configuration");
+            tracing::info!(
+                "no kubeconfig or in-cluster configuration found: deciding from Git (offline mode)"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(EngineError::Connect {
+            source: Box::new(source),
+            hint: if opts.git.is_some() && opts.write == ClusterWrite::None {
+                " (--offline decides from Git without one)"
+            } else {
+                ""
+            },
+        }),
+    }
+}
+
+/// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
+/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
+pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
+    let opts = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match &args.kubeconfig {
+        Some(paths) => {
+            let mut merged: Option<Kubeconfig> = None;
+            for p in std::env::split_paths(paths) {
+                if p.as_os_str().is_empty() {
+                    continue;
+                }
+                let kc = Kubeconfig::read_from(&p).map_err(|e| cfg_err(&e))?;
+                merged = Some(match merged {
+                    None => kc,
+                    Some(m) => m.merge(kc).map_err(|e| cfg_err(&e))?,
+                });
+            }
+            let kc = merged.ok_or_else(|| ApplyError::Config {
+                message: "--kubeconfig is empty".to_string(),
+            })?;
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| cfg_err(&e))?
+        }
+        None if args.context.is_some() => Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|e| cfg_err(&e))?,
+        None => Config::infer().await.map_err(|e| cfg_err(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = c.source();
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Adds the committed files of held objects to the set (by the object each file holds), in
+/// apply order.
+fn carry(set: &mut RenderedSet, files: &[gitops::File], holds: &BTreeMap<ObjectRef, String>) {
+    for f in files {
+        let Some(value) = std::str::from_utf8(&f.content)
+            .ok()
+            .and_then(|t| crate::yaml::from_str(t).ok())
+        else {
+            continue;
+        };
+        let Some(id) = ObjectRef::from_value(&value) else {
+            continue;
+        };
+        if !holds.contains_key(&id) || set.objects.iter().any(|o| o.id == id) {
+            continue;
+        }
+        let labels = crate::manifest::labels_of(&value);
+        set.objects.push(crate::manifest::Object {
+            id,
+            dataset: labels.get(crate::manifest::LABEL_DATASET).cloned(),
+            generation: labels.get(crate::manifest::LABEL_GENERATION).cloned(),
+            yaml: String::from_utf8_lossy(&f.content).into_owned(),
+            value,
+        });
+    }
+    set.objects.sort_by_key(|o| o.id.kind.order());
+}
+
+/// `Kind/name (namespace)` of a manifest being removed, read from its YAML; the file is
+/// described by name when it is not one snaproll would render.
+fn describe_removed(content: &[u8]) -> Vec<String> {
+    std::str::from_utf8(content)
+        .ok()
+        .and_then(|t| crate::yaml::from_str(t).ok())
+        .and_then(|v| ObjectRef::from_value(&v))
+        .map(|id| vec![id.to_string()])
+        .unwrap_or_default()
+}
+
+/// One line per dataset: `data: 2021-07-15 serving (3/3 replicas ready); 2021-07-16 producing`.
+pub fn summary_lines(decisions: &[Decision]) -> Vec<String> {
+    decisions
+        .iter()
+        .map(|d| {
+            let gens: Vec<String> = d
+                .generations
+                .iter()
+                .map(|g| {
+                    if g.detail.is_empty() {
+                        format!("{} {}", g.generation, g.state)
+                    } else {
+                        format!("{} {} ({})", g.generation, g.state, g.detail)
+                    }
+                })
+                .collect();
+            let gens = if gens.is_empty() {
+                "no generation yet".to_string()
+            } else {
+                gens.join("; ")
+            };
+            format!("{}: {gens}", d.dataset)
+        })
+        .collect()
+}
+
+// Stand-in until the Lease module lands: every run gets the lease.
+struct LeaseGuard;
+impl LeaseGuard {
+    fn holder(&self) -> &str {
+        ""
+    }
+    #[allow(clippy::result_large_err)]
+    fn check(&self) -> Result<(), ApplyError> {
+        Ok(())
+    }
+    async fn release(self) -> Result<(), ApplyError> {
+        Ok(())
+    }
+}
+async fn acquire_lease(_: &Manager, _: Duration) -> Result<LeaseGuard, ApplyError> {
+    Ok(LeaseGuard)
+}

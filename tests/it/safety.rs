@@ -1,0 +1,297 @@
+//! Rollout safety, through the binary against the loopback fake API (issue "Rollout safety"):
+//! a clock that goes back, the Git-less path, look-alike objects, name clashes and offline
+//! pins. Every run goes through [`World`], which checks the rollout's invariants after it.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::lifecycle::*;
+
+const G0: &str = "2021-07-14";
+
+/// A hand-made object carrying the rollout's labels but not its ApplySet membership.
+fn look_alike_pod(generation: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("data-producer-{generation}"), "namespace": NS,
+            "labels": {"app.kubernetes.io/managed-by": "snaproll", "snaproll.dev/rollout": "demo",
+                       "snaproll.dev/dataset": "data", "snaproll.dev/generation": generation,
+                       "app.kubernetes.io/component": "producer"}},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "producer", "image": "busybox"}]}})
+}
+
+#[test]
+fn a_clock_behind_the_newest_generation_starts_nothing_and_retires_nothing() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.settle(D3, 12);
+    w.take_events();
+    // The node's clock goes back a day: the run says so, starts nothing, deletes nothing.
+    for _ in 0..3 {
+        w.api().clear_requests();
+        let run = w.run(D2);
+        assert_eq!(run.states("data"), [format!("{G3} serving")]);
+        assert!(
+            run.stderr.contains(&format!(
+                "dataset data: the clock says {G2}, behind its newest generation {G3}; not starting an older generation (generations only move forward)"
+            )),
+            "{}",
+            run.stderr
+        );
+        let writes: Vec<String> = w
+            .api()
+            .writes()
+            .iter()
+            .filter(|r| !r.path.contains("/leases"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "{writes:#?}");
+        w.play();
+    }
+    assert_eq!(w.take_events(), Vec::<String>::new());
+    // Back on time, the rollout continues from the newest generation.
+    w.quiet(D3);
+}
+
+#[test]
+fn offline_a_clock_behind_keeps_the_newest_generation_in_git() {
+    let w = World::new(Mode::Offline, Knobs::default());
+    w.run(D3);
+    let files = w.git_files();
+    let commits = w.commits();
+    let run = w.run(D2);
+    assert!(
+        run.stderr.contains("behind its newest generation"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.git_files(), files);
+    assert_eq!(w.commits(), commits);
+}
+
+#[test]
+fn a_new_generation_flag_older_than_the_newest_is_refused() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    w.settle(D2, 12);
+    w.api().clear_requests();
+    let run = w.run_code(D2, &["--generation", G0], 2);
+    assert_eq!(
+        run.stderr.trim(),
+        format!(
+            "error: reconcile of rollout demo: dataset data: --generation names generation {G0}, which is not kept (no snapshot of it exists); kept generations: {G2} (raise generations.keep to keep more for rollback)"
+        )
+    );
+    assert!(w.api().writes().iter().all(|r| r.path.contains("/leases")));
+}
+
+/// `snaproll apply` in this world's cluster.
+fn apply(w: &World, now: &str) -> (i32, String, String) {
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["apply", "--prune", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", now])
+        .output()
+        .unwrap();
+    w.check_invariants("after apply");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn apply_advances_one_gated_step_per_run() {
+    let w = World::new(Mode::Push, Knobs::default());
+    let names = |w: &World| -> Vec<String> { w.objects().into_iter().map(|(_, n)| n).collect() };
+    let (code, out, err) = apply(&w, D1);
+    assert_eq!(code, 0, "{out}{err}");
+    // The producer only: no snapshot of a volume still being written, no StatefulSet.
+    assert_eq!(
+        names(&w),
+        [
+            "VolumeSnapshotClass/csi-gce-pd-snapshot-class",
+            "PersistentVolumeClaim/data",
+            "Pod/data-producer-2021-07-15",
+            "Service/consumer",
+        ]
+    );
+    assert!(out.contains(&format!("data: {G1} producing")), "{out}");
+    // Again: nothing new happened, nothing is written.
+    w.api().clear_requests();
+    assert_eq!(apply(&w, D1).0, 0);
+    let writes = w.api().writes();
+    assert!(
+        writes.iter().all(|r| r.path.contains("/leases")),
+        "{writes:#?}"
+    );
+    w.play();
+    let (code, out, _) = apply(&w, D1);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("data: {G1} snapshotting")), "{out}");
+    assert!(names(&w).contains(&"VolumeSnapshot/data-2021-07-15".to_string()));
+    assert!(!names(&w).iter().any(|n| n.starts_with("StatefulSet/")));
+    w.play();
+    let (code, out, _) = apply(&w, D1);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("data: {G1} rolling out")), "{out}");
+    assert!(names(&w).contains(&"StatefulSet/consumer-2021-07-15".to_string()));
+}
+
+#[test]
+fn reconcile_without_a_repository_is_push_mode() {
+    let w = World::new(Mode::Push, Knobs::default());
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["reconcile", "--prune", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", D1, "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!w.repo.exists(), "no Git was written");
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["generations"][0]["generations"][0]["state"],
+        "producing"
+    );
+    assert!(
+        w.objects()
+            .iter()
+            .any(|(_, n)| n == "Pod/data-producer-2021-07-15")
+    );
+}
+
+#[test]
+fn install_without_a_repository_runs_the_gated_engine() {
+    let w = World::new(Mode::Push, Knobs::default());
+    let out = snaproll()
+        .args(["install", "-f"])
+        .arg(&w.spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<Value> = text
+        .split("\n---\n")
+        .filter_map(|d| serde_saphyr::from_str(d).ok())
+        .collect();
+    let cron = docs
+        .iter()
+        .find(|d| d["kind"] == "CronJob")
+        .expect("a CronJob");
+    let args = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        &args[..5],
+        [
+            "reconcile",
+            "-f",
+            "/etc/snaproll/snaproll.yaml",
+            "--apply",
+            "--prune"
+        ]
+    );
+}
+
+#[test]
+fn a_look_alike_is_reported_and_never_adopted_served_or_deleted() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    let path = format!("{PODS}/data-producer-{G0}");
+    w.server.block_on(async {
+        w.api()
+            .apply_as("kubectl", &path, &look_alike_pod(G0), true)
+            .await;
+        w.api()
+            .set_status(&path, json!({"phase": "Succeeded"}))
+            .await;
+    });
+    let before = w.server.block_on(w.api().get(&path)).unwrap();
+    for now in [D1, D2, D2, D2, D2, D2, D2] {
+        w.api().clear_requests();
+        let run = w.run(now);
+        assert!(
+            run.stderr.contains(&format!(
+                "dataset data: ignoring Pod/data-producer-{G0} (the rollout's labels, but not members of its ApplySet: not snaproll's)"
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.states("data").iter().any(|s| s.starts_with(G0)),
+            "{:?}",
+            run.states("data")
+        );
+        let touched: Vec<String> = w
+            .api()
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains(G0) && r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(touched.is_empty(), "{touched:#?}");
+        w.play();
+    }
+    assert_eq!(w.server.block_on(w.api().get(&path)).unwrap(), before);
+    let (code, v, _) = w.status(D2);
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["foreign"], json!([format!("Pod/data-producer-{G0}")]));
+    assert_eq!(v[0]["generations"][0]["generation"], G2);
+}
+
+#[test]
+fn a_name_clash_with_a_foreign_object_fails_and_writes_nothing() {
+    let w = World::new(Mode::Push, Knobs::default());
+    // Someone's own claim named like the dataset's source claim, without any of its labels.
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let path = format!("{PVCS}/data");
+    w.server
+        .block_on(w.api().apply_as("kubectl", &path, &pvc, true));
+    let before = w.server.block_on(w.api().get(&path)).unwrap();
+    w.api().clear_requests();
+    let run = w.run_code(D1, &[], 4);
+    assert!(
+        run.stderr.contains(
+            "PersistentVolumeClaim/data (default) exists and is not snaproll's (made by kubectl without the rollout's labels); snaproll never adopts or overwrites it"
+        ),
+        "{}",
+        run.stderr
+    );
+    let writes: Vec<String> = w
+        .api()
+        .writes()
+        .iter()
+        .filter(|r| !r.path.contains("/leases"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+    assert_eq!(w.server.block_on(w.api().get(&path)).unwrap(), before);
+}
+
+#[test]
+fn offline_pin_of_a_generation_git_never_kept_is_refused_like_online() {
+    let w = World::new(Mode::Offline, Knobs::default());
+    w.run(D1);
+    let commits = w.commits();
+    w.set_knobs(|k| k.pin = Some(G0));
+    let run = w.run_code(D2, &[], 2);
+    assert_eq!(
+        run.stderr.trim(),
+        format!(
+            "error: reconcile of rollout demo: dataset data: generations.pin names generation {G0}, which is not kept (no snapshot of it exists); kept generations: {G1} (raise generations.keep to keep more for rollback)"
+        )
+    );
+    assert_eq!(w.commits(), commits);
+}
