@@ -2,6 +2,7 @@
 
 mod apply;
 mod common;
+mod control_plane;
 mod docs;
 mod fakeapi;
 mod gitops;
