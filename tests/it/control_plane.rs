@@ -804,11 +804,11 @@ impl Rollout {
         cmd.env("HOME", self.c.tmp.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .args(args)
-            .arg("-f")
-            .arg(&self.spec)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig);
+            .args(args);
+        if !args.contains(&"-f") {
+            cmd.arg("-f").arg(&self.spec);
+        }
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
     }
 
@@ -1089,7 +1089,16 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
     println!("size change: {stderr}");
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "PersistentVolumeClaim/data ({}): cannot change immutable field spec.resources.requests.storage; roll a new generation",
+            r.c.ns
+        )),
+        "{stderr}"
+    );
+    // The server's own message is kept, the dump of the object it appends is not.
+    assert!(stderr.contains("spec is immutable after creation"), "{stderr}");
+    assert!(!stderr.contains("@@"), "{stderr}");
     let writes: Vec<String> = r
         .c
         .audit_since(mark)
@@ -1102,11 +1111,51 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     assert_eq!(after["spec"], before["spec"]);
 
-    // The snapshot source changed in place (a template edited): the CRD's CEL rule refuses it.
+    // The StatefulSet's claim templates alone changed in place (a template edited): the
+    // server's generic "updates to statefulset spec for fields other than" answer, with the
+    // field named by snaproll.
     r.size = "1Gi".into();
     r.write_spec();
     let templates = r.c.tmp.path().join("templates");
     std::fs::create_dir_all(&templates).unwrap();
+    let sts = std::fs::read_to_string(repo_path("templates/statefulset.yaml.j2")).unwrap();
+    std::fs::write(
+        templates.join("statefulset.yaml.j2"),
+        sts.replace("volumeMode: {{ storage.volumeMode }}", "volumeMode: Block"),
+    )
+    .unwrap();
+    let dir = templates.display().to_string();
+    let mark = r.c.audit_mark();
+    let out = r
+        .snaproll(&["apply", "--generation", G1, "--templates", &dir])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("StatefulSet claim template change: {stderr}");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "StatefulSet/consumer-{G1} ({}): cannot change immutable field spec.volumeClaimTemplates[0].spec.volumeMode; roll a new generation",
+            r.c.ns
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("updates to statefulset spec for fields other than"),
+        "{stderr}"
+    );
+    let writes: Vec<String> = r
+        .c
+        .audit_since(mark)
+        .iter()
+        .filter(|a| a.is_write() && a.resource() != "leases")
+        .map(Audit::line)
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+    std::fs::remove_file(templates.join("statefulset.yaml.j2")).unwrap();
+
+    // The snapshot source changed in place (a template edited): the CRD's CEL rule refuses it.
     let snap = std::fs::read_to_string(repo_path("templates/volumesnapshot.yaml.j2")).unwrap();
     std::fs::write(
         templates.join("volumesnapshot.yaml.j2"),
@@ -1114,9 +1163,9 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
     )
     .unwrap();
     let mark = r.c.audit_mark();
+    let templates = templates.display().to_string();
     let out = r
-        .snaproll(&["apply", "--generation", G1, "--templates"])
-        .arg(&templates)
+        .snaproll(&["apply", "--generation", G1, "--templates", &templates])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -1297,7 +1346,7 @@ fn applyset_is_recognised_by_kubectl() {
         let mut cmd = r.c.kubectl();
         cmd.env("KUBECTL_APPLYSET", "true")
             .args(["apply", "--server-side", "--prune"])
-            .arg(format!("--applyset={parent}"))
+            .arg(format!("--applyset=configmaps/{parent}"))
             .args(extra)
             .args(["-f", "-"]);
         pipe(cmd, input)
