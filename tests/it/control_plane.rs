@@ -1374,11 +1374,17 @@ fn applyset_is_recognised_by_kubectl() {
         parent,
         "applyset.kubernetes.io/tooling=kubectl/v1.34.4",
     ]);
-    let out = kubectl_apply(&folder, &["--dry-run=server"]);
+    // --force-conflicts (harmless in a dry-run): the server defaults `status.phase: Pending`
+    // into the StatefulSet's claim templates, an atomic list, so any second manager applying
+    // the same folder conflicts with snaproll over `.spec.volumeClaimTemplates`.
+    let out = kubectl_apply(&folder, &["--dry-run=server", "--force-conflicts"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(!stdout.contains("pruned"), "{stdout}");
-    let out = kubectl_apply(&kustomized(&r, G1, Some("Service")), &["--dry-run=server"]);
+    let out = kubectl_apply(
+        &kustomized(&r, G1, Some("Service")),
+        &["--dry-run=server", "--force-conflicts"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let pruned: Vec<&str> = stdout.lines().filter(|l| l.contains("pruned")).collect();
@@ -1453,13 +1459,14 @@ fn finalizer_held_terminating_object_is_deleted_once() {
     r.quiet(D2);
 }
 
-/// Suite 10 (Argo CD, argo-cd issue 11143): the committed StatefulSet's volumeClaimTemplates
-/// carry `apiVersion` and `kind`, so a server-side dry-run of the committed file against the
-/// live object shows no diff.
+/// Suite 10 (Argo CD, argo-cd issue 11143): in pull mode the committed StatefulSet's
+/// volumeClaimTemplates carry `apiVersion` and `kind`, as the live object has them, so a
+/// server-side dry-run of the committed file by Argo CD's field manager against the live object
+/// shows no diff.
 #[test]
 fn committed_statefulset_has_no_server_side_diff() {
     let Some(r) = Rollout::new("argocd") else { return };
-    r.settle(D1);
+    pull_until_serving(&r, D1, G1, &mut BTreeMap::new());
     let dir = Path::new(&r.repo).join("rollouts/demo");
     let file = std::fs::read_dir(&dir)
         .unwrap()
@@ -1472,12 +1479,16 @@ fn committed_statefulset_has_no_server_side_diff() {
     let template = &committed["spec"]["volumeClaimTemplates"][0];
     assert_eq!(template["apiVersion"], "v1", "{template}");
     assert_eq!(template["kind"], "PersistentVolumeClaim", "{template}");
-    // As Argo CD's ServerSideApply diff does it: dry-run apply the file as snaproll's field
-    // manager and compare with the live object.
+    let live = r.c.get("statefulset", &format!("consumer-{G1}")).unwrap();
+    let live_template = &live["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(live_template["apiVersion"], "v1", "{live_template}");
+    assert_eq!(live_template["kind"], "PersistentVolumeClaim", "{live_template}");
+    // As Argo CD's ServerSideApply diff does it: dry-run apply the file as the manager that
+    // applied it and compare with the live object.
     let out = r
         .c
         .kubectl()
-        .args(["diff", "--server-side", "--field-manager=snaproll", "-f"])
+        .args(["diff", "--server-side", "--field-manager=argocd", "-f"])
         .arg(&file)
         .output()
         .unwrap();
@@ -1535,6 +1546,26 @@ fn argo_sync(r: &Rollout, applied: &BTreeMap<String, Value>) -> BTreeMap<String,
     wanted
 }
 
+/// Pull-mode runs at `now`, each followed by Argo CD (played) syncing Git and the kubelet and
+/// snapshotter playing, until `g` serves; the invariants after every step.
+fn pull_until_serving(r: &Rollout, now: &str, g: &str, applied: &mut BTreeMap<String, Value>) {
+    for _ in 0..30 {
+        let run = r.checked(
+            now,
+            r.snaproll_run(&["reconcile", "--repo", &r.repo, "--now", now, "-o", "json"]),
+        );
+        *applied = argo_sync(r, applied);
+        r.check_invariants(now, "after Argo CD synced");
+        if !run.moving() && run.states() == [format!("{g} serving")] {
+            return;
+        }
+        r.c.play(&r.size);
+        r.check_invariants(now, "after the kubelet and snapshotter played");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("pull mode did not settle at {now}");
+}
+
 /// Suite 2: pull mode. snaproll only commits (and reads the cluster); the real kubectl applies
 /// the committed folder wave by wave as Argo CD would, and `kubectl kustomize` builds it; day 1
 /// to day 2 with the invariants after every step, and snaproll writes nothing.
@@ -1544,23 +1575,7 @@ fn pull_mode_kubectl_applies_the_committed_folder_wave_by_wave() {
     let mark = r.c.audit_mark();
     let mut applied = BTreeMap::new();
     for (now, g) in [(D1, G1), (D2, G2)] {
-        let mut settled = false;
-        for _ in 0..30 {
-            let run = r.checked(
-                now,
-                r.snaproll_run(&["reconcile", "--repo", &r.repo, "--now", now, "-o", "json"]),
-            );
-            applied = argo_sync(&r, &applied);
-            r.check_invariants(now, "after Argo CD synced");
-            if !run.moving() && run.states() == [format!("{g} serving")] {
-                settled = true;
-                break;
-            }
-            r.c.play(&r.size);
-            r.check_invariants(now, "after the kubelet and snapshotter played");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        assert!(settled, "pull mode did not settle at {now}");
+        pull_until_serving(&r, now, g, &mut applied);
     }
     let names = r.c.names();
     assert_eq!(
