@@ -94,7 +94,10 @@ fn spawn_kept(cmd: Command) -> Child {
     });
     let (answer, result) = mpsc::channel();
     tx.lock().unwrap().send((cmd, answer)).unwrap();
-    let child = result.recv().unwrap().expect("spawn a control-plane process");
+    let child = result
+        .recv()
+        .unwrap()
+        .expect("spawn a control-plane process");
     CHILDREN.lock().unwrap().push(child.id());
     child
 }
@@ -102,9 +105,14 @@ fn spawn_kept(cmd: Command) -> Child {
 /// The directory holding the four binaries, if there is one.
 fn binaries() -> Option<PathBuf> {
     let complete = |d: &Path| {
-        ["kube-apiserver", "kube-controller-manager", "kubectl", "etcd"]
-            .iter()
-            .all(|b| d.join(b).is_file())
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kubectl",
+            "etcd",
+        ]
+        .iter()
+        .all(|b| d.join(b).is_file())
     };
     if let Some(d) = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from)
         && complete(&d)
@@ -189,7 +197,8 @@ fn kubeconfig(url: &str, ca: &Path, token: &str, namespace: &str) -> String {
 impl Plane {
     fn start(bin: PathBuf) -> Plane {
         let started = Instant::now();
-        let dir = std::env::temp_dir().join(format!("snaproll-control-plane-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("snaproll-control-plane-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         WORKDIR.set(dir.clone()).unwrap();
@@ -202,12 +211,31 @@ impl Plane {
             run_ok(Command::new("openssl").current_dir(&dir).args(args));
         };
         openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "7", "-subj", "/CN=snaproll-test-ca",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=snaproll-test-ca",
         ]);
         openssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=kube-apiserver",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=kube-apiserver",
         ]);
         std::fs::write(
             dir.join("server.ext"),
@@ -215,8 +243,21 @@ impl Plane {
         )
         .unwrap();
         openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "7", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "7",
+            "-extfile",
+            "server.ext",
         ]);
         openssl(&["genrsa", "-out", "sa.key", "2048"]);
         openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
@@ -224,7 +265,9 @@ impl Plane {
         // Identities: the harness's admin and one admin per test, all in system:masters.
         let mut tokens = String::from("admin-token,admin,admin,\"system:masters\"\n");
         for i in 0..USERS {
-            tokens.push_str(&format!("test-token-{i},test-{i},test-{i},\"system:masters\"\n"));
+            tokens.push_str(&format!(
+                "test-token-{i},test-{i},test-{i},\"system:masters\"\n"
+            ));
         }
         std::fs::write(dir.join("tokens.csv"), tokens).unwrap();
         // Every request once (when its response completed), without bodies.
@@ -243,7 +286,9 @@ impl Plane {
             .arg(format!("--listen-client-urls={etcd_url}"))
             .arg(format!("--advertise-client-urls={etcd_url}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
             .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
             .args(["--unsafe-no-fsync", "--log-level=warn"])
             .stdout(Stdio::null())
@@ -254,7 +299,14 @@ impl Plane {
         let url = format!("https://127.0.0.1:{port}");
         let ca = dir.join("ca.crt");
         let audit_log = dir.join("audit.log");
-        spawn_kept(Self::apiserver_command(&bin, &dir, &etcd_url, port, &audit_log, "apiserver.log"));
+        spawn_kept(Self::apiserver_command(
+            &bin,
+            &dir,
+            &etcd_url,
+            port,
+            &audit_log,
+            "apiserver.log",
+        ));
 
         let admin = dir.join("admin.kubeconfig");
         std::fs::write(&admin, kubeconfig(&url, &ca, "admin-token", "default")).unwrap();
@@ -288,7 +340,9 @@ impl Plane {
 
         // The snapshot CRDs, established before any test uses them.
         let mut apply = plane.kubectl();
-        apply.args(["apply", "--server-side", "-f"]).arg(repo_path("crds"));
+        apply
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo_path("crds"));
         run_ok(&mut apply);
         run_ok(plane.kubectl().args([
             "wait",
@@ -349,7 +403,11 @@ impl Plane {
     fn wait_ready(&self, log: &Path, timeout: Duration) {
         let start = Instant::now();
         loop {
-            let out = self.kubectl().args(["get", "--raw", "/readyz"]).output().unwrap();
+            let out = self
+                .kubectl()
+                .args(["get", "--raw", "/readyz"])
+                .output()
+                .unwrap();
             if out.status.success() && out.stdout.starts_with(b"ok") {
                 return;
             }
@@ -444,7 +502,9 @@ impl Audit {
         self.0["objectRef"]["resource"].as_str().unwrap_or_default()
     }
     pub fn subresource(&self) -> &str {
-        self.0["objectRef"]["subresource"].as_str().unwrap_or_default()
+        self.0["objectRef"]["subresource"]
+            .as_str()
+            .unwrap_or_default()
     }
     pub fn name(&self) -> &str {
         self.0["objectRef"]["name"].as_str().unwrap_or_default()
@@ -453,7 +513,9 @@ impl Audit {
         self.0["requestURI"].as_str().unwrap_or_default()
     }
     pub fn code(&self) -> i64 {
-        self.0["responseStatus"]["code"].as_i64().unwrap_or_default()
+        self.0["responseStatus"]["code"]
+            .as_i64()
+            .unwrap_or_default()
     }
     pub fn is_dry_run(&self) -> bool {
         self.uri().contains("dryRun=All")
@@ -471,7 +533,13 @@ impl Audit {
             "" => String::new(),
             s => format!("/{s}"),
         };
-        format!("{} {}{sub} {} -> {}", self.verb(), self.resource(), self.name(), self.code())
+        format!(
+            "{} {}{sub} {} -> {}",
+            self.verb(),
+            self.resource(),
+            self.name(),
+            self.code()
+        )
     }
 }
 
@@ -539,10 +607,16 @@ impl Cluster {
     /// Server-side applies `obj` as the harness (field manager `harness`).
     pub fn apply_admin(&self, obj: &Value) {
         let mut cmd = self.kubectl();
-        cmd.args(["apply", "--server-side", "--field-manager=harness", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "apply",
+            "--server-side",
+            "--field-manager=harness",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         use std::io::Write;
         child
@@ -572,7 +646,11 @@ impl Cluster {
             .args(["get", resource, name, "-o", "json", "--ignore-not-found"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).ok()
     }
 
@@ -612,7 +690,10 @@ impl Cluster {
         for pod in self.items("pods") {
             let owned = pod["metadata"]["ownerReferences"].is_array();
             let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-            let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if !owned && !matches!(phase, "Succeeded" | "Failed") {
                 self.set_status("pod", &name, json!({"phase": "Succeeded"}));
             }
@@ -675,7 +756,9 @@ impl Cluster {
 
     /// A Pod Running and Ready, as the kubelet reports it.
     pub fn set_pod_ready(&self, name: &str) {
-        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
         self.set_status(
             "pod",
             name,
@@ -689,7 +772,13 @@ impl Cluster {
     /// Every object of the rollout's kinds, `kind` filled in, for `rollout::observe`.
     pub fn rollout_objects(&self) -> Vec<Value> {
         let mut out = Vec::new();
-        for r in ["pods", "persistentvolumeclaims", "volumesnapshots", "services", "statefulsets"] {
+        for r in [
+            "pods",
+            "persistentvolumeclaims",
+            "volumesnapshots",
+            "services",
+            "statefulsets",
+        ] {
             out.extend(self.items(r));
         }
         out
@@ -700,9 +789,12 @@ impl Cluster {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for v in self.rollout_objects() {
             let kind = v["kind"].as_str().unwrap_or_default().to_string();
-            out.entry(kind)
-                .or_default()
-                .push(v["metadata"]["name"].as_str().unwrap_or_default().to_string());
+            out.entry(kind).or_default().push(
+                v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         out
     }
@@ -761,9 +853,15 @@ impl Run {
 
     fn moving(&self) -> bool {
         self.states().iter().any(|s| {
-            [" producing", " snapshotting", " rolling-out", " retiring", " waiting"]
-                .iter()
-                .any(|m| s.ends_with(m))
+            [
+                " producing",
+                " snapshotting",
+                " rolling-out",
+                " retiring",
+                " waiting",
+            ]
+            .iter()
+            .any(|m| s.ends_with(m))
         })
     }
 }
@@ -814,7 +912,13 @@ impl Rollout {
 
     /// `reconcile --apply --prune` (push mode) at `now`, with `extra` flags.
     fn reconcile(&self, now: &str, extra: &[&str]) -> Run {
-        let mut args = vec!["reconcile", "--repo", self.repo.as_str(), "--apply", "--prune"];
+        let mut args = vec![
+            "reconcile",
+            "--repo",
+            self.repo.as_str(),
+            "--apply",
+            "--prune",
+        ];
         args.extend(["--now", now, "-o", "json"]);
         args.extend(extra);
         self.snaproll_run(&args)
@@ -939,17 +1043,16 @@ fn summary(reqs: &[Audit]) -> String {
 /// Suite 3: once the rollout serves, reconcile and apply change nothing and write nothing.
 #[test]
 fn no_op_reconcile_and_apply_make_no_writes() {
-    let Some(r) = Rollout::new("noop") else { return };
+    let Some(r) = Rollout::new("noop") else {
+        return;
+    };
     let run = r.settle(D1);
     assert_eq!(run.states(), [format!("{G1} serving")]);
     let reqs = r.quiet(D1);
     println!("no-op reconcile: {}", summary(&reqs));
     // A bare apply of the serving generation is a no-op too.
     let mark = r.c.audit_mark();
-    let out = r
-        .snaproll(&["apply", "--generation", G1])
-        .output()
-        .unwrap();
+    let out = r.snaproll(&["apply", "--generation", G1]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let reqs = r.c.audit_since(mark);
     assert_quiet(&reqs);
@@ -961,7 +1064,9 @@ fn no_op_reconcile_and_apply_make_no_writes() {
 /// their StatefulSet (retention policy), PVC protection holds claims while Pods use them.
 #[test]
 fn push_mode_rolls_day_1_to_day_3() {
-    let Some(r) = Rollout::new("push") else { return };
+    let Some(r) = Rollout::new("push") else {
+        return;
+    };
     let run = r.run(D1);
     assert_eq!(run.states(), [format!("{G1} producing")]);
     let run = r.settle(D1);
@@ -983,7 +1088,10 @@ fn push_mode_rolls_day_1_to_day_3() {
             [format!("data-{g}")]
         );
         assert_eq!(
-            names.get("PersistentVolumeClaim").cloned().unwrap_or_default(),
+            names
+                .get("PersistentVolumeClaim")
+                .cloned()
+                .unwrap_or_default(),
             [
                 "data".to_string(),
                 format!("data-consumer-{g}-0"),
@@ -1006,14 +1114,22 @@ fn push_mode_rolls_day_1_to_day_3() {
 /// takes it back and the next run is a no-op.
 #[test]
 fn field_manager_conflict_then_force_conflicts() {
-    let Some(r) = Rollout::new("conflict") else { return };
+    let Some(r) = Rollout::new("conflict") else {
+        return;
+    };
     r.settle(D1);
     let sts = format!("consumer-{G1}");
     let scale = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": sts, "namespace": r.c.ns}, "spec": {"replicas": 3}});
     // Without --force-conflicts kubectl itself is refused: snaproll owns spec.replicas.
     let mut cmd = r.c.kubectl();
-    cmd.args(["apply", "--server-side", "--field-manager=intruder", "-f", "-"]);
+    cmd.args([
+        "apply",
+        "--server-side",
+        "--field-manager=intruder",
+        "-f",
+        "-",
+    ]);
     let out = pipe(cmd, &scale.to_string());
     assert!(!out.status.success());
     assert!(
@@ -1044,13 +1160,12 @@ fn field_manager_conflict_then_force_conflicts() {
         "{}",
         run.stderr
     );
-    let writes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.is_write() && a.resource() != "leases")
-        .map(Audit::line)
-        .collect();
+    let writes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.is_write() && a.resource() != "leases")
+            .map(Audit::line)
+            .collect();
     assert!(writes.is_empty(), "{writes:#?}");
     assert_eq!(r.c.get("statefulset", &sts).unwrap()["spec"]["replicas"], 3);
 
@@ -1075,7 +1190,9 @@ fn field_manager_conflict_then_force_conflicts() {
 /// caught by the dry-run: nothing is written.
 #[test]
 fn immutable_and_invalid_changes_are_one_line_errors() {
-    let Some(mut r) = Rollout::new("immutable") else { return };
+    let Some(mut r) = Rollout::new("immutable") else {
+        return;
+    };
     r.settle(D1);
     let before = r.c.get("statefulset", &format!("consumer-{G1}")).unwrap();
 
@@ -1097,15 +1214,17 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
         "{stderr}"
     );
     // The server's own message is kept, the dump of the object it appends is not.
-    assert!(stderr.contains("spec is immutable after creation"), "{stderr}");
+    assert!(
+        stderr.contains("spec is immutable after creation"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("@@"), "{stderr}");
-    let writes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.is_write() && a.resource() != "leases")
-        .map(Audit::line)
-        .collect();
+    let writes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.is_write() && a.resource() != "leases")
+            .map(Audit::line)
+            .collect();
     assert!(writes.is_empty(), "{writes:#?}");
     let after = r.c.get("statefulset", &format!("consumer-{G1}")).unwrap();
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
@@ -1145,13 +1264,12 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
         stderr.contains("updates to statefulset spec for fields other than"),
         "{stderr}"
     );
-    let writes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.is_write() && a.resource() != "leases")
-        .map(Audit::line)
-        .collect();
+    let writes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.is_write() && a.resource() != "leases")
+            .map(Audit::line)
+            .collect();
     assert!(writes.is_empty(), "{writes:#?}");
     std::fs::remove_file(templates.join("statefulset.yaml.j2")).unwrap();
 
@@ -1179,13 +1297,12 @@ fn immutable_and_invalid_changes_are_one_line_errors() {
         )),
         "{stderr}"
     );
-    let writes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.is_write() && a.resource() != "leases")
-        .map(Audit::line)
-        .collect();
+    let writes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.is_write() && a.resource() != "leases")
+            .map(Audit::line)
+            .collect();
     assert!(writes.is_empty(), "{writes:#?}");
 }
 
@@ -1207,10 +1324,13 @@ fn pipe(mut cmd: Command, input: &str) -> std::process::Output {
 
 /// The objects `snaproll install` renders for this rollout (`--pull` when `pull`), applied by
 /// the harness's admin; returns the CronJob container's arguments, with the spec's in-cluster
-/// path replaced by the local one, and the ServiceAccount's name.
-fn install(r: &Rollout, repo: &str, pull: bool) -> (Vec<String>, String) {
+/// path replaced by the local one, the ServiceAccount's name, and the Role's and ClusterRole's
+/// rules (`Null` when not rendered).
+fn install(r: &Rollout, repo: &str, pull: bool) -> (Vec<String>, String, Value, Value) {
     let mut cmd = snaproll();
-    cmd.args(["install", "-f"]).arg(&r.spec).args(["--repo", repo]);
+    cmd.args(["install", "-f"])
+        .arg(&r.spec)
+        .args(["--repo", repo]);
     if pull {
         cmd.arg("--pull");
     }
@@ -1219,6 +1339,7 @@ fn install(r: &Rollout, repo: &str, pull: bool) -> (Vec<String>, String) {
     let text = String::from_utf8(out.stdout).unwrap();
     let mut args = Vec::new();
     let mut account = String::new();
+    let (mut role, mut cluster_role) = (Value::Null, Value::Null);
     for doc in text.split("\n---\n").filter(|d| !d.trim().is_empty()) {
         let v: Value = serde_saphyr::from_str(doc).unwrap();
         match v["kind"].as_str() {
@@ -1241,11 +1362,134 @@ fn install(r: &Rollout, repo: &str, pull: bool) -> (Vec<String>, String) {
             Some("ServiceAccount") => {
                 account = v["metadata"]["name"].as_str().unwrap().to_string();
             }
+            Some("Role") => role = v["rules"].clone(),
+            Some("ClusterRole") => cluster_role = v["rules"].clone(),
             _ => {}
         }
         r.c.apply_admin(&v);
     }
-    (args, account)
+    (args, account, role, cluster_role)
+}
+
+/// One distinct authorization a run needed: verb, API group, resource, subresource, namespace
+/// (empty: cluster scope), name.
+type Need = (String, String, String, String, String, String);
+
+/// What `user`'s successful requests (after its first `skip`) needed, from the audit log; a
+/// server-side apply that created its object (201) needed `create` as well as `patch`.
+fn needs(c: &Cluster, user: &str, skip: usize) -> std::collections::BTreeSet<Need> {
+    let mut out = std::collections::BTreeSet::new();
+    for a in c.plane.audit(user).into_iter().skip(skip) {
+        if a.code() >= 400 || a.is_dry_run() && a.verb() != "patch" {
+            continue;
+        }
+        let o = &a.0["objectRef"];
+        let field = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+        let need = |verb: &str| {
+            (
+                verb.to_string(),
+                field("apiGroup"),
+                field("resource"),
+                field("subresource"),
+                field("namespace"),
+                field("name"),
+            )
+        };
+        out.insert(need(a.verb()));
+        if a.verb() == "patch" && a.code() == 201 {
+            out.insert(need("create"));
+        }
+    }
+    out
+}
+
+/// Whether the real authorizer allows `need` to `user` (`kubectl auth can-i --as`).
+fn can(c: &Cluster, user: &str, need: &Need) -> bool {
+    let (verb, group, resource, sub, ns, name) = need;
+    let mut target = resource.clone();
+    if !group.is_empty() {
+        target = format!("{target}.{group}");
+    }
+    if !name.is_empty() {
+        target = format!("{target}/{name}");
+    }
+    let mut cmd = c.plane.kubectl();
+    cmd.args(["auth", "can-i", verb, &target, "--as", user]);
+    if !sub.is_empty() {
+        cmd.arg(format!("--subresource={sub}"));
+    }
+    if !ns.is_empty() {
+        cmd.arg(format!("--namespace={ns}"));
+    }
+    cmd.output().unwrap().status.success()
+}
+
+/// For each rule of the Role and the ClusterRole, a copy without that rule, bound to a
+/// ServiceAccount of its own, is denied at least one of the requests the CronJob's runs made:
+/// every rule is needed. Asked of the real authorizer.
+fn every_rule_is_needed(
+    c: &Cluster,
+    needs: &std::collections::BTreeSet<Need>,
+    role: &Value,
+    cluster_role: &Value,
+) {
+    let ns = &c.ns;
+    let minus = format!("system:serviceaccount:{ns}:minus");
+    c.apply_admin(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "minus", "namespace": ns}}));
+    c.apply_admin(
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "minus", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "minus"},
+        "subjects": [{"kind": "ServiceAccount", "name": "minus", "namespace": ns}]}),
+    );
+    c.apply_admin(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("minus-{ns}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("minus-{ns}")},
+        "subjects": [{"kind": "ServiceAccount", "name": "minus", "namespace": ns}]}));
+    let rules = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let (role, cluster_role) = (rules(role), rules(cluster_role));
+    let variants = (0..role.len())
+        .map(|i| (true, i))
+        .chain((0..cluster_role.len()).map(|i| (false, i)));
+    for (in_role, i) in variants {
+        let without = |rules: &[Value], skip: bool| -> Vec<Value> {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !(skip && *j == i))
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        // kubectl apply replaces the rules list: an empty one is sent as such.
+        c.kubectl_ok(&["delete", "role", "minus", "--ignore-not-found"]);
+        c.kubectl_ok(&[
+            "delete",
+            "clusterrole",
+            &format!("minus-{ns}"),
+            "--ignore-not-found",
+        ]);
+        c.apply_admin(
+            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "minus", "namespace": ns}, "rules": without(&role, in_role)}),
+        );
+        c.apply_admin(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": format!("minus-{ns}")}, "rules": without(&cluster_role, !in_role)}));
+        let removed = if in_role { &role[i] } else { &cluster_role[i] };
+        let start = Instant::now();
+        let denied = loop {
+            // The authorizer's informers take a moment to see the new rules.
+            std::thread::sleep(Duration::from_millis(300));
+            let denied = needs.iter().find(|n| !can(c, &minus, n));
+            if denied.is_some() || start.elapsed() > Duration::from_secs(5) {
+                break denied;
+            }
+        };
+        assert!(
+            denied.is_some(),
+            "the rule {removed} is not needed: every request of the runs is allowed without it"
+        );
+    }
 }
 
 /// A kubeconfig with a fresh token of `account` (TokenRequest, as a projected token in the
@@ -1253,7 +1497,11 @@ fn install(r: &Rollout, repo: &str, pull: bool) -> (Vec<String>, String) {
 fn token_kubeconfig(c: &Cluster, account: &str, file: &str) -> PathBuf {
     let token = c.kubectl_ok(&["create", "token", account, "--duration=2h"]);
     let path = c.tmp.path().join(file);
-    std::fs::write(&path, kubeconfig(&c.plane.url, &c.plane.ca, token.trim(), &c.ns)).unwrap();
+    std::fs::write(
+        &path,
+        kubeconfig(&c.plane.url, &c.plane.ca, token.trim(), &c.ns),
+    )
+    .unwrap();
     path
 }
 
@@ -1264,11 +1512,17 @@ fn token_kubeconfig(c: &Cluster, account: &str, file: &str) -> PathBuf {
 /// suffices for its command too.
 #[test]
 fn least_privilege_cronjob_runs_with_its_service_account_token() {
-    let Some(mut r) = Rollout::new("rbac") else { return };
+    let Some(mut r) = Rollout::new("rbac") else {
+        return;
+    };
     let bare = r.c.tmp.path().join("remote.git");
-    run_ok(Command::new("git").args(["init", "--bare", "-q"]).arg(&bare));
+    run_ok(
+        Command::new("git")
+            .args(["init", "--bare", "-q"])
+            .arg(&bare),
+    );
     let url = format!("file://{}", bare.display());
-    let (args, account) = install(&r, &url, false);
+    let (args, account, role, cluster_role) = install(&r, &url, false);
     assert!(args.iter().any(|a| a == "--apply"), "{args:?}");
     r.kubeconfig = token_kubeconfig(&r.c, &account, "sa.kubeconfig");
     for (now, g) in [(D1, G1), (D2, G2)] {
@@ -1281,27 +1535,36 @@ fn least_privilege_cronjob_runs_with_its_service_account_token() {
     }
     // Every request the ServiceAccount made was allowed.
     let sa_user = format!("system:serviceaccount:{}:{account}", r.c.ns);
-    let denied: Vec<String> = r
-        .c
-        .plane
-        .audit(&sa_user)
-        .iter()
-        .filter(|a| a.code() == 403)
-        .map(Audit::line)
-        .collect();
+    let denied: Vec<String> =
+        r.c.plane
+            .audit(&sa_user)
+            .iter()
+            .filter(|a| a.code() == 403)
+            .map(Audit::line)
+            .collect();
     assert!(denied.is_empty(), "{denied:#?}");
+    // And none of it is more than needed.
+    let push_needs = needs(&r.c, &sa_user, 0);
+    every_rule_is_needed(&r.c, &push_needs, &role, &cluster_role);
 
     // Pull mode: only commits (to a fresh remote) and reads the cluster.
     let bare = r.c.tmp.path().join("pull.git");
-    run_ok(Command::new("git").args(["init", "--bare", "-q"]).arg(&bare));
+    run_ok(
+        Command::new("git")
+            .args(["init", "--bare", "-q"])
+            .arg(&bare),
+    );
     let url = format!("file://{}", bare.display());
-    let (args, account) = install(&r, &url, true);
+    let (args, account, role, _) = install(&r, &url, true);
+    let pull_user = format!("system:serviceaccount:{}:{account}", r.c.ns);
+    let before = r.c.plane.audit(&pull_user).len();
     assert!(!args.iter().any(|a| a == "--apply"), "{args:?}");
     r.kubeconfig = token_kubeconfig(&r.c, &account, "pull.kubeconfig");
     let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
     a.extend(["--now", D3]);
     let run = r.snaproll_run(&a);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    every_rule_is_needed(&r.c, &needs(&r.c, &pull_user, before), &role, &Value::Null);
 }
 
 /// The folder `snaproll render --out` writes for generation `g`, built by `kubectl kustomize`,
@@ -1339,7 +1602,9 @@ fn kustomized(r: &Rollout, g: &str, drop_kind: Option<&str>) -> String {
 /// Service when the folder drops it).
 #[test]
 fn applyset_is_recognised_by_kubectl() {
-    let Some(r) = Rollout::new("applyset") else { return };
+    let Some(r) = Rollout::new("applyset") else {
+        return;
+    };
     r.settle(D1);
     let parent = "snaproll-demo";
     let kubectl_apply = |input: &str, extra: &[&str]| {
@@ -1388,7 +1653,11 @@ fn applyset_is_recognised_by_kubectl() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let pruned: Vec<&str> = stdout.lines().filter(|l| l.contains("pruned")).collect();
-    assert_eq!(pruned, ["service/consumer pruned (server dry run)"], "{stdout}");
+    assert_eq!(
+        pruned,
+        ["service/consumer pruned (server dry run)"],
+        "{stdout}"
+    );
     r.c.kubectl_ok(&[
         "annotate",
         "--overwrite",
@@ -1405,7 +1674,9 @@ fn applyset_is_recognised_by_kubectl() {
 /// again; once the finalizer goes, the rollout completes.
 #[test]
 fn finalizer_held_terminating_object_is_deleted_once() {
-    let Some(r) = Rollout::new("finalizer") else { return };
+    let Some(r) = Rollout::new("finalizer") else {
+        return;
+    };
     r.settle(D1);
     let old = format!("data-{G1}");
     r.c.kubectl_ok(&[
@@ -1420,10 +1691,9 @@ fn finalizer_held_terminating_object_is_deleted_once() {
     // Day 2 advances until the old snapshot is the only thing left to retire.
     for _ in 0..30 {
         let run = r.run(D2);
-        let held = r
-            .c
-            .get("volumesnapshot", &old)
-            .is_some_and(|s| !s["metadata"]["deletionTimestamp"].is_null());
+        let held =
+            r.c.get("volumesnapshot", &old)
+                .is_some_and(|s| !s["metadata"]["deletionTimestamp"].is_null());
         if held {
             break;
         }
@@ -1432,19 +1702,20 @@ fn finalizer_held_terminating_object_is_deleted_once() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let snap = r.c.get("volumesnapshot", &old).expect("held by its finalizer");
+    let snap =
+        r.c.get("volumesnapshot", &old)
+            .expect("held by its finalizer");
     assert!(!snap["metadata"]["deletionTimestamp"].is_null());
     // Further runs leave it alone.
     for _ in 0..2 {
         r.run(D2);
     }
-    let deletes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.verb() == "delete" && a.name() == old && !a.is_dry_run())
-        .map(Audit::line)
-        .collect();
+    let deletes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.verb() == "delete" && a.name() == old && !a.is_dry_run())
+            .map(Audit::line)
+            .collect();
     assert_eq!(deletes.len(), 1, "{deletes:#?}");
     r.c.kubectl_ok(&[
         "patch",
@@ -1465,7 +1736,9 @@ fn finalizer_held_terminating_object_is_deleted_once() {
 /// shows no diff.
 #[test]
 fn committed_statefulset_has_no_server_side_diff() {
-    let Some(r) = Rollout::new("argocd") else { return };
+    let Some(r) = Rollout::new("argocd") else {
+        return;
+    };
     pull_until_serving(&r, D1, G1, &mut BTreeMap::new());
     let dir = Path::new(&r.repo).join("rollouts/demo");
     let file = std::fs::read_dir(&dir)
@@ -1482,16 +1755,18 @@ fn committed_statefulset_has_no_server_side_diff() {
     let live = r.c.get("statefulset", &format!("consumer-{G1}")).unwrap();
     let live_template = &live["spec"]["volumeClaimTemplates"][0];
     assert_eq!(live_template["apiVersion"], "v1", "{live_template}");
-    assert_eq!(live_template["kind"], "PersistentVolumeClaim", "{live_template}");
+    assert_eq!(
+        live_template["kind"], "PersistentVolumeClaim",
+        "{live_template}"
+    );
     // As Argo CD's ServerSideApply diff does it: dry-run apply the file as the manager that
     // applied it and compare with the live object.
-    let out = r
-        .c
-        .kubectl()
-        .args(["diff", "--server-side", "--field-manager=argocd", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out =
+        r.c.kubectl()
+            .args(["diff", "--server-side", "--field-manager=argocd", "-f"])
+            .arg(&file)
+            .output()
+            .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1526,8 +1801,17 @@ fn argo_sync(r: &Rollout, applied: &BTreeMap<String, Value>) -> BTreeMap<String,
     }
     for (_, docs) in waves {
         let mut cmd = r.c.kubectl();
-        cmd.args(["apply", "--server-side", "--field-manager=argocd", "-f", "-"]);
-        let out = pipe(cmd, &json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string());
+        cmd.args([
+            "apply",
+            "--server-side",
+            "--field-manager=argocd",
+            "-f",
+            "-",
+        ]);
+        let out = pipe(
+            cmd,
+            &json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string(),
+        );
         assert!(out.status.success(), "Argo CD sync: {out:?}");
     }
     let order = [
@@ -1538,7 +1822,10 @@ fn argo_sync(r: &Rollout, applied: &BTreeMap<String, Value>) -> BTreeMap<String,
         "persistentvolumeclaim/",
         "volumesnapshotclass/",
     ];
-    let mut gone: Vec<&String> = applied.keys().filter(|k| !wanted.contains_key(*k)).collect();
+    let mut gone: Vec<&String> = applied
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .collect();
     gone.sort_by_key(|k| order.iter().position(|o| k.starts_with(o)).unwrap_or(9));
     for k in gone {
         r.c.kubectl_ok(&["delete", k, "--wait=false", "--ignore-not-found"]);
@@ -1571,7 +1858,9 @@ fn pull_until_serving(r: &Rollout, now: &str, g: &str, applied: &mut BTreeMap<St
 /// to day 2 with the invariants after every step, and snaproll writes nothing.
 #[test]
 fn pull_mode_kubectl_applies_the_committed_folder_wave_by_wave() {
-    let Some(r) = Rollout::new("pull") else { return };
+    let Some(r) = Rollout::new("pull") else {
+        return;
+    };
     let mark = r.c.audit_mark();
     let mut applied = BTreeMap::new();
     for (now, g) in [(D1, G1), (D2, G2)] {
@@ -1583,13 +1872,12 @@ fn pull_mode_kubectl_applies_the_committed_folder_wave_by_wave() {
         [format!("consumer-{G2}")]
     );
     // snaproll itself never wrote to the cluster.
-    let writes: Vec<String> = r
-        .c
-        .audit_since(mark)
-        .iter()
-        .filter(|a| a.is_write() && a.resource() != "leases")
-        .map(Audit::line)
-        .collect();
+    let writes: Vec<String> =
+        r.c.audit_since(mark)
+            .iter()
+            .filter(|a| a.is_write() && a.resource() != "leases")
+            .map(Audit::line)
+            .collect();
     assert!(writes.is_empty(), "{writes:#?}");
 }
 
@@ -1598,7 +1886,9 @@ fn pull_mode_kubectl_applies_the_committed_folder_wave_by_wave() {
 /// second kube-apiserver on the same etcd is stopped, so the other tests keep theirs.
 #[test]
 fn api_server_stopped_mid_run_then_rerun_converges() {
-    let Some(mut r) = Rollout::new("outage") else { return };
+    let Some(mut r) = Rollout::new("outage") else {
+        return;
+    };
     r.settle(D1);
     let (mut server, url) = r.c.plane.second_apiserver("outage");
     let token = format!("test-token-{}", r.c.user.trim_start_matches("test-"));
@@ -1611,7 +1901,15 @@ fn api_server_stopped_mid_run_then_rerun_converges() {
         .env("NO_COLOR", "1")
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .args(["reconcile", "--repo", &r.repo, "--apply", "--prune", "--now", D2])
+        .args([
+            "reconcile",
+            "--repo",
+            &r.repo,
+            "--apply",
+            "--prune",
+            "--now",
+            D2,
+        ])
         .arg("-f")
         .arg(&r.spec)
         .arg("--kubeconfig")
@@ -1626,7 +1924,10 @@ fn api_server_stopped_mid_run_then_rerun_converges() {
         .unwrap_or_default()
         .contains(&format!("\"username\":\"{}\"", r.c.user))
     {
-        assert!(start.elapsed() < Duration::from_secs(30), "no request arrived");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no request arrived"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     server.kill().unwrap();
