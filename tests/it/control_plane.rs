@@ -51,6 +51,8 @@ pub struct Plane {
     pub admin: PathBuf,
     pub audit_log: PathBuf,
     next_user: AtomicUsize,
+    /// etcd, kube-apiserver and kube-controller-manager, to notice one that exited.
+    procs: Mutex<Vec<(&'static str, Child)>>,
 }
 
 /// Processes to kill, and the directory to remove, when the binary exits.
@@ -293,13 +295,13 @@ impl Plane {
             .args(["--unsafe-no-fsync", "--log-level=warn"])
             .stdout(Stdio::null())
             .stderr(log("etcd.log"));
-        spawn_kept(etcd);
+        let etcd = spawn_kept(etcd);
 
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let ca = dir.join("ca.crt");
         let audit_log = dir.join("audit.log");
-        spawn_kept(Self::apiserver_command(
+        let apiserver = spawn_kept(Self::apiserver_command(
             &bin,
             &dir,
             &etcd_url,
@@ -319,6 +321,7 @@ impl Plane {
             admin,
             audit_log,
             next_user: AtomicUsize::new(0),
+            procs: Mutex::new(vec![("etcd", etcd), ("kube-apiserver", apiserver)]),
         };
         plane.wait_ready(&dir.join("apiserver.log"), Duration::from_secs(90));
 
@@ -336,7 +339,12 @@ impl Plane {
             ])
             .stdout(Stdio::null())
             .stderr(log("kube-controller-manager.log"));
-        spawn_kept(kcm);
+        let kcm = spawn_kept(kcm);
+        plane
+            .procs
+            .lock()
+            .unwrap()
+            .push(("kube-controller-manager", kcm));
 
         // The snapshot CRDs, established before any test uses them.
         let mut apply = plane.kubectl();
