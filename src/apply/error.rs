@@ -157,7 +157,7 @@ impl ApiCause {
             kube::Error::Api(status) => ApiCause {
                 code: Some(status.code),
                 reason: status.reason.clone(),
-                message: one_line(&status.message),
+                message: one_line(without_object_dump(&status.message)),
                 fields: status
                     .details
                     .as_ref()
@@ -313,6 +313,26 @@ fn transport_failure(err: &kube::Error) -> bool {
     }
 }
 
+/// The API server's message without the dump of the old and new object it appends to some
+/// immutable-field errors (PVC and Pod spec: a unified diff of Go structs on the following lines),
+/// which would flood the one-line error.
+fn without_object_dump(s: &str) -> &str {
+    let mut end = 0;
+    for (i, line) in s.split_inclusive('\n').enumerate() {
+        let t = line.trim();
+        let go_struct = t.ends_with('{')
+            && t.trim_start_matches('&')
+                .split('{')
+                .next()
+                .is_some_and(|ty| ty.contains('.') && !ty.contains(' '));
+        if i > 0 && (t.starts_with("@@") || go_struct) {
+            break;
+        }
+        end += line.len();
+    }
+    &s[..end]
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -400,6 +420,23 @@ mod tests {
         assert!(c.is_apply_conflict());
         assert_eq!(c.conflicting_managers(), vec!["kubectl", "hpa"]);
         assert!(!status(409, "AlreadyExists", "pods \"x\" already exists").is_apply_conflict());
+    }
+
+    #[test]
+    fn the_servers_object_dump_is_left_out_of_the_message() {
+        // kube-apiserver 1.34's answer to a PVC size change on an unbound claim.
+        let pvc = "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims\n@@ -6,7 +6,7 @@\n \t\"Resources\": {\n-\t\t\"storage\": \"1Gi\"\n+\t\t\"storage\": \"2Gi\"\n";
+        assert_eq!(
+            one_line(without_object_dump(pvc)),
+            "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
+        );
+        let pod = "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`\n  core.PodSpec{\n  \tVolumes: nil,\n  }\n";
+        assert_eq!(
+            one_line(without_object_dump(pod)),
+            "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"
+        );
+        let plain = "a\nb {";
+        assert_eq!(without_object_dump(plain), plain);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod apply;
 mod apply_cli;
 mod common;
+mod control_plane;
 mod docs;
 mod fakeapi;
 mod gitops;
