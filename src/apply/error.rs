@@ -92,6 +92,41 @@ pub enum ApplyError {
     /// An object reached a state it will not recover from on its own.
     #[error("{object} failed: {reason}")]
     WaitFailed { object: String, reason: String },
+    /// Another run holds the rollout's Lease (it has not released it and it has not expired):
+    /// this run must not write the rollout. Checked before anything is written.
+    #[error(
+        "rollout {rollout} is being changed by another run: Lease {lease} held by {holder} (renewed {renewed}, expires in {expires_in}s); this run did nothing"
+    )]
+    Locked {
+        rollout: String,
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// The other run's `holderIdentity`.
+        holder: String,
+        /// Its last `renewTime` (RFC 3339), or `never`.
+        renewed: String,
+        /// Seconds until it expires and another run may take it over.
+        expires_in: u64,
+    },
+    /// This run no longer holds its Lease (a renewal failed or another run took it over after
+    /// it expired): the run must stop writing at once, another one may be writing.
+    #[error(
+        "this run lost Lease {lease} (held as {holder}): {reason}; it stopped writing the rollout"
+    )]
+    LeaseLost {
+        lease: String,
+        holder: String,
+        reason: String,
+    },
+    /// Reading, taking, renewing or releasing the rollout's Lease failed at the API.
+    #[error("{action} Lease {lease}")]
+    Lease {
+        /// `taking`, `renewing` or `releasing`.
+        action: &'static str,
+        lease: String,
+        #[source]
+        source: ApiCause,
+    },
 }
 
 impl ApplyError {
@@ -107,6 +142,9 @@ impl ApplyError {
             | ApplyError::Delete { object, .. }
             | ApplyError::WaitFailed { object, .. } => Some(object),
             ApplyError::List { kind, .. } | ApplyError::NotServed { kind, .. } => Some(kind),
+            ApplyError::Locked { lease, .. }
+            | ApplyError::LeaseLost { lease, .. }
+            | ApplyError::Lease { lease, .. } => Some(lease),
             ApplyError::Config { .. } | ApplyError::WaitTimeout { .. } => None,
         }
     }
@@ -140,6 +178,10 @@ pub struct ApiCause {
     pub timed_out: bool,
     /// How many attempts were made (more than one after transient failures).
     pub attempts: u32,
+    /// How long the server asked the client to wait before retrying: the Status body's
+    /// `details.retryAfterSeconds` (what kube exposes of the `Retry-After` header the API
+    /// server sends with it).
+    pub retry_after: Option<std::time::Duration>,
     kube: Option<kube::Error>,
 }
 
@@ -149,8 +191,20 @@ impl ApiCause {
         match &err {
             kube::Error::Api(status) => ApiCause {
                 code: Some(status.code),
-                reason: status.reason.clone(),
+                reason: if status.reason == KUBE_UNPARSED_REASON {
+                    // Not a Status body (an apiserver filter's plain-text 429, a proxy's 503):
+                    // kube's placeholder says nothing, the HTTP reason phrase does.
+                    reason_phrase(status.code).to_string()
+                } else {
+                    status.reason.clone()
+                },
                 message: one_line(&status.message),
+                retry_after: status
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|s| *s > 0)
+                    .map(|s| std::time::Duration::from_secs(u64::from(s))),
                 fields: status
                     .details
                     .as_ref()
@@ -183,6 +237,7 @@ impl ApiCause {
                     fields: Vec::new(),
                     timed_out: false,
                     attempts: 1,
+                    retry_after: None,
                     kube: Some(err),
                 }
             }
@@ -198,6 +253,7 @@ impl ApiCause {
             fields: Vec::new(),
             timed_out: true,
             attempts: 1,
+            retry_after: None,
             kube: None,
         }
     }
@@ -264,16 +320,18 @@ impl ApiCause {
 }
 
 impl fmt::Display for ApiCause {
+    /// `[after N attempts: ]CODE Reason: message`: the last answer, so a request that gave up
+    /// says what the server said last (e.g. `after 5 attempts: 429 TooManyRequests: ...`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempts > 1 {
+            write!(f, "after {} attempts: ", self.attempts)?;
+        }
         match self.code {
             Some(code) if !self.reason.is_empty() => {
                 write!(f, "{code} {}: {}", self.reason, self.message)?
             }
             Some(code) => write!(f, "{code}: {}", self.message)?,
             None => write!(f, "{}", self.message)?,
-        }
-        if self.attempts > 1 {
-            write!(f, " (after {} attempts)", self.attempts)?;
         }
         Ok(())
     }
@@ -303,6 +361,26 @@ fn transport_failure(err: &kube::Error) -> bool {
             io
         }
         _ => false,
+    }
+}
+
+/// The reason kube gives an error answer whose body is not a Status.
+const KUBE_UNPARSED_REASON: &str = "Failed to parse error data";
+
+/// The HTTP reason phrase of the status codes an API server or a proxy in front of it answers
+/// without a Status body.
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
     }
 }
 

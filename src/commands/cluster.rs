@@ -91,7 +91,8 @@ async fn manager(args: &ClusterArgs, loaded: &Loaded) -> Result<Manager, ApplyEr
 }
 
 /// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
-/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
+/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account). kube's
+/// own retry layer is off: every request is retried only by `apply::RetryPolicy`.
 pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
     use kube::config::{Config, KubeConfigOptions, Kubeconfig};
     let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
@@ -101,7 +102,7 @@ pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
     };
     // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(paths) => {
             let mut merged: Option<Kubeconfig> = None;
             for p in std::env::split_paths(paths) {
@@ -126,6 +127,9 @@ pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
             .map_err(|e| cfg_err(&e))?,
         None => Config::infer().await.map_err(|e| cfg_err(&e))?,
     };
+    // kube retries 429/503/504 inside each request by default; snaproll's own retry
+    // (`apply::RetryPolicy`) is the one budget, so the inner one would multiply it.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| cfg_err(&e))
 }
 

@@ -208,6 +208,15 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
 
 /// The exit code for an error, from the first typed error in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    // Whatever layer wraps it, a run that found the rollout's Lease held did nothing.
+    if err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::apply::ApplyError>(),
+            Some(crate::apply::ApplyError::Locked { .. })
+        )
+    }) {
+        return exit::LOCKED;
+    }
     for cause in err.chain() {
         if cause.is::<SpecError>() || cause.is::<RenderError>() {
             return exit::INVALID;

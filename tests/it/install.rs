@@ -630,6 +630,27 @@ fn apply_mode_role_is_exactly_what_apply_prune_requests() {
         );
     }
 
+    // What every push run does around its writes (`apply::lease`): take the rollout's Lease
+    // (created by the first run, taken over by later ones), renew it, release it; a run that
+    // finds it held only reads it.
+    server.block_on(async {
+        let mgr = snaproll::apply::Manager::new(server.api.client.clone(), "demo", "default");
+        let first = mgr
+            .acquire_lease(std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            mgr.acquire_lease(std::time::Duration::from_secs(60))
+                .await
+                .is_err()
+        );
+        first.release().await.unwrap();
+        let second = mgr
+            .acquire_lease(std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        second.release().await.unwrap();
+    });
     let requests = crate::fakeapi::rbac_requests(&server.api.requests());
     // The grants `install` renders for this spec without --repo (the apply CronJob).
     let loaded = snaproll::spec::load(&two_datasets(dir.path(), true)).unwrap();

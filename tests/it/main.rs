@@ -6,5 +6,6 @@ mod docs;
 mod fakeapi;
 mod gitops;
 mod install;
+mod lease;
 mod lifecycle;
 mod render;
