@@ -482,6 +482,38 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_and_the_last_status_are_kept() {
+        let answer: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "message": "slow down", "reason": "TooManyRequests",
+            "code": 429, "details": {"retryAfterSeconds": 3}
+        }))
+        .unwrap();
+        let mut c = ApiCause::from_kube(kube::Error::Api(Box::new(answer)));
+        assert_eq!(c.retry_after, Some(std::time::Duration::from_secs(3)));
+        c.attempts = 5;
+        assert_eq!(
+            c.to_string(),
+            "after 5 attempts: 429 TooManyRequests: slow down"
+        );
+        assert_eq!(status_retry_after_none().retry_after, None);
+        // A body that is not a Status (an apiserver filter's plain-text 429): kube's
+        // placeholder reason becomes the HTTP reason phrase.
+        let c = status(
+            429,
+            KUBE_UNPARSED_REASON,
+            "Too many requests, please try again later.",
+        );
+        assert_eq!(
+            c.to_string(),
+            "429 Too Many Requests: Too many requests, please try again later."
+        );
+    }
+
+    fn status_retry_after_none() -> ApiCause {
+        status(503, "ServiceUnavailable", "down")
+    }
+
+    #[test]
     fn display_is_one_line_without_debug_dumps() {
         let c = status(500, "InternalError", "etcd\nleader changed");
         assert_eq!(c.to_string(), "500 InternalError: etcd leader changed");

@@ -34,6 +34,10 @@ pub fn lease_name(rollout: &str) -> String {
 ///
 /// Dropping the guard stops the renewal without releasing: a run that dies leaves the Lease
 /// to expire, so no other run starts while the dead one's writes may still be in flight.
+///
+/// The renewal is a task on the runtime that ran [`Manager::acquire_lease`]: with a
+/// multi-thread runtime it runs while the caller's thread is blocked (`std::thread::sleep`
+/// between `--wait` polls); a current-thread runtime would starve it.
 pub struct LeaseGuard {
     mgr: Manager,
     name: String,
@@ -190,6 +194,9 @@ impl Manager {
 impl LeaseGuard {
     /// Err([`ApplyError::LeaseLost`]) once a renewal failed or someone else took the lease
     /// (or no renewal succeeded for a whole lease duration): the caller must stop writing.
+    // The same error type as every other step of a run (the caller's `?` needs no mapping);
+    // it is built only on the way out of a run, so its size costs nothing.
+    #[allow(clippy::result_large_err)]
     pub fn check(&self) -> Result<(), ApplyError> {
         if let Some(reason) = self.shared.lost.lock().unwrap().clone() {
             return Err(self.lost(reason));
