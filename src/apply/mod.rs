@@ -29,6 +29,7 @@ pub mod error;
 pub mod lease;
 pub mod named;
 pub mod readiness;
+pub mod retry_after;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -92,7 +92,8 @@ async fn manager(args: &ClusterArgs, loaded: &Loaded) -> Result<Manager, ApplyEr
 
 /// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
 /// `kube::Config::infer` (default kubeconfig, then the in-cluster service account). kube's
-/// own retry layer is off: every request is retried only by `apply::RetryPolicy`.
+/// own retry layer is off: every request is retried only by `apply::RetryPolicy`, which reads
+/// a `Retry-After` header through `apply::retry_after`.
 pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
     use kube::config::{Config, KubeConfigOptions, Kubeconfig};
     let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
@@ -130,7 +131,10 @@ pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
     // kube retries 429/503/504 inside each request by default; snaproll's own retry
     // (`apply::RetryPolicy`) is the one budget, so the inner one would multiply it.
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| cfg_err(&e))?
+        .with_layer(&crate::apply::retry_after::RetryAfterLayer)
+        .build())
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

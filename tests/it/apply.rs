@@ -2443,4 +2443,39 @@ fn cli_a_transient_503_is_retried_and_retry_after_is_waited() {
         "{waited:?}"
     );
     eprintln!("Retry-After 1 s: retried after {waited:?}");
+    // The API server's own throttling (priority and fairness): a plain-text 429 whose only
+    // trace of the pause is the Retry-After header. Waited too, and named on failure.
+    server.api.clear_requests();
+    server
+        .api
+        .inject(Fault::throttled("GET", "/statefulsets", 1).times(1));
+    apply();
+    let lists = sts_lists(&server.api.requests());
+    assert_eq!(
+        lists.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = lists[1].at - lists[0].at;
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+    eprintln!("header-only Retry-After 1 s: retried after {waited:?}");
+    server
+        .api
+        .inject(Fault::throttled("GET", "/statefulsets", 1).times(5));
+    let out = snaproll()
+        .args(["apply", "-f"])
+        .arg(&spec)
+        .args(["--generation", G1, "--dry-run", "--kubeconfig"])
+        .arg(&kc)
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    assert!(
+        String::from_utf8(out.stderr).unwrap().ends_with(
+            "listing StatefulSet objects in namespace default: after 5 attempts: 429 Too Many Requests: Too many requests, please try again later.\n"
+        )
+    );
 }

@@ -139,6 +139,9 @@ pub enum FaultAction {
     /// Like `Status`, asking the client to wait this many seconds, as the API server does:
     /// a `Retry-After` header and `details.retryAfterSeconds` in the Status.
     StatusRetryAfter(u16, String, String, u32),
+    /// The API server's priority-and-fairness rejection: 429, `Retry-After: <secs>` and a
+    /// plain-text body (no Status).
+    Throttled(u32),
     /// Wait this long, then carry on (so the client's own timeout fires first).
     Delay(Duration),
     /// Answer 200 with this body (e.g. one that does not decode).
@@ -207,6 +210,17 @@ impl Fault {
             self.action = FaultAction::StatusRetryAfter(code, reason, message, secs);
         }
         self
+    }
+    /// A throttled answer as the API server's priority-and-fairness filter sends it.
+    pub fn throttled(method: &str, path: &str, secs: u32) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Throttled(secs),
+        }
     }
     pub fn times(mut self, n: usize) -> Fault {
         self.times = n;
@@ -745,6 +759,16 @@ async fn answer(
                 http::HeaderValue::from_str(&secs.to_string()).expect("header"),
             );
             return Ok(resp);
+        }
+        Some(FaultAction::Throttled(secs)) => {
+            return Ok(Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("content-type", "text/plain; charset=utf-8")
+                .header("retry-after", secs.to_string())
+                .body(Full::new(Bytes::from_static(
+                    b"Too many requests, please try again later.\n",
+                )))
+                .expect("response"));
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultAction::Body(b)) => {
