@@ -294,7 +294,8 @@ async fn renew_loop(
                 Ok(Err(Write::Failed(cause))) => format!("renewing it failed: {cause}"),
                 Err(_) => "no renewal succeeded before it expired".to_string(),
             };
-        tracing::warn!(lease = %mgr.lease_display(), %reason, "lost the Lease");
+        // Info, not warn: the caller reports the loss as its one-line error.
+        tracing::info!(lease = %mgr.lease_display(), %reason, "lost the Lease");
         *shared.lost.lock().unwrap() = Some(reason);
         return;
     }

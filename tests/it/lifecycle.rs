@@ -1735,6 +1735,21 @@ fn push_role_is_exactly_what_the_push_lifecycle_requests() {
     // A dataset leaves the spec: its Service and source PVC are pruned too.
     w.set_knobs(|k| k.datasets = vec!["data"]);
     w.settle(D2, 12);
+    // The rollout's Lease as push runs hold it (`apply::lease`): created by the first run,
+    // taken over and released by later ones; a run that finds it held only reads it.
+    w.server.block_on(async {
+        let mgr = snaproll::apply::Manager::new(w.api().client.clone(), "demo", "default");
+        let hold = std::time::Duration::from_secs(60);
+        let first = mgr.acquire_lease(hold).await.unwrap();
+        assert!(mgr.acquire_lease(hold).await.is_err());
+        first.release().await.unwrap();
+        mgr.acquire_lease(hold)
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+    });
     let requests = rbac_requests(&w.api().requests());
     let report = rbac::check(&install_grants(&w.spec, false), &requests);
     assert!(
