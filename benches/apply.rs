@@ -9,7 +9,7 @@
 #[path = "../tests/it/fakeapi.rs"]
 mod fakeapi;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use snaproll::apply::{ApplyOptions, Manager};
 use snaproll::render::{Plan, RenderedSet, Renderer};
@@ -50,6 +50,8 @@ struct Row {
     gets: usize,
     dry_runs: usize,
     writes: usize,
+    /// Requests on the rollout's Lease (the run's lock), apart from the object requests.
+    lease: usize,
     kubectl: usize,
 }
 
@@ -81,9 +83,18 @@ fn main() {
         ] {
             api.clear_requests();
             let start = Instant::now();
+            // As every push run does: hold the rollout's Lease while writing.
+            let lease = mgr
+                .acquire_lease(Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("{run}: {e}"));
             let cs = mgr.apply(set, &opts).await.unwrap_or_else(|f| {
                 panic!("{run}: {}: {}", f, f.error);
             });
+            lease
+                .release()
+                .await
+                .unwrap_or_else(|e| panic!("{run}: {e}"));
             let millis = start.elapsed().as_millis();
             let reqs = api.requests();
             rows.push(Row {
@@ -98,10 +109,11 @@ fn main() {
                 lists: reqs.iter().filter(|r| r.is_list()).count(),
                 gets: reqs
                     .iter()
-                    .filter(|r| r.method == "GET" && !r.is_list())
+                    .filter(|r| r.method == "GET" && !r.is_list() && !r.is_lease())
                     .count(),
                 dry_runs: reqs.iter().filter(|r| r.is_dry_run()).count(),
                 writes: reqs.iter().filter(|r| r.is_write()).count(),
+                lease: reqs.iter().filter(|r| r.is_lease()).count(),
                 kubectl: objects,
             });
             eprintln!("{run}: {}", cs.to_text().lines().last().unwrap_or_default());
@@ -123,7 +135,7 @@ fn main() {
         "\napply benchmark: {datasets} datasets, {objects} objects, in-memory fake API server\n"
     );
     println!(
-        "{:<20} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>26}",
+        "{:<20} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>6} {:>26}",
         "run",
         "wall ms",
         "requests",
@@ -131,12 +143,13 @@ fn main() {
         "GETs",
         "dry-runs",
         "writes",
+        "lease",
         "kubectl apply --server-side"
     );
     for r in &rows {
         println!(
-            "{:<20} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>17} PATCHes",
-            r.run, r.millis, r.requests, r.lists, r.gets, r.dry_runs, r.writes, r.kubectl
+            "{:<20} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>6} {:>17} PATCHes",
+            r.run, r.millis, r.requests, r.lists, r.gets, r.dry_runs, r.writes, r.lease, r.kubectl
         );
     }
     println!(
@@ -144,7 +157,9 @@ fn main() {
     );
     // The target: a no-op makes one LIST per kind and no write. The documented extras are two
     // GETs by name: the ApplySet parent (the inventory) and the VolumeSnapshotClass (read by
-    // name so RBAC can limit it to that name).
+    // name so RBAC can limit it to that name). The run's Lease is counted apart (`lease`): a
+    // GET and a create or update to take it, an update to release it; it is the run's lock,
+    // not a change to the rollout.
     let noop = &rows[1];
     let mut kinds = noop.listed.clone();
     kinds.sort();
@@ -153,15 +168,17 @@ fn main() {
         && noop.writes == 0
         && noop.dry_runs == 0
         && noop.gets == 2
-        && noop.requests == noop.lists + noop.gets;
+        && noop.lease == 3
+        && noop.requests == noop.lists + noop.gets + noop.lease;
     println!(
-        "{} no-op: one LIST per kind ({} LISTs of {} kinds: {}) and zero writes ({} writes, {} dry-runs); documented extras: {} GETs (ApplySet parent, VolumeSnapshotClass by name)",
+        "{} no-op: one LIST per kind ({} LISTs of {} kinds: {}) and zero writes ({} writes, {} dry-runs); documented extras: {} GETs (ApplySet parent, VolumeSnapshotClass by name) and {} Lease requests (take: GET + update, release: update)",
         if pass { "PASS" } else { "MISS" },
         noop.lists,
         kinds.len(),
         kinds.join(", "),
         noop.writes,
         noop.dry_runs,
-        noop.gets
+        noop.gets,
+        noop.lease
     );
 }

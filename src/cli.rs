@@ -27,7 +27,8 @@ Exit codes:
   2  invalid input: spec, flags, templates or rendered objects (nothing was written)
   3  Git error: repository, commit or push (nothing was committed, or the push was rejected)
   4  cluster error: API access, apply, prune or wait
-  5  local I/O error: writing --out or stdout";
+  5  local I/O error: writing --out or stdout
+  6  another run holds the rollout's Lease; nothing was done";
 
 /// Flags every command takes.
 #[derive(Debug, Args)]

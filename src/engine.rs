@@ -236,7 +236,7 @@ pub struct Engine {
     loaded: Loaded,
     renderer: Renderer,
     cluster: Option<Cluster>,
-    lease: Option<LeaseGuard>,
+    lease: Option<crate::apply::LeaseGuard>,
 }
 
 impl Engine {
@@ -319,7 +319,7 @@ impl Engine {
         };
         let guard = c
             .runtime
-            .block_on(acquire_lease(&c.manager, LEASE_DURATION))
+            .block_on(c.manager.acquire_lease(LEASE_DURATION))
             .map_err(|source| EngineError::Lease {
                 rollout: self.loaded.rollout.metadata.name.clone(),
                 source: Box::new(source),
@@ -505,6 +505,7 @@ impl Engine {
             source: Box::new(source),
         };
         let opts = self.decision_options(now);
+        let namespace = rollout.metadata.namespace.clone();
         let (step, checkout) = match &self.cluster {
             Some(c) => {
                 let mut step = c
@@ -522,7 +523,8 @@ impl Engine {
                 // by itself.
                 if let (Some(target), Some(live)) = (&self.opts.git, &step.live) {
                     let objects: Vec<Value> = live.objects.values().cloned().collect();
-                    let holds = rollout::removed_holds(&step.decisions, &name, &objects);
+                    let mut holds = rollout::removed_holds(&step.decisions, &name, &objects);
+                    holds.extend(rollout::source_holds(&step.decisions, &namespace));
                     if !holds.is_empty() {
                         let files = gitops::read(&target.dest).map_err(git_err)?;
                         carry(&mut step.set, &files, &holds);
@@ -547,7 +549,8 @@ impl Engine {
                     .map_err(step_err)?;
                 // A dataset that left the spec leaves Git StatefulSets first: the rest of it
                 // stays one more run.
-                let holds = rollout::removed_git_holds(rollout, &name, &manifests);
+                let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
+                holds.extend(rollout::source_holds(&step.decisions, &namespace));
                 carry(&mut step.set, &files, &holds);
                 (step, Some(checkout))
             }
@@ -628,7 +631,15 @@ impl Engine {
                 .filter(|d| d.removed)
                 .map(|d| d.dataset.clone())
                 .collect(),
-            keep: rollout::removed_holds(&step.decisions, &self.rollout_name(), &objects),
+            keep: {
+                let mut keep =
+                    rollout::removed_holds(&step.decisions, &self.rollout_name(), &objects);
+                keep.extend(rollout::source_holds(
+                    &step.decisions,
+                    &self.loaded.rollout.metadata.namespace,
+                ));
+                keep
+            },
             ..PruneOptions::default()
         };
         match write {
@@ -730,7 +741,7 @@ pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
     };
     // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(paths) => {
             let mut merged: Option<Kubeconfig> = None;
             for p in std::env::split_paths(paths) {
@@ -755,7 +766,13 @@ pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
             .map_err(|e| cfg_err(&e))?,
         None => Config::infer().await.map_err(|e| cfg_err(&e))?,
     };
-    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
+    // kube retries 429/503/504 inside each request by default; snaproll's own retry
+    // (`apply::RetryPolicy`) is the one budget, so the inner one would multiply it.
+    config.default_retry = false;
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| cfg_err(&e))?
+        .with_layer(&crate::apply::retry_after::RetryAfterLayer)
+        .build())
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -834,22 +851,4 @@ pub fn summary_lines(decisions: &[Decision]) -> Vec<String> {
             format!("{}: {gens}", d.dataset)
         })
         .collect()
-}
-
-// Stand-in until the Lease module lands: every run gets the lease.
-struct LeaseGuard;
-impl LeaseGuard {
-    fn holder(&self) -> &str {
-        ""
-    }
-    #[allow(clippy::result_large_err)]
-    fn check(&self) -> Result<(), ApplyError> {
-        Ok(())
-    }
-    async fn release(self) -> Result<(), ApplyError> {
-        Ok(())
-    }
-}
-async fn acquire_lease(_: &Manager, _: Duration) -> Result<LeaseGuard, ApplyError> {
-    Ok(LeaseGuard)
 }

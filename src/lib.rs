@@ -32,4 +32,6 @@ pub mod exit {
     pub const CLUSTER: u8 = 4;
     /// Local I/O failure.
     pub const IO: u8 = 5;
+    /// Another run holds the rollout's Lease; nothing was done.
+    pub const LOCKED: u8 = 6;
 }

@@ -313,10 +313,10 @@ pub fn member_labels(
 /// Whether an object with `labels` is a member of the rollout's ApplySet: it carries the
 /// ownership labels *and* the set's `part-of` id. Labels alone prove nothing (anyone can copy
 /// them); an object with the ownership labels but another or no `part-of` is a look-alike:
-/// reported, never adopted, counted, served or deleted. The one exception: claims the
-/// StatefulSet controller made from a claim template rendered before templates carried the
-/// membership label (no `part-of` at all) still count, so an upgrade cannot lose sight of them
-/// and retire a snapshot they were restored from.
+/// reported, never adopted, counted, served or deleted. The one exception: the claims the
+/// StatefulSet controller makes from a claim template carry no `part-of` (kubectl's ApplySet
+/// prune would delete members it did not apply); they count by their labels, and another
+/// ApplySet's `part-of` still excludes them.
 pub fn is_member(labels: &BTreeMap<String, String>, rollout: &str, applyset_id: &str) -> bool {
     if !is_owned_by(labels, rollout) {
         return false;

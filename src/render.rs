@@ -101,6 +101,10 @@ fn known_templates() -> String {
 pub struct Plan {
     /// Dataset name → generations to render, oldest first.
     pub datasets: BTreeMap<String, Vec<GenerationPlan>>,
+    /// Datasets whose shared source claim `<dataset>` is not rendered: the live one differs
+    /// from the spec in a field the API server refuses to change in place (storage class,
+    /// access modes, volume mode, a smaller size). Their new generations fill a fresh claim.
+    pub fresh_source: std::collections::BTreeSet<String>,
 }
 
 /// The parts of one generation of one dataset to render.
@@ -113,6 +117,9 @@ pub struct GenerationPlan {
     /// Storage request of the StatefulSet's claims (at least the snapshot's `restoreSize`);
     /// `None` uses the dataset's `storage.size`.
     pub claim_size: Option<String>,
+    /// The claim the producer fills and the snapshot is taken of, when it is not the shared
+    /// `<dataset>` claim: `<dataset>-<generation>`, rendered while the producer is.
+    pub source: Option<String>,
 }
 
 impl GenerationPlan {
@@ -124,6 +131,7 @@ impl GenerationPlan {
             snapshot: false,
             statefulset: false,
             claim_size: None,
+            source: None,
         }
     }
 
@@ -135,6 +143,7 @@ impl GenerationPlan {
             snapshot: true,
             statefulset: true,
             claim_size: None,
+            source: None,
         }
     }
 
@@ -159,6 +168,7 @@ impl Plan {
                 .iter()
                 .map(|d| (d.name.clone(), vec![GenerationPlan::full(id)]))
                 .collect(),
+            fresh_source: Default::default(),
         }
     }
 }
@@ -318,6 +328,7 @@ impl Renderer {
                                 rollout,
                                 d,
                                 &plan.datasets[&d.name],
+                                plan.fresh_source.contains(&d.name),
                                 shared,
                                 &mut out,
                             )?;
@@ -357,17 +368,24 @@ impl Renderer {
         rollout: &Rollout,
         d: &Dataset,
         gens: &[GenerationPlan],
+        fresh_source: bool,
         shared: &minijinja::Value,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
         let own = dataset_values(d);
         let layers = [&own, shared];
         let base = dataset_context(rollout, d, None, &layers);
-        out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
+        if !fresh_source {
+            out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
+        }
         out.push(self.render_one(Kind::Service, &base)?);
         for g in gens {
             let ctx = dataset_context(rollout, d, Some(g), &layers);
             if g.producer {
+                if g.source.is_some() {
+                    // The generation's own source claim, named in its context.
+                    out.push(self.render_one(Kind::PersistentVolumeClaim, &ctx)?);
+                }
                 out.push(self.render_one(Kind::Pod, &ctx)?);
             }
             if g.snapshot {
@@ -656,6 +674,9 @@ fn dataset_context(
     ]);
     let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
     if let (Some(g), Some(id)) = (g, gen_id) {
+        if let Some(source) = &g.source {
+            names.insert("pvc", source.clone());
+        }
         names.insert("producer", format!("{}-producer-{id}", d.name));
         names.insert("snapshot", format!("{}-{id}", d.name));
         names.insert("statefulset", format!("{}-{id}", d.consumer.name));
@@ -672,9 +693,14 @@ fn dataset_context(
             "statefulset",
             with(owned.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
         );
+        // Claims the StatefulSet controller makes from the template are not ApplySet members:
+        // kubectl's ApplySet prune would delete every member it did not apply.
         labels.insert(
             "claim",
-            with(owned, [(manifest::LABEL_COMPONENT, "consumer-volume")]),
+            with(
+                manifest::ownership_labels(rollout, Some(&d.name), Some(id)),
+                [(manifest::LABEL_COMPONENT, "consumer-volume")],
+            ),
         );
         let pod = with(
             with(BTreeMap::new(), app),

@@ -217,6 +217,10 @@ pub struct Decision {
     /// rollout's ApplySet (`Kind/name`); ignored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub foreign: Vec<String>,
+    /// The shared source claim, when it is no longer rendered (its spec changed in a way the
+    /// API server refuses in place) but a rendered producer still uses it: kept until then.
+    #[serde(skip)]
+    pub held_source: Option<String>,
 }
 
 impl Decision {
@@ -250,6 +254,18 @@ pub fn decide_all(
     observed: &BTreeMap<String, Vec<Observed>>,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
+    decide_all_with(rollout, observed, &BTreeMap::new(), opts)
+}
+
+/// [`decide_all`], knowing each dataset's shared source claim as it exists (live, or as Git
+/// holds it), so that a change the API server refuses in place rolls forward
+/// ([`roll_source_forward`]).
+pub fn decide_all_with(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    sources: &BTreeMap<String, Value>,
+    opts: &Options,
+) -> (Vec<Decision>, Plan) {
     let empty = Vec::new();
     let mut decisions: Vec<Decision> = rollout
         .spec
@@ -262,13 +278,176 @@ pub fn decide_all(
             decisions.push(decide_removed(name, gens, opts));
         }
     }
+    let fresh_source = roll_source_forward(rollout, observed, sources, &mut decisions);
     let plan = Plan {
         datasets: decisions
             .iter()
             .map(|d| (d.dataset.clone(), d.render.clone()))
             .collect(),
+        fresh_source,
     };
     (decisions, plan)
+}
+
+/// What in the shared source claim `live` the API server would refuse to change to `d`'s
+/// storage spec in place (a claim's spec is immutable but for a larger size): `None` when it
+/// can be applied. A storage class the spec leaves out is the server's default: not a change.
+pub fn source_change(d: &Dataset, live: &Value) -> Option<String> {
+    let spec = &d.storage;
+    let mut changes = Vec::new();
+    let have = |p: &str| live.pointer(p);
+    if let Some(want) = &spec.storage_class_name
+        && have("/spec/storageClassName").and_then(Value::as_str) != Some(want.as_str())
+    {
+        changes.push(format!(
+            "storageClassName {} -> {want}",
+            have("/spec/storageClassName")
+                .and_then(Value::as_str)
+                .unwrap_or("(default)")
+        ));
+    }
+    let modes: Vec<String> = spec.access_modes.iter().map(|m| format!("{m:?}")).collect();
+    let live_modes: Vec<String> = have("/spec/accessModes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    if !live_modes.is_empty() && sorted(live_modes.clone()) != sorted(modes.clone()) {
+        changes.push(format!(
+            "accessModes {} -> {}",
+            live_modes.join(","),
+            modes.join(",")
+        ));
+    }
+    let mode = format!("{:?}", spec.volume_mode);
+    if let Some(m) = have("/spec/volumeMode").and_then(Value::as_str)
+        && m != mode
+    {
+        changes.push(format!("volumeMode {m} -> {mode}"));
+    }
+    let size = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|q| spec::quantity::parse(q).ok())
+    };
+    if let (Some(have_size), Some(want)) = (
+        size(have("/spec/resources/requests/storage")),
+        spec::quantity::parse(&spec.size).ok(),
+    ) && want < have_size
+    {
+        changes.push(format!(
+            "size {} -> {} (claims never shrink)",
+            have("/spec/resources/requests/storage")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            spec.size
+        ));
+    }
+    (!changes.is_empty()).then(|| changes.join(", "))
+}
+
+/// The claim a generation's producer filled: its snapshot's source, else its producer's volume.
+fn source_of(o: &Observed) -> Option<String> {
+    let from_snapshot = o
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.pointer("/spec/source/persistentVolumeClaimName"))
+        .and_then(Value::as_str);
+    let from_producer = || {
+        o.producer
+            .as_ref()?
+            .pointer("/spec/volumes")?
+            .as_array()?
+            .iter()
+            .find_map(|v| v.pointer("/persistentVolumeClaim/claimName"))
+            .and_then(Value::as_str)
+    };
+    from_snapshot.or_else(from_producer).map(String::from)
+}
+
+/// Immutable source changes roll forward. The shared claim `<dataset>` is filled by every
+/// generation's producer; when the spec changes one of its immutable fields, applying it would
+/// fail on every run. Instead the shared claim stops being rendered, each new generation fills
+/// a fresh claim `<dataset>-<generation>` (rendered while its producer is), the serving
+/// generation keeps serving from its snapshot, and the old claim is kept while a rendered
+/// producer still uses it, then pruned. Once it is gone the next generation uses `<dataset>`
+/// again, created with the new spec. Generations keep the claim they started with (a
+/// snapshot's source is immutable). Returns the datasets whose shared claim is not rendered.
+fn roll_source_forward(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    sources: &BTreeMap<String, Value>,
+    decisions: &mut [Decision],
+) -> std::collections::BTreeSet<String> {
+    let mut fresh = std::collections::BTreeSet::new();
+    let empty = Vec::new();
+    for d in &rollout.spec.datasets {
+        let Some(decision) = decisions.iter_mut().find(|x| x.dataset == d.name) else {
+            continue;
+        };
+        let gens = observed.get(&d.name).unwrap_or(&empty);
+        let change = sources.get(&d.name).and_then(|live| source_change(d, live));
+        for plan in &mut decision.render {
+            let used = gens.iter().find(|o| o.id == plan.id).and_then(source_of);
+            plan.source = match used {
+                Some(c) if c != d.name => Some(c),
+                Some(_) => None,
+                // A generation starting now.
+                None if change.is_some() => Some(format!("{}-{}", d.name, plan.id)),
+                None => None,
+            };
+        }
+        if let Some(what) = change {
+            fresh.insert(d.name.clone());
+            let still_used = decision
+                .render
+                .iter()
+                .any(|p| p.producer && p.source.is_none());
+            decision.notes.push(format!(
+                "dataset {}: source claim {} cannot change in place ({what}); new generations fill a fresh claim {}-<generation>{}",
+                d.name,
+                d.name,
+                d.name,
+                if still_used {
+                    format!("; {} stays while a producer uses it", d.name)
+                } else {
+                    format!("; {} is removed", d.name)
+                }
+            ));
+            if still_used {
+                decision.held_source = Some(d.name.clone());
+            }
+        }
+    }
+    fresh
+}
+
+/// What the prune (push mode) or Git (offline) must keep of shared source claims that are no
+/// longer rendered but still used (see [`roll_source_forward`]).
+pub fn source_holds(
+    decisions: &[Decision],
+    namespace: &str,
+) -> BTreeMap<crate::manifest::ObjectRef, String> {
+    decisions
+        .iter()
+        .filter_map(|d| {
+            let name = d.held_source.as_ref()?;
+            Some((
+                crate::manifest::ObjectRef::new(Kind::PersistentVolumeClaim, Some(namespace), name),
+                format!(
+                    "source claim of dataset {}: a producer still uses it; removed once none does",
+                    d.dataset
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// A dataset that left the spec: every generation retires, one step per run as usual
@@ -304,6 +483,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
         removed: true,
         notes: Vec::new(),
         foreign: Vec::new(),
+        held_source: None,
     }
 }
 
@@ -754,6 +934,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         removed: false,
         notes,
         foreign: Vec::new(),
+        held_source: None,
     }
 }
 
@@ -834,6 +1015,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         removed: false,
         notes,
         foreign: Vec::new(),
+        held_source: None,
     }
 }
 
@@ -1036,7 +1218,8 @@ pub async fn step_from_cluster(
         mut foreign,
     } = observe_members(&rollout.metadata.name, &manager.applyset().id, &values);
     check_pins(rollout, &observed, opts)?;
-    let (mut decisions, plan) = decide_all(rollout, &observed, opts);
+    let sources = shared_sources(rollout, &values, Some(&manager.applyset().id));
+    let (mut decisions, plan) = decide_all_with(rollout, &observed, &sources, opts);
     for d in &mut decisions {
         d.foreign = foreign.remove(&d.dataset).unwrap_or_default();
     }
@@ -1065,17 +1248,20 @@ pub fn step_from_git(
     // as online (it would commit a new producer under the old id).
     check_pins(rollout, &observed, opts)?;
     let empty = Vec::new();
-    let decisions: Vec<Decision> = rollout
+    let mut decisions: Vec<Decision> = rollout
         .spec
         .datasets
         .iter()
         .map(|d| decide_offline(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
+    let sources = shared_sources(rollout, manifests, None);
+    let fresh_source = roll_source_forward(rollout, &observed, &sources, &mut decisions);
     let plan = Plan {
         datasets: decisions
             .iter()
             .map(|d| (d.dataset.clone(), d.render.clone()))
             .collect(),
+        fresh_source,
     };
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {
@@ -1084,6 +1270,37 @@ pub fn step_from_git(
         set,
         live: None,
     })
+}
+
+/// Each dataset's shared source claim `<dataset>` among `objects` (members only, when
+/// `applyset_id` is given: live objects).
+fn shared_sources(
+    rollout: &Rollout,
+    objects: &[Value],
+    applyset_id: Option<&str>,
+) -> BTreeMap<String, Value> {
+    let name = &rollout.metadata.name;
+    objects
+        .iter()
+        .filter(|v| v.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
+        .filter(|v| {
+            let l = manifest::labels_of(v);
+            l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("source")
+                && match applyset_id {
+                    Some(id) => manifest::is_member(&l, name, id),
+                    None => manifest::is_owned_by(&l, name),
+                }
+        })
+        .filter_map(|v| {
+            let claim = v.pointer("/metadata/name").and_then(Value::as_str)?;
+            rollout
+                .spec
+                .datasets
+                .iter()
+                .any(|d| d.name == claim)
+                .then(|| (claim.to_string(), v.clone()))
+        })
+        .collect()
 }
 
 /// A broken invariant.

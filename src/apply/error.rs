@@ -98,6 +98,41 @@ pub enum ApplyError {
     /// An object reached a state it will not recover from on its own.
     #[error("{object} failed: {reason}")]
     WaitFailed { object: String, reason: String },
+    /// Another run holds the rollout's Lease (it has not released it and it has not expired):
+    /// this run must not write the rollout. Checked before anything is written.
+    #[error(
+        "rollout {rollout} is being changed by another run: Lease {lease} held by {holder} (renewed {renewed}, expires in {expires_in}s); this run did nothing"
+    )]
+    Locked {
+        rollout: String,
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// The other run's `holderIdentity`.
+        holder: String,
+        /// Its last `renewTime` (RFC 3339), or `never`.
+        renewed: String,
+        /// Seconds until it expires and another run may take it over.
+        expires_in: u64,
+    },
+    /// This run no longer holds its Lease (a renewal failed or another run took it over after
+    /// it expired): the run must stop writing at once, another one may be writing.
+    #[error(
+        "this run lost Lease {lease} (held as {holder}): {reason}; it stopped writing the rollout"
+    )]
+    LeaseLost {
+        lease: String,
+        holder: String,
+        reason: String,
+    },
+    /// Reading, taking, renewing or releasing the rollout's Lease failed at the API.
+    #[error("{action} Lease {lease}")]
+    Lease {
+        /// `taking`, `renewing` or `releasing`.
+        action: &'static str,
+        lease: String,
+        #[source]
+        source: ApiCause,
+    },
 }
 
 impl ApplyError {
@@ -114,6 +149,9 @@ impl ApplyError {
             | ApplyError::Delete { object, .. }
             | ApplyError::WaitFailed { object, .. } => Some(object),
             ApplyError::List { kind, .. } | ApplyError::NotServed { kind, .. } => Some(kind),
+            ApplyError::Locked { lease, .. }
+            | ApplyError::LeaseLost { lease, .. }
+            | ApplyError::Lease { lease, .. } => Some(lease),
             ApplyError::Config { .. } | ApplyError::WaitTimeout { .. } => None,
         }
     }
@@ -147,6 +185,10 @@ pub struct ApiCause {
     pub timed_out: bool,
     /// How many attempts were made (more than one after transient failures).
     pub attempts: u32,
+    /// How long the server asked the client to wait before retrying: the Status body's
+    /// `details.retryAfterSeconds` (what kube exposes of the `Retry-After` header the API
+    /// server sends with it).
+    pub retry_after: Option<std::time::Duration>,
     kube: Option<kube::Error>,
 }
 
@@ -156,8 +198,20 @@ impl ApiCause {
         match &err {
             kube::Error::Api(status) => ApiCause {
                 code: Some(status.code),
-                reason: status.reason.clone(),
+                reason: if status.reason == KUBE_UNPARSED_REASON {
+                    // Not a Status body (an apiserver filter's plain-text 429, a proxy's 503):
+                    // kube's placeholder says nothing, the HTTP reason phrase does.
+                    reason_phrase(status.code).to_string()
+                } else {
+                    status.reason.clone()
+                },
                 message: one_line(without_object_dump(&status.message)),
+                retry_after: status
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|s| *s > 0)
+                    .map(|s| std::time::Duration::from_secs(u64::from(s))),
                 fields: status
                     .details
                     .as_ref()
@@ -190,6 +244,7 @@ impl ApiCause {
                     fields: Vec::new(),
                     timed_out: false,
                     attempts: 1,
+                    retry_after: None,
                     kube: Some(err),
                 }
             }
@@ -205,6 +260,7 @@ impl ApiCause {
             fields: Vec::new(),
             timed_out: true,
             attempts: 1,
+            retry_after: None,
             kube: None,
         }
     }
@@ -271,16 +327,18 @@ impl ApiCause {
 }
 
 impl fmt::Display for ApiCause {
+    /// `[after N attempts: ]CODE Reason: message`: the last answer, so a request that gave up
+    /// says what the server said last (e.g. `after 5 attempts: 429 TooManyRequests: ...`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempts > 1 {
+            write!(f, "after {} attempts: ", self.attempts)?;
+        }
         match self.code {
             Some(code) if !self.reason.is_empty() => {
                 write!(f, "{code} {}: {}", self.reason, self.message)?
             }
             Some(code) => write!(f, "{code}: {}", self.message)?,
             None => write!(f, "{}", self.message)?,
-        }
-        if self.attempts > 1 {
-            write!(f, " (after {} attempts)", self.attempts)?;
         }
         Ok(())
     }
@@ -331,6 +389,26 @@ fn without_object_dump(s: &str) -> &str {
         end += line.len();
     }
     &s[..end]
+}
+
+/// The reason kube gives an error answer whose body is not a Status.
+const KUBE_UNPARSED_REASON: &str = "Failed to parse error data";
+
+/// The HTTP reason phrase of the status codes an API server or a proxy in front of it answers
+/// without a Status body.
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -445,6 +523,38 @@ mod tests {
         assert!(status(422, "Invalid", "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`").is_immutable());
         assert!(status(422, "Invalid", "PersistentVolumeClaim \"d\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests").is_immutable());
         assert!(!status(422, "Invalid", "spec.replicas: Invalid value: -1").is_immutable());
+    }
+
+    #[test]
+    fn retry_after_and_the_last_status_are_kept() {
+        let answer: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "message": "slow down", "reason": "TooManyRequests",
+            "code": 429, "details": {"retryAfterSeconds": 3}
+        }))
+        .unwrap();
+        let mut c = ApiCause::from_kube(kube::Error::Api(Box::new(answer)));
+        assert_eq!(c.retry_after, Some(std::time::Duration::from_secs(3)));
+        c.attempts = 5;
+        assert_eq!(
+            c.to_string(),
+            "after 5 attempts: 429 TooManyRequests: slow down"
+        );
+        assert_eq!(status_retry_after_none().retry_after, None);
+        // A body that is not a Status (an apiserver filter's plain-text 429): kube's
+        // placeholder reason becomes the HTTP reason phrase.
+        let c = status(
+            429,
+            KUBE_UNPARSED_REASON,
+            "Too many requests, please try again later.",
+        );
+        assert_eq!(
+            c.to_string(),
+            "429 Too Many Requests: Too many requests, please try again later."
+        );
+    }
+
+    fn status_retry_after_none() -> ApiCause {
+        status(503, "ServiceUnavailable", "down")
     }
 
     #[test]

@@ -26,8 +26,10 @@ pub mod applyset;
 pub mod changes;
 pub mod compare;
 pub mod error;
+pub mod lease;
 pub mod named;
 pub mod readiness;
+pub mod retry_after;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -49,6 +51,7 @@ use crate::render::RenderedSet;
 pub use applyset::ApplySet;
 pub use changes::{Action, Change, ChangeSet, Summary};
 pub use error::{ApiCause, ApplyError};
+pub use lease::LeaseGuard;
 pub use named::NamedObject;
 pub use readiness::{Readiness, readiness};
 
@@ -92,7 +95,12 @@ impl std::error::Error for Failed {
     }
 }
 
-/// Bounded exponential backoff for transient failures (429, 5xx, timeouts).
+/// Bounded exponential backoff for transient failures (429, 5xx, timeouts): the one retry
+/// budget of every request. kube's own retry layer is off in the clients snaproll builds
+/// (`commands::cluster::client`), so `attempts` is the number of requests sent, and the
+/// default gives up after 5 attempts and 0.2 + 0.4 + 0.8 + 1.6 = 3 s of backoff (plus each
+/// attempt's own time, at most `request_timeout`). A server's `retryAfterSeconds` replaces the
+/// backoff delay when longer, capped by `max_delay`.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included.
@@ -198,18 +206,30 @@ pub struct RequestCounts {
     /// Server-side apply PATCHes with `dryRun=All` (write nothing).
     pub dry_runs: u64,
     pub deletes: u64,
+    /// GETs of the run's Lease (`coordination.k8s.io`), apart from the object reads.
+    pub lease_reads: u64,
+    /// Creates and updates of the run's Lease (take, renew, release): the run's lock, not a
+    /// change to the rollout, so [`RequestCounts::writes`] leaves them out and a no-op run
+    /// still makes zero object writes.
+    pub lease_writes: u64,
     /// Attempts that were retries of a transient failure.
     pub retries: u64,
 }
 
 impl RequestCounts {
+    /// Every request, Lease traffic included.
     pub fn total(&self) -> u64 {
-        self.lists + self.gets + self.applies + self.dry_runs + self.deletes
+        self.lists + self.gets + self.applies + self.dry_runs + self.deletes + self.lease()
     }
 
-    /// Requests that change the cluster.
+    /// Requests that change the rollout's objects (Lease traffic excluded).
     pub fn writes(&self) -> u64 {
         self.applies + self.deletes
+    }
+
+    /// Requests on the run's Lease.
+    pub fn lease(&self) -> u64 {
+        self.lease_reads + self.lease_writes
     }
 }
 
@@ -220,6 +240,8 @@ struct Counters {
     applies: AtomicU64,
     dry_runs: AtomicU64,
     deletes: AtomicU64,
+    lease_reads: AtomicU64,
+    lease_writes: AtomicU64,
     retries: AtomicU64,
 }
 
@@ -230,6 +252,8 @@ enum Verb {
     Apply,
     DryRun,
     Delete,
+    LeaseRead,
+    LeaseWrite,
 }
 
 /// The owned live objects of a rollout, read with one LIST per kind and namespace.
@@ -330,6 +354,8 @@ impl Manager {
             applies: c.applies.load(Ordering::Relaxed),
             dry_runs: c.dry_runs.load(Ordering::Relaxed),
             deletes: c.deletes.load(Ordering::Relaxed),
+            lease_reads: c.lease_reads.load(Ordering::Relaxed),
+            lease_writes: c.lease_writes.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
         }
     }
@@ -343,6 +369,8 @@ impl Manager {
             &c.applies,
             &c.dry_runs,
             &c.deletes,
+            &c.lease_reads,
+            &c.lease_writes,
             &c.retries,
         ] {
             a.store(0, Ordering::Relaxed);
@@ -357,11 +385,15 @@ impl Manager {
             Verb::Apply => &c.applies,
             Verb::DryRun => &c.dry_runs,
             Verb::Delete => &c.deletes,
+            Verb::LeaseRead => &c.lease_reads,
+            Verb::LeaseWrite => &c.lease_writes,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs one request with the per-attempt timeout and retries transient failures.
+    /// Runs one request with the per-attempt timeout and retries transient failures, waiting
+    /// the backoff delay or the server's `retryAfterSeconds` when longer (both capped by
+    /// `max_delay`). The error is the last attempt's, with the number of attempts.
     async fn call<T, F, Fut>(&self, verb: Verb, mut f: F) -> Result<T, ApiCause>
     where
         F: FnMut() -> Fut,
@@ -384,10 +416,12 @@ impl Manager {
                 cause.attempts = attempt;
                 return Err(cause);
             }
-            let delay = self
+            let backoff = self
                 .retry
                 .base_delay
-                .saturating_mul(1 << (attempt - 1).min(16))
+                .saturating_mul(1 << (attempt - 1).min(16));
+            let delay = backoff
+                .max(cause.retry_after.unwrap_or_default())
                 .min(self.retry.max_delay);
             tracing::debug!(attempt, ?delay, error = %cause, "transient API error, retrying");
             tokio::time::sleep(delay).await;

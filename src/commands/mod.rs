@@ -208,6 +208,17 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
 
 /// The exit code for an error, from the first typed error in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    // Whatever layer wraps it (boxed or not), a run that found the rollout's Lease held did
+    // nothing.
+    if err.chain().any(|c| {
+        let apply = c.downcast_ref::<crate::apply::ApplyError>().or_else(|| {
+            c.downcast_ref::<Box<crate::apply::ApplyError>>()
+                .map(|b| &**b)
+        });
+        matches!(apply, Some(crate::apply::ApplyError::Locked { .. }))
+    }) {
+        return exit::LOCKED;
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::engine::EngineError>() {
             use crate::engine::EngineError as E;
@@ -218,8 +229,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 E::Runtime(_) => return exit::IO,
                 E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
                 E::Lease { .. } => return exit::CLUSTER,
+                E::Git { source, .. } => return source.exit_code(),
                 // The typed error inside decides.
-                E::Step { .. } | E::Git { .. } => continue,
+                E::Step { .. } => continue,
             }
         }
         if cause.is::<SpecError>() || cause.is::<RenderError>() {

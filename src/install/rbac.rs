@@ -30,6 +30,14 @@ pub const PARENT_VERBS: [&str; 3] = ["get", "create", "patch"];
 /// prunes).
 pub const CLASS_VERBS: [&str; 3] = ["get", "create", "patch"];
 
+/// Verbs on the rollout's Lease (`crate::apply::lease`), limited to its one name: a push run
+/// GETs it, then takes, renews and releases it with conditional updates.
+pub const LEASE_VERBS: [&str; 2] = ["get", "update"];
+
+/// Verbs on Leases that cannot be limited by name: the first run creates its Lease (a POST to
+/// the collection carries no name RBAC could match).
+pub const LEASE_CREATE_VERBS: [&str; 1] = ["create"];
+
 /// Name of the ApplySet parent ConfigMap of a rollout (see `crate::apply::applyset`).
 pub fn parent_name(rollout: &Rollout) -> String {
     format!("snaproll-{}", rollout.metadata.name)
@@ -66,9 +74,24 @@ pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyR
         if pull { &["get"] } else { &PARENT_VERBS },
         Some(vec![parent_name(rollout)]),
     ));
+    // Pull mode takes no Lease: it never writes the cluster, and its runs race only in Git,
+    // where the push is a compare-and-swap on the branch.
     if pull {
         return (namespaced, Vec::new());
     }
+    let lease = crate::apply::lease::lease_name(&rollout.metadata.name);
+    namespaced.push(rule(
+        "coordination.k8s.io",
+        vec!["leases".to_string()],
+        &LEASE_VERBS,
+        Some(vec![lease]),
+    ));
+    namespaced.push(rule(
+        "coordination.k8s.io",
+        vec!["leases".to_string()],
+        &LEASE_CREATE_VERBS,
+        None,
+    ));
     let mut cluster = Vec::new();
     if !rollout.spec.snapshot_class.existing {
         let class = Kind::VolumeSnapshotClass;

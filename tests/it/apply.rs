@@ -1153,6 +1153,29 @@ async fn transient_errors_are_retried_with_bounded_backoff() {
     );
 }
 
+/// A server's Retry-After is waited only up to the policy's longest delay: a 30 s request
+/// does not stall a run whose `max_delay` is 5 ms.
+#[tokio::test]
+async fn retry_after_is_capped_by_the_longest_delay() {
+    let api = FakeApi::new().await;
+    let mgr = manager(&api, "demo");
+    api.inject(
+        Fault::status("GET", "/statefulsets", 429, "TooManyRequests", "slow down")
+            .retry_after(30)
+            .times(1),
+    );
+    let start = std::time::Instant::now();
+    ok(mgr
+        .apply(&render(&SpecOpts::default(), G1), &opts(true))
+        .await);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(mgr.stats().retries, 1);
+}
+
 #[tokio::test]
 async fn only_connection_failures_are_retried_among_errors_without_an_http_answer() {
     let api = FakeApi::new().await;

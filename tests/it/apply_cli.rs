@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -502,7 +503,7 @@ fn cli_context_selects_the_cluster_from_a_kubeconfig_with_several() {
         stderr.contains("ConfigMap/snaproll-demo (default) (ApplySet parent)"),
         "{stderr}"
     );
-    assert!(stderr.contains("(after 5 attempts)"), "{stderr}");
+    assert!(stderr.contains(": after 5 attempts: "), "{stderr}");
     assert!(server.api.requests().is_empty());
     // An unknown context is a configuration error naming it; nothing is sent anywhere.
     server.api.clear_requests();
@@ -566,4 +567,145 @@ fn cli_conflict_is_reported_then_resolved_with_force_conflicts() {
     server.api.clear_requests();
     apply(&[]).assert().code(0);
     assert!(server.api.writes().is_empty(), "{:?}", server.api.writes());
+}
+
+// --- One retry budget (kube's own retry is off in the binary's client) ----------------------
+
+/// The statefulset LISTs of a request log.
+fn sts_lists(reqs: &[Req]) -> Vec<Req> {
+    reqs.iter()
+        .filter(|r| r.is_list() && r.resource() == "statefulsets")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn cli_a_persistent_429_gives_up_after_5_attempts_within_the_budget() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let kc = server.kubeconfig(dir.path());
+    server.api.inject(Fault::status(
+        "GET",
+        "/statefulsets",
+        429,
+        "TooManyRequests",
+        "too many requests, please try again later",
+    ));
+    let start = std::time::Instant::now();
+    let out = snaproll()
+        .args(["apply", "-f"])
+        .arg(&spec)
+        .args(["--generation", G1, "--kubeconfig"])
+        .arg(&kc)
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    let took = start.elapsed();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "error: reconcile of rollout demo: reading the rollout's objects from the cluster: listing StatefulSet objects in namespace default: after 5 attempts: 429 TooManyRequests: too many requests, please try again later\n"
+    );
+    // 5 requests, not 5 × kube's own 15 retries; backoff 0.2 + 0.4 + 0.8 + 1.6 s.
+    let lists = sts_lists(&server.api.requests());
+    assert_eq!(lists.len(), 5, "{lists:?}");
+    assert!(lists.iter().all(|r| r.status == 429));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        lists[4].at - lists[0].at >= Duration::from_millis(3000),
+        "{:?}",
+        lists[4].at - lists[0].at
+    );
+    assert!(server.api.writes().is_empty());
+    eprintln!("persistent 429: exit 4 after {took:?}");
+}
+
+#[test]
+fn cli_a_transient_503_is_retried_and_retry_after_is_waited() {
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &SpecOpts::default());
+    let kc = server.kubeconfig(dir.path());
+    let apply = || {
+        snaproll()
+            .args(["apply", "-f"])
+            .arg(&spec)
+            .args(["--generation", G1, "--dry-run", "--kubeconfig"])
+            .arg(&kc)
+            .assert()
+            .code(0);
+    };
+    // Twice 503, then the answer: 3 attempts, success.
+    server.api.inject(
+        Fault::status(
+            "GET",
+            "/statefulsets",
+            503,
+            "ServiceUnavailable",
+            "etcd is busy",
+        )
+        .times(2),
+    );
+    apply();
+    let lists = sts_lists(&server.api.requests());
+    assert_eq!(
+        lists.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 503, 200]
+    );
+    // The server asks for 1 s (Retry-After and retryAfterSeconds): that, not 200 ms, is waited.
+    server.api.clear_requests();
+    server.api.inject(
+        Fault::status("GET", "/statefulsets", 429, "TooManyRequests", "slow down")
+            .retry_after(1)
+            .times(1),
+    );
+    apply();
+    let lists = sts_lists(&server.api.requests());
+    assert_eq!(
+        lists.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = lists[1].at - lists[0].at;
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+    eprintln!("Retry-After 1 s: retried after {waited:?}");
+    // The API server's own throttling (priority and fairness): a plain-text 429 whose only
+    // trace of the pause is the Retry-After header. Waited too, and named on failure.
+    server.api.clear_requests();
+    server
+        .api
+        .inject(Fault::throttled("GET", "/statefulsets", 1).times(1));
+    apply();
+    let lists = sts_lists(&server.api.requests());
+    assert_eq!(
+        lists.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = lists[1].at - lists[0].at;
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+    eprintln!("header-only Retry-After 1 s: retried after {waited:?}");
+    server
+        .api
+        .inject(Fault::throttled("GET", "/statefulsets", 1).times(5));
+    let out = snaproll()
+        .args(["apply", "-f"])
+        .arg(&spec)
+        .args(["--generation", G1, "--dry-run", "--kubeconfig"])
+        .arg(&kc)
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    assert!(
+        String::from_utf8(out.stderr).unwrap().ends_with(
+            "listing StatefulSet objects in namespace default: after 5 attempts: 429 Too Many Requests: Too many requests, please try again later.\n"
+        )
+    );
 }

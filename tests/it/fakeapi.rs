@@ -86,15 +86,23 @@ pub struct Req {
     /// A PATCH whose object did not exist before: server-side apply creating it (RBAC
     /// authorizes that as `create` too).
     pub creates: bool,
+    /// When the request arrived (to measure the pauses between retries).
+    pub at: std::time::Instant,
 }
 
 impl Req {
     pub fn is_dry_run(&self) -> bool {
         self.query.contains("dryRun=All")
     }
-    /// A request that changes stored state.
+    /// A request that changes a stored object. Requests on Leases (a run's lock, see
+    /// `snaproll::apply::lease`) are not counted: they are not changes to the rollout, and a
+    /// no-op run must still make zero writes. [`Req::is_lease`] picks them out.
     pub fn is_write(&self) -> bool {
-        self.method != "GET" && !self.is_dry_run()
+        self.method != "GET" && !self.is_dry_run() && !self.is_lease()
+    }
+    /// A request on a `coordination.k8s.io` Lease.
+    pub fn is_lease(&self) -> bool {
+        self.path.starts_with("/apis/coordination.k8s.io/")
     }
     pub fn is_list(&self) -> bool {
         self.method == "GET" && self.name().is_none()
@@ -128,6 +136,12 @@ impl Req {
 pub enum FaultAction {
     /// Answer with this status code, reason and message instead of the fake.
     Status(u16, String, String),
+    /// Like `Status`, asking the client to wait this many seconds, as the API server does:
+    /// a `Retry-After` header and `details.retryAfterSeconds` in the Status.
+    StatusRetryAfter(u16, String, String, u32),
+    /// The API server's priority-and-fairness rejection: 429, `Retry-After: <secs>` and a
+    /// plain-text body (no Status).
+    Throttled(u32),
     /// Wait this long, then carry on (so the client's own timeout fires first).
     Delay(Duration),
     /// Answer 200 with this body (e.g. one that does not decode).
@@ -188,6 +202,24 @@ impl Fault {
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Reset,
+        }
+    }
+    /// Adds a `Retry-After` of `secs` to a `Status` fault.
+    pub fn retry_after(mut self, secs: u32) -> Fault {
+        if let FaultAction::Status(code, reason, message) = self.action {
+            self.action = FaultAction::StatusRetryAfter(code, reason, message, secs);
+        }
+        self
+    }
+    /// A throttled answer as the API server's priority-and-fairness filter sends it.
+    pub fn throttled(method: &str, path: &str, secs: u32) -> Fault {
+        Fault {
+            method: Some(method.to_string()),
+            path: path.to_string(),
+            dry_run: None,
+            skip: 0,
+            times: usize::MAX,
+            action: FaultAction::Throttled(secs),
         }
     }
     pub fn times(mut self, n: usize) -> Fault {
@@ -650,6 +682,7 @@ async fn handle(state: Arc<State>, req: Request<Bytes>) -> Result<Response<Full<
         query: req.uri().query().unwrap_or("").to_string(),
         status: 0,
         creates: false,
+        at: std::time::Instant::now(),
     };
     if r.method == "PATCH" && !r.path.ends_with("/status") {
         let (code, _) = raw_call(
@@ -713,6 +746,29 @@ async fn answer(
     match action {
         Some(FaultAction::Status(code, reason, message)) => {
             return Ok(status_response(code, &reason, &message));
+        }
+        Some(FaultAction::StatusRetryAfter(code, reason, message, secs)) => {
+            let mut resp = json_response(
+                code,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": message, "reason": reason, "code": code,
+                        "details": {"retryAfterSeconds": secs}}),
+            );
+            resp.headers_mut().insert(
+                "retry-after",
+                http::HeaderValue::from_str(&secs.to_string()).expect("header"),
+            );
+            return Ok(resp);
+        }
+        Some(FaultAction::Throttled(secs)) => {
+            return Ok(Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("content-type", "text/plain; charset=utf-8")
+                .header("retry-after", secs.to_string())
+                .body(Full::new(Bytes::from_static(
+                    b"Too many requests, please try again later.\n",
+                )))
+                .expect("response"));
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultAction::Body(b)) => {

@@ -565,8 +565,8 @@ fn install_out_writes_one_file_per_object_in_apply_order() {
 }
 
 // The Role's sufficiency and minimality are proven against the requests of whole lifecycles
-// in `lifecycle.rs` (`reconcile`: push and pull mode, with a managed and an existing snapshot
-// class). Without --repo the CronJob runs `apply -f … --prune` instead; that is proven here.
+// in `lifecycle.rs` (`reconcile`: push, pull and Git-less mode, with a managed and an existing
+// snapshot class).
 
 #[test]
 fn json_logs_are_one_json_object_per_line() {

@@ -290,8 +290,20 @@ impl World {
 
     /// `snaproll reconcile` as the CronJob runs it in this world's mode, at time `now`.
     pub(crate) fn command(&self, now: &str, extra: &[&str]) -> assert_cmd::Command {
-        let mut cmd = snaproll();
-        cmd.env("HOME", self.tmp.path())
+        assert_cmd::Command::from_std(self.std_command(now, extra))
+    }
+
+    /// [`World::command`] as a plain process, to spawn (and kill) it.
+    pub(crate) fn std_command(&self, now: &str, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snaproll"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SNAPROLL_") || k == "KUBECONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1")
+            .current_dir(crate::common::root())
+            .env("HOME", self.tmp.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .args(["reconcile", "-f"])
@@ -494,7 +506,9 @@ impl World {
                 objects.push(v);
             }
         }
-        let observed = rollout::observe("demo", &objects);
+        // What snaproll counts: members of the rollout's ApplySet (look-alikes are not).
+        let id = snaproll::manifest::rollout_applyset_id("demo", NS);
+        let observed = rollout::observe_members("demo", &id, &objects).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
             generation: None,

@@ -8,6 +8,8 @@ mod docs;
 mod fakeapi;
 mod gitops;
 mod install;
+mod lease;
 mod lifecycle;
+mod model;
 mod render;
 mod safety;
