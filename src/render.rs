@@ -120,6 +120,21 @@ pub struct GenerationPlan {
     /// The claim the producer fills and the snapshot is taken of, when it is not the shared
     /// `<dataset>` claim: `<dataset>-<generation>`, rendered while the producer is.
     pub source: Option<String>,
+    /// The claim template storage of the generation's StatefulSet as it exists: immutable, so
+    /// rendered as it is even when the spec's storage changed since (the change reaches the
+    /// next generation).
+    pub claim_storage: Option<ClaimStorage>,
+}
+
+/// The storage of a StatefulSet's claim template, as the template context's `storage` sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimStorage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    pub access_modes: Vec<String>,
+    pub volume_mode: String,
+    pub size: String,
 }
 
 impl GenerationPlan {
@@ -132,6 +147,7 @@ impl GenerationPlan {
             statefulset: false,
             claim_size: None,
             source: None,
+            claim_storage: None,
         }
     }
 
@@ -144,6 +160,7 @@ impl GenerationPlan {
             statefulset: true,
             claim_size: None,
             source: None,
+            claim_storage: None,
         }
     }
 
@@ -566,6 +583,10 @@ struct DatasetValues<'a> {
 struct Local {
     #[serde(skip_serializing_if = "Option::is_none")]
     generation: Option<String>,
+    /// A live StatefulSet's claim storage, in place of the dataset's (see
+    /// [`GenerationPlan::claim_storage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<ClaimStorage>,
     names: BTreeMap<&'static str, String>,
     labels: BTreeMap<&'static str, BTreeMap<String, String>>,
     sizes: BTreeMap<&'static str, String>,
@@ -595,10 +616,16 @@ fn serde_value(v: impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
-/// Layers merged with the most specific first (minijinja looks keys up in order).
+/// Layers given most specific first, `local` the most specific of all. minijinja's merge
+/// looks a key up from the last map to the first (the last that has it wins), so they are
+/// handed over in reverse.
 fn merged(layers: &[&minijinja::Value], local: Local) -> minijinja::Value {
     minijinja::value::merge_maps(
-        std::iter::once(serde_value(local)).chain(layers.iter().map(|v| (*v).clone())),
+        layers
+            .iter()
+            .rev()
+            .map(|v| (*v).clone())
+            .chain(std::iter::once(serde_value(local))),
     )
 }
 
@@ -615,6 +642,7 @@ fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
     );
     let local = Local {
         generation: None,
+        storage: None,
         names: BTreeMap::from([("class", r.spec.snapshot_class.name.clone())]),
         labels,
         sizes: BTreeMap::new(),
@@ -712,8 +740,13 @@ fn dataset_context(
             sizes.insert("claim", size.clone());
         }
     }
+    let storage = g.and_then(|g| g.claim_storage.clone());
+    if let Some(st) = &storage {
+        sizes.insert("claim", st.size.clone());
+    }
     let local = Local {
         generation: gen_id.map(str::to_string),
+        storage,
         names,
         labels,
         sizes,

@@ -353,6 +353,24 @@ pub fn source_change(d: &Dataset, live: &Value) -> Option<String> {
     (!changes.is_empty()).then(|| changes.join(", "))
 }
 
+/// The storage of a StatefulSet's claim template (immutable once created).
+fn claim_storage_of(sts: &Value) -> Option<crate::render::ClaimStorage> {
+    let spec = sts.pointer("/spec/volumeClaimTemplates/0/spec")?;
+    let text = |p: &str| spec.pointer(p).and_then(Value::as_str).map(String::from);
+    Some(crate::render::ClaimStorage {
+        storage_class_name: text("/storageClassName"),
+        access_modes: spec
+            .get("accessModes")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        volume_mode: text("/volumeMode").unwrap_or_else(|| "Filesystem".to_string()),
+        size: text("/resources/requests/storage")?,
+    })
+}
+
 /// The claim a generation's producer filled: its snapshot's source, else its producer's volume.
 fn source_of(o: &Observed) -> Option<String> {
     let from_snapshot = o
@@ -379,7 +397,8 @@ fn source_of(o: &Observed) -> Option<String> {
 /// generation keeps serving from its snapshot, and the old claim is kept while a rendered
 /// producer still uses it, then pruned. Once it is gone the next generation uses `<dataset>`
 /// again, created with the new spec. Generations keep the claim they started with (a
-/// snapshot's source is immutable). Returns the datasets whose shared claim is not rendered.
+/// snapshot's source is immutable), and an existing StatefulSet keeps its claim template's
+/// storage (immutable too). Returns the datasets whose shared claim is not rendered.
 fn roll_source_forward(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
@@ -395,7 +414,13 @@ fn roll_source_forward(
         let gens = observed.get(&d.name).unwrap_or(&empty);
         let change = sources.get(&d.name).and_then(|live| source_change(d, live));
         for plan in &mut decision.render {
-            let used = gens.iter().find(|o| o.id == plan.id).and_then(source_of);
+            let seen = gens.iter().find(|o| o.id == plan.id);
+            if plan.statefulset {
+                plan.claim_storage = seen
+                    .and_then(|o| o.statefulset.as_ref())
+                    .and_then(claim_storage_of);
+            }
+            let used = seen.and_then(source_of);
             plan.source = match used {
                 Some(c) if c != d.name => Some(c),
                 Some(_) => None,

@@ -295,3 +295,86 @@ fn offline_pin_of_a_generation_git_never_kept_is_refused_like_online() {
     );
     assert_eq!(w.commits(), commits);
 }
+
+#[test]
+fn an_immutable_source_claim_change_rolls_forward_to_a_fresh_claim() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    // The storage class of the shared source claim `data` changes: the API server refuses that
+    // in place (a claim's spec is immutable but for its size).
+    let text = std::fs::read_to_string(&w.spec).unwrap();
+    std::fs::write(
+        &w.spec,
+        text.replace(
+            "storageClassName: standard-rwo",
+            "storageClassName: premium-rwo",
+        ),
+    )
+    .unwrap();
+    w.api().clear_requests();
+    let run = w.run(D2);
+    assert!(
+        run.stderr.contains(
+            "dataset data: source claim data cannot change in place (storageClassName standard-rwo -> premium-rwo); new generations fill a fresh claim data-<generation>; data stays while a producer uses it"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.states("data"),
+        [format!("{G1} serving"), format!("{G2} producing")]
+    );
+    let fresh = w
+        .server
+        .block_on(w.api().get(&format!("{PVCS}/data-{G2}")))
+        .expect("a fresh source claim");
+    assert_eq!(fresh["spec"]["storageClassName"], "premium-rwo");
+    let producer = w
+        .server
+        .block_on(w.api().get(&format!("{PODS}/data-producer-{G2}")))
+        .unwrap();
+    assert_eq!(
+        producer.pointer("/spec/volumes/0/persistentVolumeClaim/claimName"),
+        Some(&json!(format!("data-{G2}")))
+    );
+    // The old claim is never patched; the serving generation keeps serving.
+    let patched: Vec<String> = w
+        .api()
+        .writes()
+        .iter()
+        .filter(|r| r.path.ends_with("/persistentvolumeclaims/data"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(patched.is_empty(), "{patched:#?}");
+    let r = w.settle(D2, 16);
+    assert_eq!(r.states("data"), [format!("{G2} serving")]);
+    let snap = w
+        .server
+        .block_on(w.api().get(&format!("{SNAPS}/data-{G2}")))
+        .unwrap();
+    assert_eq!(
+        snap.pointer("/spec/source/persistentVolumeClaimName"),
+        Some(&json!(format!("data-{G2}")))
+    );
+    // Once no producer uses the old claim, it goes and the shared claim comes back with the
+    // new class; the next generation fills it again.
+    let data = w
+        .server
+        .block_on(w.api().get(&format!("{PVCS}/data")))
+        .expect("the shared claim again");
+    assert_eq!(data["spec"]["storageClassName"], "premium-rwo");
+    w.settle(D3, 16);
+    let snap = w
+        .server
+        .block_on(w.api().get(&format!("{SNAPS}/data-{G3}")))
+        .unwrap();
+    assert_eq!(
+        snap.pointer("/spec/source/persistentVolumeClaimName"),
+        Some(&json!("data"))
+    );
+    assert!(
+        w.server
+            .block_on(w.api().get(&format!("{PVCS}/data-{G2}")))
+            .is_none(),
+        "the fresh claim retires with its generation's producer"
+    );
+}
