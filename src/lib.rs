@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod gitops;
+pub mod input;
 pub mod install;
 pub mod manifest;
 pub mod render;
