@@ -126,7 +126,21 @@ pub async fn client(args: &ClusterArgs) -> Result<kube::Client, ApplyError> {
             .map_err(|e| cfg_err(&e))?,
         None => Config::infer().await.map_err(|e| cfg_err(&e))?,
     };
-    kube::Client::try_from(config).map_err(|e| cfg_err(&e))
+    kube::Client::try_from(with_user_agent(config)).map_err(|e| cfg_err(&e))
+}
+
+/// The User-Agent every API request carries, so audit logs tell snaproll's requests apart.
+pub const USER_AGENT: &str = concat!("snaproll/", env!("CARGO_PKG_VERSION"));
+
+/// Adds `User-Agent: snaproll/<version>` to the config's extra headers (kube sends none of
+/// its own); any User-Agent the kubeconfig set is replaced.
+fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    use http::header::{HeaderValue, USER_AGENT as NAME};
+    config.headers.retain(|(name, _)| name != NAME);
+    config
+        .headers
+        .push((NAME, HeaderValue::from_static(USER_AGENT)));
+    config
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -152,24 +166,32 @@ fn report(
         Ok(c) => c,
         Err(f) => &f.changes,
     };
-    let mut out = std::io::stdout().lock();
-    match output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, changes)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Text => {
-            if diffs {
-                for c in &changes.changes {
-                    if let Some(d) = &c.diff {
-                        out.write_all(d.as_bytes())?;
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, changes)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Text => {
+                if diffs {
+                    for c in &changes.changes {
+                        if let Some(d) = &c.diff {
+                            out.write_all(d.as_bytes())?;
+                        }
                     }
                 }
+                out.write_all(changes.to_text().as_bytes())?;
             }
-            out.write_all(changes.to_text().as_bytes())?;
         }
+        out.flush()
+    };
+    match write() {
+        // A failed run reports its own failure (and exit code), even when stdout is closed.
+        Err(_) if result.is_err() => {}
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
     }
-    out.flush()?;
     Ok(if changes.has_changes() {
         exit::CHANGES
     } else {
