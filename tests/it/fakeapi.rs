@@ -86,6 +86,8 @@ pub struct Req {
     /// A PATCH whose object did not exist before: server-side apply creating it (RBAC
     /// authorizes that as `create` too).
     pub creates: bool,
+    /// The request's User-Agent header (empty when it had none).
+    pub user_agent: String,
 }
 
 impl Req {
@@ -650,6 +652,12 @@ async fn handle(state: Arc<State>, req: Request<Bytes>) -> Result<Response<Full<
         query: req.uri().query().unwrap_or("").to_string(),
         status: 0,
         creates: false,
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     };
     if r.method == "PATCH" && !r.path.ends_with("/status") {
         let (code, _) = raw_call(

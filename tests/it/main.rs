@@ -5,6 +5,7 @@ mod common;
 mod docs;
 mod fakeapi;
 mod gitops;
+mod harden;
 mod install;
 mod lifecycle;
 mod render;
