@@ -574,8 +574,12 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         }
     };
     let unlocated = Positions::default();
-    // Only text with a backslash (an escape) or a raw unportable character can hold one.
-    let scan_text = text.contains('\\') || text.chars().any(unportable);
+    // Only text with a raw unportable character, or an escape that makes one (`\x85`, `\u0085`,
+    // `\U00000085`, `\N`), can hold one; most specs skip the walk.
+    let scan_text = ["\\x", "\\u", "\\U", "\\N"]
+        .iter()
+        .any(|e| text.contains(e))
+        || text.chars().any(unportable);
     let mut v = Validator {
         file,
         positions: &unlocated,
