@@ -261,26 +261,34 @@ fn write_quoted(out: &mut String, s: &str) {
     use std::fmt::Write;
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if needs_escape(c) => {
-                let n = c as u32;
-                let _ = if n <= 0xFF {
-                    write!(out, "\\x{n:02X}")
-                } else if n <= 0xFFFF {
-                    write!(out, "\\u{n:04X}")
-                } else {
-                    write!(out, "\\U{n:08X}")
-                };
-            }
-            c => out.push(c),
+    // Runs of characters that need no escape are copied whole.
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        let short = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\t' => "\\t",
+            '\r' => "\\r",
+            c if needs_escape(c) => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        run = i + c.len_utf8();
+        if !short.is_empty() {
+            out.push_str(short);
+            continue;
         }
+        let n = c as u32;
+        let _ = if n <= 0xFF {
+            write!(out, "\\x{n:02X}")
+        } else if n <= 0xFFFF {
+            write!(out, "\\u{n:04X}")
+        } else {
+            write!(out, "\\U{n:08X}")
+        };
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
