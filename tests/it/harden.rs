@@ -738,6 +738,15 @@ fn printing_commands(tmp: &Path) -> Vec<Vec<String>> {
             &kc,
         ]),
         s(&["status", "-f", &spec, "--kubeconfig", &kc]),
+        s(&[
+            "apply",
+            "-f",
+            &spec,
+            "--generation",
+            GEN,
+            "--kubeconfig",
+            &kc,
+        ]),
         s(&["render", "-f", "/nonexistent.yaml"]),
     ]
 }
@@ -772,7 +781,7 @@ fn closed_pipes_end_quietly() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("{args:?} {redirect}: {err}"));
             let expected: &[i32] = match args[0].as_str() {
-                "diff" | "status" => &[4],
+                "diff" | "status" | "apply" => &[4],
                 _ if args.iter().any(|a| a == "/nonexistent.yaml") => &[2],
                 _ => &[0],
             };
@@ -815,7 +824,7 @@ fn writes_to_a_closed_pipe_never_panic() {
             );
             let code = out.status.code().unwrap_or(-1);
             let expected = match args[0].as_str() {
-                "diff" | "status" => 4,
+                "diff" | "status" | "apply" => 4,
                 _ if args.iter().any(|a| a == "/nonexistent.yaml") => 2,
                 _ => 0,
             };
