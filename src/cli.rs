@@ -109,7 +109,7 @@ pub enum Command {
 /// What to render: every command that renders takes these.
 #[derive(Debug, Args, Clone)]
 pub struct RenderArgs {
-    /// The rollout spec (a DatasetRollout YAML file).
+    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
     #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
     pub file: PathBuf,
     /// Generation id (default: today's UTC date, YYYY-MM-DD).
@@ -304,7 +304,7 @@ pub struct ReconcileCmd {
 
 #[derive(Debug, Args)]
 pub struct StatusCmd {
-    /// The rollout spec (a DatasetRollout YAML file).
+    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
     #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
     pub file: PathBuf,
     #[command(flatten)]
@@ -329,7 +329,7 @@ pub struct StatusCmd {
 
 #[derive(Debug, Args)]
 pub struct InstallCmd {
-    /// The rollout spec (a DatasetRollout YAML file); it is embedded in a ConfigMap.
+    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input); it is embedded in a ConfigMap.
     #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
     pub file: PathBuf,
     /// Cron schedule of the CronJob. Each run advances the rollout as far as it can and exits, so

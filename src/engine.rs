@@ -730,6 +730,9 @@ fn connect(opts: &Options, loaded: &Loaded) -> Result<Option<Cluster>, EngineErr
     }
 }
 
+/// The User-Agent of every request snaproll makes.
+pub const USER_AGENT: &str = concat!("snaproll/", env!("CARGO_PKG_VERSION"));
+
 /// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
 /// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
 pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
@@ -769,6 +772,14 @@ pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
     // kube retries 429/503/504 inside each request by default; snaproll's own retry
     // (`apply::RetryPolicy`) is the one budget, so the inner one would multiply it.
     config.default_retry = false;
+    // Audit logs tell snaproll's requests apart by their User-Agent.
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::header::HeaderValue::from_static(USER_AGENT),
+    ));
     Ok(kube::client::ClientBuilder::try_from(config)
         .map_err(|e| cfg_err(&e))?
         .with_layer(&crate::apply::retry_after::RetryAfterLayer)

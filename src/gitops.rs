@@ -46,8 +46,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 const MODE_FILE: i32 = 0o100644;
 const MODE_TREE: i32 = 0o040000;
 
-/// Where the files go.
-#[derive(Clone, Debug)]
+/// Where the files go. `Debug` shows the URL without its secret (see [`redact_url`]).
+#[derive(Clone)]
 pub struct Destination {
     /// A local path (working or bare repository, created when missing) or a remote URL
     /// (`scheme://…` or `user@host:path`), which is cloned, committed to and pushed.
@@ -84,6 +84,22 @@ impl Destination {
             retry_delay: Duration::from_millis(100),
             auth: Auth::default(),
         }
+    }
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Destination")
+            .field("repo", &redact_url(&self.repo))
+            .field("path", &self.path)
+            .field("branch", &self.branch)
+            .field("remote", &self.remote)
+            .field("push", &self.push)
+            .field("workdir", &self.workdir)
+            .field("push_retries", &self.push_retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
@@ -504,53 +520,107 @@ pub fn is_url(repo: &str) -> bool {
     }
     // scp-like `user@host:path`: an `@` and a `:` before any `/`.
     let head = repo.split('/').next().unwrap_or_default();
-    head.contains('@') && head.contains(':')
+    if head.contains('@') && head.contains(':') {
+        return true;
+    }
+    // Git reads any text with a `:` before its first `/` as scp-like, so a password holding a
+    // `/` (`bot:pa/ss@host:org/x`) still makes a URL, never a path to print.
+    repo.contains('@') && head.contains(':')
 }
 
 /// A URL's credentials split off: what may be shown and stored, and the secret part.
 struct UrlCredentials {
     /// The URL without the secret: shown in messages and stored as the clone's remote URL.
     public: String,
-    /// User and password taken out of the URL, supplied through the credentials callback.
+    /// User and password taken out of the URL (percent-decoded, as Git reads them), supplied
+    /// through the credentials callback.
     cred: Option<(String, String)>,
+    /// The secret as written in the URL (the password, or a token given as the user name).
+    raw_secret: Option<String>,
 }
 
-/// Splits the secret off a URL. HTTP(S) URLs lose their userinfo whole (`https://bot:TOKEN@host/x`
-/// and the token form `https://TOKEN@host/x` both become `https://host/x`): the user and
-/// password go to the credentials callback instead. Other schemes lose only a password; a user
-/// name is not a secret (`ssh://git@host/x` is unchanged).
+/// Splits the secret off a URL of any form Git accepts. HTTP(S) URLs lose their userinfo
+/// whole (`https://bot:TOKEN@host/x` and the token form `https://TOKEN@host/x` both become
+/// `https://host/x`): the user and password go to the credentials callback instead. Other
+/// forms (`ssh://`, `file://`, `git://`, scp-like `user:pass@host:path`) lose only a password;
+/// a user name is not a secret (`ssh://git@host/x` is unchanged).
+///
+/// Hand-written rather than `url::Url`: the url crate ends the authority at the first `/`,
+/// `?` or `#`, so it misreads or refuses exactly the URLs whose secret holds one of those
+/// (`https://bot:s3cr/3t@host/x` parses as host `bot`, port `s3cr`), and scp-like remotes are
+/// not URLs at all. Git's own credential parsing is textual too. So the userinfo ends at the
+/// last `@` of the authority and, when the authority has none but an `@` follows, at the last
+/// `@` of the whole text: a URL that cannot be read cleanly is shown with less, never with its
+/// secret (an `@` in a path must be written `%40`). Decoding uses the url crate's
+/// `percent-encoding`.
 fn split_credentials(url: &str) -> UrlCredentials {
     let unchanged = || UrlCredentials {
         public: url.to_string(),
         cred: None,
+        raw_secret: None,
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return unchanged();
+    let (prefix, userinfo, host, http) = if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let at = match rest[..authority_end].rfind('@') {
+            Some(at) => at,
+            None => match rest.rfind('@') {
+                Some(at) => at,
+                None => return unchanged(),
+            },
+        };
+        let http = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https");
+        (format!("{scheme}://"), &rest[..at], &rest[at + 1..], http)
+    } else {
+        // scp-like `[user[:password]@]host:path`: the userinfo ends at the last `@` before the
+        // `:` that starts the path (the last `:`, as paths seldom hold one and passwords may).
+        let Some(colon) = url.rfind(':') else {
+            return unchanged();
+        };
+        let Some(at) = url[..colon].rfind('@') else {
+            return unchanged();
+        };
+        (String::new(), &url[..at], &url[at + 1..], false)
     };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return unchanged();
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
     };
-    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let cred = Some((user.to_string(), password.to_string()));
-    if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let cred = Some((decode(user), decode(password.unwrap_or(""))));
+    let raw_secret = match password {
+        Some(p) if !p.is_empty() => Some(p.to_string()),
+        _ if http && !user.is_empty() => Some(user.to_string()),
+        _ => None,
+    };
+    if http {
         return UrlCredentials {
-            public: format!("{scheme}://{host}"),
+            public: format!("{prefix}{host}"),
             cred,
+            raw_secret,
         };
     }
-    if password.is_empty() {
+    if password.is_none() {
         return unchanged();
     }
     UrlCredentials {
-        public: format!("{scheme}://{user}@{host}"),
+        public: format!("{prefix}{user}@{host}"),
         cred,
+        raw_secret,
     }
 }
 
+/// Whether `url` carries a secret (a password, or a token as an HTTP(S) user name).
+pub fn has_credentials(url: &str) -> bool {
+    split_credentials(url).raw_secret.is_some()
+}
+
 /// `url` without its secret (see [`split_credentials`]): `https://bot:TOKEN@host/x` →
-/// `https://host/x`, `ssh://git:pw@host/x` → `ssh://git@host/x`.
+/// `https://host/x`, `ssh://git:pw@host/x` → `ssh://git@host/x`, `bot:pw@host:x` →
+/// `bot@host:x`.
 pub fn redact_url(url: &str) -> String {
     split_credentials(url).public
 }
@@ -772,6 +842,10 @@ impl Scrubber {
             if let Some((user, password)) = split.cred {
                 let secret = if password.is_empty() { user } else { password };
                 secrets.push((secret, "***".to_string()));
+            }
+            // As written in the URL too, when that differs (percent-encoded).
+            if let Some(raw) = split.raw_secret {
+                secrets.push((raw, "***".to_string()));
             }
         }
         if let Some(t) = &dest.auth.token {
@@ -2068,6 +2142,40 @@ mod tests {
             "ssh://git@127.0.0.1:1/x.git"
         );
         assert_eq!(redact_url("git@host:org/x.git"), "git@host:org/x.git");
+    }
+
+    #[test]
+    fn secrets_holding_url_delimiters_are_redacted_in_every_form() {
+        let secret = "s3:cr/3t@x%2F#q?";
+        let cases = [
+            (
+                format!("https://bot:{secret}@host/x.git"),
+                "https://host/x.git",
+            ),
+            (format!("http://{secret}@host:8080/x"), "http://host:8080/x"),
+            (
+                format!("ssh://git:{secret}@host:22/x.git"),
+                "ssh://git@host:22/x.git",
+            ),
+            (
+                format!("file://me:{secret}@/srv/x.git"),
+                "file://me@/srv/x.git",
+            ),
+            (format!("bot:{secret}@host:org/x.git"), "bot@host:org/x.git"),
+        ];
+        for (url, public) in cases {
+            assert!(is_url(&url), "{url}");
+            assert_eq!(redact_url(&url), public, "{url}");
+            assert!(has_credentials(&url), "{url}");
+        }
+        // The token form, and a password given percent-encoded: the callback gets it decoded.
+        let split = split_credentials("https://bot:a%2Fb%40c@host/x");
+        assert_eq!(split.cred, Some(("bot".into(), "a/b@c".into())));
+        assert_eq!(split.raw_secret.as_deref(), Some("a%2Fb%40c"));
+        assert!(has_credentials("https://ghp_tok@host/x"));
+        assert!(!has_credentials("ssh://git@host/x"));
+        assert!(!has_credentials("git@host:org/x"));
+        assert!(!has_credentials("https://host/x"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod gitops;
+pub mod input;
 pub mod install;
 pub mod manifest;
 pub mod render;

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     commands::init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
+        // A closed stdout ends the run quietly with status 0, as ripgrep does.
+        Err(err) if commands::closed_output(&err) => ExitCode::from(snaproll::exit::OK),
         Err(err) => {
             let code = commands::exit_code(&err);
             commands::print_error(&err, code);

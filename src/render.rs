@@ -17,6 +17,9 @@ use crate::manifest::{self, Kind, Object, ObjectRef};
 use crate::schema;
 use crate::spec::{self, Dataset, Rollout};
 
+/// Largest `--templates` file read: the built-in templates are about a kilobyte each.
+pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
 /// Templates compiled into the binary, by file name.
 pub const EMBEDDED: [(&str, &str); 6] = [
     (
@@ -52,6 +55,15 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
+    /// A template file is not a regular file, is over [`MAX_TEMPLATE_BYTES`] or cannot be read.
+    #[error("template: {source}")]
+    TemplateRead {
+        #[source]
+        source: crate::input::InputError,
+    },
+    /// A template file is not UTF-8 text.
+    #[error("{path}: not a UTF-8 text file; templates are text")]
+    TemplateNotText { path: PathBuf },
     /// A file in the `--templates` directory is not a template snaproll uses.
     #[error(
         "{path}: not a snaproll template; override templates are named {}",
@@ -288,11 +300,11 @@ impl Renderer {
                 if !texts.contains_key(&name) {
                     return Err(RenderError::UnknownTemplate { path });
                 }
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| RenderError::TemplateDir {
-                        dir: dir.to_path_buf(),
-                        source,
-                    })?;
+                // Bounded: the path may be a FIFO, a device or a symlink to one.
+                let bytes = crate::input::read_bounded(&path, MAX_TEMPLATE_BYTES)
+                    .map_err(|source| RenderError::TemplateRead { source })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| RenderError::TemplateNotText { path: path.clone() })?;
                 sources.insert(name.clone(), path.display().to_string());
                 texts.insert(name, text);
             }

@@ -107,9 +107,14 @@ const SPECIAL_WORDS: [&str; 12] = [
     "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
 ];
 
-/// A scalar's value when it is certain: quoted strings, `true`, `false`, decimal integers
+/// A scalar's value when it is certain: quoted (not block) strings, `true`, `false`, decimal integers
 /// without a leading zero, and plain strings that cannot be read as anything else.
 fn plain_scalar(s: Cow<'_, str>, style: ScalarStyle) -> Option<Value> {
+    // Block scalars go to serde-saphyr, which checks their indentation more strictly than the
+    // parser (found by the fuzz test: `>` over an unindented line).
+    if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+        return None;
+    }
     if style != ScalarStyle::Plain {
         return Some(Value::String(s.into_owned()));
     }
@@ -117,6 +122,15 @@ fn plain_scalar(s: Cow<'_, str>, style: ScalarStyle) -> Option<Value> {
         "true" => return Some(Value::Bool(true)),
         "false" => return Some(Value::Bool(false)),
         _ => {}
+    }
+    // Controls, NEL and other line breaks or spaces in a plain scalar: serde-saphyr decides
+    // (it reads `\u{85}0` as the number 0; found by the fuzz test).
+    if !s.is_ascii()
+        && s.chars()
+            .any(|c| needs_escape(c) || (c.is_whitespace() && c != ' '))
+        || s.bytes().any(|b| b.is_ascii_control())
+    {
+        return None;
     }
     let first = *s.as_bytes().first()?;
     let digits = s.strip_prefix('-').unwrap_or(&s);
@@ -234,8 +248,61 @@ fn write_str(out: &mut String, s: &str) {
     if plain_safe(s) {
         out.push_str(s);
     } else {
-        out.push_str(&serde_json::to_string(s).expect("strings serialise"));
+        write_quoted(out, s);
     }
+}
+
+/// A double-quoted scalar that every YAML reader (1.1 and 1.2) reads back as `s`. JSON's
+/// escaping is not enough: it leaves DEL, the C1 controls, NEL, LS/PS, the BOM and the
+/// non-characters raw. YAML 1.1 readers (go-yaml in kubectl, kustomize, Argo CD and Flux;
+/// PyYAML) refuse a document with an unprintable character, and read NEL, LS and PS as line
+/// breaks, folding them into a space. Each of those is written as an escape instead.
+fn write_quoted(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.reserve(s.len() + 2);
+    out.push('"');
+    // Runs of characters that need no escape are copied whole.
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        let short = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\t' => "\\t",
+            '\r' => "\\r",
+            c if needs_escape(c) => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        run = i + c.len_utf8();
+        if !short.is_empty() {
+            out.push_str(short);
+            continue;
+        }
+        let n = c as u32;
+        let _ = if n <= 0xFF {
+            write!(out, "\\x{n:02X}")
+        } else if n <= 0xFFFF {
+            write!(out, "\\u{n:04X}")
+        } else {
+            write!(out, "\\U{n:08X}")
+        };
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// Characters written as escapes in a quoted scalar: every C0 and C1 control and DEL (not
+/// printable in YAML), NEL, LS and PS (line breaks to YAML 1.1), the BOM (a stream marker to
+/// some readers) and the Unicode non-characters (U+FDD0..U+FDEF and the last two code
+/// points of every plane; YAML 1.1 refuses U+FFFE and U+FFFF).
+pub(crate) fn needs_escape(c: char) -> bool {
+    let n = c as u32;
+    n < 0x20
+        || (0x7F..=0x9F).contains(&n)
+        || matches!(n, 0x2028 | 0x2029 | 0xFEFF)
+        || (0xFDD0..=0xFDEF).contains(&n)
+        || n & 0xFFFE == 0xFFFE
 }
 
 /// Words YAML 1.1 reads as booleans or null.
@@ -369,8 +436,6 @@ mod tests {
             "a: b",
             "a: \"quoted\"",
             "a: 'single'",
-            "a: |\n  literal\n  text\n",
-            "a: >\n  folded\n  text\n",
             "a: 10Gi",
             "a: 500m",
             "a: ubuntu:22.04",
@@ -404,6 +469,9 @@ mod tests {
             assert!(agrees(text), "{text:?} should be read without serde-saphyr");
         }
         let handed_over = [
+            "a: |\n  literal\n  text\n",
+            "a: >\n  folded\n  text\n",
+            ">\n\n: \n- \n",
             "a: yes",
             "a: No",
             "a: ON",
@@ -472,5 +540,178 @@ mod tests {
         });
         assert!(agrees(&to_string(&v)));
         assert_eq!(from_str(&to_string(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn every_unprintable_or_ambiguous_character_is_escaped_and_round_trips() {
+        let hostile = [
+            '\u{0}',
+            '\u{1}',
+            '\u{8}',
+            '\u{b}',
+            '\u{c}',
+            '\u{1b}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{80}',
+            '\u{85}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{feff}',
+            '\u{fdd0}',
+            '\u{fdef}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{1fffe}',
+            '\u{10ffff}',
+        ];
+        for c in hostile {
+            let s = format!("a{c}b");
+            let v = json!({ s.as_str(): [s.as_str()] });
+            let text = to_string(&v);
+            if needs_escape(c) {
+                assert!(!text.contains(c), "{c:?} written raw: {text:?}");
+            }
+            assert_eq!(from_str(&text).unwrap(), v, "{c:?}: {text:?}");
+            assert_eq!(serde_saphyr::from_str::<Value>(&text).unwrap(), v, "{c:?}");
+        }
+        assert_eq!(
+            to_string(&json!("\u{85}\u{7f}\u{2028}\u{1fffe}")),
+            "\"\\x85\\x7F\\u2028\\U0001FFFE\"\n"
+        );
+        assert_eq!(to_string(&json!("\u{a0}é")), "\"\u{a0}é\"\n");
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// 2,000 cases per property unless PROPTEST_CASES says otherwise.
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Characters that break YAML readers, YAML syntax and YAML 1.1 typing.
+        const SPECIAL: &[char] = &[
+            '\u{0}',
+            '\t',
+            '\n',
+            '\r',
+            '\u{1b}',
+            '\u{7f}',
+            '\u{80}',
+            '\u{85}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{feff}',
+            '\u{fdd0}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{10fffe}',
+            '"',
+            '\'',
+            '\\',
+            ':',
+            '#',
+            '-',
+            '?',
+            '&',
+            '*',
+            '!',
+            '|',
+            '>',
+            '%',
+            '@',
+            '`',
+            '{',
+            '}',
+            '[',
+            ']',
+            ',',
+            ' ',
+            '~',
+            '.',
+            '0',
+            '1',
+            'e',
+            'x',
+            'y',
+            'n',
+        ];
+
+        pub(crate) fn text() -> impl Strategy<Value = String> {
+            let c = prop_oneof![
+                3 => proptest::sample::select(SPECIAL),
+                1 => any::<char>(),
+                1 => proptest::char::range('\0', '\u{ff}'),
+            ];
+            proptest::collection::vec(c, 0..24).prop_map(String::from_iter)
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                4 => text().prop_map(Value::String),
+                1 => any::<i64>().prop_map(Value::from),
+                1 => any::<u64>().prop_map(Value::from),
+                1 => any::<bool>().prop_map(Value::Bool),
+                1 => Just(Value::Null),
+            ];
+            leaf.prop_recursive(4, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::vec((text(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any string, as a key and as a value, reads back exactly, by both readers, and
+            /// nothing unprintable is written raw.
+            #[test]
+            fn written_strings_read_back_exactly(s in text()) {
+                let v = json!({ s.as_str(): s.as_str(), "list": [s.as_str()] });
+                let text = to_string(&v);
+                prop_assert!(!text.chars().any(|c| c != '\n' && needs_escape(c)), "{:?}", text);
+                prop_assert_eq!(&from_str(&text).unwrap(), &v);
+                prop_assert_eq!(&serde_saphyr::from_str::<Value>(&text).unwrap(), &v);
+            }
+
+            /// Any JSON value (no floats: rendered objects hold none) round-trips through the
+            /// writer, and the fast reader agrees with serde-saphyr.
+            #[test]
+            fn written_values_read_back_exactly(v in value()) {
+                let text = to_string(&v);
+                let slow = serde_saphyr::from_str::<Value>(&text).map_err(|e| e.to_string());
+                prop_assert_eq!(&slow, &Ok(v.clone()), "{}", text);
+                prop_assert_eq!(&from_str(&text).map_err(|e| e.to_string()), &slow);
+            }
+
+            /// On arbitrary text the fast reader never panics and agrees with serde-saphyr
+            /// (value or error message).
+            #[test]
+            fn readers_agree_on_arbitrary_text(s in text(), t in text()) {
+                let doc = format!("{s}: {t}\n- {t}\n{t}");
+                for text in [s.as_str(), doc.as_str()] {
+                    let fast = from_str(text).map_err(|e| e.to_string());
+                    let slow = serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string());
+                    prop_assert_eq!(fast, slow, "{:?}", text);
+                }
+            }
+        }
     }
 }

@@ -84,24 +84,32 @@ pub(crate) fn print_changes(
         Ok(c) => c,
         Err(f) => &f.changes,
     };
-    let mut out = std::io::stdout().lock();
-    match output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, changes)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Text => {
-            if diffs {
-                for c in &changes.changes {
-                    if let Some(d) = &c.diff {
-                        out.write_all(d.as_bytes())?;
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, changes)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Text => {
+                if diffs {
+                    for c in &changes.changes {
+                        if let Some(d) = &c.diff {
+                            out.write_all(d.as_bytes())?;
+                        }
                     }
                 }
+                out.write_all(changes.to_text().as_bytes())?;
             }
-            out.write_all(changes.to_text().as_bytes())?;
         }
+        out.flush()
+    };
+    match write() {
+        // A failed run reports its own failure (and exit code), even when stdout is closed.
+        Err(_) if result.is_err() => {}
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
     }
-    out.flush()?;
     Ok(if changes.has_changes() {
         exit::CHANGES
     } else {

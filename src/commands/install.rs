@@ -11,12 +11,14 @@ use crate::install::{self, InstallObject, Options};
 use crate::spec::{self, Loaded};
 
 pub fn install(cmd: &InstallCmd) -> Result<u8> {
-    let loaded = spec::load(&cmd.file)?;
+    // Read once: the spec may come from standard input (`-f -`), and the ConfigMap must embed
+    // exactly the text that was validated.
+    let bytes = spec::read(&cmd.file)?;
+    let loaded = spec::parse_bytes(&crate::input::display_name(&cmd.file), &bytes)?;
     for w in &loaded.warnings {
         super::warn(&w.to_string());
     }
-    let text = std::fs::read_to_string(&cmd.file)
-        .with_context(|| format!("reading {}", cmd.file.display()))?;
+    let text = String::from_utf8(bytes).context("the spec is not UTF-8")?;
     let opts = Options {
         schedule: cmd.schedule.clone(),
         repo: cmd.repo.clone(),

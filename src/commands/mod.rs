@@ -8,7 +8,7 @@ mod reconcile;
 mod render;
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -25,12 +25,13 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Validate(args) => render::validate(&args),
         Command::Render(cmd) => render::render(&cmd),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "snaproll",
-                &mut std::io::stdout(),
-            );
+            // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "snaproll", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|_| out.flush())
+                .context("writing to stdout")?;
             Ok(exit::OK)
         }
         Command::Diff(cmd) => cluster::diff(&cmd, color),
@@ -75,7 +76,7 @@ pub fn warn(message: &str) {
     if json_logs() {
         tracing::warn!("{message}");
     } else {
-        eprintln!("warning: {message}");
+        stderr_line(&format!("warning: {message}"));
     }
 }
 
@@ -84,8 +85,42 @@ pub fn note(message: &str) {
     if json_logs() {
         tracing::info!("{message}");
     } else {
-        eprintln!("{message}");
+        stderr_line(message);
     }
+}
+
+/// Writes a line to stderr, ignoring failure: with stderr closed (`2>&1 | head -1`) there is
+/// nobody left to tell, and `eprintln!` would panic.
+fn stderr_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(line.as_bytes())
+        .and_then(|_| err.write_all(b"\n"));
+}
+
+/// Whether a run failed only because its output was closed (`snaproll render | head -1`): an
+/// I/O error of kind `BrokenPipe` reached without passing a module's typed error (a broken
+/// connection to the API server or a Git remote is wrapped in one). Such a run ends quietly
+/// with status 0, as ripgrep does: the reader had all it wanted.
+pub fn closed_output(err: &anyhow::Error) -> bool {
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        if let Some(json) = cause.downcast_ref::<serde_json::Error>() {
+            return json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe);
+        }
+        if cause.is::<SpecError>()
+            || cause.is::<RenderError>()
+            || cause.is::<crate::gitops::GitError>()
+            || cause.is::<crate::apply::ApplyError>()
+            || cause.is::<crate::apply::Failed>()
+            || cause.is::<crate::rollout::StepError>()
+        {
+            return false;
+        }
+    }
+    false
 }
 
 /// Prints the error that ends a run: `error: …` lines on a terminal; in JSON mode one ERROR
@@ -99,9 +134,9 @@ pub fn print_error(err: &anyhow::Error, code: u8) {
                 "level": "ERROR",
                 "fields": {"message": line, "exit_code": code},
             });
-            eprintln!("{record}");
+            stderr_line(&record.to_string());
         } else {
-            eprintln!("error: {line}");
+            stderr_line(&format!("error: {line}"));
         }
     }
 }
@@ -172,9 +207,12 @@ pub fn init_logging(global: &GlobalArgs) {
     if matches!(global.log_level.as_str(), "warn" | "error") {
         filter = filter.add_directive("kube_client=off".parse().expect("a valid directive"));
     }
+    // Without `log_internal_errors(false)`, a failed write (stderr closed) is reported with
+    // `eprintln!`, which panics.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_target(false);
     let _ = JSON_LOGS.set(format == LogFormat::Json);
     let _ = match format {

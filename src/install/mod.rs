@@ -95,6 +95,13 @@ pub enum InstallError {
         "{file} is {size} bytes; a ConfigMap holds at most {MAX_SPEC_IN_CONFIGMAP}: split the rollout"
     )]
     SpecTooLarge { file: String, size: usize },
+    /// `--repo` holds a password or token, which the CronJob's arguments would show to anyone
+    /// who can read CronJobs or Pods. The message gives the command that stores it in the
+    /// Secret the CronJob reads, and the URL to pass instead; it never holds the secret.
+    #[error(
+        "--repo holds a credential, which would be written in plain text into the CronJob; store it in the Secret the CronJob reads: `{command}`, then pass --repo {public}"
+    )]
+    CredentialsInRepo { command: String, public: String },
     /// The rollout name makes an object name too long.
     #[error(
         "{object} name `{name}` is {len} characters, over {max}; shorten the rollout name `{rollout}` to at most {fit} characters"
@@ -351,6 +358,9 @@ fn context(
     let rollout_name = &rollout.metadata.name;
     let rollout_ns = &rollout.metadata.namespace;
     let namespace = opts.namespace.clone().unwrap_or_else(|| rollout_ns.clone());
+    if let Some(repo) = &opts.repo {
+        check_no_credentials(repo, &namespace, &opts.git_secret)?;
+    }
     let base = format!("snaproll-{rollout_name}");
     let fit = |max: usize, prefix: usize| max.saturating_sub(prefix);
     if base.len() > MAX_CRONJOB_NAME {
@@ -505,6 +515,39 @@ pub fn ssh_host(url: &str) -> Option<&str> {
     let end = after_user.find([':', '/']).unwrap_or(after_user.len());
     let host = &after_user[..end];
     (!host.is_empty()).then_some(host)
+}
+
+/// Refuses a `--repo` URL with a password or token in it (see
+/// [`InstallError::CredentialsInRepo`]).
+fn check_no_credentials(repo: &str, namespace: &str, secret: &str) -> Result<(), InstallError> {
+    if !crate::gitops::has_credentials(repo) {
+        return Ok(());
+    }
+    let public = crate::gitops::redact_url(repo);
+    let create = format!("kubectl -n {namespace} create secret generic {secret}");
+    let command = if is_ssh_url(repo) || is_ssh_url(&public) {
+        let host = ssh_host(&public).unwrap_or("<git host>");
+        format!(
+            "{create} --from-file={GIT_SSH_KEY}=<key file> --from-file={GIT_KNOWN_HOSTS_KEY}=<(ssh-keyscan {host})"
+        )
+    } else {
+        // The user name, when the URL gives one next to a password, is not a secret.
+        let user = repo
+            .split_once("://")
+            .map_or(repo, |(_, rest)| rest)
+            .split_once(':')
+            .map(|(u, _)| u)
+            .filter(|u| !u.is_empty() && !u.contains(['@', '/']));
+        match user {
+            Some(u) => format!(
+                "{create} --from-literal=username={u} --from-literal={GIT_TOKEN_KEY}=<the password from --repo>"
+            ),
+            None => {
+                format!("{create} --from-literal={GIT_TOKEN_KEY}=<the token from --repo>")
+            }
+        }
+    };
+    Err(InstallError::CredentialsInRepo { command, public })
 }
 
 fn check_options(opts: &Options) -> Result<(), InstallError> {

@@ -471,6 +471,9 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file, or standard input held more than [`MAX_SPEC_BYTES`].
+    #[error(transparent)]
+    Input(crate::input::InputError),
     /// The file is bigger than [`MAX_SPEC_BYTES`].
     #[error(
         "{path}: the file is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a rollout spec"
@@ -504,24 +507,21 @@ pub struct Loaded {
     pub file: String,
 }
 
-/// Reads, parses and validates a spec file.
+/// Reads, parses and validates a spec file (`-`: standard input).
 pub fn load(path: &Path) -> Result<Loaded, SpecError> {
-    let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.len() > MAX_SPEC_BYTES {
-        return Err(SpecError::TooLarge {
-            path: name,
-            size: meta.len(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_bytes(&name, &bytes)
+    let bytes = read(path)?;
+    parse_bytes(&crate::input::display_name(path), &bytes)
+}
+
+/// Reads a spec file (`-`: standard input): a regular file of at most [`MAX_SPEC_BYTES`],
+/// read with bounded memory and time whatever the path names (see [`crate::input`]).
+pub fn read(path: &Path) -> Result<Vec<u8>, SpecError> {
+    use crate::input::InputError;
+    crate::input::read_bounded(path, MAX_SPEC_BYTES).map_err(|e| match e {
+        InputError::Io { path, source } => SpecError::Read { path, source },
+        InputError::TooLarge { name, size, .. } => SpecError::TooLarge { path: name, size },
+        other => SpecError::Input(other),
+    })
 }
 
 /// Parses and validates spec bytes; `file` is used in messages.
@@ -574,9 +574,16 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         }
     };
     let unlocated = Positions::default();
+    // Only text with a raw unportable character, or an escape that makes one (`\x85`, `\u0085`,
+    // `\U00000085`, `\N`), can hold one; most specs skip the walk.
+    let scan_text = ["\\x", "\\u", "\\U", "\\N"]
+        .iter()
+        .any(|e| text.contains(e))
+        || text.chars().any(unportable);
     let mut v = Validator {
         file,
         positions: &unlocated,
+        scan_text,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -587,6 +594,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         v = Validator {
             file,
             positions: &located,
+            scan_text,
             errors: Vec::new(),
             warnings: Vec::new(),
         };
@@ -873,6 +881,8 @@ pub fn closest<'a>(unknown: &str, known: &'a [String]) -> Option<&'a str> {
 struct Validator<'a> {
     file: &'a str,
     positions: &'a Positions,
+    /// Whether strings may hold characters that are not portable (see [`unportable`]).
+    scan_text: bool,
     errors: Vec<Issue>,
     warnings: Vec<Issue>,
 }
@@ -889,6 +899,14 @@ impl Validator<'_> {
 
     fn error(&mut self, field: &str, message: impl Into<String>) {
         let issue = self.issue(field, message.into());
+        self.errors.push(issue);
+    }
+
+    /// An error about a map entry: located by `lookup` (the entry's full path, whose key may
+    /// be long or hold any character), named as `field` (its map).
+    fn error_at(&mut self, lookup: &str, field: &str, message: String) {
+        let mut issue = self.issue(lookup, message);
+        issue.field = field.to_string();
         self.errors.push(issue);
     }
 
@@ -912,6 +930,11 @@ impl Validator<'_> {
                 "kind",
                 format!("unsupported kind `{}`; expected `{KIND}`", r.kind),
             );
+        }
+        if self.scan_text
+            && let Ok(doc) = serde_json::to_value(r)
+        {
+            self.portable_strings(String::new(), &doc);
         }
         self.dns_label("metadata.name", &r.metadata.name);
         self.dns_label("metadata.namespace", &r.metadata.namespace);
@@ -1042,8 +1065,27 @@ impl Validator<'_> {
                 ),
             );
         }
+        let selector_at = format!("{at}.nodeSelector");
+        for (key, value) in &p.node_selector {
+            let path = format!("{selector_at}.{key}");
+            if let Err(why) = check_qualified_name(key) {
+                self.error_at(&path, &selector_at, format!("key {why}"));
+            } else if let Err(why) = check_label_value(value) {
+                self.error_at(&path, &path, format!("value of `{key}`: {why}"));
+            }
+        }
         for (i, t) in p.tolerations.iter().enumerate() {
             let f = format!("{at}.tolerations[{i}]");
+            if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty())
+                && let Err(why) = check_qualified_name(key)
+            {
+                self.error(&format!("{f}.key"), format!("key {why}"));
+            }
+            if let Some(value) = &t.value
+                && let Err(why) = check_label_value(value)
+            {
+                self.error(&format!("{f}.value"), why);
+            }
             if t.operator == Some(TolerationOperator::Exists) && t.value.is_some() {
                 self.error(
                     &format!("{f}.value"),
@@ -1279,6 +1321,48 @@ impl Validator<'_> {
         }
     }
 
+    /// Refuses, in every string and key of the spec, the characters that would not reach the
+    /// cluster unchanged through every YAML reader (see [`unportable`]).
+    fn portable_strings(&mut self, path: String, v: &serde_json::Value) {
+        use serde_json::Value;
+        let problem = |s: &str| {
+            s.chars().find(|&c| unportable(c)).map(|c| {
+                let why = if c == '\u{85}' {
+                    "YAML 1.1 readers (go-yaml in kubectl, kustomize, Argo CD and Flux) read it as a line break, so the cluster would get another value"
+                } else {
+                    "kubectl kustomize (and so Argo CD and Flux) refuses any YAML holding it, even escaped"
+                };
+                format!("`{}` contains U+{:04X}: {why}", shown(s), c as u32)
+            })
+        };
+        match v {
+            Value::String(s) => {
+                if let Some(message) = problem(s) {
+                    self.error(&path, message);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.portable_strings(format!("{path}[{i}]"), item);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let at = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    if let Some(message) = problem(key) {
+                        self.error_at(&at, &path, format!("key {message}"));
+                    }
+                    self.portable_strings(at, item);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn dns_label(&mut self, field: &str, name: &str) {
         if let Err(why) = check_dns_label(name) {
             self.error(field, why);
@@ -1323,6 +1407,79 @@ pub fn check_dns_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Characters a spec string may not hold: DEL, the C1 controls (U+0080..U+009F) and the
+/// non-characters U+FFFE and U+FFFF. The YAML snaproll writes escapes them, but go-yaml's
+/// emitter writes them back raw and its reader then refuses them, so `kubectl kustomize`
+/// (and so Argo CD and Flux) fails on the whole folder; NEL (U+0085) it passes on raw, and
+/// YAML 1.1 readers turn it into a line break. Refused in validation, with the field.
+pub fn unportable(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// A value for a message: control and other invisible characters escaped, long values cut.
+fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = value
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// The name part of a qualified name, and a label value: at most 63 letters, digits, `-`, `_`
+/// and `.`, starting and ending with a letter or digit (Kubernetes' `qualifiedNameFmt`).
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Checks a label, annotation, node-selector or toleration key as the API server does
+/// (`IsQualifiedName`): an optional DNS subdomain prefix (at most 253 characters) and `/`,
+/// then a name of at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a
+/// letter or digit.
+pub fn check_qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && check_dns_subdomain(p).is_err()
+    {
+        return Err(format!(
+            "`{}`: the prefix before `/` must be a DNS subdomain of at most 253 characters (lower-case letters, digits, `-` and `.`), e.g. `kubernetes.io/os`",
+            shown(key)
+        ));
+    }
+    if !is_label_name(name) {
+        return Err(format!(
+            "`{}` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)",
+            shown(key)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a label value as the API server does (`IsValidLabelValue`): empty, or at most 63
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || is_label_name(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)",
+        shown(value)
+    ))
+}
+
 /// Checks an RFC 1123 subdomain as Kubernetes does (`IsDNS1123Subdomain`): dot-separated parts of
 /// lower-case alphanumerics and `-`, each starting and ending alphanumeric, at most 253 characters
 /// in all. Unlike DNS, Kubernetes puts no 63-character limit on the parts.
@@ -1362,6 +1519,50 @@ mod tests {
     }
 
     #[test]
+    fn qualified_names_and_label_values_follow_the_api_server() {
+        for ok in [
+            "a",
+            "kubernetes.io/os",
+            "node.kubernetes.io/instance-type",
+            "A_b.c-9",
+            &"a".repeat(63),
+            &format!("{}/x", "a".repeat(253)),
+        ] {
+            assert!(check_qualified_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "{{ 7*7 }}",
+            "-a",
+            "a-",
+            "/a",
+            "a/",
+            "a/b/c",
+            "Example.com/a",
+            "a b",
+            "a\u{85}",
+            &"a".repeat(64),
+            &format!("{}/x", "a".repeat(254)),
+            &"k".repeat(100_000),
+        ] {
+            assert!(check_qualified_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_label_value("").is_ok());
+        assert!(check_label_value("n1-standard_4.x").is_ok());
+        for bad in ["a b", "-a", "a/b", "\u{2028}", &"v".repeat(64)] {
+            assert!(check_label_value(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_qualified_name(&"k".repeat(100_000)).unwrap_err(),
+            format!(
+                "`{}…` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)",
+                "k".repeat(40)
+            )
+        );
+    }
+
+    #[test]
     fn dns_subdomains_have_no_per_part_limit() {
         assert!(check_dns_subdomain("pd.csi.storage.gke.io").is_ok());
         assert!(check_dns_subdomain(&"a".repeat(70)).is_ok());
@@ -1390,5 +1591,106 @@ mod tests {
         assert_eq!(e, vec!["name", "replicas"]);
         assert_eq!(closest("replcas", &e), Some("replicas"));
         assert_eq!(closest("zzz", &e), None);
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        /// 2,000 cases per property unless PROPTEST_CASES says otherwise.
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        const EXAMPLE: &str = include_str!("../../examples/gke-daily/snaproll.yaml");
+
+        const SPECIAL: &[char] = &[
+            '\u{0}', '\t', '\n', '\r', '\u{7f}', '\u{85}', '\u{9f}', '\u{2028}', '\u{feff}',
+            '\u{fffe}', '"', '\'', '\\', ':', '#', '-', '?', '&', '*', '!', '|', '>', '{', '}',
+            '[', ']', ',', ' ', '<', '~', '0', 'a',
+        ];
+
+        fn text() -> impl Strategy<Value = String> {
+            let c = prop_oneof![
+                3 => proptest::sample::select(SPECIAL),
+                1 => any::<char>(),
+            ];
+            proptest::collection::vec(c, 0..32).prop_map(String::from_iter)
+        }
+
+        /// The example spec with the free-text fields set to `v`, written as YAML.
+        fn spec_with(v: &str) -> String {
+            let mut doc: Value = crate::yaml::from_str(EXAMPLE).unwrap();
+            doc["spec"]["snapshotClass"]["parameters"] = json!({ v: v, "p": v });
+            let d = &mut doc["spec"]["datasets"][0];
+            d["producer"]["command"] = json!([v]);
+            d["producer"]["args"] = json!([v, v]);
+            d["producer"]["env"] = json!([{"name": "V", "value": v}]);
+            d["consumer"]["args"] = json!([v]);
+            d["consumer"]["env"] = json!([{"name": "V", "value": v}]);
+            crate::yaml::to_string(&doc)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Arbitrary text never panics the loader.
+            #[test]
+            fn loader_never_panics_on_arbitrary_text(s in text()) {
+                let _ = parse_str("fuzz.yaml", &s);
+                let _ = parse_bytes("fuzz.yaml", s.as_bytes());
+            }
+
+            /// The example with any span replaced by arbitrary text never panics the loader.
+            #[test]
+            fn loader_never_panics_on_a_mangled_spec(at in 0..EXAMPLE.len(), len in 0usize..40, s in text()) {
+                let start = (0..=at).rev().find(|&i| EXAMPLE.is_char_boundary(i)).unwrap_or(0);
+                let end = (start + len).min(EXAMPLE.len());
+                let end = (end..=EXAMPLE.len()).find(|&i| EXAMPLE.is_char_boundary(i)).unwrap();
+                let text = format!("{}{s}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+                let _ = parse_str("fuzz.yaml", &text);
+            }
+
+            /// Any string in the spec's free-text fields is accepted and reaches the rendered
+            /// objects exactly as written.
+            #[test]
+            fn free_text_reaches_rendered_objects_exactly(v in text()) {
+                let loaded = parse_str("fuzz.yaml", &spec_with(&v))
+                    .map_err(|e| e.to_string());
+                let loaded = match loaded {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // Only an empty parameter key, or a character go-yaml cannot carry.
+                        prop_assert!(v.is_empty() || v.chars().any(unportable), "{}", e);
+                        return Ok(());
+                    }
+                };
+                prop_assert!(!v.chars().any(unportable), "{:?} was accepted", v);
+                let set = crate::render::Renderer::new(None)
+                    .unwrap()
+                    .render(&loaded.rollout, &crate::render::Plan::single(&loaded.rollout, "2021-07-15"))
+                    .unwrap();
+                for o in &set.objects {
+                    let back = crate::yaml::from_str(&o.yaml).unwrap();
+                    prop_assert_eq!(&back, &o.value);
+                    prop_assert_eq!(&serde_saphyr::from_str::<Value>(&o.yaml).unwrap(), &o.value);
+                    if o.id.kind == crate::manifest::Kind::Pod {
+                        let c = &back["spec"]["containers"][0];
+                        prop_assert_eq!(&c["args"], &json!([v, v]));
+                        prop_assert_eq!(&c["command"], &json!([v]));
+                        prop_assert_eq!(&c["env"][0]["value"], &json!(v));
+                    }
+                }
+            }
+        }
     }
 }

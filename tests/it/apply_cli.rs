@@ -255,6 +255,13 @@ fn cli_diff_exits_1_with_changes_and_0_after_apply() {
         "a no-op apply writes nothing"
     );
     assert!(!server.api.requests().iter().any(Req::is_dry_run));
+    // Every request names snaproll and its version, for the API server's audit log.
+    let agent = format!("snaproll/{}", env!("CARGO_PKG_VERSION"));
+    let requests = server.api.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(r.user_agent, agent, "{} {}", r.method, r.path);
+    }
 }
 
 #[test]

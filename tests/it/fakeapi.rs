@@ -88,6 +88,8 @@ pub struct Req {
     pub creates: bool,
     /// When the request arrived (to measure the pauses between retries).
     pub at: std::time::Instant,
+    /// The request's User-Agent header (empty when it had none).
+    pub user_agent: String,
 }
 
 impl Req {
@@ -683,6 +685,12 @@ async fn handle(state: Arc<State>, req: Request<Bytes>) -> Result<Response<Full<
         status: 0,
         creates: false,
         at: std::time::Instant::now(),
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     };
     if r.method == "PATCH" && !r.path.ends_with("/status") {
         let (code, _) = raw_call(

@@ -7,6 +7,7 @@ mod control_plane;
 mod docs;
 mod fakeapi;
 mod gitops;
+mod harden;
 mod install;
 mod lease;
 mod lifecycle;
