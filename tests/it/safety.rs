@@ -378,3 +378,57 @@ fn an_immutable_source_claim_change_rolls_forward_to_a_fresh_claim() {
         "the fresh claim retires with its generation's producer"
     );
 }
+
+#[test]
+fn a_run_that_would_write_while_another_holds_the_lease_exits_6_and_writes_nothing() {
+    let w = World::new(Mode::Push, Knobs::default());
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/snaproll-demo";
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string();
+    w.server.block_on(w.api().apply_as(
+        "other-run",
+        lease,
+        &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "snaproll-demo", "namespace": NS},
+            "spec": {"holderIdentity": "ci-runner/42/abcdef", "leaseDurationSeconds": 60,
+                     "acquireTime": now, "renewTime": now}}),
+        true,
+    ));
+    w.api().clear_requests();
+    let run = w.run_code(D1, &[], 6);
+    assert!(
+        run.stderr.contains("rollout demo is being changed by another run: Lease default/snaproll-demo held by ci-runner/42/abcdef"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("this run did nothing"), "{}", run.stderr);
+    let writes: Vec<String> = w
+        .api()
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.is_dry_run())
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+    assert!(w.objects().is_empty());
+    // A run with nothing to write needs no Lease: `status` and a dry run still work.
+    let (code, _, stderr) = w.status(D1);
+    assert_eq!(code, 0, "{stderr}");
+    // Once the holder's Lease expires, the next run takes it over and proceeds.
+    let past = "2021-01-01T00:00:00.000000Z";
+    w.server.block_on(w.api().apply_as(
+        "other-run",
+        lease,
+        &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "snaproll-demo", "namespace": NS},
+            "spec": {"holderIdentity": "ci-runner/42/abcdef", "leaseDurationSeconds": 60,
+                     "acquireTime": past, "renewTime": past}}),
+        true,
+    ));
+    let run = w.run(D1);
+    assert_eq!(run.states("data"), [format!("{G1} producing")]);
+    let held = w.server.block_on(w.api().get(lease)).unwrap();
+    assert!(
+        held.pointer("/spec/holderIdentity").is_none_or(Value::is_null),
+        "released at the end: {held:#}"
+    );
+}
