@@ -252,14 +252,17 @@ pub enum GitError {
     /// HEAD is detached and no `--branch` was given.
     #[error("{repo}: HEAD is detached; pass --branch")]
     DetachedHead { repo: String },
-    /// Uncommitted or untracked files in the working tree where the commit would write.
-    #[error(
-        "{repo}: uncommitted changes under {path} ({files}); commit or discard them (git -C {repo} status -- {path}) and re-run"
-    )]
+    /// Uncommitted or untracked files in the working tree where the commit would write, and
+    /// they are not snaproll's own unfinished update (which a run completes by itself).
+    /// `state` says which of HEAD and the working tree is newer; `remedy` names the exact
+    /// command that brings the folder back to HEAD.
+    #[error("{repo}: uncommitted changes under {path} ({files}); {state}; {remedy}, then re-run")]
     Dirty {
         repo: String,
         path: String,
         files: String,
+        state: String,
+        remedy: String,
     },
     /// Reading or writing objects, refs or the index failed.
     #[error("{action}")]
@@ -268,14 +271,24 @@ pub enum GitError {
         #[source]
         source: Libgit2,
     },
-    /// The branch moved while this run was committing (another writer): nothing was changed.
+    /// The branch moved since this run read it (another writer) and the folder differs there:
+    /// what this run decided was decided from an older state, so it was neither committed nor
+    /// pushed. The caller decides again from a fresh [`Checkout`] (see [`GitError::is_stale`]).
+    /// A writer that touched only other paths does not cause this: the commit is rebuilt on
+    /// the new head instead.
     #[error(
-        "branch `{branch}` moved while committing (another writer?); nothing was committed, re-run"
+        "branch `{branch}` moved since this run read it ({seen} -> {now}) and {path} changed there; {done}; decide again from the new head (re-run)"
     )]
-    RefMoved {
+    Stale {
         branch: String,
-        #[source]
-        source: Libgit2,
+        path: String,
+        /// The head the decision was made from (short id, `none` for an unborn branch).
+        seen: String,
+        /// The head found instead.
+        now: String,
+        /// What became of this run's work: nothing committed, or nothing pushed (and, for a
+        /// local repository, its branch now follows the remote head).
+        done: String,
     },
     /// A file the commit changes cannot be written in the working tree; checked before the
     /// branch moves, so nothing was committed.
@@ -355,6 +368,13 @@ impl GitError {
             GitError::InvalidInput { .. } => crate::exit::INVALID,
             _ => crate::exit::GIT,
         }
+    }
+
+    /// Whether the run decided from a state that is no longer the branch head: nothing was
+    /// committed or pushed, and opening a new [`Checkout`] (which starts from the current head),
+    /// reading, deciding and publishing again is the remedy.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, GitError::Stale { .. })
     }
 }
 
@@ -817,6 +837,25 @@ struct WtChange {
     id: Oid,
 }
 
+/// What a dirty folder is (see [`Session::unfinished`]).
+enum Unfinished {
+    /// snaproll's own unfinished update: these changes complete it.
+    Complete(Vec<WtChange>),
+    /// It would be, but tracked files outside the folder changed too (listed).
+    Blocked(Vec<String>),
+    /// Someone's edits.
+    No,
+}
+
+/// Up to three paths, then a count of the rest.
+fn list(paths: &[String]) -> String {
+    let mut s = paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 3 {
+        s.push_str(&format!(" and {} more", paths.len() - 3));
+    }
+    s
+}
+
 /// How a single push attempt ended.
 enum PushResult {
     Pushed,
@@ -1047,8 +1086,10 @@ impl Session {
                 .is_some_and(|t| t == self.refname)
     }
 
-    /// Refuses when any of `paths` (or anything under `folder`) is modified, staged or
-    /// untracked in the working tree.
+    /// Refuses when any of `also` (or anything under `folder`) is modified, staged or
+    /// untracked in the working tree. Without `also` (the check before a run commits), a dirty
+    /// folder that is exactly snaproll's own unfinished update is completed instead (see
+    /// [`Session::unfinished`]).
     fn check_clean(&self, folder: &str, also: &BTreeSet<String>) -> Result<(), GitError> {
         let mut opts = StatusOptions::new();
         opts.include_untracked(true)
@@ -1069,18 +1110,145 @@ impl Session {
             .filter_map(|s| s.path().ok().map(str::to_string))
             .filter(|p| p.starts_with(&prefix) || p == folder || also.contains(p))
             .collect();
+        drop(statuses);
         if dirty.is_empty() {
             return Ok(());
         }
-        let mut files = dirty.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        if dirty.len() > 3 {
-            files.push_str(&format!(" and {} more", dirty.len() - 3));
-        }
+        let head = self.branch_head()?;
+        let repo = &self.name;
+        let stash = format!(
+            "set them aside with `git -C {repo} stash push --include-untracked -- {folder}` (the folder returns to HEAD, the edits stay in the stash)"
+        );
+        let (state, remedy) = if !also.is_empty() {
+            (
+                "the remote's commit writes there too".to_string(),
+                format!(
+                    "set them aside with `git -C {repo} stash push --include-untracked` (the working tree returns to HEAD, the edits stay in the stash)"
+                ),
+            )
+        } else if let Some(h) = head {
+            match self.unfinished(h, folder, &dirty)? {
+                Unfinished::Complete(changes) => {
+                    self.check_writable(&changes)?;
+                    self.update_worktree(&[], h, &changes)?;
+                    tracing::info!(
+                        path = folder,
+                        head = %short(h),
+                        files = changes.len(),
+                        "completed an unfinished update: HEAD had moved but the index and working tree still held the previous commit's files"
+                    );
+                    return Ok(());
+                }
+                Unfinished::Blocked(outside) => (
+                    format!(
+                        "they hold the previous commit's content and HEAD ({}) is newer (a run stopped after committing), but files outside {folder} changed too ({}), so it was not completed automatically",
+                        short(h),
+                        list(&outside)
+                    ),
+                    format!(
+                        "complete it with `git -C {repo} restore --source=HEAD --staged --worktree -- {folder}`"
+                    ),
+                ),
+                Unfinished::No => (
+                    format!(
+                        "the working tree holds edits made after HEAD ({}), which holds the last commit",
+                        short(h)
+                    ),
+                    stash,
+                ),
+            }
+        } else {
+            (
+                "the branch has no commit yet".to_string(),
+                format!("move them out of {folder}"),
+            )
+        };
         Err(GitError::Dirty {
             repo: self.name.clone(),
             path: folder.to_string(),
-            files,
+            files: list(&dirty),
+            state,
+            remedy,
         })
+    }
+
+    /// Whether the dirty paths under `folder` are exactly an update of snaproll's that stopped
+    /// after the branch moved to `head` (a crash between the ref update and the index and
+    /// working tree update): every dirty file's index and working-tree content is its content
+    /// in `head` or in `head`'s first parent, so completing it (writing `head`'s version) loses
+    /// nothing that is not committed. Tracked changes outside the folder block it: then the
+    /// repository holds more than snaproll's unfinished update.
+    fn unfinished(
+        &self,
+        head: Oid,
+        folder: &str,
+        dirty: &[String],
+    ) -> Result<Unfinished, GitError> {
+        let commit = self
+            .repo
+            .find_commit(head)
+            .map_err(self.repo_err(format!("reading commit {head}")))?;
+        let head_tree = self.tree_of(Some(head))?.expect("commit has a tree");
+        let parent_tree = self.tree_of(commit.parent_id(0).ok())?;
+        let mut index = self
+            .repo
+            .index()
+            .map_err(self.repo_err("reading the index"))?;
+        index
+            .read(false)
+            .map_err(self.repo_err("reading the index"))?;
+        if index.has_conflicts() {
+            return Ok(Unfinished::No);
+        }
+        let root = self.repo.workdir().expect("non-bare").to_path_buf();
+        let blob_at = |tree: Option<&Tree<'_>>, p: &str| -> Option<(Oid, i32)> {
+            let e = tree?.get_path(Path::new(p)).ok()?;
+            (e.kind() == Some(ObjectType::Blob)).then(|| (e.id(), e.filemode()))
+        };
+        let mut changes = Vec::new();
+        for p in dirty {
+            let new = blob_at(Some(&head_tree), p);
+            let old = blob_at(parent_tree.as_ref(), p);
+            let committed = |o: Option<Oid>| o == new.map(|n| n.0) || o == old.map(|n| n.0);
+            let staged = index.get_path(Path::new(p), 0).map(|e| e.id);
+            let full = root.join(p);
+            let on_disk = match std::fs::symlink_metadata(&full) {
+                Ok(m) if m.is_file() => Some(
+                    Oid::hash_file(ObjectType::Blob, &full)
+                        .map_err(self.repo_err(format!("reading {p}")))?,
+                ),
+                Ok(_) => return Ok(Unfinished::No),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => return Ok(Unfinished::No),
+            };
+            if !committed(staged) || !committed(on_disk) {
+                return Ok(Unfinished::No);
+            }
+            changes.push(WtChange {
+                rel: PathBuf::from(p),
+                deleted: new.is_none(),
+                mode: new.map(|n| n.1).unwrap_or(MODE_FILE),
+                id: new.map(|n| n.0).unwrap_or(Oid::ZERO_SHA1),
+            });
+        }
+        let mut opts = StatusOptions::new();
+        opts.include_untracked(false)
+            .include_ignored(false)
+            .exclude_submodules(true);
+        let statuses = self
+            .repo
+            .statuses(Some(&mut opts))
+            .map_err(self.repo_err("reading the working tree status"))?;
+        let prefix = format!("{}/", folder.trim_end_matches('/'));
+        let outside: Vec<String> = statuses
+            .iter()
+            .filter_map(|s| s.path().ok().map(str::to_string))
+            .filter(|p| !p.starts_with(&prefix) && p != folder)
+            .collect();
+        if !outside.is_empty() {
+            return Ok(Unfinished::Blocked(outside));
+        }
+        Ok(Unfinished::Complete(changes))
     }
 
     fn signature(&self, req: &Request<'_>) -> Result<Signature<'static>, GitError> {
@@ -1277,12 +1445,54 @@ impl Session {
         match result {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
-                Err(GitError::RefMoved {
-                    branch: self.branch.clone(),
-                    source: self.scrub.err(e),
-                })
+                // Another writer won the compare-and-swap: what was decided is older than the
+                // branch now, whatever the other writer changed.
+                let now = self.branch_head()?;
+                Err(self.stale(old, now, "nothing was committed"))
             }
             Err(e) => Err(self.repo_err(format!("updating {}", self.refname))(e)),
+        }
+    }
+
+    fn stale(&self, seen: Option<Oid>, now: Option<Oid>, done: &str) -> GitError {
+        let id = |o: Option<Oid>| o.map(short).unwrap_or_else(|| "none".to_string());
+        GitError::Stale {
+            branch: self.branch.clone(),
+            path: self.dest.path.clone(),
+            seen: id(seen),
+            now: id(now),
+            done: done.to_string(),
+        }
+    }
+
+    /// The id of what `commit` holds at the folder (a tree, or a blob in the way), `None` when
+    /// the folder or the commit is absent. Two commits with the same id hold the same folder.
+    fn folder_id(&self, commit: Option<Oid>) -> Result<Option<Oid>, GitError> {
+        let Some(tree) = self.tree_of(commit)? else {
+            return Ok(None);
+        };
+        match tree.get_path(Path::new(&self.dest.path)) {
+            Ok(e) => Ok(Some(e.id())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.repo_err("reading the folder")(e)),
+        }
+    }
+
+    /// Whether a decision made from the folder at `seen` still holds at `now`: the folder is
+    /// the same there, or (when `seen` has commits `now` lacks) the folder at `now` is still
+    /// the one at their fork point, so the other side never touched it. Either way the other
+    /// writer changed only other paths and rebuilding this run's commit on `now` is safe.
+    fn decision_holds(&self, seen: Option<Oid>, now: Option<Oid>) -> Result<bool, GitError> {
+        let at_now = self.folder_id(now)?;
+        if self.folder_id(seen)? == at_now {
+            return Ok(true);
+        }
+        let (Some(seen), Some(now)) = (seen, now) else {
+            return Ok(false);
+        };
+        match self.repo.merge_base(seen, now) {
+            Ok(base) if base != seen => Ok(self.folder_id(Some(base))? == at_now),
+            _ => Ok(false),
         }
     }
 
@@ -1371,7 +1581,7 @@ impl Session {
     }
 
     /// Makes the working tree and index follow `changes` (checked clean and writable before):
-    /// writes and removes exactly those files. Content comes from `req` where it has the file
+    /// writes and removes exactly those files. Content comes from `files` where it has the file
     /// (no read-back from the object database), and index entries are built from the stat of
     /// the file just written with the blob id already known (no re-hashing).
     ///
@@ -1380,7 +1590,7 @@ impl Session {
     /// files show as unstaged changes, and the error names the command that restores them.
     fn update_worktree(
         &self,
-        req: &Request<'_>,
+        files: &[File],
         new: Oid,
         changes: &[WtChange],
     ) -> Result<(), GitError> {
@@ -1397,8 +1607,7 @@ impl Session {
             source,
         };
         let g = |e: git2::Error| fail(Box::new(self.scrub.err(e)));
-        let ours: std::collections::HashMap<String, &[u8]> = req
-            .files
+        let ours: std::collections::HashMap<String, &[u8]> = files
             .iter()
             .map(|f| {
                 (
@@ -1515,7 +1724,7 @@ impl Session {
         self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
         tracing::info!(commit = %c, branch = %self.branch, "committed");
         if let Some(changes) = changes {
-            self.update_worktree(req, c, &changes)?;
+            self.update_worktree(req.files, c, &changes)?;
         }
         Ok((plan, Some(c)))
     }
@@ -1531,9 +1740,16 @@ impl Session {
         if worktree {
             self.check_clean(&self.dest.path, &BTreeSet::new())?;
         }
-        let parent = match seen {
-            Some(seen) => seen,
-            None => self.branch_head()?,
+        let head = self.branch_head()?;
+        let decided_from = seen.unwrap_or(head);
+        let parent = if decided_from == head {
+            head
+        } else if self.decision_holds(decided_from, head)? {
+            // Someone committed other paths since the read: build on their commit.
+            tracing::info!(branch = %self.branch, "the branch moved since the read, outside the folder; committing onto the new head");
+            head
+        } else {
+            return Err(self.stale(decided_from, head, "nothing was committed"));
         };
         let (mut plan, mut commit) = self.commit_onto(req, comps, parent, worktree)?;
         let mut outcome_attempts = 0;
@@ -1542,7 +1758,7 @@ impl Session {
             let nothing_to_push = self.url_mode && commit.is_none();
             if !nothing_to_push {
                 let (p, c, attempts, did_push) =
-                    self.push_with_retries(req, comps, worktree, plan, commit)?;
+                    self.push_with_retries(req, comps, worktree, decided_from, plan, commit)?;
                 plan = p;
                 commit = c;
                 outcome_attempts = attempts;
@@ -1556,13 +1772,18 @@ impl Session {
         Ok(out)
     }
 
-    /// Pushes; on a rejection caused by the remote moving, fetches, rebuilds the commit on the
-    /// new remote head and retries, sleeping `retry_delay · 2^n` (capped) between attempts.
+    /// Pushes; on a rejection caused by the remote moving, fetches, and when the remote's
+    /// folder is still the one the decision was made from (`decided_from`: the other writer
+    /// changed only other paths), rebuilds the commit on the new remote head and retries,
+    /// sleeping `retry_delay · 2^n` (capped) between attempts. When the folder changed there,
+    /// nothing is pushed: [`GitError::Stale`] (a local branch is moved to the remote head first,
+    /// so that the next read sees what the other writer decided).
     fn push_with_retries(
         &self,
         req: &Request<'_>,
         comps: &[String],
         worktree: bool,
+        decided_from: Option<Oid>,
         mut plan: Plan,
         mut commit: Option<Oid>,
     ) -> Result<(Plan, Option<Oid>, u32, bool), GitError> {
@@ -1625,6 +1846,7 @@ impl Session {
                 return Err(rejected(attempts));
             }
             self.check_only_ours(local, remote_head)?;
+            let holds = self.decision_holds(decided_from, Some(remote_head))?;
             if worktree {
                 // The rebuilt commit may bring the remote's changes outside the folder.
                 let remote_tree = self.tree_of(Some(remote_head))?;
@@ -1644,7 +1866,11 @@ impl Session {
                     .collect();
                 self.check_clean(&self.dest.path, &paths)?;
             }
-            let (new_plan, new_commit) = self.build(req, comps, Some(remote_head))?;
+            let (new_plan, new_commit) = if holds {
+                self.build(req, comps, Some(remote_head))?
+            } else {
+                (plan, None)
+            };
             let target = new_commit.unwrap_or(remote_head);
             let changes = if worktree {
                 let changes = self.worktree_changes(Some(local), target)?;
@@ -1653,9 +1879,24 @@ impl Session {
             } else {
                 None
             };
-            self.move_branch(Some(local), target, "snaproll: rebuilt on the remote head")?;
+            let msg = if holds {
+                "snaproll: rebuilt on the remote head"
+            } else {
+                "snaproll: reset to the remote head (decision was stale)"
+            };
+            self.move_branch(Some(local), target, msg)?;
             if let Some(changes) = changes {
-                self.update_worktree(req, target, &changes)?;
+                // After a reset the folder is the remote's, not this run's files.
+                let files = if holds { req.files } else { &[] };
+                self.update_worktree(files, target, &changes)?;
+            }
+            if !holds {
+                let done = if self.url_mode {
+                    "nothing was pushed"
+                } else {
+                    "nothing was pushed and the local branch now follows the remote head (the older commit stays in the reflog)"
+                };
+                return Err(self.stale(decided_from, Some(remote_head), done));
             }
             plan = new_plan;
             commit = new_commit;
@@ -2117,7 +2358,9 @@ mod tests {
         std::fs::create_dir_all(root.join("rollouts")).unwrap();
         std::fs::write(root.join("rollouts/demo"), "x").unwrap();
         let changes = session.worktree_changes(None, commit).unwrap();
-        let err = session.update_worktree(&req, commit, &changes).unwrap_err();
+        let err = session
+            .update_worktree(req.files, commit, &changes)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
