@@ -103,6 +103,7 @@ fn main() {
         author_name: Some("bench"),
         author_email: Some("bench@example.com"),
         describe_removed: None,
+        fingerprint: None,
     };
 
     let publish = |repo: &Path| {

@@ -32,6 +32,10 @@ use git2::{
 };
 use serde::Serialize;
 
+/// Commit trailer holding [`Request::fingerprint`].
+const FINGERPRINT_TRAILER: &str = "Snaproll-Fingerprint";
+/// Commit trailer holding the id of the folder's tree the fingerprint produced (`none`: empty).
+const FOLDER_TRAILER: &str = "Snaproll-Folder";
 /// Branch used when neither `--branch` nor the repository names one (new or empty repos).
 pub const DEFAULT_BRANCH: &str = "main";
 /// Author and committer name when no flag, env or git config gives one.
@@ -146,6 +150,12 @@ pub struct Request<'a> {
     pub author_name: Option<&'a str>,
     pub author_email: Option<&'a str>,
     pub describe_removed: Option<Describe<'a>>,
+    /// The caller's digest of everything this run's files follow from (spec bytes, templates,
+    /// snaproll version, the decided plan and generations; one token, no spaces), written into
+    /// the commit as a trailer bound to the folder it produced (see
+    /// [`Checkout::head_fingerprint`]). When the branch head already carries the same
+    /// fingerprint for its folder, publishing writes nothing and skips the comparison.
+    pub fingerprint: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -458,6 +468,17 @@ impl Checkout {
         Ok(files)
     }
 
+    /// The fingerprint the branch head was committed with ([`Request::fingerprint`]), only when
+    /// the head commit carries one and its folder is still exactly the tree that commit
+    /// recorded with it (an amended or hand-made commit does not count). Reads one commit and
+    /// one tree entry: a caller whose fingerprint equals this one has nothing to do.
+    pub fn head_fingerprint(&self) -> Result<Option<String>, GitError> {
+        let Some(session) = &self.session else {
+            return Ok(None);
+        };
+        session.fingerprint_at(session.branch_head()?)
+    }
+
     /// Commits the folder content of `req` (and pushes when asked or for a URL); creates a
     /// missing local repository first.
     pub fn publish(self, req: &Request<'_>) -> Result<Outcome, GitError> {
@@ -594,8 +615,17 @@ pub fn check_destination(dest: &Destination) -> Result<Vec<String>, GitError> {
     Ok(comps)
 }
 
-/// Validates the file names of a request.
+/// Validates the file names and the fingerprint of a request.
 fn check_files(req: &Request<'_>) -> Result<(), GitError> {
+    if let Some(fp) = req.fingerprint
+        && (fp.is_empty() || fp.len() > 256 || fp.chars().any(|c| c.is_whitespace()))
+    {
+        return Err(invalid(
+            "fingerprint",
+            fp,
+            "must be one token of at most 256 characters",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for f in req.files {
         components(&f.path).map_err(|r| invalid("file name", &f.path, &r))?;
@@ -717,7 +747,7 @@ impl Plan {
         )
     }
 
-    fn message(&self, req: &Request<'_>, folder: &str) -> String {
+    fn message(&self, req: &Request<'_>, folder: &str, folder_id: Option<Oid>) -> String {
         let mut m = self.summary(req);
         m.push_str("\n\n");
         for (kind, title) in [
@@ -742,6 +772,14 @@ impl Plan {
             }
         }
         m.push_str(&format!("\nPath: {folder}\n"));
+        if let Some(fp) = req.fingerprint {
+            let tree = folder_id
+                .map(|o| o.to_string())
+                .unwrap_or("none".to_string());
+            m.push_str(&format!(
+                "{FINGERPRINT_TRAILER}: {fp}\n{FOLDER_TRAILER}: {tree}\n"
+            ));
+        }
         m
     }
 
@@ -837,6 +875,51 @@ struct WtChange {
     id: Oid,
 }
 
+/// From this many new blobs on, a commit writes them as one pack rather than loose objects
+/// (git's own `transfer.unpackLimit` default draws the same line for fetched objects).
+const PACK_MIN_OBJECTS: usize = 100;
+
+/// A version-2 pack stream of `blobs`, undeltified, each zlib-compressed at level 1 (git's
+/// `core.looseCompression` default) with one compressor reused throughout, ending with the
+/// SHA-1 of everything before it (see gitformat-pack(5)).
+fn pack_stream(blobs: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    const BLOB: usize = 3;
+    let total: usize = blobs.iter().map(|b| b.len()).sum();
+    let mut out = Vec::with_capacity(total / 2 + blobs.len() * 16 + 32);
+    out.extend_from_slice(b"PACK");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    let count = u32::try_from(blobs.len()).map_err(std::io::Error::other)?;
+    out.extend_from_slice(&count.to_be_bytes());
+    let mut z = Compress::new(Compression::fast(), true);
+    for data in blobs {
+        // Object header: type and size, 4 bits of size first, then 7 bits per byte.
+        let mut size = data.len();
+        let mut byte = ((BLOB << 4) | (size & 0x0f)) as u8;
+        size >>= 4;
+        while size > 0 {
+            out.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        out.push(byte);
+        z.reset();
+        loop {
+            out.reserve(data.len() / 2 + 64);
+            let consumed = z.total_in() as usize;
+            let status = z
+                .compress_vec(&data[consumed..], &mut out, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &out);
+    out.extend_from_slice(digest.as_ref());
+    Ok(out)
+}
+
 /// What a dirty folder is (see [`Session::unfinished`]).
 enum Unfinished {
     /// snaproll's own unfinished update: these changes complete it.
@@ -865,6 +948,11 @@ enum PushResult {
 impl Session {
     /// Opens (or, when `create`, creates) the repository and resolves the branch.
     fn open(dest: &Destination, create: bool) -> Result<Session, GitError> {
+        // Inserting a tree entry or a commit parent otherwise looks every id up in the object
+        // database (a rescan of objects/pack on each miss); snaproll only refers to objects it
+        // has just written or read from existing trees, so the check buys nothing here.
+        static LIBGIT2_OPTS: std::sync::Once = std::sync::Once::new();
+        LIBGIT2_OPTS.call_once(|| git2::opts::strict_object_creation(false));
         let scrub = Scrubber::new(dest);
         if is_url(&dest.repo) {
             return Session::clone_url(dest, scrub);
@@ -1307,16 +1395,25 @@ impl Session {
         let folder = self.dest.path.trim_end_matches('/');
         // Write only the blobs that are new; the others are in the parent tree already.
         let mut entries: Vec<(&str, Oid)> = Vec::with_capacity(plan.new.len());
+        let mut new_blobs: BTreeMap<Oid, &File> = BTreeMap::new();
         for &(i, oid) in &plan.new {
             let f = &req.files[i];
             if changed.contains(format!("{folder}/{}", f.path).as_str()) {
+                new_blobs.insert(oid, f);
+            }
+            entries.push((f.path.as_str(), oid));
+        }
+        if new_blobs.len() >= PACK_MIN_OBJECTS {
+            let blobs: Vec<&[u8]> = new_blobs.values().map(|f| f.content.as_slice()).collect();
+            self.write_pack(&blobs)?;
+        } else {
+            for (oid, f) in new_blobs {
                 let written = self
                     .repo
                     .blob(&f.content)
                     .map_err(self.repo_err(format!("writing {}", f.path)))?;
                 debug_assert_eq!(written, oid);
             }
-            entries.push((f.path.as_str(), oid));
         }
         tracing::debug!(elapsed = ?t_blobs.elapsed(), "blobs written");
         let sub = if entries.is_empty() {
@@ -1358,12 +1455,43 @@ impl Session {
                 None,
                 &sig,
                 &sig,
-                &plan.message(req, folder),
+                &plan.message(req, folder, sub),
                 &tree,
                 &parent_refs,
             )
             .map_err(self.repo_err("writing the commit"))?;
         Ok((plan, Some(commit)))
+    }
+
+    /// Writes `blobs` into the object database as one pack (`objects/pack/pack-*.{pack,idx}`),
+    /// as `git fast-import` does, instead of one loose object each: one file instead of
+    /// thousands, and one zlib compressor reused for every object instead of a zlib stream set
+    /// up and torn down per object (which, with the allocator trimming the heap after each,
+    /// was most of a large first commit). libgit2's indexer writes the index and checks the
+    /// stream (every object's id is computed again, the trailer checksum verified), and the
+    /// pack is only renamed into place once complete, so a crash leaves no partial pack.
+    fn write_pack(&self, blobs: &[&[u8]]) -> Result<(), GitError> {
+        let started = std::time::Instant::now();
+        let odb_err = |e: std::io::Error| GitError::Repo {
+            action: "writing a pack".to_string(),
+            source: Libgit2 {
+                code: ErrorCode::GenericError,
+                class: ErrorClass::Odb,
+                message: e.to_string(),
+            },
+        };
+        let stream = pack_stream(blobs).map_err(odb_err)?;
+        let odb = self
+            .repo
+            .odb()
+            .map_err(self.repo_err("opening the object database"))?;
+        let mut writer = odb.packwriter().map_err(self.repo_err("writing a pack"))?;
+        std::io::Write::write_all(&mut writer, &stream).map_err(odb_err)?;
+        writer.commit().map_err(self.repo_err("writing a pack"))?;
+        drop(writer);
+        // The new pack is found by the next lookup (libgit2 rescans objects/pack on a miss).
+        tracing::debug!(elapsed = ?started.elapsed(), objects = blobs.len(), bytes = stream.len(), "pack written");
+        Ok(())
     }
 
     /// Writes a tree holding `entries` (paths relative to it) and returns its id.
@@ -1476,6 +1604,32 @@ impl Session {
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(self.repo_err("reading the folder")(e)),
         }
+    }
+
+    /// The fingerprint trailer of `commit` when its folder is the tree recorded with it.
+    fn fingerprint_at(&self, commit: Option<Oid>) -> Result<Option<String>, GitError> {
+        let Some(c) = commit else { return Ok(None) };
+        let commit = self
+            .repo
+            .find_commit(c)
+            .map_err(self.repo_err(format!("reading commit {c}")))?;
+        let message = String::from_utf8_lossy(commit.message_bytes());
+        let trailer = |key: &str| {
+            message.lines().rev().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix(": "))
+                    .map(str::to_string)
+            })
+        };
+        let (Some(fp), Some(folder)) = (trailer(FINGERPRINT_TRAILER), trailer(FOLDER_TRAILER))
+        else {
+            return Ok(None);
+        };
+        let actual = self
+            .folder_id(Some(c))?
+            .map(|o| o.to_string())
+            .unwrap_or("none".to_string());
+        Ok((actual == folder).then_some(fp))
     }
 
     /// Whether a decision made from the folder at `seen` still holds at `now`: the folder is
@@ -1709,6 +1863,15 @@ impl Session {
         worktree: bool,
     ) -> Result<(Plan, Option<Oid>), GitError> {
         let started = std::time::Instant::now();
+        if req.fingerprint.is_some() && self.fingerprint_at(parent)?.as_deref() == req.fingerprint {
+            // The head was committed from the same inputs and its folder is untouched since.
+            tracing::debug!("fingerprint matches the branch head: nothing to compare or write");
+            let plan = Plan {
+                changes: Vec::new(),
+                new: Vec::new(),
+            };
+            return Ok((plan, None));
+        }
         let (plan, commit) = self.build(req, comps, parent)?;
         tracing::debug!(elapsed = ?started.elapsed(), changes = plan.changes.len(), "compared and built");
         let Some(c) = commit else {
@@ -2349,6 +2512,7 @@ mod tests {
             author_name: Some("t"),
             author_email: Some("t@example.com"),
             describe_removed: None,
+            fingerprint: None,
         };
         let session = Session::open(&dest, true).unwrap();
         let comps = vec!["rollouts".to_string(), "demo".to_string()];

@@ -121,6 +121,7 @@ fn reconcile_once(cmd: &ReconcileCmd, color: bool) -> Result<(u8, Vec<Decision>)
         author_name: cmd.git.author_name.as_deref(),
         author_email: cmd.git.author_email.as_deref(),
         describe_removed: Some(&describe),
+        fingerprint: None,
     };
 
     // The repository an offline run read is the one committed to; with a cluster, Git is
