@@ -169,8 +169,7 @@ fn main() {
     };
     let tree = |repo: &Path| {
         let r = git2::Repository::open(repo).unwrap();
-        let id = r.head().unwrap().peel_to_tree().unwrap().id();
-        id
+        r.head().unwrap().peel_to_tree().unwrap().id()
     };
 
     let (mut a, mut a_bare, mut w, mut b) = (vec![], vec![], vec![], vec![]);
