@@ -1591,6 +1591,24 @@ fn large_commit_is_one_pack_and_the_same_tree_git_makes() {
     assert!(field("count") <= 10, "{counts}");
     let read = gitops::read(&dest).unwrap();
     assert_eq!(read.len(), 152);
+    // Pushed from a bare clone (the CronJob's case), the pack's objects reach the remote.
+    let bare = env.seeded_bare("remote.git");
+    let url = format!("file://{}", bare.display());
+    let files: Vec<File> = many_files(150, None)
+        .into_iter()
+        .map(|(path, c)| File {
+            path,
+            content: c.into_bytes(),
+            objects: vec![],
+        })
+        .collect();
+    assert!(
+        gitops::publish(&lib_dest(&url), &lib_req(&files))
+            .unwrap()
+            .pushed
+    );
+    assert_eq!(env.files(&bare, "main").len(), 153);
+    env.fsck(&bare);
     assert_eq!(
         String::from_utf8(
             read.iter()
