@@ -12,9 +12,12 @@
 //!   and a concurrent writer makes this run fail instead of losing its update.
 //! - In a non-bare repository whose HEAD is the branch, the working tree and index follow the
 //!   new commit; a dirty working tree under `path` is refused before anything is written.
-//! - With a push, a non-fast-forward rejection fetches the new remote head, re-applies the same
-//!   files onto it (correct because `path` is owned entirely) and retries with bounded
-//!   exponential backoff. The push is never forced.
+//! - With a push, a non-fast-forward rejection fetches the new remote head; when the folder is
+//!   unchanged there (the other writer touched other paths) the same files are re-applied onto
+//!   it and the push retried with bounded exponential backoff, otherwise nothing is pushed
+//!   ([`GitError::Stale`]: the caller decides again). The push is never forced.
+//! - A large commit's blobs are written as one pack; a no-op can be proven from one commit by
+//!   the caller's fingerprint ([`Request::fingerprint`], [`Checkout::head_fingerprint`]).
 //!
 //! Credentials never appear in errors or logs: URLs lose their userinfo and the token is
 //! replaced wherever libgit2 might echo it.
