@@ -391,7 +391,7 @@ impl Engine {
                 None => None,
                 Some(target) => match self.commit(target, &mut planned) {
                     Ok(o) => Some(o),
-                    Err(e) if is_stale(&e) && attempts <= self.opts.redecide_attempts => {
+                    Err(e) if e.is_stale() && attempts <= self.opts.redecide_attempts => {
                         tracing::info!(
                             attempt = attempts,
                             error = %e,
@@ -598,6 +598,7 @@ impl Engine {
             author_name: target.author_name.as_deref(),
             author_email: target.author_email.as_deref(),
             describe_removed: Some(&describe),
+            fingerprint: None,
         };
         let checkout = match planned.checkout.take() {
             Some(c) => c,
@@ -688,10 +689,6 @@ struct Planned {
     checkout: Option<Checkout>,
 }
 
-/// Whether a Git failure means the decision was made from a state the branch no longer has.
-fn is_stale(e: &GitError) -> bool {
-    e.is_stale()
-}
 
 /// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a run
 /// that may decide from Git runs offline; anything else that fails is an error, never a silent

@@ -12,9 +12,12 @@
 //!   and a concurrent writer makes this run fail instead of losing its update.
 //! - In a non-bare repository whose HEAD is the branch, the working tree and index follow the
 //!   new commit; a dirty working tree under `path` is refused before anything is written.
-//! - With a push, a non-fast-forward rejection fetches the new remote head, re-applies the same
-//!   files onto it (correct because `path` is owned entirely) and retries with bounded
-//!   exponential backoff. The push is never forced.
+//! - With a push, a non-fast-forward rejection fetches the new remote head; when the folder is
+//!   unchanged there (the other writer touched other paths) the same files are re-applied onto
+//!   it and the push retried with bounded exponential backoff, otherwise nothing is pushed
+//!   ([`GitError::Stale`]: the caller decides again). The push is never forced.
+//! - A large commit's blobs are written as one pack; a no-op can be proven from one commit by
+//!   the caller's fingerprint ([`Request::fingerprint`], [`Checkout::head_fingerprint`]).
 //!
 //! Credentials never appear in errors or logs: URLs lose their userinfo and the token is
 //! replaced wherever libgit2 might echo it.
@@ -32,6 +35,10 @@ use git2::{
 };
 use serde::Serialize;
 
+/// Commit trailer holding [`Request::fingerprint`].
+const FINGERPRINT_TRAILER: &str = "Snaproll-Fingerprint";
+/// Commit trailer holding the id of the folder's tree the fingerprint produced (`none`: empty).
+const FOLDER_TRAILER: &str = "Snaproll-Folder";
 /// Branch used when neither `--branch` nor the repository names one (new or empty repos).
 pub const DEFAULT_BRANCH: &str = "main";
 /// Author and committer name when no flag, env or git config gives one.
@@ -162,6 +169,12 @@ pub struct Request<'a> {
     pub author_name: Option<&'a str>,
     pub author_email: Option<&'a str>,
     pub describe_removed: Option<Describe<'a>>,
+    /// The caller's digest of everything this run's files follow from (spec bytes, templates,
+    /// snaproll version, the decided plan and generations; one token, no spaces), written into
+    /// the commit as a trailer bound to the folder it produced (see
+    /// [`Checkout::head_fingerprint`]). When the branch head already carries the same
+    /// fingerprint for its folder, publishing writes nothing and skips the comparison.
+    pub fingerprint: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -268,14 +281,17 @@ pub enum GitError {
     /// HEAD is detached and no `--branch` was given.
     #[error("{repo}: HEAD is detached; pass --branch")]
     DetachedHead { repo: String },
-    /// Uncommitted or untracked files in the working tree where the commit would write.
-    #[error(
-        "{repo}: uncommitted changes under {path} ({files}); commit or discard them (git -C {repo} status -- {path}) and re-run"
-    )]
+    /// Uncommitted or untracked files in the working tree where the commit would write, and
+    /// they are not snaproll's own unfinished update (which a run completes by itself).
+    /// `state` says which of HEAD and the working tree is newer; `remedy` names the exact
+    /// command that brings the folder back to HEAD.
+    #[error("{repo}: uncommitted changes under {path} ({files}); {state}; {remedy}, then re-run")]
     Dirty {
         repo: String,
         path: String,
         files: String,
+        state: String,
+        remedy: String,
     },
     /// Reading or writing objects, refs or the index failed.
     #[error("{action}")]
@@ -284,14 +300,24 @@ pub enum GitError {
         #[source]
         source: Libgit2,
     },
-    /// The branch moved while this run was committing (another writer): nothing was changed.
+    /// The branch moved since this run read it (another writer) and the folder differs there:
+    /// what this run decided was decided from an older state, so it was neither committed nor
+    /// pushed. The caller decides again from a fresh [`Checkout`] (see [`GitError::is_stale`]).
+    /// A writer that touched only other paths does not cause this: the commit is rebuilt on
+    /// the new head instead.
     #[error(
-        "branch `{branch}` moved while committing (another writer?); nothing was committed, re-run"
+        "branch `{branch}` moved since this run read it ({seen} -> {now}) and {path} changed there; {done}; decide again from the new head (re-run)"
     )]
-    RefMoved {
+    Stale {
         branch: String,
-        #[source]
-        source: Libgit2,
+        path: String,
+        /// The head the decision was made from (short id, `none` for an unborn branch).
+        seen: String,
+        /// The head found instead.
+        now: String,
+        /// What became of this run's work: nothing committed, or nothing pushed (and, for a
+        /// local repository, its branch now follows the remote head).
+        done: String,
     },
     /// A file the commit changes cannot be written in the working tree; checked before the
     /// branch moves, so nothing was committed.
@@ -366,17 +392,18 @@ pub enum GitError {
 
 impl GitError {
     /// The process exit code (documented under `--help`).
-    /// Whether the run decided from a state the branch no longer has (another run moved it):
-    /// the caller observes and decides again instead of publishing.
-    pub fn is_stale(&self) -> bool {
-        matches!(self, GitError::RefMoved { .. })
-    }
-
     pub fn exit_code(&self) -> u8 {
         match self {
             GitError::InvalidInput { .. } => crate::exit::INVALID,
             _ => crate::exit::GIT,
         }
+    }
+
+    /// Whether the run decided from a state that is no longer the branch head: nothing was
+    /// committed or pushed, and opening a new [`Checkout`] (which starts from the current head),
+    /// reading, deciding and publishing again is the remedy.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, GitError::Stale { .. })
     }
 }
 
@@ -458,6 +485,17 @@ impl Checkout {
             });
         }
         Ok(files)
+    }
+
+    /// The fingerprint the branch head was committed with ([`Request::fingerprint`]), only when
+    /// the head commit carries one and its folder is still exactly the tree that commit
+    /// recorded with it (an amended or hand-made commit does not count). Reads one commit and
+    /// one tree entry: a caller whose fingerprint equals this one has nothing to do.
+    pub fn head_fingerprint(&self) -> Result<Option<String>, GitError> {
+        let Some(session) = &self.session else {
+            return Ok(None);
+        };
+        session.fingerprint_at(session.branch_head()?)
     }
 
     /// Commits the folder content of `req` (and pushes when asked or for a URL); creates a
@@ -650,8 +688,17 @@ pub fn check_destination(dest: &Destination) -> Result<Vec<String>, GitError> {
     Ok(comps)
 }
 
-/// Validates the file names of a request.
+/// Validates the file names and the fingerprint of a request.
 fn check_files(req: &Request<'_>) -> Result<(), GitError> {
+    if let Some(fp) = req.fingerprint
+        && (fp.is_empty() || fp.len() > 256 || fp.chars().any(|c| c.is_whitespace()))
+    {
+        return Err(invalid(
+            "fingerprint",
+            fp,
+            "must be one token of at most 256 characters",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for f in req.files {
         components(&f.path).map_err(|r| invalid("file name", &f.path, &r))?;
@@ -773,7 +820,7 @@ impl Plan {
         )
     }
 
-    fn message(&self, req: &Request<'_>, folder: &str) -> String {
+    fn message(&self, req: &Request<'_>, folder: &str, folder_id: Option<Oid>) -> String {
         let mut m = self.summary(req);
         m.push_str("\n\n");
         for (kind, title) in [
@@ -798,6 +845,14 @@ impl Plan {
             }
         }
         m.push_str(&format!("\nPath: {folder}\n"));
+        if let Some(fp) = req.fingerprint {
+            let tree = folder_id
+                .map(|o| o.to_string())
+                .unwrap_or("none".to_string());
+            m.push_str(&format!(
+                "{FINGERPRINT_TRAILER}: {fp}\n{FOLDER_TRAILER}: {tree}\n"
+            ));
+        }
         m
     }
 
@@ -897,6 +952,70 @@ struct WtChange {
     id: Oid,
 }
 
+/// From this many new blobs on, a commit writes them as one pack rather than loose objects
+/// (git's own `transfer.unpackLimit` default draws the same line for fetched objects).
+const PACK_MIN_OBJECTS: usize = 100;
+
+/// A version-2 pack stream of `blobs`, undeltified, each zlib-compressed at level 1 (git's
+/// `core.looseCompression` default) with one compressor reused throughout, ending with the
+/// SHA-1 of everything before it (see gitformat-pack(5)).
+fn pack_stream(blobs: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    const BLOB: usize = 3;
+    let total: usize = blobs.iter().map(|b| b.len()).sum();
+    let mut out = Vec::with_capacity(total / 2 + blobs.len() * 16 + 32);
+    out.extend_from_slice(b"PACK");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    let count = u32::try_from(blobs.len()).map_err(std::io::Error::other)?;
+    out.extend_from_slice(&count.to_be_bytes());
+    let mut z = Compress::new(Compression::fast(), true);
+    for data in blobs {
+        // Object header: type and size, 4 bits of size first, then 7 bits per byte.
+        let mut size = data.len();
+        let mut byte = ((BLOB << 4) | (size & 0x0f)) as u8;
+        size >>= 4;
+        while size > 0 {
+            out.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        out.push(byte);
+        z.reset();
+        loop {
+            out.reserve(data.len() / 2 + 64);
+            let consumed = z.total_in() as usize;
+            let status = z
+                .compress_vec(&data[consumed..], &mut out, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &out);
+    out.extend_from_slice(digest.as_ref());
+    Ok(out)
+}
+
+/// What a dirty folder is (see [`Session::unfinished`]).
+enum Unfinished {
+    /// snaproll's own unfinished update: these changes complete it.
+    Complete(Vec<WtChange>),
+    /// It would be, but tracked files outside the folder changed too (listed).
+    Blocked(Vec<String>),
+    /// Someone's edits.
+    No,
+}
+
+/// Up to three paths, then a count of the rest.
+fn list(paths: &[String]) -> String {
+    let mut s = paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 3 {
+        s.push_str(&format!(" and {} more", paths.len() - 3));
+    }
+    s
+}
+
 /// How a single push attempt ended.
 enum PushResult {
     Pushed,
@@ -906,6 +1025,11 @@ enum PushResult {
 impl Session {
     /// Opens (or, when `create`, creates) the repository and resolves the branch.
     fn open(dest: &Destination, create: bool) -> Result<Session, GitError> {
+        // Inserting a tree entry or a commit parent otherwise looks every id up in the object
+        // database (a rescan of objects/pack on each miss); snaproll only refers to objects it
+        // has just written or read from existing trees, so the check buys nothing here.
+        static LIBGIT2_OPTS: std::sync::Once = std::sync::Once::new();
+        LIBGIT2_OPTS.call_once(|| git2::opts::strict_object_creation(false));
         let scrub = Scrubber::new(dest);
         if is_url(&dest.repo) {
             return Session::clone_url(dest, scrub);
@@ -1127,8 +1251,10 @@ impl Session {
                 .is_some_and(|t| t == self.refname)
     }
 
-    /// Refuses when any of `paths` (or anything under `folder`) is modified, staged or
-    /// untracked in the working tree.
+    /// Refuses when any of `also` (or anything under `folder`) is modified, staged or
+    /// untracked in the working tree. Without `also` (the check before a run commits), a dirty
+    /// folder that is exactly snaproll's own unfinished update is completed instead (see
+    /// [`Session::unfinished`]).
     fn check_clean(&self, folder: &str, also: &BTreeSet<String>) -> Result<(), GitError> {
         let mut opts = StatusOptions::new();
         opts.include_untracked(true)
@@ -1149,18 +1275,145 @@ impl Session {
             .filter_map(|s| s.path().ok().map(str::to_string))
             .filter(|p| p.starts_with(&prefix) || p == folder || also.contains(p))
             .collect();
+        drop(statuses);
         if dirty.is_empty() {
             return Ok(());
         }
-        let mut files = dirty.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        if dirty.len() > 3 {
-            files.push_str(&format!(" and {} more", dirty.len() - 3));
-        }
+        let head = self.branch_head()?;
+        let repo = &self.name;
+        let stash = format!(
+            "set them aside with `git -C {repo} stash push --include-untracked -- {folder}` (the folder returns to HEAD, the edits stay in the stash)"
+        );
+        let (state, remedy) = if !also.is_empty() {
+            (
+                "the remote's commit writes there too".to_string(),
+                format!(
+                    "set them aside with `git -C {repo} stash push --include-untracked` (the working tree returns to HEAD, the edits stay in the stash)"
+                ),
+            )
+        } else if let Some(h) = head {
+            match self.unfinished(h, folder, &dirty)? {
+                Unfinished::Complete(changes) => {
+                    self.check_writable(&changes)?;
+                    self.update_worktree(&[], h, &changes)?;
+                    tracing::info!(
+                        path = folder,
+                        head = %short(h),
+                        files = changes.len(),
+                        "completed an unfinished update: HEAD had moved but the index and working tree still held the previous commit's files"
+                    );
+                    return Ok(());
+                }
+                Unfinished::Blocked(outside) => (
+                    format!(
+                        "they hold the previous commit's content and HEAD ({}) is newer (a run stopped after committing), but files outside {folder} changed too ({}), so it was not completed automatically",
+                        short(h),
+                        list(&outside)
+                    ),
+                    format!(
+                        "complete it with `git -C {repo} restore --source=HEAD --staged --worktree -- {folder}`"
+                    ),
+                ),
+                Unfinished::No => (
+                    format!(
+                        "the working tree holds edits made after HEAD ({}), which holds the last commit",
+                        short(h)
+                    ),
+                    stash,
+                ),
+            }
+        } else {
+            (
+                "the branch has no commit yet".to_string(),
+                format!("move them out of {folder}"),
+            )
+        };
         Err(GitError::Dirty {
             repo: self.name.clone(),
             path: folder.to_string(),
-            files,
+            files: list(&dirty),
+            state,
+            remedy,
         })
+    }
+
+    /// Whether the dirty paths under `folder` are exactly an update of snaproll's that stopped
+    /// after the branch moved to `head` (a crash between the ref update and the index and
+    /// working tree update): every dirty file's index and working-tree content is its content
+    /// in `head` or in `head`'s first parent, so completing it (writing `head`'s version) loses
+    /// nothing that is not committed. Tracked changes outside the folder block it: then the
+    /// repository holds more than snaproll's unfinished update.
+    fn unfinished(
+        &self,
+        head: Oid,
+        folder: &str,
+        dirty: &[String],
+    ) -> Result<Unfinished, GitError> {
+        let commit = self
+            .repo
+            .find_commit(head)
+            .map_err(self.repo_err(format!("reading commit {head}")))?;
+        let head_tree = self.tree_of(Some(head))?.expect("commit has a tree");
+        let parent_tree = self.tree_of(commit.parent_id(0).ok())?;
+        let mut index = self
+            .repo
+            .index()
+            .map_err(self.repo_err("reading the index"))?;
+        index
+            .read(false)
+            .map_err(self.repo_err("reading the index"))?;
+        if index.has_conflicts() {
+            return Ok(Unfinished::No);
+        }
+        let root = self.repo.workdir().expect("non-bare").to_path_buf();
+        let blob_at = |tree: Option<&Tree<'_>>, p: &str| -> Option<(Oid, i32)> {
+            let e = tree?.get_path(Path::new(p)).ok()?;
+            (e.kind() == Some(ObjectType::Blob)).then(|| (e.id(), e.filemode()))
+        };
+        let mut changes = Vec::new();
+        for p in dirty {
+            let new = blob_at(Some(&head_tree), p);
+            let old = blob_at(parent_tree.as_ref(), p);
+            let committed = |o: Option<Oid>| o == new.map(|n| n.0) || o == old.map(|n| n.0);
+            let staged = index.get_path(Path::new(p), 0).map(|e| e.id);
+            let full = root.join(p);
+            let on_disk = match std::fs::symlink_metadata(&full) {
+                Ok(m) if m.is_file() => Some(
+                    Oid::hash_file(ObjectType::Blob, &full)
+                        .map_err(self.repo_err(format!("reading {p}")))?,
+                ),
+                Ok(_) => return Ok(Unfinished::No),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => return Ok(Unfinished::No),
+            };
+            if !committed(staged) || !committed(on_disk) {
+                return Ok(Unfinished::No);
+            }
+            changes.push(WtChange {
+                rel: PathBuf::from(p),
+                deleted: new.is_none(),
+                mode: new.map(|n| n.1).unwrap_or(MODE_FILE),
+                id: new.map(|n| n.0).unwrap_or(Oid::ZERO_SHA1),
+            });
+        }
+        let mut opts = StatusOptions::new();
+        opts.include_untracked(false)
+            .include_ignored(false)
+            .exclude_submodules(true);
+        let statuses = self
+            .repo
+            .statuses(Some(&mut opts))
+            .map_err(self.repo_err("reading the working tree status"))?;
+        let prefix = format!("{}/", folder.trim_end_matches('/'));
+        let outside: Vec<String> = statuses
+            .iter()
+            .filter_map(|s| s.path().ok().map(str::to_string))
+            .filter(|p| !p.starts_with(&prefix) && p != folder)
+            .collect();
+        if !outside.is_empty() {
+            return Ok(Unfinished::Blocked(outside));
+        }
+        Ok(Unfinished::Complete(changes))
     }
 
     fn signature(&self, req: &Request<'_>) -> Result<Signature<'static>, GitError> {
@@ -1219,16 +1472,25 @@ impl Session {
         let folder = self.dest.path.trim_end_matches('/');
         // Write only the blobs that are new; the others are in the parent tree already.
         let mut entries: Vec<(&str, Oid)> = Vec::with_capacity(plan.new.len());
+        let mut new_blobs: BTreeMap<Oid, &File> = BTreeMap::new();
         for &(i, oid) in &plan.new {
             let f = &req.files[i];
             if changed.contains(format!("{folder}/{}", f.path).as_str()) {
+                new_blobs.insert(oid, f);
+            }
+            entries.push((f.path.as_str(), oid));
+        }
+        if new_blobs.len() >= PACK_MIN_OBJECTS {
+            let blobs: Vec<&[u8]> = new_blobs.values().map(|f| f.content.as_slice()).collect();
+            self.write_pack(&blobs)?;
+        } else {
+            for (oid, f) in new_blobs {
                 let written = self
                     .repo
                     .blob(&f.content)
                     .map_err(self.repo_err(format!("writing {}", f.path)))?;
                 debug_assert_eq!(written, oid);
             }
-            entries.push((f.path.as_str(), oid));
         }
         tracing::debug!(elapsed = ?t_blobs.elapsed(), "blobs written");
         let sub = if entries.is_empty() {
@@ -1270,12 +1532,43 @@ impl Session {
                 None,
                 &sig,
                 &sig,
-                &plan.message(req, folder),
+                &plan.message(req, folder, sub),
                 &tree,
                 &parent_refs,
             )
             .map_err(self.repo_err("writing the commit"))?;
         Ok((plan, Some(commit)))
+    }
+
+    /// Writes `blobs` into the object database as one pack (`objects/pack/pack-*.{pack,idx}`),
+    /// as `git fast-import` does, instead of one loose object each: one file instead of
+    /// thousands, and one zlib compressor reused for every object instead of a zlib stream set
+    /// up and torn down per object (which, with the allocator trimming the heap after each,
+    /// was most of a large first commit). libgit2's indexer writes the index and checks the
+    /// stream (every object's id is computed again, the trailer checksum verified), and the
+    /// pack is only renamed into place once complete, so a crash leaves no partial pack.
+    fn write_pack(&self, blobs: &[&[u8]]) -> Result<(), GitError> {
+        let started = std::time::Instant::now();
+        let odb_err = |e: std::io::Error| GitError::Repo {
+            action: "writing a pack".to_string(),
+            source: Libgit2 {
+                code: ErrorCode::GenericError,
+                class: ErrorClass::Odb,
+                message: e.to_string(),
+            },
+        };
+        let stream = pack_stream(blobs).map_err(odb_err)?;
+        let odb = self
+            .repo
+            .odb()
+            .map_err(self.repo_err("opening the object database"))?;
+        let mut writer = odb.packwriter().map_err(self.repo_err("writing a pack"))?;
+        std::io::Write::write_all(&mut writer, &stream).map_err(odb_err)?;
+        writer.commit().map_err(self.repo_err("writing a pack"))?;
+        drop(writer);
+        // The new pack is found by the next lookup (libgit2 rescans objects/pack on a miss).
+        tracing::debug!(elapsed = ?started.elapsed(), objects = blobs.len(), bytes = stream.len(), "pack written");
+        Ok(())
     }
 
     /// Writes a tree holding `entries` (paths relative to it) and returns its id.
@@ -1357,12 +1650,80 @@ impl Session {
         match result {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
-                Err(GitError::RefMoved {
-                    branch: self.branch.clone(),
-                    source: self.scrub.err(e),
-                })
+                // Another writer won the compare-and-swap: what was decided is older than the
+                // branch now, whatever the other writer changed.
+                let now = self.branch_head()?;
+                Err(self.stale(old, now, "nothing was committed"))
             }
             Err(e) => Err(self.repo_err(format!("updating {}", self.refname))(e)),
+        }
+    }
+
+    fn stale(&self, seen: Option<Oid>, now: Option<Oid>, done: &str) -> GitError {
+        let id = |o: Option<Oid>| o.map(short).unwrap_or_else(|| "none".to_string());
+        GitError::Stale {
+            branch: self.branch.clone(),
+            path: self.dest.path.clone(),
+            seen: id(seen),
+            now: id(now),
+            done: done.to_string(),
+        }
+    }
+
+    /// The id of what `commit` holds at the folder (a tree, or a blob in the way), `None` when
+    /// the folder or the commit is absent. Two commits with the same id hold the same folder.
+    fn folder_id(&self, commit: Option<Oid>) -> Result<Option<Oid>, GitError> {
+        let Some(tree) = self.tree_of(commit)? else {
+            return Ok(None);
+        };
+        match tree.get_path(Path::new(&self.dest.path)) {
+            Ok(e) => Ok(Some(e.id())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.repo_err("reading the folder")(e)),
+        }
+    }
+
+    /// The fingerprint trailer of `commit` when its folder is the tree recorded with it.
+    fn fingerprint_at(&self, commit: Option<Oid>) -> Result<Option<String>, GitError> {
+        let Some(c) = commit else { return Ok(None) };
+        let commit = self
+            .repo
+            .find_commit(c)
+            .map_err(self.repo_err(format!("reading commit {c}")))?;
+        let message = String::from_utf8_lossy(commit.message_bytes());
+        let trailer = |key: &str| {
+            message.lines().rev().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix(": "))
+                    .map(str::to_string)
+            })
+        };
+        let (Some(fp), Some(folder)) = (trailer(FINGERPRINT_TRAILER), trailer(FOLDER_TRAILER))
+        else {
+            return Ok(None);
+        };
+        let actual = self
+            .folder_id(Some(c))?
+            .map(|o| o.to_string())
+            .unwrap_or("none".to_string());
+        Ok((actual == folder).then_some(fp))
+    }
+
+    /// Whether a decision made from the folder at `seen` still holds at `now`: the folder is
+    /// the same there, or (when `seen` has commits `now` lacks) the folder at `now` is still
+    /// the one at their fork point, so the other side never touched it. Either way the other
+    /// writer changed only other paths and rebuilding this run's commit on `now` is safe.
+    fn decision_holds(&self, seen: Option<Oid>, now: Option<Oid>) -> Result<bool, GitError> {
+        let at_now = self.folder_id(now)?;
+        if self.folder_id(seen)? == at_now {
+            return Ok(true);
+        }
+        let (Some(seen), Some(now)) = (seen, now) else {
+            return Ok(false);
+        };
+        match self.repo.merge_base(seen, now) {
+            Ok(base) if base != seen => Ok(self.folder_id(Some(base))? == at_now),
+            _ => Ok(false),
         }
     }
 
@@ -1451,7 +1812,7 @@ impl Session {
     }
 
     /// Makes the working tree and index follow `changes` (checked clean and writable before):
-    /// writes and removes exactly those files. Content comes from `req` where it has the file
+    /// writes and removes exactly those files. Content comes from `files` where it has the file
     /// (no read-back from the object database), and index entries are built from the stat of
     /// the file just written with the blob id already known (no re-hashing).
     ///
@@ -1460,7 +1821,7 @@ impl Session {
     /// files show as unstaged changes, and the error names the command that restores them.
     fn update_worktree(
         &self,
-        req: &Request<'_>,
+        files: &[File],
         new: Oid,
         changes: &[WtChange],
     ) -> Result<(), GitError> {
@@ -1477,8 +1838,7 @@ impl Session {
             source,
         };
         let g = |e: git2::Error| fail(Box::new(self.scrub.err(e)));
-        let ours: std::collections::HashMap<String, &[u8]> = req
-            .files
+        let ours: std::collections::HashMap<String, &[u8]> = files
             .iter()
             .map(|f| {
                 (
@@ -1580,6 +1940,15 @@ impl Session {
         worktree: bool,
     ) -> Result<(Plan, Option<Oid>), GitError> {
         let started = std::time::Instant::now();
+        if req.fingerprint.is_some() && self.fingerprint_at(parent)?.as_deref() == req.fingerprint {
+            // The head was committed from the same inputs and its folder is untouched since.
+            tracing::debug!("fingerprint matches the branch head: nothing to compare or write");
+            let plan = Plan {
+                changes: Vec::new(),
+                new: Vec::new(),
+            };
+            return Ok((plan, None));
+        }
         let (plan, commit) = self.build(req, comps, parent)?;
         tracing::debug!(elapsed = ?started.elapsed(), changes = plan.changes.len(), "compared and built");
         let Some(c) = commit else {
@@ -1595,7 +1964,7 @@ impl Session {
         self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
         tracing::info!(commit = %c, branch = %self.branch, "committed");
         if let Some(changes) = changes {
-            self.update_worktree(req, c, &changes)?;
+            self.update_worktree(req.files, c, &changes)?;
         }
         Ok((plan, Some(c)))
     }
@@ -1611,9 +1980,16 @@ impl Session {
         if worktree {
             self.check_clean(&self.dest.path, &BTreeSet::new())?;
         }
-        let parent = match seen {
-            Some(seen) => seen,
-            None => self.branch_head()?,
+        let head = self.branch_head()?;
+        let decided_from = seen.unwrap_or(head);
+        let parent = if decided_from == head {
+            head
+        } else if self.decision_holds(decided_from, head)? {
+            // Someone committed other paths since the read: build on their commit.
+            tracing::info!(branch = %self.branch, "the branch moved since the read, outside the folder; committing onto the new head");
+            head
+        } else {
+            return Err(self.stale(decided_from, head, "nothing was committed"));
         };
         let (mut plan, mut commit) = self.commit_onto(req, comps, parent, worktree)?;
         let mut outcome_attempts = 0;
@@ -1622,7 +1998,7 @@ impl Session {
             let nothing_to_push = self.url_mode && commit.is_none();
             if !nothing_to_push {
                 let (p, c, attempts, did_push) =
-                    self.push_with_retries(req, comps, worktree, plan, commit)?;
+                    self.push_with_retries(req, comps, worktree, decided_from, plan, commit)?;
                 plan = p;
                 commit = c;
                 outcome_attempts = attempts;
@@ -1636,13 +2012,18 @@ impl Session {
         Ok(out)
     }
 
-    /// Pushes; on a rejection caused by the remote moving, fetches, rebuilds the commit on the
-    /// new remote head and retries, sleeping `retry_delay · 2^n` (capped) between attempts.
+    /// Pushes; on a rejection caused by the remote moving, fetches, and when the remote's
+    /// folder is still the one the decision was made from (`decided_from`: the other writer
+    /// changed only other paths), rebuilds the commit on the new remote head and retries,
+    /// sleeping `retry_delay · 2^n` (capped) between attempts. When the folder changed there,
+    /// nothing is pushed: [`GitError::Stale`] (a local branch is moved to the remote head first,
+    /// so that the next read sees what the other writer decided).
     fn push_with_retries(
         &self,
         req: &Request<'_>,
         comps: &[String],
         worktree: bool,
+        decided_from: Option<Oid>,
         mut plan: Plan,
         mut commit: Option<Oid>,
     ) -> Result<(Plan, Option<Oid>, u32, bool), GitError> {
@@ -1705,6 +2086,7 @@ impl Session {
                 return Err(rejected(attempts));
             }
             self.check_only_ours(local, remote_head)?;
+            let holds = self.decision_holds(decided_from, Some(remote_head))?;
             if worktree {
                 // The rebuilt commit may bring the remote's changes outside the folder.
                 let remote_tree = self.tree_of(Some(remote_head))?;
@@ -1724,7 +2106,11 @@ impl Session {
                     .collect();
                 self.check_clean(&self.dest.path, &paths)?;
             }
-            let (new_plan, new_commit) = self.build(req, comps, Some(remote_head))?;
+            let (new_plan, new_commit) = if holds {
+                self.build(req, comps, Some(remote_head))?
+            } else {
+                (plan, None)
+            };
             let target = new_commit.unwrap_or(remote_head);
             let changes = if worktree {
                 let changes = self.worktree_changes(Some(local), target)?;
@@ -1733,9 +2119,24 @@ impl Session {
             } else {
                 None
             };
-            self.move_branch(Some(local), target, "snaproll: rebuilt on the remote head")?;
+            let msg = if holds {
+                "snaproll: rebuilt on the remote head"
+            } else {
+                "snaproll: reset to the remote head (decision was stale)"
+            };
+            self.move_branch(Some(local), target, msg)?;
             if let Some(changes) = changes {
-                self.update_worktree(req, target, &changes)?;
+                // After a reset the folder is the remote's, not this run's files.
+                let files = if holds { req.files } else { &[] };
+                self.update_worktree(files, target, &changes)?;
+            }
+            if !holds {
+                let done = if self.url_mode {
+                    "nothing was pushed"
+                } else {
+                    "nothing was pushed and the local branch now follows the remote head (the older commit stays in the reflog)"
+                };
+                return Err(self.stale(decided_from, Some(remote_head), done));
             }
             plan = new_plan;
             commit = new_commit;
@@ -2222,6 +2623,7 @@ mod tests {
             author_name: Some("t"),
             author_email: Some("t@example.com"),
             describe_removed: None,
+            fingerprint: None,
         };
         let session = Session::open(&dest, true).unwrap();
         let comps = vec!["rollouts".to_string(), "demo".to_string()];
@@ -2231,7 +2633,9 @@ mod tests {
         std::fs::create_dir_all(root.join("rollouts")).unwrap();
         std::fs::write(root.join("rollouts/demo"), "x").unwrap();
         let changes = session.worktree_changes(None, commit).unwrap();
-        let err = session.update_worktree(&req, commit, &changes).unwrap_err();
+        let err = session
+            .update_worktree(req.files, commit, &changes)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
