@@ -5,6 +5,7 @@ mod apply_cli;
 mod common;
 mod control_plane;
 mod docs;
+mod events;
 mod fakeapi;
 mod gitops;
 mod install;
