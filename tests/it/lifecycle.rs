@@ -1711,6 +1711,13 @@ fn status_shows_each_generation_with_its_state_and_detail() {
 
 // --- RBAC: the Role `install` renders against what these lifecycles request ------------------
 
+/// `create events.k8s.io/events` is granted for the Events of `snaproll::events`; until the
+/// engine emits them in these runs, that one permission may go unused (nothing else may).
+fn without_unused_events(mut report: rbac::Report) -> rbac::Report {
+    report.unused.retain(|p| p != "create events.k8s.io/events");
+    report
+}
+
 fn install_grants(spec: &Path, pull: bool) -> Vec<rbac::Grant> {
     install_grants_for(spec, Some("https://git.example.com/gitops.git"), pull)
 }
@@ -1750,7 +1757,7 @@ fn push_role_is_exactly_what_the_push_lifecycle_requests() {
     w.set_knobs(|k| k.datasets = vec!["data"]);
     w.settle(D2, 12);
     let requests = rbac_requests(&w.api().requests());
-    let report = rbac::check(&install_grants(&w.spec, false), &requests);
+    let report = without_unused_events(rbac::check(&install_grants(&w.spec, false), &requests));
     assert!(
         report.is_exact(),
         "denied: {:#?}\nunused: {:#?}",
@@ -1791,7 +1798,10 @@ fn gitless_role_is_exactly_what_the_gitless_lifecycle_requests() {
         assert!(deleted.contains(kind), "no {kind} pruned: {deleted:?}");
     }
     let requests = rbac_requests(&w.api().requests());
-    let report = rbac::check(&install_grants_for(&w.spec, None, false), &requests);
+    let report = without_unused_events(rbac::check(
+        &install_grants_for(&w.spec, None, false),
+        &requests,
+    ));
     assert!(
         report.is_exact(),
         "denied: {:#?}\nunused: {:#?}",
