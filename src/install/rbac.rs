@@ -391,7 +391,11 @@ mod tests {
             ("POST", "/apis/events.k8s.io/v1/namespaces/other/events"),
         ] {
             let r = Request::from_http(method, path).unwrap();
-            assert_eq!(check(&grants, &[r.clone()]).denied.len(), 1, "{r}");
+            assert_eq!(
+                check(&grants, std::slice::from_ref(&r)).denied.len(),
+                1,
+                "{r}"
+            );
         }
     }
 
