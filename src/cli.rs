@@ -93,9 +93,14 @@ pub enum Command {
     Status(StatusCmd),
     /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
     #[command(
-        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, in the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret, which you create: key `token` (and optionally `username`) for HTTPS remotes;\nkeys `ssh-privatekey` and `known_hosts` (the host keys, e.g. from ssh-keyscan) for SSH\nremotes. They are never rendered."
+        after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, and create on Events (the rollout's history),\nin the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret, which you create: key `token` (and optionally `username`) for HTTPS remotes;\nkeys `ssh-privatekey` and `known_hosts` (the host keys, e.g. from ssh-keyscan) for SSH\nremotes. They are never rendered."
     )]
     Install(InstallCmd),
+    /// Print the JSON Schema (draft 2020-12) of the DatasetRollout spec, for editors and CI.
+    #[command(
+        after_help = "Examples:\n  snaproll schema > datasetrollout.schema.json\n\nThe schema is derived from the types snaproll parses the spec into, so it cannot drift from\nthem; the same schema is committed as schema/datasetrollout.schema.json. With the\nyaml-language-server (VS Code, Neovim, Helix...), a spec's first line\n  # yaml-language-server: $schema=<path or URL of the schema>\ngives completion and checking while editing. `snaproll validate` still checks what a schema\ncannot (names, sizes, cross-field rules)."
+    )]
+    Schema,
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  snaproll completions bash > /etc/bash_completion.d/snaproll"

@@ -412,6 +412,22 @@ impl Engine {
                 Some(c) => Some(c),
                 None => self.write_cluster(&planned, self.opts.write),
             };
+            if let (Some(Ok(changes)), Some(c)) = (&cluster, &self.cluster)
+                && self.opts.write.writes()
+                && changes.has_changes()
+            {
+                // History a person can see (`kubectl get events`): only from runs that changed
+                // something, so a no-op run stays without writes. Never fails the run.
+                let events =
+                    crate::events::from_decisions(&self.loaded.rollout, &planned.step.decisions);
+                let ns = &self.loaded.rollout.metadata.namespace;
+                if let Err(e) = c
+                    .runtime
+                    .block_on(crate::events::emit_events(&c.manager, ns, &events))
+                {
+                    tracing::warn!(error = %e, "could not record the rollout's Events");
+                }
+            }
             let Planned {
                 step, generation, ..
             } = planned;
@@ -688,7 +704,6 @@ struct Planned {
     /// the same snapshot (a URL is cloned once per step).
     checkout: Option<Checkout>,
 }
-
 
 /// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a run
 /// that may decide from Git runs offline; anything else that fails is an error, never a silent

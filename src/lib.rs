@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod events;
 pub mod gitops;
 pub mod input;
 pub mod install;

@@ -308,6 +308,11 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// The client it talks to the API with (for the rollout's Events, `crate::events`).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// The manager of rollout `rollout` whose objects live in `namespace`.
     pub fn new(client: kube::Client, rollout: &str, namespace: &str) -> Self {
         Manager {

@@ -34,6 +34,16 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .context("writing to stdout")?;
             Ok(exit::OK)
         }
+        Command::Schema => {
+            let mut text = serde_json::to_string_pretty(&spec::json_schema())
+                .context("cannot serialise the spec schema")?;
+            text.push('\n');
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, text.as_bytes())
+                .and_then(|_| std::io::Write::flush(&mut out))
+                .context("writing to stdout")?;
+            Ok(exit::OK)
+        }
         Command::Diff(cmd) => cluster::diff(&cmd, color),
         Command::Apply(cmd) => cluster::apply(&cmd, color),
         Command::Reconcile(cmd) => reconcile::reconcile(&cmd, color),

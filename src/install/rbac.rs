@@ -43,6 +43,12 @@ pub fn parent_name(rollout: &Rollout) -> String {
     format!("snaproll-{}", rollout.metadata.name)
 }
 
+/// API group of the Events snaproll reports (events.k8s.io/v1), push mode only.
+pub const EVENTS_GROUP: &str = "events.k8s.io";
+
+/// Verbs on Events: each transition is one create; an existing Event answers 409.
+pub const EVENT_VERBS: [&str; 1] = ["create"];
+
 /// Verbs in pull mode, where Argo CD or Flux applies and snaproll only reads the rollout's
 /// objects (one LIST per kind, and a GET of the ApplySet parent) to decide when an old
 /// generation may leave Git.
@@ -90,6 +96,14 @@ pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyR
         "coordination.k8s.io",
         vec!["leases".to_string()],
         &LEASE_CREATE_VERBS,
+        None,
+    ));
+    // The rollout's Events (`crate::events`): created only, never read or updated (a repeat is
+    // a 409). RBAC cannot limit `create` by name, so the rule names no resource.
+    namespaced.push(rule(
+        EVENTS_GROUP,
+        vec!["events".to_string()],
+        &EVENT_VERBS,
         None,
     ));
     let mut cluster = Vec::new();
@@ -341,6 +355,70 @@ mod tests {
             resource: resource.into(),
             namespace: ns.map(Into::into),
             name: name.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn push_mode_may_create_events_and_nothing_more_pull_mode_none() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/gke-daily/snaproll.yaml"
+        ))
+        .unwrap();
+        let rollout = crate::spec::parse_str("s.yaml", &text).unwrap().rollout;
+        let events = |rules: &[PolicyRule]| -> Vec<PolicyRule> {
+            rules
+                .iter()
+                .filter(|r| {
+                    r.resources
+                        .as_deref()
+                        .is_some_and(|res| res.iter().any(|x| x == "events"))
+                })
+                .cloned()
+                .collect()
+        };
+        let (push, _) = rules_for(&rollout, false);
+        assert_eq!(
+            events(&push),
+            [rule(
+                "events.k8s.io",
+                vec!["events".into()],
+                &["create"],
+                None
+            )]
+        );
+        let (pull, _) = rules_for(&rollout, true);
+        assert!(events(&pull).is_empty());
+        let grants = [Grant {
+            namespace: Some("default".into()),
+            rules: push,
+        }];
+        let create =
+            Request::from_http("POST", "/apis/events.k8s.io/v1/namespaces/default/events").unwrap();
+        assert!(
+            check(&grants, std::slice::from_ref(&create))
+                .denied
+                .is_empty()
+        );
+        for (method, path) in [
+            ("GET", "/apis/events.k8s.io/v1/namespaces/default/events"),
+            (
+                "PATCH",
+                "/apis/events.k8s.io/v1/namespaces/default/events/e",
+            ),
+            (
+                "DELETE",
+                "/apis/events.k8s.io/v1/namespaces/default/events/e",
+            ),
+            ("POST", "/api/v1/namespaces/default/events"),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/other/events"),
+        ] {
+            let r = Request::from_http(method, path).unwrap();
+            assert_eq!(
+                check(&grants, std::slice::from_ref(&r)).denied.len(),
+                1,
+                "{r}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -36,17 +37,23 @@ pub const GKE_RESTORES_PER_HOUR: i32 = 6;
 pub const GKE_PD_DRIVER: &str = "pd.csi.storage.gke.io";
 
 /// A parsed, validated rollout document.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(
+    title = "DatasetRollout",
+    description = "A snaproll dataset rollout: datasets refreshed by a producer Pod, snapshotted, and restored into a generation-suffixed StatefulSet (docs/spec.md)."
+)]
 pub struct Rollout {
+    #[schemars(extend("const" = API_VERSION))]
     pub api_version: String,
+    #[schemars(extend("const" = KIND))]
     pub kind: String,
     pub metadata: Metadata,
     pub spec: RolloutSpec,
 }
 
 /// `metadata`: names the rollout (and its inventory) and the namespace of its objects.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
     pub name: String,
@@ -59,7 +66,7 @@ fn default_namespace() -> String {
 }
 
 /// `spec`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RolloutSpec {
     pub snapshot_class: SnapshotClassSpec,
@@ -67,7 +74,7 @@ pub struct RolloutSpec {
 }
 
 /// `spec.snapshotClass`: the VolumeSnapshotClass every snapshot names explicitly.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnapshotClassSpec {
     pub name: String,
@@ -84,7 +91,7 @@ pub struct SnapshotClassSpec {
 }
 
 /// What happens to the storage snapshot when its VolumeSnapshot is deleted.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     #[default]
     Delete,
@@ -92,7 +99,7 @@ pub enum DeletionPolicy {
 }
 
 /// One entry of `spec.datasets`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Dataset {
     pub name: String,
@@ -104,7 +111,7 @@ pub struct Dataset {
 }
 
 /// `storage`: the PVC the producer fills.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Storage {
     #[serde(default)]
@@ -121,7 +128,9 @@ fn default_access_modes() -> Vec<AccessMode> {
 }
 
 /// PersistentVolume access modes.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum AccessMode {
     ReadWriteOnce,
     ReadOnlyMany,
@@ -130,7 +139,7 @@ pub enum AccessMode {
 }
 
 /// PersistentVolume volume modes.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum VolumeMode {
     #[default]
     Filesystem,
@@ -138,7 +147,7 @@ pub enum VolumeMode {
 }
 
 /// `producer`: the Pod that refreshes the data into the PVC, once per generation.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Producer {
     pub image: String,
@@ -187,7 +196,7 @@ fn default_mount_path() -> String {
 }
 
 /// An environment variable with a literal value.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
@@ -196,7 +205,7 @@ pub struct EnvVar {
 }
 
 /// Container resource requests and limits (resource name → quantity).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -206,7 +215,7 @@ pub struct Resources {
 }
 
 /// A Pod toleration.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Toleration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,14 +231,14 @@ pub struct Toleration {
 }
 
 /// Toleration operators.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum TolerationOperator {
     Exists,
     Equal,
 }
 
 /// Taint effects.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -237,7 +246,7 @@ pub enum TaintEffect {
 }
 
 /// `generations`: when a new generation starts and how many are kept.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GenerationPolicy {
     #[serde(default)]
@@ -265,7 +274,7 @@ fn default_keep() -> u32 {
 }
 
 /// When a new generation starts.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Schedule {
     /// Once per UTC day: the generation id is the date.
@@ -276,7 +285,7 @@ pub enum Schedule {
 }
 
 /// `consumer`: the StatefulSet (one per generation) and its Service.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Consumer {
     pub name: String,
@@ -311,7 +320,7 @@ fn default_replicas() -> i64 {
 }
 
 /// A container port.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContainerPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,7 +331,7 @@ pub struct ContainerPort {
 }
 
 /// Port protocols.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum Protocol {
     #[default]
@@ -332,7 +341,7 @@ pub enum Protocol {
 }
 
 /// `persistentVolumeClaimRetentionPolicy` of the StatefulSet.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetentionPolicy {
     #[serde(default = "retention_delete")]
@@ -359,14 +368,14 @@ fn retention_retain() -> Retention {
 }
 
 /// A retention choice.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum Retention {
     Delete,
     Retain,
 }
 
 /// `consumer.service`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceSpec {
     #[serde(default, rename = "type")]
@@ -376,7 +385,7 @@ pub struct ServiceSpec {
 }
 
 /// Service flavours: headless (as the article uses for a StatefulSet) or a ClusterIP.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum ServiceKind {
     #[default]
     Headless,
@@ -384,7 +393,7 @@ pub enum ServiceKind {
 }
 
 /// A Service port.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServicePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,7 +406,7 @@ pub struct ServicePort {
 }
 
 /// A port given by number or by container port name.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, JsonSchema)]
 #[serde(untagged)]
 pub enum PortRef {
     Number(i64),
@@ -614,6 +623,14 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         warnings: v.warnings,
         file: file.to_string(),
     })
+}
+
+/// The JSON Schema (draft 2020-12) of a rollout document, derived from the spec types so it
+/// follows the parser: unknown fields are refused (`additionalProperties: false`), defaults and
+/// doc comments become `default` and `description`. Checks the parser makes beyond the types
+/// (names, quantities, cross-field rules) stay with `snaproll validate`.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(Rollout).to_value()
 }
 
 /// Parser limits: generous enough for a 16 MiB spec of tens of thousands of datasets (the

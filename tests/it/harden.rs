@@ -462,7 +462,7 @@ fn validation_refuses_what_kustomize_cannot_carry() {
         assert_eq!(
             out_text(&out.stderr),
             format!(
-                "error: snaproll.yaml:23:22: spec.datasets[0].producer.args[1]: `x{}y` contains U+{:04X}: {why}\n",
+                "error: snaproll.yaml:24:22: spec.datasets[0].producer.args[1]: `x{}y` contains U+{:04X}: {why}\n",
                 c.escape_debug(),
                 c as u32
             )
@@ -479,7 +479,7 @@ fn validation_refuses_what_kustomize_cannot_carry() {
         .args(["validate", "-f", "snaproll.yaml"])
         .assert()
         .code(2)
-        .stderr("error: snaproll.yaml:15:16: spec.snapshotClass.parameters: key `k\\u{85}` contains U+0085: YAML 1.1 readers (go-yaml in kubectl, kustomize, Argo CD and Flux) read it as a line break, so the cluster would get another value\n");
+        .stderr("error: snaproll.yaml:16:16: spec.snapshotClass.parameters: key `k\\u{85}` contains U+0085: YAML 1.1 readers (go-yaml in kubectl, kustomize, Argo CD and Flux) read it as a line break, so the cluster would get another value\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +615,7 @@ fn spec_from_stdin() {
         .write_stdin(text.replace("replicas: 3", "replicas: -1"))
         .assert()
         .code(2)
-        .stderr("error: <stdin>:30:19: spec.datasets[0].consumer.replicas: must be 0 or more (got -1)\n");
+        .stderr("error: <stdin>:31:19: spec.datasets[0].consumer.replicas: must be 0 or more (got -1)\n");
     // An endless stream stops at the limit.
     let started = Instant::now();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snaproll"))
@@ -877,12 +877,12 @@ fn node_selector_and_toleration_keys_are_qualified_names() {
     assert!(out.stdout.is_empty());
     assert_eq!(
         out_text(&out.stderr),
-        "error: snaproll.yaml:28:15: spec.datasets[0].producer.nodeSelector: key `` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
-error: snaproll.yaml:29:26: spec.datasets[0].producer.nodeSelector: key `Example.com/x`: the prefix before `/` must be a DNS subdomain of at most 253 characters (lower-case letters, digits, `-` and `.`), e.g. `kubernetes.io/os`
-error: snaproll.yaml:26:19: spec.datasets[0].producer.nodeSelector: key `a\\\"b` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
-error: snaproll.yaml:27:29: spec.datasets[0].producer.nodeSelector.kubernetes.io/os: value of `kubernetes.io/os`: `linux os` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
-error: snaproll.yaml:31:18: spec.datasets[0].producer.tolerations[0].key: key `{{ 7*7 }}` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
-error: snaproll.yaml:35:20: spec.datasets[0].producer.tolerations[1].value: `a/b` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
+        "error: snaproll.yaml:29:15: spec.datasets[0].producer.nodeSelector: key `` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
+error: snaproll.yaml:30:26: spec.datasets[0].producer.nodeSelector: key `Example.com/x`: the prefix before `/` must be a DNS subdomain of at most 253 characters (lower-case letters, digits, `-` and `.`), e.g. `kubernetes.io/os`
+error: snaproll.yaml:27:19: spec.datasets[0].producer.nodeSelector: key `a\\\"b` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
+error: snaproll.yaml:28:29: spec.datasets[0].producer.nodeSelector.kubernetes.io/os: value of `kubernetes.io/os`: `linux os` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
+error: snaproll.yaml:32:18: spec.datasets[0].producer.tolerations[0].key: key `{{ 7*7 }}` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
+error: snaproll.yaml:36:20: spec.datasets[0].producer.tolerations[1].value: `a/b` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
 "
     );
     // A 100 kB key (an explicit key: implicit ones stop at 1,024 characters) is named briefly.
@@ -905,7 +905,7 @@ error: snaproll.yaml:35:20: spec.datasets[0].producer.tolerations[1].value: `a/b
     assert!(err.len() < 400, "{err}");
     assert!(
         err.starts_with(&format!(
-            "error: snaproll.yaml:27:13: spec.datasets[0].producer.nodeSelector: key `{}…` is not a qualified name",
+            "error: snaproll.yaml:28:13: spec.datasets[0].producer.nodeSelector: key `{}…` is not a qualified name",
             "k".repeat(40)
         )),
         "{err}"

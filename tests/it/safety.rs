@@ -383,7 +383,9 @@ fn an_immutable_source_claim_change_rolls_forward_to_a_fresh_claim() {
 fn a_run_that_would_write_while_another_holds_the_lease_exits_6_and_writes_nothing() {
     let w = World::new(Mode::Push, Knobs::default());
     let lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/snaproll-demo";
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        .to_string();
     w.server.block_on(w.api().apply_as(
         "other-run",
         lease,
@@ -400,7 +402,11 @@ fn a_run_that_would_write_while_another_holds_the_lease_exits_6_and_writes_nothi
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("this run did nothing"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("this run did nothing"),
+        "{}",
+        run.stderr
+    );
     let writes: Vec<String> = w
         .api()
         .requests()
@@ -428,7 +434,8 @@ fn a_run_that_would_write_while_another_holds_the_lease_exits_6_and_writes_nothi
     assert_eq!(run.states("data"), [format!("{G1} producing")]);
     let held = w.server.block_on(w.api().get(lease)).unwrap();
     assert!(
-        held.pointer("/spec/holderIdentity").is_none_or(Value::is_null),
+        held.pointer("/spec/holderIdentity")
+            .is_none_or(Value::is_null),
         "released at the end: {held:#}"
     );
 }
