@@ -191,7 +191,7 @@ pub fn init_logging(global: &GlobalArgs) {
 pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
     for cause in err.chain() {
         if let Some(SpecError::Invalid { issues }) = cause.downcast_ref::<SpecError>() {
-            return issues.iter().map(|i| i.to_string()).collect();
+            return spec::issue_lines(issues);
         }
     }
     let mut parts: Vec<String> = Vec::new();

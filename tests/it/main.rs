@@ -11,3 +11,4 @@ mod install;
 mod lifecycle;
 mod render;
 mod safety;
+mod ux;

@@ -1,0 +1,165 @@
+//! The first hour of a user: every spec problem in one run, kubectl's conventions, JSON shapes,
+//! cluster configuration errors in kubectl's words.
+
+use std::fs;
+
+use crate::common::{repo_path, scrub, snaproll};
+
+const GEN: &str = "2021-07-15";
+
+fn gke_text() -> String {
+    fs::read_to_string(repo_path("examples/gke-daily/snaproll.yaml")).unwrap()
+}
+
+/// The GKE example with each `(from, to)` replaced once (each `from` must occur).
+fn gke_with(edits: &[(&str, &str)]) -> String {
+    let mut text = gke_text();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "mutation target {from:?} not in the example"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// Runs `validate` on `spec` and returns (exit code, stdout, stderr with the temp dir scrubbed).
+fn validate(spec: &str, extra: &[&str]) -> (i32, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("snaproll.yaml"), spec).unwrap();
+    let out = snaproll()
+        .current_dir(tmp.path())
+        .args(["validate", "-f", "snaproll.yaml", "--generation", GEN])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        scrub(&String::from_utf8_lossy(&out.stderr), tmp.path()),
+    )
+}
+
+/// `validate` must refuse `spec` with exit 2 and nothing on stdout; returns stderr.
+fn refused(spec: &str) -> String {
+    let (code, stdout, stderr) = validate(spec, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+// ---- 1. Every spec problem in one run ----
+
+#[test]
+fn two_typos_give_two_lines() {
+    let stderr = refused(&gke_with(&[
+        ("replicas: 3", "replcas: 3"),
+        ("keep: 1", "kep: 1"),
+    ]));
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_missing_field_does_not_hide_a_bad_size_below_it() {
+    let stderr = refused(&gke_with(&[
+        ("    - name: data\n", "    - storage2: x\n"),
+        ("size: 10Gi", "size: ten"),
+        ("replicas: 3", "replicas: lots"),
+    ]));
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn problems_of_typed_parse_and_validation_are_sorted_by_line() {
+    let stderr = refused(&gke_with(&[
+        ("name: demo", "name: Demo"),
+        ("keep: 1", "kep: 1"),
+        (
+            "mountPath: /data\n      generations",
+            "mountPath: data\n      generations",
+        ),
+    ]));
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn many_problems_are_capped_with_a_count() {
+    let mut spec = gke_text();
+    let extra: String = (0..25).map(|i| format!("        typo{i}: x\n")).collect();
+    spec = spec.replacen(
+        "        size: 10Gi\n",
+        &format!("        size: 10Gi\n{extra}"),
+        1,
+    );
+    let stderr = refused(&spec);
+    assert_eq!(stderr.lines().count(), 21, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_statefulset_says_what_it_is() {
+    let out = snaproll()
+        .args([
+            "render",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+        ])
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let sts = rendered
+        .split("\n---\n")
+        .find(|d| d.contains("kind: StatefulSet"))
+        .unwrap();
+    insta::assert_snapshot!(refused(sts));
+}
+
+#[test]
+fn a_kustomization_says_what_it_is() {
+    insta::assert_snapshot!(refused("resources:\n  - a.yaml\n  - b.yaml\n"));
+}
+
+#[test]
+fn metadata_labels_and_annotations_are_accepted() {
+    let (code, stdout, stderr) = validate(
+        &gke_with(&[(
+            "  namespace: default\n",
+            "  namespace: default\n  labels:\n    team: data\n    example.com/tier: gold\n  annotations:\n    example.com/owner: \"Data team <data@example.com>\"\n",
+        )]),
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+}
+
+#[test]
+fn bad_label_keys_and_values_are_refused() {
+    let stderr = refused(&gke_with(&[(
+        "  namespace: default\n",
+        "  namespace: default\n  labels:\n    team: \"data team\"\n    -bad: x\n  annotations:\n    Example.com/owner: me\n",
+    )]));
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_size_without_unit_warns_with_the_likely_unit() {
+    let (code, _, stderr) = validate(&gke_with(&[("size: 10Gi", "size: 200")]), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn an_indentation_error_names_the_enclosing_field() {
+    let stderr = refused(&gke_with(&[(
+        "        storageClassName: standard-rwo\n        size: 10Gi\n",
+        "        storageClassName: standard-rwo\n         size: 10Gi\n",
+    )]));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
