@@ -41,7 +41,7 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
         write: ClusterWrite::Apply {
             prune: cmd.apply.prune,
             force_conflicts: cmd.apply.force_conflicts,
-            dry_run: cmd.dry_run,
+            dry_run: cmd.dry_run.is_on(),
         },
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
@@ -86,9 +86,14 @@ pub(crate) fn print_changes(
     };
     let mut out = std::io::stdout().lock();
     match output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, changes)?;
-            writeln!(out)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            drop(out);
+            super::print_data(output, &serde_json::to_value(changes)?)?;
+            return Ok(if changes.has_changes() {
+                exit::CHANGES
+            } else {
+                exit::OK
+            });
         }
         OutputFormat::Text => {
             if diffs {

@@ -163,3 +163,148 @@ fn an_indentation_error_names_the_enclosing_field() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     insta::assert_snapshot!(stderr);
 }
+
+// ---- 2. kubectl's conventions ----
+
+#[test]
+fn filename_and_file_both_name_the_spec() {
+    for flag in ["-f", "--filename", "--file"] {
+        snaproll()
+            .args([
+                "validate",
+                flag,
+                "examples/gke-daily/snaproll.yaml",
+                "--generation",
+                GEN,
+            ])
+            .assert()
+            .success();
+    }
+}
+
+#[test]
+fn validate_prints_json_and_yaml() {
+    for format in ["json", "yaml"] {
+        let out = snaproll()
+            .args([
+                "validate",
+                "-f",
+                "examples/gke-daily/snaproll.yaml",
+                "--generation",
+                GEN,
+                "-o",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        insta::assert_snapshot!(
+            format!("validate_{format}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
+}
+
+#[test]
+fn render_prints_a_json_list() {
+    let out = snaproll()
+        .args([
+            "render",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "List");
+    assert_eq!(v["items"].as_array().unwrap().len(), 6);
+    assert_eq!(v["items"][5]["kind"], "StatefulSet");
+}
+
+#[test]
+fn version_names_commit_and_api_versions() {
+    let out = snaproll().args(["version", "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commit = v["gitCommit"].as_str().unwrap().to_string();
+    assert!(commit == "unknown" || commit.len() == 40, "{commit}");
+    v["gitCommit"] = "[COMMIT]".into();
+    v["version"] = "[VERSION]".into();
+    insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
+}
+
+#[test]
+fn global_flags_are_accepted_before_the_subcommand() {
+    // The context does not exist: the run gets as far as the cluster configuration.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = snaproll()
+        .env("HOME", tmp.path())
+        .args(["--context", "prod", "--kubeconfig"])
+        .arg(tmp.path().join("nope"))
+        .args(["status", "-f", "examples/gke-daily/snaproll.yaml"])
+        .output()
+        .unwrap();
+    let stderr = scrub(&String::from_utf8_lossy(&out.stderr), tmp.path());
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+}
+
+#[test]
+fn dry_run_takes_kubectl_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [
+        "--dry-run",
+        "--dry-run=server",
+        "--dry-run=client",
+        "--dry-run=none",
+    ] {
+        let out = snaproll()
+            .env("HOME", tmp.path())
+            .args([
+                "apply",
+                "-f",
+                "examples/gke-daily/snaproll.yaml",
+                mode,
+                "--kubeconfig",
+            ])
+            .arg(tmp.path().join("nope"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{mode}: {stderr}");
+    }
+    let out = snaproll()
+        .args([
+            "apply",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--dry-run=maybe",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn plugin_completion_follows_cobra_protocol() {
+    let out = snaproll()
+        .args(["__complete", "apply", "--dry"])
+        .output()
+        .unwrap();
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+    let out = snaproll()
+        .args(["__complete", "status", "-o", ""])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "text\njson\nyaml\n:4\n"
+    );
+    let out = snaproll().args(["__complete", "st"]).output().unwrap();
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
