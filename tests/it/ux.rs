@@ -308,3 +308,88 @@ fn plugin_completion_follows_cobra_protocol() {
     let out = snaproll().args(["__complete", "st"]).output().unwrap();
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
+
+// ---- 5. Cluster configuration errors in kubectl's words ----
+
+const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: u}\n";
+
+/// Runs snaproll with HOME in a fresh directory (holding `.kube/config` when `home_config`),
+/// no KUBECONFIG and not in a cluster; returns (exit code, stderr scrubbed).
+fn cluster_run(home_config: bool, args: &[&str]) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    if home_config {
+        fs::create_dir_all(tmp.path().join(".kube")).unwrap();
+        fs::write(tmp.path().join(".kube/config"), KUBECONFIG).unwrap();
+    }
+    let out = snaproll()
+        .env("HOME", tmp.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        scrub(&String::from_utf8_lossy(&out.stderr), tmp.path()),
+    )
+}
+
+#[test]
+fn an_unknown_context_lists_the_known_ones_and_the_file() {
+    let (code, stderr) = cluster_run(
+        true,
+        &[
+            "status",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--context",
+            "prod",
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_missing_kubeconfig_names_where_it_looked() {
+    let (code, stderr) = cluster_run(false, &["status", "-f", "examples/gke-daily/snaproll.yaml"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(!stderr.contains("'\""), "doubled quotes: {stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn an_unreadable_kubeconfig_is_named_once() {
+    let (code, stderr) = cluster_run(
+        false,
+        &[
+            "status",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_cluster_error_of_reconcile_with_git_names_offline() {
+    let repo = tempfile::tempdir().unwrap();
+    let (code, stderr) = cluster_run(
+        true,
+        &[
+            "reconcile",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+            "--context",
+            "prod",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("--offline"), "{stderr}");
+}
