@@ -450,7 +450,7 @@ pub struct InstallCmd {
     )]
     pub namespace: Option<String>,
     /// Write one file per object into DIR instead of stdout.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SNAPROLL_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Pull mode (GitOps): the CronJob only commits and pushes, Argo CD or Flux applies; the Role
     /// only lists the rollout's objects and no ClusterRole is rendered.

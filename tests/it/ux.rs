@@ -393,3 +393,63 @@ fn a_cluster_error_of_reconcile_with_git_names_offline() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("--offline"), "{stderr}");
 }
+
+// ---- 4. Docs true ----
+
+#[test]
+fn the_readme_lists_every_environment_variable_of_the_flags() {
+    let cli = fs::read_to_string(repo_path("src/cli.rs")).unwrap();
+    let readme = fs::read_to_string(repo_path("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for part in cli.split("env = \"").skip(1) {
+        let var = &part[..part.find('"').unwrap()];
+        if !readme.contains(&format!("`{var}`")) {
+            missing.push(var.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+    for code in 0..=6 {
+        assert!(
+            readme.contains(&format!("| {code} |")),
+            "exit code {code} not in the README"
+        );
+    }
+}
+
+#[test]
+fn reconcile_offline_json_is_camel_case() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = snaproll()
+        .args([
+            "reconcile",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+            "--offline",
+            "-o",
+            "json",
+            "--repo",
+        ])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["commit", "head"] {
+        v[k] = "[SHA]".into();
+    }
+    for d in v["generations"].as_array_mut().unwrap() {
+        for g in d["generations"].as_array_mut().unwrap() {
+            if !g["firstSeen"].is_null() {
+                g["firstSeen"] = "[TIME]".into();
+            }
+        }
+    }
+    insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
+}
