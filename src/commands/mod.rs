@@ -371,8 +371,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 E::Runtime(_) => return exit::IO,
                 E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
                 E::Lease { .. } => return exit::CLUSTER,
+                // A boxed source is not found by a downcast of the chain's next link.
+                E::Git { source, .. } => return source.exit_code(),
                 // The typed error inside decides.
-                E::Step { .. } | E::Git { .. } => continue,
+                E::Step { .. } => continue,
             }
         }
         if cause.is::<SpecError>() || cause.is::<RenderError>() {

@@ -151,7 +151,7 @@ fn write_data(
     v: &serde_json::Value,
 ) -> std::io::Result<()> {
     match format {
-        OutputFormat::Yaml => write!(out, "{}---\n", super::yaml_text(v)),
+        OutputFormat::Yaml => writeln!(out, "{}---", super::yaml_text(v)),
         _ => writeln!(out, "{v}"),
     }
 }
