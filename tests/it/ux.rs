@@ -453,3 +453,34 @@ fn reconcile_offline_json_is_camel_case() {
     }
     insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
 }
+
+// ---- 6. render --out keeps hand-added files unless --force ----
+
+#[test]
+fn render_out_refuses_to_delete_a_hand_added_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let render = |extra: &[&str]| {
+        snaproll()
+            .args([
+                "render",
+                "-f",
+                "examples/gke-daily/snaproll.yaml",
+                "--generation",
+                GEN,
+                "--out",
+            ])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(render(&[]).status.code(), Some(0));
+    fs::write(out.join("notes.md"), "mine").unwrap();
+    let res = render(&[]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(fs::read_to_string(out.join("notes.md")).unwrap(), "mine");
+    insta::assert_snapshot!(scrub(&String::from_utf8_lossy(&res.stderr), tmp.path()));
+    assert_eq!(render(&["--force"]).status.code(), Some(0));
+    assert!(!out.join("notes.md").exists());
+}
