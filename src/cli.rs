@@ -23,12 +23,12 @@ pub struct Cli {
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (diff: no changes)
-  1  diff: changes found; status: a generation failed
+  1  diff: changes found; status, apply, reconcile: a generation failed
   2  invalid input: spec, flags, templates or rendered objects (nothing was written)
   3  Git error: repository, commit or push (nothing was committed, or the push was rejected)
-  4  cluster error: API access, apply, prune or wait
+  4  cluster error: configuration, API access, apply, prune or wait
   5  local I/O error: writing --out or stdout
-  6  another run holds the rollout's Lease; nothing was done";
+  6  another run holds the rollout's Lease (nothing was written; try again later)";
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -42,6 +42,9 @@ pub struct GlobalArgs {
     /// Colour in diffs and messages.
     #[arg(long, global = true, env = "SNAPROLL_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// How to reach the cluster: accepted anywhere on the line, as kubectl's flags are.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,13 +64,38 @@ pub enum ColorChoice {
 pub enum OutputFormat {
     Text,
     Json,
+    /// The JSON shape, written as YAML.
+    Yaml,
+}
+
+/// `--dry-run[=none|client|server]` as kubectl spells it; the bare switch means `server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DryRun {
+    /// Write for real (`false` is accepted too, for the environment variable).
+    #[default]
+    #[value(alias = "false")]
+    None,
+    /// Same as `server`: what an apply changes depends on the server's merge of the fields
+    /// other managers own, so snaproll always asks the server (writing nothing).
+    Client,
+    /// Server-side dry-run of every change: report what would change, write nothing (`true`
+    /// is accepted too).
+    #[value(alias = "true")]
+    Server,
+}
+
+impl DryRun {
+    /// Whether the run writes nothing.
+    pub fn is_on(self) -> bool {
+        self != DryRun::None
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a spec, render it and validate every object; writes nothing.
     #[command(after_help = "Examples:\n  snaproll validate -f examples/gke-daily/snaproll.yaml")]
-    Validate(RenderArgs),
+    Validate(ValidateCmd),
     /// Render the manifests to stdout (multi-document YAML) or into a directory.
     #[command(
         after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. Files in DIR that snaproll\ndid not render are removed; DIR is replaced only after every object validated."
@@ -109,13 +137,30 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the version, the commit it was built from and the Kubernetes APIs it speaks.
+    #[command(after_help = "Examples:\n  snaproll version -o json")]
+    Version(VersionCmd),
+    /// Completions for kubectl's plugin completion (`kubectl_complete-snaproll` runs it): the
+    /// candidates for the last word, one per line, then cobra's `:<directive>` line.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `snaproll`, the last one being completed (possibly empty).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// What to render: every command that renders takes these.
 #[derive(Debug, Args, Clone)]
 pub struct RenderArgs {
     /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
-    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        env = "SNAPROLL_SPEC",
+        value_name = "SPEC"
+    )]
     pub file: PathBuf,
     /// Generation id (default: today's UTC date, YYYY-MM-DD).
     #[arg(long, env = "SNAPROLL_GENERATION", value_name = "G")]
@@ -135,18 +180,40 @@ pub struct RenderCmd {
     #[command(flatten)]
     pub render: RenderArgs,
     /// Write one file per object (and a kustomization.yaml) into DIR instead of stdout.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SNAPROLL_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// With --out: replace DIR even when it holds files snaproll did not write there.
+    #[arg(long, env = "SNAPROLL_FORCE", requires = "out")]
+    pub force: bool,
+    /// Output format: text (the YAML stream, as yaml), or json (a v1 List of the objects).
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateCmd {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionCmd {
+    /// Output format.
+    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// How to reach the cluster.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ClusterArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster config).
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use (default: the current context).
-    #[arg(long, env = "SNAPROLL_CONTEXT", value_name = "NAME")]
+    #[arg(long, global = true, env = "SNAPROLL_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
 }
 
@@ -154,10 +221,11 @@ pub struct ClusterArgs {
 pub struct DiffCmd {
     #[command(flatten)]
     pub render: RenderArgs,
-    #[command(flatten)]
+    /// Filled from the global `--kubeconfig`/`--context` before the command runs.
+    #[arg(skip)]
     pub cluster: ClusterArgs,
     /// Also show objects that `apply --prune` would delete.
-    #[arg(long)]
+    #[arg(long, env = "SNAPROLL_PRUNE")]
     pub prune: bool,
     /// How long a snapshot may take to become ready before its generation counts as failed.
     #[arg(
@@ -175,10 +243,10 @@ pub struct DiffCmd {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ApplyFlags {
     /// Delete owned objects that are no longer rendered, after every apply succeeded.
-    #[arg(long)]
+    #[arg(long, env = "SNAPROLL_PRUNE")]
     pub prune: bool,
     /// Take ownership of fields another field manager owns.
-    #[arg(long)]
+    #[arg(long, env = "SNAPROLL_FORCE_CONFLICTS")]
     pub force_conflicts: bool,
 }
 
@@ -186,13 +254,14 @@ pub struct ApplyFlags {
 pub struct ApplyCmd {
     #[command(flatten)]
     pub render: RenderArgs,
-    #[command(flatten)]
+    /// Filled from the global `--kubeconfig`/`--context` before the command runs.
+    #[arg(skip)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub apply: ApplyFlags,
-    /// Server-side dry-run only: report what would change, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Server-side dry-run only: report what would change, write nothing (`client` is the same).
+    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
+    pub dry_run: DryRun,
     /// How long a snapshot may take to become ready before its generation counts as failed.
     #[arg(
         long,
@@ -260,16 +329,18 @@ pub struct ReconcileCmd {
     pub render: RenderArgs,
     #[command(flatten)]
     pub git: GitArgs,
-    #[command(flatten)]
+    /// Filled from the global `--kubeconfig`/`--context` before the command runs.
+    #[arg(skip)]
     pub cluster: ClusterArgs,
     /// Apply to the cluster after committing (push mode).
-    #[arg(long)]
+    #[arg(long, env = "SNAPROLL_APPLY")]
     pub apply: bool,
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
-    /// Show what would be committed (a file-level diff) without writing anything.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Show what would be committed (a file-level diff) without writing anything; with --apply,
+    /// the cluster changes are server-side dry-runs (`client` is the same as `server`).
+    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
+    pub dry_run: DryRun,
     /// Never contact a cluster: decide from what Git holds (without any cluster configuration
     /// this is automatic).
     #[arg(long, env = "SNAPROLL_OFFLINE", conflicts_with = "apply")]
@@ -310,9 +381,16 @@ pub struct ReconcileCmd {
 #[derive(Debug, Args)]
 pub struct StatusCmd {
     /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
-    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        env = "SNAPROLL_SPEC",
+        value_name = "SPEC"
+    )]
     pub file: PathBuf,
-    #[command(flatten)]
+    /// Filled from the global `--kubeconfig`/`--context` before the command runs.
+    #[arg(skip)]
     pub cluster: ClusterArgs,
     /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
     /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
@@ -335,7 +413,13 @@ pub struct StatusCmd {
 #[derive(Debug, Args)]
 pub struct InstallCmd {
     /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input); it is embedded in a ConfigMap.
-    #[arg(short = 'f', long = "file", env = "SNAPROLL_SPEC", value_name = "SPEC")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        env = "SNAPROLL_SPEC",
+        value_name = "SPEC"
+    )]
     pub file: PathBuf,
     /// Cron schedule of the CronJob. Each run advances the rollout as far as it can and exits, so
     /// run it more often than the data refreshes.
@@ -371,7 +455,7 @@ pub struct InstallCmd {
     )]
     pub namespace: Option<String>,
     /// Write one file per object into DIR instead of stdout.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SNAPROLL_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Pull mode (GitOps): the CronJob only commits and pushes, Argo CD or Flux applies; the Role
     /// only lists the rollout's objects and no ClusterRole is rendered.
@@ -380,19 +464,21 @@ pub struct InstallCmd {
     /// How long a snapshot may take to become ready before its generation is marked failed,
     /// passed to the CronJob's `reconcile` as `--snapshot-timeout` (default there: 6h). Raise it
     /// for large volumes on EBS, where snapshots take hours.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration_text)]
     pub snapshot_timeout: Option<String>,
     /// Apply the objects to the cluster (server-side apply, field manager `snaproll`, every
     /// change dry-run first) and print what changed, instead of printing them.
-    #[arg(long, conflicts_with = "out")]
+    #[arg(long, env = "SNAPROLL_APPLY", conflicts_with = "out")]
     pub apply: bool,
-    /// With --apply: check every change with a server-side dry-run and write nothing.
-    #[arg(long, requires = "apply")]
-    pub dry_run: bool,
+    /// With --apply: check every change with a server-side dry-run and write nothing (`client`
+    /// is the same as `server`).
+    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
+    pub dry_run: DryRun,
     /// With --apply: take ownership of fields another field manager owns.
-    #[arg(long, requires = "apply")]
+    #[arg(long, env = "SNAPROLL_FORCE_CONFLICTS", requires = "apply")]
     pub force_conflicts: bool,
-    #[command(flatten)]
+    /// Filled from the global `--kubeconfig`/`--context` before the command runs.
+    #[arg(skip)]
     pub cluster: ClusterArgs,
 }
 

@@ -73,6 +73,7 @@ impl Change {
 
 /// The result of an apply, diff, prune or dry-run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ChangeSet {
     /// Nothing was written: `diff` or `apply --dry-run`.
     pub dry_run: bool,

@@ -41,7 +41,7 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
         write: ClusterWrite::Apply {
             prune: cmd.apply.prune,
             force_conflicts: cmd.apply.force_conflicts,
-            dry_run: cmd.dry_run,
+            dry_run: cmd.dry_run.is_on(),
         },
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
@@ -90,6 +90,10 @@ pub(crate) fn print_changes(
             OutputFormat::Json => {
                 serde_json::to_writer_pretty(&mut out, changes)?;
                 writeln!(out)?;
+            }
+            OutputFormat::Yaml => {
+                let value = serde_json::to_value(changes).map_err(std::io::Error::other)?;
+                out.write_all(super::yaml_text(&value).as_bytes())?;
             }
             OutputFormat::Text => {
                 if diffs {

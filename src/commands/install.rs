@@ -82,7 +82,7 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
 fn apply(cmd: &InstallCmd, loaded: &Loaded, objects: &[InstallObject]) -> Result<()> {
     let named: Vec<_> = objects.iter().map(InstallObject::to_named).collect();
     let opts = ApplyOptions {
-        dry_run: cmd.dry_run,
+        dry_run: cmd.dry_run.is_on(),
         force_conflicts: cmd.force_conflicts,
         ..ApplyOptions::default()
     };

@@ -95,6 +95,7 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
             "{}\n",
             serde_json::to_string_pretty(&to_json(&report.decisions)).expect("JSON")
         ),
+        OutputFormat::Yaml => super::yaml_text(&to_json(&report.decisions)),
         OutputFormat::Text => table(&report.decisions),
     };
     use std::io::Write;

@@ -21,9 +21,15 @@ use crate::spec::{self, Loaded, SpecError};
 /// Runs a parsed command line; `Ok` carries the exit code of a run that did not fail.
 pub fn run(cli: Cli) -> Result<u8> {
     let color = use_color(cli.global.color);
+    let cluster = cli.global.cluster.clone();
     match cli.command {
-        Command::Validate(args) => render::validate(&args),
+        Command::Validate(cmd) => render::validate(&cmd),
         Command::Render(cmd) => render::render(&cmd),
+        Command::Version(cmd) => version(&cmd),
+        Command::Complete { words } => {
+            print!("{}", complete(&words));
+            Ok(exit::OK)
+        }
         Command::Completions { shell } => {
             // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
             let mut script = Vec::new();
@@ -44,12 +50,154 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .context("writing to stdout")?;
             Ok(exit::OK)
         }
-        Command::Diff(cmd) => cluster::diff(&cmd, color),
-        Command::Apply(cmd) => cluster::apply(&cmd, color),
-        Command::Reconcile(cmd) => reconcile::reconcile(&cmd, color),
-        Command::Status(cmd) => cluster::status(&cmd, color),
-        Command::Install(cmd) => install::install(&cmd),
+        Command::Diff(mut cmd) => {
+            cmd.cluster = cluster;
+            cluster::diff(&cmd, color)
+        }
+        Command::Apply(mut cmd) => {
+            cmd.cluster = cluster;
+            cluster::apply(&cmd, color)
+        }
+        Command::Reconcile(mut cmd) => {
+            cmd.cluster = cluster;
+            reconcile::reconcile(&cmd, color)
+        }
+        Command::Status(mut cmd) => {
+            cmd.cluster = cluster;
+            cluster::status(&cmd, color)
+        }
+        Command::Install(mut cmd) => {
+            cmd.cluster = cluster;
+            install::install(&cmd)
+        }
     }
+}
+
+/// The Kubernetes API groups and versions snaproll reads and writes.
+pub const API_VERSIONS: [&str; 4] = [
+    "apps/v1",
+    "v1",
+    "snapshot.storage.k8s.io/v1",
+    "coordination.k8s.io/v1",
+];
+
+/// `version`: the release, the commit it was built from (`unknown` outside a Git checkout) and
+/// the API versions it speaks, so a bug report or a cluster upgrade can be checked against them.
+fn version(cmd: &crate::cli::VersionCmd) -> Result<u8> {
+    let value = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "gitCommit": env!("SNAPROLL_GIT_COMMIT"),
+        "apiVersions": API_VERSIONS,
+    });
+    match cmd.output {
+        crate::cli::OutputFormat::Text => {
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
+                "snaproll {} (commit {})\nKubernetes APIs: {}",
+                env!("CARGO_PKG_VERSION"),
+                env!("SNAPROLL_GIT_COMMIT"),
+                API_VERSIONS.join(", ")
+            )
+            .context("writing to stdout")?
+        }
+        format => print_data(format, &value)?,
+    }
+    Ok(exit::OK)
+}
+
+/// Prints a command's data as `-o json` (pretty JSON) or `-o yaml` (the same shape through the
+/// project's YAML writer, which quotes whatever YAML 1.1 readers would misread).
+pub(crate) fn print_data(
+    format: crate::cli::OutputFormat,
+    value: &serde_json::Value,
+) -> Result<()> {
+    use std::io::Write;
+    let text = match format {
+        crate::cli::OutputFormat::Yaml => yaml_text(value),
+        _ => format!("{}\n", serde_json::to_string_pretty(value)?),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .context("writing to stdout")?;
+    Ok(())
+}
+
+/// A value as YAML text ending in a newline.
+pub(crate) fn yaml_text(value: &serde_json::Value) -> String {
+    let mut text = crate::yaml::to_string(value);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// Completion candidates in cobra's protocol (what kubectl's plugin completion expects): for
+/// `words` (the last one being completed) the subcommands, flags or flag values that fit, one
+/// per line, then `:4` (no file completion) or `:0` (let the shell complete file names).
+pub fn complete(words: &[String]) -> String {
+    let root = Cli::command();
+    let (last, before) = match words.split_last() {
+        Some((l, b)) => (l.as_str(), b),
+        None => ("", &[][..]),
+    };
+    let sub = before.iter().find_map(|w| {
+        root.get_subcommands()
+            .find(|s| s.get_name() == w && !s.is_hide_set())
+    });
+    let mut out = String::new();
+    // A flag's value: its possible values, or file names.
+    if let Some(prev) = before.last().filter(|p| p.starts_with('-')) {
+        let cmd = sub.unwrap_or(&root);
+        let arg = cmd.get_arguments().chain(root.get_arguments()).find(|a| {
+            a.get_long().is_some_and(|l| prev == &format!("--{l}"))
+                || a.get_short().is_some_and(|s| prev == &format!("-{s}"))
+        });
+        if let Some(arg) = arg.filter(|a| a.get_action().takes_values()) {
+            let values = arg.get_possible_values();
+            if values.is_empty() {
+                return ":0\n".to_string();
+            }
+            for v in values.iter().filter(|v| !v.is_hide_set()) {
+                if v.get_name().starts_with(last) {
+                    out.push_str(v.get_name());
+                    out.push('\n');
+                }
+            }
+            out.push_str(":4\n");
+            return out;
+        }
+    }
+    match sub {
+        Some(cmd) if last.starts_with('-') => {
+            let mut seen = std::collections::BTreeSet::new();
+            for a in cmd.get_arguments().chain(root.get_arguments()) {
+                if a.is_hide_set() {
+                    continue;
+                }
+                if let Some(l) = a.get_long() {
+                    let flag = format!("--{l}");
+                    if flag.starts_with(last) && seen.insert(flag.clone()) {
+                        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                        let help = help.lines().next().unwrap_or_default().to_string();
+                        out.push_str(&format!("{flag}\t{help}\n"));
+                    }
+                }
+            }
+        }
+        Some(_) => return ":0\n".to_string(),
+        None => {
+            for s in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+                if s.get_name().starts_with(last) {
+                    let about = s.get_about().map(|h| h.to_string()).unwrap_or_default();
+                    out.push_str(&format!("{}\t{about}\n", s.get_name()));
+                }
+            }
+        }
+    }
+    out.push_str(":4\n");
+    out
 }
 
 /// Whether to colour output written to stdout.
@@ -63,12 +211,21 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
-/// Installed as `kubectl-snaproll`, kubectl runs `kubectl-snaproll ARGS`; clap then names the
-/// program after argv[0], so normalise it to keep help and errors consistent.
+/// Installed as `kubectl-snaproll`, kubectl runs `kubectl-snaproll ARGS`; clap names the
+/// program after argv[0], so name it as the user typed it: `kubectl snaproll` for the plugin,
+/// `snaproll` otherwise (whatever the path).
 pub fn plugin_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.collect();
     if let Some(first) = args.first_mut() {
-        *first = OsString::from("snaproll");
+        let plugin = std::path::Path::new(first.as_os_str())
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("kubectl-snaproll"));
+        *first = OsString::from(if plugin {
+            "kubectl snaproll"
+        } else {
+            "snaproll"
+        });
     }
     args
 }
@@ -239,7 +396,7 @@ pub fn init_logging(global: &GlobalArgs) {
 pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
     for cause in err.chain() {
         if let Some(SpecError::Invalid { issues }) = cause.downcast_ref::<SpecError>() {
-            return issues.iter().map(|i| i.to_string()).collect();
+            return spec::issue_lines(issues);
         }
     }
     let mut parts: Vec<String> = Vec::new();
@@ -277,6 +434,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 E::Runtime(_) => return exit::IO,
                 E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
                 E::Lease { .. } => return exit::CLUSTER,
+                // A boxed source is not found by a downcast of the chain's next link.
                 E::Git { source, .. } => return source.exit_code(),
                 // The typed error inside decides.
                 E::Step { .. } => continue,

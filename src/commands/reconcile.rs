@@ -23,7 +23,7 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
             ClusterWrite::Apply {
                 prune: cmd.apply_flags.prune,
                 force_conflicts: cmd.apply_flags.force_conflicts,
-                dry_run: cmd.dry_run,
+                dry_run: cmd.dry_run.is_on(),
             }
         } else {
             ClusterWrite::None
@@ -32,7 +32,7 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
             dest: destination(&cmd.git),
             author_name: cmd.git.author_name.clone(),
             author_email: cmd.git.author_email.clone(),
-            preview: cmd.dry_run,
+            preview: cmd.dry_run.is_on(),
         }),
         offline: cmd.offline,
         cluster_required: !git,
@@ -80,21 +80,21 @@ fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
 fn print(report: &Report, cmd: &ReconcileCmd, color: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match (&report.git, cmd.output) {
-        (Some(outcome), OutputFormat::Json) => {
-            let mut v = to_json(outcome, cmd.dry_run);
+        (Some(outcome), OutputFormat::Json | OutputFormat::Yaml) => {
+            let mut v = to_json(outcome, cmd.dry_run.is_on());
             v["generations"] = lifecycle::to_json(&report.decisions);
-            writeln!(out, "{v}")?;
+            write_data(&mut out, cmd.output, &v)?;
         }
-        (Some(outcome), OutputFormat::Text) if cmd.dry_run => {
+        (Some(outcome), OutputFormat::Text) if cmd.dry_run.is_on() => {
             write_preview(&mut out, outcome, color)?
         }
         (Some(outcome), OutputFormat::Text) => writeln!(out, "{}", text_line(outcome))?,
-        (None, OutputFormat::Json) => {
+        (None, OutputFormat::Json | OutputFormat::Yaml) => {
             let v = serde_json::json!({
-                "dryRun": cmd.dry_run,
+                "dryRun": cmd.dry_run.is_on(),
                 "generations": lifecycle::to_json(&report.decisions),
             });
-            writeln!(out, "{v}")?;
+            write_data(&mut out, cmd.output, &v)?;
         }
         (None, OutputFormat::Text) => {}
     }
@@ -140,6 +140,19 @@ fn text_line(o: &Outcome) -> String {
                 .unwrap_or("(no commits)".to_string()),
             if o.pushed { " (pushed)" } else { "" }
         ),
+    }
+}
+
+/// The run's report: one JSON line (as before), or a YAML document ending in `---` so the
+/// change set that may follow is a second document.
+fn write_data(
+    out: &mut impl Write,
+    format: OutputFormat,
+    v: &serde_json::Value,
+) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Yaml => writeln!(out, "{}---", super::yaml_text(v)),
+        _ => writeln!(out, "{v}"),
     }
 }
 

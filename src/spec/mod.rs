@@ -5,6 +5,7 @@
 //! valid. Validation collects every problem rather than stopping at the first, so a user fixes a
 //! spec in one round trip.
 
+mod collect;
 mod positions;
 pub mod quantity;
 
@@ -59,6 +60,13 @@ pub struct Metadata {
     pub name: String,
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// Accepted so the spec can be kept (and labelled) like any Kubernetes document; they
+    /// describe the spec file only and are not copied to the rendered objects.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// As `labels`: accepted and validated, not rendered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {
@@ -499,6 +507,28 @@ pub enum SpecError {
     Invalid { issues: Vec<Issue> },
 }
 
+/// Most problems printed for one spec: past that, a count (fixing the first usually fixes
+/// several of the rest).
+pub const MAX_SHOWN_ISSUES: usize = 20;
+
+/// The lines printed for an invalid spec: one per problem, at most [`MAX_SHOWN_ISSUES`], then
+/// "and N more problems".
+pub fn issue_lines(issues: &[Issue]) -> Vec<String> {
+    let mut lines: Vec<String> = issues
+        .iter()
+        .take(MAX_SHOWN_ISSUES)
+        .map(Issue::to_string)
+        .collect();
+    if issues.len() > MAX_SHOWN_ISSUES {
+        let more = issues.len() - MAX_SHOWN_ISSUES;
+        lines.push(format!(
+            "and {more} more problem{}",
+            if more == 1 { "" } else { "s" }
+        ));
+    }
+    lines
+}
+
 fn summary(issues: &[Issue]) -> String {
     match issues {
         [] => "invalid spec".to_string(),
@@ -569,16 +599,32 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
     // locate: a parse error, or a spec that validation has issues (errors or warnings) with.
     let positions = || -> Result<Positions, SpecError> {
         // Syntax errors win: a typed parse may stop at a misplaced field before reaching them.
-        Positions::parse(text, options.clone()).map_err(|syntax| SpecError::Invalid {
-            issues: vec![parse_issue(file, text, &Positions::default(), &syntax)],
+        Positions::parse(text, options.clone()).map_err(|syntax| {
+            let mut issue = parse_issue(file, text, &Positions::default(), &syntax);
+            // The parser knows no path for a syntax (often indentation) error; the keys above
+            // the line name the field it stands in.
+            if issue.field.is_empty()
+                && let Some(pos) = issue.pos
+            {
+                issue.field = collect::enclosing_path(text, pos.line);
+            }
+            SpecError::Invalid {
+                issues: vec![issue],
+            }
         })
     };
     let rollout: Rollout = match serde_saphyr::from_str_with_options(text, options.clone()) {
         Ok(r) => r,
         Err(e) => {
             let p = positions()?;
+            if let Some(issue) = collect::other_kind(file, text, &p) {
+                return Err(SpecError::Invalid {
+                    issues: vec![issue],
+                });
+            }
+            let first = parse_issue(file, text, &p, &e);
             return Err(SpecError::Invalid {
-                issues: vec![parse_issue(file, text, &p, &e)],
+                issues: collect::all_issues(file, text, &p, first),
             });
         }
     };
@@ -609,6 +655,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Loaded, SpecError> {
         };
         v.rollout(&rollout);
         if !v.errors.is_empty() {
+            collect::sort(&mut v.errors);
             return Err(SpecError::Invalid { issues: v.errors });
         }
         let warnings = v.warnings;
@@ -665,15 +712,7 @@ fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::
         if let Some(m) = key_mapping {
             field = m;
         }
-        let suggestion = closest(&unknown, &expected)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        let valid = if expected.is_empty() {
-            "this mapping takes no fields".to_string()
-        } else {
-            format!("valid fields: {}", expected.join(", "))
-        };
-        format!("unknown field `{unknown}`{suggestion} ({valid})")
+        unknown_field_message(&unknown, &expected)
     } else if let Some(missing) = raw
         .strip_prefix("missing field `")
         .and_then(|r| r.strip_suffix('`'))
@@ -712,6 +751,19 @@ fn parse_issue(file: &str, text: &str, positions: &Positions, e: &serde_saphyr::
         field,
         message,
     }
+}
+
+/// "unknown field `x`; did you mean `y`? (valid fields: …)".
+fn unknown_field_message(unknown: &str, expected: &[String]) -> String {
+    let suggestion = closest(unknown, expected)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    let valid = if expected.is_empty() {
+        "this mapping takes no fields".to_string()
+    } else {
+        format!("valid fields: {}", expected.join(", "))
+    };
+    format!("unknown field `{unknown}`{suggestion} ({valid})")
 }
 
 /// The range of an integer type serde-saphyr names in "invalid u32" and the like.
@@ -955,6 +1007,21 @@ impl Validator<'_> {
         }
         self.dns_label("metadata.name", &r.metadata.name);
         self.dns_label("metadata.namespace", &r.metadata.namespace);
+        for (map, values_are_labels) in [("labels", true), ("annotations", false)] {
+            let entries = if values_are_labels {
+                &r.metadata.labels
+            } else {
+                &r.metadata.annotations
+            };
+            for (key, value) in entries {
+                let field = format!("metadata.{map}.{key}");
+                if let Err(why) = check_qualified_name(key) {
+                    self.error(&format!("metadata.{map}"), why);
+                } else if values_are_labels && let Err(why) = check_label_value(value) {
+                    self.error(&field, why);
+                }
+            }
+        }
         self.snapshot_class(&r.spec.snapshot_class);
         if r.spec.datasets.is_empty() {
             self.error(
@@ -1037,6 +1104,17 @@ impl Validator<'_> {
             self.dns_subdomain(&format!("{at}.storageClassName"), sc);
         }
         match quantity::parse(&s.size) {
+            Ok(q) if q.is_positive() && s.size.bytes().all(|b| b.is_ascii_digit()) => {
+                // A bare number is bytes: `size: 200` asks for a 200-byte volume, which the
+                // provisioner rounds up to its minimum; nobody means that for a dataset.
+                self.warn(
+                    &format!("{at}.size"),
+                    format!(
+                        "`{0}` has no unit, so it means {0} bytes; did you mean {0}Gi?",
+                        s.size
+                    ),
+                );
+            }
             Ok(q) if q.is_positive() => {}
             Ok(_) => self.error(
                 &format!("{at}.size"),

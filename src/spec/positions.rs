@@ -31,6 +31,8 @@ pub struct Positions {
     by_path: BTreeMap<String, Pos>,
     /// Position of each mapping key → path of the mapping that holds it.
     key_parent: BTreeMap<Pos, String>,
+    /// Field path → position of its key (where an unknown field is reported).
+    keys: BTreeMap<String, Pos>,
 }
 
 impl Positions {
@@ -70,6 +72,7 @@ impl Positions {
                             column: key.referenced.column() as u32,
                         };
                         self.key_parent.insert(at, path.clone());
+                        self.keys.insert(child_path.clone(), at);
                     }
                     self.walk(child_path, child);
                 }
@@ -94,6 +97,11 @@ impl Positions {
             let cut = p.rfind(['.', '['])?;
             p.truncate(cut);
         }
+    }
+
+    /// Position of the key of the field at `path`.
+    pub fn key(&self, path: &str) -> Option<Pos> {
+        self.keys.get(path).copied()
     }
 
     /// The path of the mapping holding the key at `pos` (or the nearest key before it on the

@@ -877,10 +877,10 @@ fn node_selector_and_toleration_keys_are_qualified_names() {
     assert!(out.stdout.is_empty());
     assert_eq!(
         out_text(&out.stderr),
-        "error: snaproll.yaml:29:15: spec.datasets[0].producer.nodeSelector: key `` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
-error: snaproll.yaml:30:26: spec.datasets[0].producer.nodeSelector: key `Example.com/x`: the prefix before `/` must be a DNS subdomain of at most 253 characters (lower-case letters, digits, `-` and `.`), e.g. `kubernetes.io/os`
-error: snaproll.yaml:27:19: spec.datasets[0].producer.nodeSelector: key `a\\\"b` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
+        "error: snaproll.yaml:27:19: spec.datasets[0].producer.nodeSelector: key `a\\\"b` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
 error: snaproll.yaml:28:29: spec.datasets[0].producer.nodeSelector.kubernetes.io/os: value of `kubernetes.io/os`: `linux os` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
+error: snaproll.yaml:29:15: spec.datasets[0].producer.nodeSelector: key `` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
+error: snaproll.yaml:30:26: spec.datasets[0].producer.nodeSelector: key `Example.com/x`: the prefix before `/` must be a DNS subdomain of at most 253 characters (lower-case letters, digits, `-` and `.`), e.g. `kubernetes.io/os`
 error: snaproll.yaml:32:18: spec.datasets[0].producer.tolerations[0].key: key `{{ 7*7 }}` is not a qualified name: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit, after an optional DNS subdomain prefix and `/` (e.g. `kubernetes.io/os`)
 error: snaproll.yaml:36:20: spec.datasets[0].producer.tolerations[1].value: `a/b` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)
 "

@@ -730,7 +730,7 @@ fn works_as_a_kubectl_plugin() {
     };
     let out = run(&["--help"]).assert().success();
     let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert!(help.contains("Usage: snaproll"), "{help}");
+    assert!(help.contains("Usage: kubectl snaproll"), "{help}");
     assert!(!help.contains("kubectl-snaproll"), "{help}");
     run(&["validate", "-f", GKE, "--generation", "2021-07-15"])
         .assert()

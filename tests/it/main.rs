@@ -16,3 +16,4 @@ mod model;
 mod render;
 mod safety;
 mod spec_schema;
+mod ux;
