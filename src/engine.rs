@@ -185,6 +185,9 @@ pub enum EngineError {
     /// The async runtime could not start.
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
+    /// `--wait` could not make the work directory for its one clone of a URL remote.
+    #[error("creating a work directory for the clone")]
+    Scratch(#[source] std::io::Error),
     /// The cluster configuration is missing or wrong.
     #[error("{source}{hint}")]
     Connect {
@@ -237,6 +240,8 @@ pub struct Engine {
     renderer: Renderer,
     cluster: Option<Cluster>,
     lease: Option<crate::apply::LeaseGuard>,
+    /// Where `--wait` keeps its one clone of a URL remote (removed with the engine).
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Engine {
@@ -270,6 +275,7 @@ impl Engine {
             renderer,
             cluster: None,
             lease: None,
+            scratch: None,
         })
     }
 
@@ -477,6 +483,16 @@ impl Engine {
             return Err(EngineError::Usage(
                 "--wait needs cluster access: offline, nothing can be waited for".to_string(),
             ));
+        }
+        // One clone for all the polls: a URL without --workdir is cloned once into a scratch
+        // directory the engine keeps, and each later poll fetches into it.
+        if let Some(target) = &mut self.opts.git
+            && gitops::is_url(&target.dest.repo)
+            && target.dest.workdir.is_none()
+        {
+            let dir = tempfile::tempdir().map_err(EngineError::Scratch)?;
+            target.dest.workdir = Some(dir.path().join("clone"));
+            self.scratch = Some(dir);
         }
         let started = Instant::now();
         loop {

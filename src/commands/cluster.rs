@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::apply::{ChangeSet, Failed};
 use crate::cli::{ApplyCmd, DiffCmd, OutputFormat, StatusCmd};
-use crate::engine::{self, ClusterWrite, Engine};
+use crate::engine::{self, ClusterWrite};
 use crate::exit;
 
 pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
@@ -19,17 +19,7 @@ pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
         },
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
-    let mut engine = Engine::new(opts)?;
-    super::print_warnings(engine.loaded());
-    engine.connect()?;
-    let now = cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
-    let result = engine.step(now);
-    let released = engine.finish();
-    let report = result?;
-    released?;
-    for n in report.notes() {
-        super::note(&n);
-    }
+    let report = super::step_once(opts, cmd.render.now)?;
     let result = report.cluster.expect("diff compares with the cluster");
     let code = print_changes(&result, cmd.output, true)?;
     result.map_err(|f| anyhow::Error::new(*f))?;
@@ -45,17 +35,7 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
         },
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
     };
-    let mut engine = Engine::new(opts)?;
-    super::print_warnings(engine.loaded());
-    engine.connect()?;
-    let now = cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
-    let result = engine.step(now);
-    let released = engine.finish();
-    let report = result?;
-    released?;
-    for n in report.notes() {
-        super::note(&n);
-    }
+    let report = super::step_once(opts, cmd.render.now)?;
     let failed = report.failed();
     let result = report.cluster.expect("apply writes the cluster");
     print_changes(&result, cmd.output, false)?;

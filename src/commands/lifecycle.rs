@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::cli::{ClusterArgs, OutputFormat, RenderArgs};
-use crate::engine::{self, Engine};
+use crate::engine;
 use crate::rollout::Decision;
 
 /// The per-dataset table of `status` (and `reconcile`'s report).
@@ -80,16 +80,7 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
         start: false,
         ..super::engine_options(&render, cluster, cmd.snapshot_timeout)
     };
-    let mut engine = Engine::new(opts)?;
-    super::print_warnings(engine.loaded());
-    engine.connect()?;
-    let result = engine.step(cmd.now.unwrap_or_else(jiff::Timestamp::now));
-    let released = engine.finish();
-    let report = result?;
-    released?;
-    for n in report.notes() {
-        super::note(&n);
-    }
+    let report = super::step_once(opts, cmd.now)?;
     let text = match cmd.output {
         OutputFormat::Json => format!(
             "{}\n",

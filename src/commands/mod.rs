@@ -431,7 +431,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 E::Spec(_) | E::Templates(_) | E::Generation { .. } | E::Usage(_) => {
                     return exit::INVALID;
                 }
-                E::Runtime(_) => return exit::IO,
+                E::Runtime(_) | E::Scratch(_) => return exit::IO,
                 E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
                 E::Lease { .. } => return exit::CLUSTER,
                 // A boxed source is not found by a downcast of the chain's next link.
@@ -492,6 +492,26 @@ pub(crate) fn engine_options(
         write: crate::engine::ClusterWrite::None,
         redecide_attempts: 0,
     }
+}
+
+/// One engine step as `diff`, `apply` and `status` run it: the spec's warnings first, then
+/// connect, step at `now` (default: the clock) and release the Lease whatever happened; the
+/// run's notes are printed.
+pub(crate) fn step_once(
+    opts: crate::engine::Options,
+    now: Option<jiff::Timestamp>,
+) -> Result<crate::engine::Report> {
+    let mut engine = crate::engine::Engine::new(opts)?;
+    print_warnings(engine.loaded());
+    engine.connect()?;
+    let result = engine.step(now.unwrap_or_else(jiff::Timestamp::now));
+    let released = engine.finish();
+    let report = result?;
+    released?;
+    for n in report.notes() {
+        note(&n);
+    }
+    Ok(report)
 }
 
 /// Prints the spec's warnings.

@@ -439,3 +439,86 @@ fn a_run_that_would_write_while_another_holds_the_lease_exits_6_and_writes_nothi
         "released at the end: {held:#}"
     );
 }
+
+#[test]
+fn racing_runs_on_one_remote_never_move_it_back_to_an_older_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("remote.git");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    git(&["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+    // An existing GitOps repository with someone else's folder in it.
+    let seed = tmp.path().join("seed");
+    git(&["init", "-q", "-b", "main", seed.to_str().unwrap()]);
+    std::fs::write(seed.join("README.md"), "ops\n").unwrap();
+    let s = seed.to_str().unwrap();
+    git(&["-C", s, "add", "README.md"]);
+    git(&[
+        "-C",
+        s,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "-m",
+        "init",
+    ]);
+    git(&["-C", s, "push", "-q", bare.to_str().unwrap(), "main"]);
+    let spec = tmp.path().join("snaproll.yaml");
+    std::fs::write(&spec, spec_text(&Knobs::default())).unwrap();
+    let url = format!("file://{}", bare.display());
+    // Three runs, three days, one remote, at once (a CI job and two CronJob runs).
+    let run = |now: &str| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snaproll"));
+        cmd.env("HOME", tmp.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(["reconcile", "--offline", "--push", "-f"])
+            .arg(&spec)
+            .args(["--repo", &url, "--now", now])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..3 {
+        let children = [run(D3), run(D1), run(D2)];
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let dir = format!("--git-dir={}", bare.display());
+    git(&[&dir, "fsck", "--strict"]);
+    // Commit subjects name the generation each run committed: never an older one after a
+    // newer, and the newest is where the remote ends.
+    let subjects = git(&[&dir, "log", "--reverse", "--format=%s", "main"]);
+    let gens: Vec<&str> = subjects
+        .lines()
+        .filter(|s| s.starts_with("snaproll: "))
+        .filter_map(|s| s.split_whitespace().nth(2))
+        .map(|g| g.trim_end_matches(':'))
+        .collect();
+    assert!(!gens.is_empty(), "{subjects}");
+    assert!(gens.windows(2).all(|w| w[0] <= w[1]), "{subjects}");
+    assert_eq!(gens.last(), Some(&G3), "{subjects}");
+    let files = git(&[&dir, "ls-tree", "-r", "--name-only", "main"]);
+    assert!(
+        files.contains(&format!("60-statefulset-consumer-{G3}.yaml")),
+        "{files}"
+    );
+}
