@@ -99,8 +99,6 @@ struct Memory {
     newest_ready: Option<String>,
     /// The newest generation that ever existed.
     newest: Option<String>,
-    /// A run was killed: whatever it left, the next runs must finish.
-    killed: bool,
 }
 
 fn name_of(v: &Value) -> String {
@@ -302,12 +300,25 @@ fn model(seed: u64, steps: u64) -> u64 {
             10 => {
                 // A run killed part-way; its Lease is left to expire (played by deleting it).
                 runs += 1;
-                let mut child = w.std_command(&now, &[]).spawn().unwrap();
+                let mut child = w
+                    .std_command(&now, &[])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
                 std::thread::sleep(Duration::from_millis(rng.below(400)));
                 let _ = child.kill();
                 let _ = child.wait();
                 w.server.block_on(w.api().delete(LEASE));
-                m.killed = true;
+                // A Git write killed part-way can leave libgit2's lock files; the next run's
+                // error names them, and the operator removes them (played here).
+                for lock in [
+                    ".git/index.lock",
+                    ".git/refs/heads/main.lock",
+                    ".git/HEAD.lock",
+                ] {
+                    let _ = std::fs::remove_file(w.repo.join(lock));
+                }
                 w.check_invariants("after a killed run");
             }
             _ => {
