@@ -370,12 +370,17 @@ impl Engine {
     pub fn step(&mut self, now: jiff::Timestamp) -> Result<Report, EngineError> {
         let rollout = self.rollout_name();
         let mut attempts = 0;
+        // What the preview dry-ran: when the step under the Lease plans the same objects on
+        // the same live state, the apply does not dry-run them again.
+        let mut previewed: Option<u64> = None;
         loop {
             attempts += 1;
             self.check_lease()?;
             let mut planned = self.plan(now)?;
             let mut settled_cluster = None;
+            let already_dry_run = previewed.is_some_and(|p| p == planned.state_key());
             if self.opts.write.writes() && self.lease.is_none() {
+                previewed = Some(planned.state_key());
                 match self.preview_apply(&planned) {
                     // Nothing to write: the preview is the answer, and no Lease is needed.
                     Some(Ok(mut changes)) if !changes.has_changes() => {
@@ -416,7 +421,7 @@ impl Engine {
             self.check_lease()?;
             let cluster = match settled_cluster {
                 Some(c) => Some(c),
-                None => self.write_cluster(&planned, self.opts.write),
+                None => self.write_cluster(&planned, self.opts.write, already_dry_run),
             };
             if let (Some(Ok(changes)), Some(c)) = (&cluster, &self.cluster)
                 && self.opts.write.writes()
@@ -465,6 +470,7 @@ impl Engine {
                     force_conflicts,
                     dry_run: true,
                 },
+                false,
             ),
             _ => None,
         }
@@ -648,6 +654,7 @@ impl Engine {
         &self,
         planned: &Planned,
         write: ClusterWrite,
+        already_dry_run: bool,
     ) -> Option<Result<ChangeSet, Box<Failed>>> {
         let c = self.cluster.as_ref()?;
         let step = &planned.step;
@@ -687,6 +694,7 @@ impl Engine {
                     force_conflicts,
                     dry_run,
                     prune_options,
+                    already_dry_run,
                 };
                 // The claims of retired StatefulSets (clusters before 1.32, or `whenDeleted:
                 // Retain`) are deleted by the prune itself, found by label on every run.
@@ -719,6 +727,33 @@ struct Planned {
     /// The repository an offline run read its state from, kept open so the commit goes onto
     /// the same snapshot (a URL is cloned once per step).
     checkout: Option<Checkout>,
+}
+
+impl Planned {
+    /// A digest of what an apply of this step depends on: every rendered object's YAML and
+    /// every live object's identity and resourceVersion. Equal keys: the same apply.
+    fn state_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for o in &self.step.set.objects {
+            o.id.to_string().hash(&mut h);
+            o.yaml.hash(&mut h);
+        }
+        if let Some(live) = &self.step.live {
+            for (id, v) in &live.objects {
+                id.to_string().hash(&mut h);
+                v.pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .hash(&mut h);
+            }
+            live.parent
+                .as_ref()
+                .and_then(|p| p.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str)
+                .hash(&mut h);
+        }
+        h.finish()
+    }
 }
 
 /// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a run

@@ -132,6 +132,10 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Prune guards (see [`PruneOptions`]).
     pub prune_options: PruneOptions,
+    /// The same objects were just dry-run against the same live state (the engine's preview
+    /// before it took the Lease): skip the dry-run step and its look-alike check, which
+    /// would only repeat them.
+    pub already_dry_run: bool,
 }
 
 /// Options of [`Manager::diff`].
@@ -926,14 +930,18 @@ impl Manager {
 
         // 3. Dry-run everything that will be written; nothing is written if any fails, or if
         // any of it would adopt an object that is not the rollout's.
-        let checked = match self
-            .dry_run_all(&plan, &live, parent.as_ref(), opts.force_conflicts)
-            .await
-        {
-            Ok(answers) => self
-                .check_foreign(&plan, &live, &answers)
-                .map(|(id, e)| (Some(id), e)),
-            Err(e) => Some(e),
+        let checked = if opts.already_dry_run && !opts.dry_run {
+            None
+        } else {
+            match self
+                .dry_run_all(&plan, &live, parent.as_ref(), opts.force_conflicts)
+                .await
+            {
+                Ok(answers) => self
+                    .check_foreign(&plan, &live, &answers)
+                    .map(|(id, e)| (Some(id), e)),
+                Err(e) => Some(e),
+            }
         };
         if let Some((id, err)) = checked {
             for p in &plan {

@@ -108,6 +108,10 @@ fn apply_advances_one_gated_step_per_run() {
     let names = |w: &World| -> Vec<String> { w.objects().into_iter().map(|(_, n)| n).collect() };
     let (code, out, err) = apply(&w, D1);
     assert_eq!(code, 0, "{out}{err}");
+    // The dry-run that decided the run needs the Lease is not repeated under it: one per
+    // written object and the ApplySet parent.
+    let dry_runs = w.api().requests().iter().filter(|r| r.is_dry_run()).count();
+    assert_eq!(dry_runs, 5, "{:#?}", w.api().requests());
     // The producer only: no snapshot of a volume still being written, no StatefulSet.
     assert_eq!(
         names(&w),
