@@ -593,11 +593,20 @@ impl Engine {
                 (step, Some(checkout))
             }
         };
-        let generation = step
-            .decisions
+        // What a commit message names: a pin (a rollback) when there is one, since the newer
+        // generation still renders while it retires; else the newest rendered generation.
+        let pinned = rollout
+            .spec
+            .datasets
             .iter()
-            .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
-            .max()
+            .find_map(|d| d.generations.pin.clone());
+        let generation = pinned
+            .or_else(|| {
+                step.decisions
+                    .iter()
+                    .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
+                    .max()
+            })
             .or_else(|| self.opts.generation.clone())
             .unwrap_or_else(|| opts.today.clone());
         tracing::debug!(objects = step.set.objects.len(), %generation, "rollout decided and rendered");

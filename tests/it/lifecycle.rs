@@ -1394,6 +1394,14 @@ fn rollback_by_pinning_a_kept_generation_serves_it_again() {
         r.states("data"),
         [format!("{G1} rolling-out"), format!("{G2} serving")]
     );
+    // The commit names the generation rolled back to, not the newer one still retiring.
+    assert!(
+        r.report["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("snaproll: demo {G1}:"))),
+        "{}",
+        r.report
+    );
     let r = w.settle(D2, 10);
     // The generation rolled back from retires in full: its data is what was rolled back.
     assert_eq!(r.states("data"), [format!("{G1} serving")]);
