@@ -1090,8 +1090,12 @@ impl Session {
         };
         let workdir_name = dir.display().to_string();
         let repo = match Repository::open_bare(&dir) {
-            Ok(r) => r,
+            Ok(r) => {
+                tracing::debug!(dir = %workdir_name, "fetching into the existing clone");
+                r
+            }
             Err(_) if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) => {
+                tracing::debug!(dir = %workdir_name, "new clone");
                 Repository::init_bare(&dir).map_err(|e| GitError::Create {
                     repo: workdir_name.clone(),
                     source: Box::new(scrub.err(e)),

@@ -526,3 +526,45 @@ fn racing_runs_on_one_remote_never_move_it_back_to_an_older_generation() {
         "{files}"
     );
 }
+
+#[test]
+fn wait_keeps_one_clone_of_a_url_remote_for_all_its_polls() {
+    let w = World::new(Mode::Push, Knobs::default());
+    let bare = w.tmp.path().join("remote.git");
+    let out = std::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let url = format!("file://{}", bare.display());
+    // The producer never finishes here: --wait polls until its timeout.
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .args([
+            "--log-level",
+            "debug",
+            "reconcile",
+            "--apply",
+            "--prune",
+            "--wait",
+        ])
+        .args(["--timeout", "2s", "--poll-interval", "300ms", "-f"])
+        .arg(&w.spec)
+        .args(["--repo", &url, "--now", D1, "--kubeconfig"])
+        .arg(&w.kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("timed out after 2s waiting for the rollout to settle"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("new clone").count(), 1, "{stderr}");
+    assert!(
+        stderr.matches("fetching into the existing clone").count() >= 2,
+        "{stderr}"
+    );
+}
