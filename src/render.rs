@@ -142,7 +142,7 @@ pub struct GenerationPlan {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimStorage {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `None` (the cluster's default class) is `null` to the template, as in the spec.
     pub storage_class_name: Option<String>,
     pub access_modes: Vec<String>,
     pub volume_mode: String,
@@ -783,6 +783,56 @@ pub fn ids_of(objects: &[Object]) -> Vec<ObjectRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A live StatefulSet's claim storage replaces the spec's in its own generation only, with
+    /// or without a storage class (a claim template on the cluster's default class has none).
+    #[test]
+    fn claim_storage_of_a_live_statefulset_is_rendered_as_it_is() {
+        let path = format!(
+            "{}/examples/gke-daily/snaproll.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let loaded = spec::load(Path::new(&path)).unwrap();
+        let r = &loaded.rollout;
+        let d = &r.spec.datasets[0].name;
+        for class in [None, Some("old-class".to_string())] {
+            let mut frozen = GenerationPlan::full("2021-07-15");
+            frozen.claim_storage = Some(ClaimStorage {
+                storage_class_name: class.clone(),
+                access_modes: vec!["ReadWriteOnce".into()],
+                volume_mode: "Filesystem".into(),
+                size: "7Gi".into(),
+            });
+            let plan = Plan {
+                datasets: [(d.clone(), vec![frozen, GenerationPlan::full("2021-07-16")])]
+                    .into_iter()
+                    .collect(),
+                fresh_source: Default::default(),
+            };
+            let set = Renderer::new(None).unwrap().render(r, &plan).unwrap();
+            let sts: Vec<&Value> = set
+                .objects
+                .iter()
+                .filter(|o| o.id.kind == Kind::StatefulSet)
+                .map(|o| &o.value)
+                .collect();
+            let tmpl = |v: &Value| v.pointer("/spec/volumeClaimTemplates/0/spec").cloned();
+            let old = tmpl(sts[0]).unwrap();
+            assert_eq!(
+                old.pointer("/resources/requests/storage"),
+                Some(&json!("7Gi"))
+            );
+            assert_eq!(
+                old.get("storageClassName").and_then(Value::as_str),
+                class.as_deref()
+            );
+            let new = tmpl(sts[1]).unwrap();
+            assert_ne!(
+                new.pointer("/resources/requests/storage"),
+                Some(&json!("7Gi"))
+            );
+        }
+    }
 
     /// The shipped templates must render YAML that [`crate::yaml::from_str`] reads itself:
     /// handing them to serde-saphyr doubles the cost of a large render.
