@@ -328,6 +328,7 @@ mod tests {
             notes: Vec::new(),
             foreign: Vec::new(),
             held_source: None,
+            service: None,
         }
     }
 
@@ -421,7 +422,7 @@ mod tests {
             )]
             .into_iter()
             .collect(),
-            fresh_source: Default::default(),
+            ..Default::default()
         };
         let set = crate::render::Renderer::new(None)
             .unwrap()

@@ -117,6 +117,9 @@ pub struct Plan {
     /// from the spec in a field the API server refuses to change in place (storage class,
     /// access modes, volume mode, a smaller size). Their new generations fill a fresh claim.
     pub fresh_source: std::collections::BTreeSet<String>,
+    /// Dataset → the one generation its Service selects (`consumer.switch: atomic`); a dataset
+    /// not named here has a Service selecting the pods of every generation.
+    pub selects: BTreeMap<String, String>,
 }
 
 /// The parts of one generation of one dataset to render.
@@ -198,6 +201,13 @@ impl Plan {
                 .map(|d| (d.name.clone(), vec![GenerationPlan::full(id)]))
                 .collect(),
             fresh_source: Default::default(),
+            selects: rollout
+                .spec
+                .datasets
+                .iter()
+                .filter(|d| d.consumer.switch == spec::Switch::Atomic)
+                .map(|d| (d.name.clone(), id.to_string()))
+                .collect(),
         }
     }
 }
@@ -353,14 +363,7 @@ impl Renderer {
                     s.spawn(move || {
                         let mut out = Vec::new();
                         for d in part {
-                            self.render_dataset(
-                                rollout,
-                                d,
-                                &plan.datasets[&d.name],
-                                plan.fresh_source.contains(&d.name),
-                                shared,
-                                &mut out,
-                            )?;
+                            self.render_dataset(rollout, d, plan, shared, &mut out)?;
                         }
                         Ok(out)
                     })
@@ -396,15 +399,16 @@ impl Renderer {
         &self,
         rollout: &Rollout,
         d: &Dataset,
-        gens: &[GenerationPlan],
-        fresh_source: bool,
+        plan: &Plan,
         shared: &minijinja::Value,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
+        let gens = &plan.datasets[&d.name];
         let own = dataset_values(d);
         let layers = [&own, shared];
-        let base = dataset_context(rollout, d, None, &layers);
-        if !fresh_source {
+        let selects = plan.selects.get(&d.name).map(String::as_str);
+        let base = dataset_context_with(rollout, d, None, selects, &layers);
+        if !plan.fresh_source.contains(&d.name) {
             out.push(self.render_one(Kind::PersistentVolumeClaim, &base)?);
         }
         out.push(self.render_one(Kind::Service, &base)?);
@@ -682,6 +686,18 @@ fn dataset_context(
     g: Option<&GenerationPlan>,
     layers: &[&minijinja::Value],
 ) -> Context {
+    dataset_context_with(r, d, g, None, layers)
+}
+
+/// [`dataset_context`], with the Service selecting only `selects`' pods when given
+/// (`consumer.switch: atomic`).
+fn dataset_context_with(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    selects: Option<&str>,
+    layers: &[&minijinja::Value],
+) -> Context {
     let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
     let mut names = BTreeMap::from([
@@ -712,6 +728,15 @@ fn dataset_context(
         ),
         ("serviceSelector", with(BTreeMap::new(), app)),
     ]);
+    if let Some(generation) = selects {
+        labels.insert(
+            "serviceSelector",
+            with(
+                with(BTreeMap::new(), app),
+                [(manifest::LABEL_GENERATION, generation)],
+            ),
+        );
+    }
     let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
     if let (Some(g), Some(id)) = (g, gen_id) {
         if let Some(source) = &g.source {
@@ -807,7 +832,7 @@ mod tests {
                 datasets: [(d.clone(), vec![frozen, GenerationPlan::full("2021-07-16")])]
                     .into_iter()
                     .collect(),
-                fresh_source: Default::default(),
+                ..Default::default()
             };
             let set = Renderer::new(None).unwrap().render(r, &plan).unwrap();
             let sts: Vec<&Value> = set

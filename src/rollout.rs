@@ -221,6 +221,20 @@ pub struct Decision {
     /// API server refuses in place) but a rendered producer still uses it: kept until then.
     #[serde(skip)]
     pub held_source: Option<String>,
+    /// `consumer.switch: atomic`: which generation the Service selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSwitch>,
+}
+
+/// What the Service of a dataset with `consumer.switch: atomic` selects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSwitch {
+    /// The generation the Service selects as the run found it (`None`: no Service yet, or one
+    /// selecting every generation).
+    pub selects: Option<String>,
+    /// The generation it selects once this run's objects are applied.
+    pub next: Option<String>,
 }
 
 impl Decision {
@@ -254,7 +268,17 @@ pub fn decide_all(
     observed: &BTreeMap<String, Vec<Observed>>,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
-    decide_all_with(rollout, observed, &BTreeMap::new(), opts)
+    decide_all_with(rollout, observed, &Shared::default(), opts)
+}
+
+/// The per-dataset objects shared by all generations, as they exist (live, or as Git holds
+/// them): what a decision needs of them besides the generations.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// Dataset → its shared source claim `<dataset>`.
+    pub sources: BTreeMap<String, Value>,
+    /// Dataset → the generation its Service selects (`consumer.switch: atomic`).
+    pub selects: BTreeMap<String, String>,
 }
 
 /// [`decide_all`], knowing each dataset's shared source claim as it exists (live, or as Git
@@ -263,7 +287,7 @@ pub fn decide_all(
 pub fn decide_all_with(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
-    sources: &BTreeMap<String, Value>,
+    shared: &Shared,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
     let empty = Vec::new();
@@ -278,13 +302,15 @@ pub fn decide_all_with(
             decisions.push(decide_removed(name, gens, opts));
         }
     }
-    let fresh_source = roll_source_forward(rollout, observed, sources, &mut decisions);
+    let selects = switch_atomic(rollout, observed, &shared.selects, &mut decisions);
+    let fresh_source = roll_source_forward(rollout, observed, &shared.sources, &mut decisions);
     let plan = Plan {
         datasets: decisions
             .iter()
             .map(|d| (d.dataset.clone(), d.render.clone()))
             .collect(),
         fresh_source,
+        selects,
     };
     (decisions, plan)
 }
@@ -509,6 +535,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
         notes: Vec::new(),
         foreign: Vec::new(),
         held_source: None,
+        service: None,
     }
 }
 
@@ -960,6 +987,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         notes,
         foreign: Vec::new(),
         held_source: None,
+        service: None,
     }
 }
 
@@ -1041,6 +1069,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         notes,
         foreign: Vec::new(),
         held_source: None,
+        service: None,
     }
 }
 
@@ -1243,8 +1272,8 @@ pub async fn step_from_cluster(
         mut foreign,
     } = observe_members(&rollout.metadata.name, &manager.applyset().id, &values);
     check_pins(rollout, &observed, opts)?;
-    let sources = shared_sources(rollout, &values, Some(&manager.applyset().id));
-    let (mut decisions, plan) = decide_all_with(rollout, &observed, &sources, opts);
+    let shared = shared_objects(rollout, &values, Some(&manager.applyset().id));
+    let (mut decisions, plan) = decide_all_with(rollout, &observed, &shared, opts);
     for d in &mut decisions {
         d.foreign = foreign.remove(&d.dataset).unwrap_or_default();
     }
@@ -1279,14 +1308,16 @@ pub fn step_from_git(
         .iter()
         .map(|d| decide_offline(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
-    let sources = shared_sources(rollout, manifests, None);
-    let fresh_source = roll_source_forward(rollout, &observed, &sources, &mut decisions);
+    let shared = shared_objects(rollout, manifests, None);
+    let selects = switch_atomic(rollout, &observed, &shared.selects, &mut decisions);
+    let fresh_source = roll_source_forward(rollout, &observed, &shared.sources, &mut decisions);
     let plan = Plan {
         datasets: decisions
             .iter()
             .map(|d| (d.dataset.clone(), d.render.clone()))
             .collect(),
         fresh_source,
+        selects,
     };
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {
@@ -1297,35 +1328,132 @@ pub fn step_from_git(
     })
 }
 
-/// Each dataset's shared source claim `<dataset>` among `objects` (members only, when
-/// `applyset_id` is given: live objects).
-fn shared_sources(
-    rollout: &Rollout,
-    objects: &[Value],
-    applyset_id: Option<&str>,
-) -> BTreeMap<String, Value> {
+/// Each dataset's shared source claim `<dataset>` and the generation its Service selects,
+/// among `objects` (members only, when `applyset_id` is given: live objects).
+fn shared_objects(rollout: &Rollout, objects: &[Value], applyset_id: Option<&str>) -> Shared {
     let name = &rollout.metadata.name;
-    objects
-        .iter()
-        .filter(|v| v.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
-        .filter(|v| {
-            let l = manifest::labels_of(v);
-            l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("source")
-                && match applyset_id {
-                    Some(id) => manifest::is_member(&l, name, id),
-                    None => manifest::is_owned_by(&l, name),
+    let mut shared = Shared::default();
+    for v in objects {
+        let l = manifest::labels_of(v);
+        let owned = match applyset_id {
+            Some(id) => manifest::is_member(&l, name, id),
+            None => manifest::is_owned_by(&l, name),
+        };
+        let (Some(dataset), true) = (l.get(manifest::LABEL_DATASET), owned) else {
+            continue;
+        };
+        let Some(d) = rollout.spec.datasets.iter().find(|d| &d.name == dataset) else {
+            continue;
+        };
+        let object = v.pointer("/metadata/name").and_then(Value::as_str);
+        match v.get("kind").and_then(Value::as_str) {
+            Some("PersistentVolumeClaim")
+                if l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("source")
+                    && object == Some(d.name.as_str()) =>
+            {
+                shared.sources.insert(d.name.clone(), v.clone());
+            }
+            Some("Service") if object == Some(d.consumer.name.as_str()) => {
+                if let Some(g) = v
+                    .pointer("/spec/selector")
+                    .and_then(|s| s.get(manifest::LABEL_GENERATION))
+                    .and_then(Value::as_str)
+                {
+                    shared.selects.insert(d.name.clone(), g.to_string());
                 }
-        })
-        .filter_map(|v| {
-            let claim = v.pointer("/metadata/name").and_then(Value::as_str)?;
-            rollout
-                .spec
-                .datasets
+            }
+            _ => {}
+        }
+    }
+    shared
+}
+
+/// `consumer.switch: atomic`: the Service of each such dataset selects one generation, the
+/// serving one. It moves to a newer generation only once that one is ready (in one apply, as
+/// the Service is one object), and the generation it selected keeps its StatefulSet until a
+/// run has seen the Service select the new one: the old generation retires after the switch,
+/// never in the apply that makes it. With no generation serving, the Service stays on the
+/// generation it selects while that one's StatefulSet is kept, else selects the one rolling
+/// out. Returns dataset → the generation its rendered Service selects.
+fn switch_atomic(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    live: &BTreeMap<String, String>,
+    decisions: &mut [Decision],
+) -> BTreeMap<String, String> {
+    let mut selects = BTreeMap::new();
+    let empty = Vec::new();
+    for d in &rollout.spec.datasets {
+        if d.consumer.switch != spec::Switch::Atomic {
+            continue;
+        }
+        let Some(decision) = decisions.iter_mut().find(|x| x.dataset == d.name) else {
+            continue;
+        };
+        let gens = observed.get(&d.name).unwrap_or(&empty);
+        let now = live.get(&d.name).cloned();
+        let in_state = |state: State| {
+            decision
+                .generations
                 .iter()
-                .any(|d| d.name == claim)
-                .then(|| (claim.to_string(), v.clone()))
-        })
-        .collect()
+                .rev()
+                .find(|g| g.state == state)
+                .map(|g| g.generation.clone())
+        };
+        let has_sts = |decision: &Decision, id: &str| {
+            decision.render.iter().any(|p| p.id == id && p.statefulset)
+        };
+        let next = in_state(State::Serving).or_else(|| {
+            now.clone()
+                .filter(|g| has_sts(decision, g))
+                .or_else(|| in_state(State::RollingOut))
+        });
+        if let (Some(old), Some(new)) = (&now, &next)
+            && old != new
+            && let Some(o) = gens
+                .iter()
+                .find(|o| &o.id == old && o.statefulset.is_some())
+            && !has_sts(decision, old)
+        {
+            // Keep the generation the Service still selects: it retires on a later run, once
+            // the Service seen live selects `new`.
+            let restore = restore_size(&o.snapshot);
+            let plan = match decision.render.iter_mut().find(|p| &p.id == old) {
+                Some(p) => p,
+                None => {
+                    decision.render.push(GenerationPlan::none(old));
+                    decision.render.last_mut().expect("just pushed")
+                }
+            };
+            plan.statefulset = true;
+            plan.snapshot = o.snapshot.is_some();
+            plan.producer = o.producer.is_some();
+            plan.claim_size = claim_size(d, &restore);
+            if let Some(g) = decision
+                .generations
+                .iter_mut()
+                .find(|g| &g.generation == old)
+            {
+                g.detail = format!(
+                    "the Service still selects it; switches to {new} now, and it retires on the next run"
+                );
+            }
+            // Back in the decision's order (its statuses are oldest first).
+            let order: Vec<String> = decision
+                .generations
+                .iter()
+                .map(|g| g.generation.clone())
+                .collect();
+            decision
+                .render
+                .sort_by_key(|p| order.iter().position(|g| g == &p.id));
+        }
+        if let Some(g) = &next {
+            selects.insert(d.name.clone(), g.clone());
+        }
+        decision.service = Some(ServiceSwitch { selects: now, next });
+    }
+    selects
 }
 
 /// A broken invariant.
@@ -1434,6 +1562,28 @@ pub fn check_invariants(
                     s.generation
                 )));
             }
+        }
+    }
+    // `consumer.switch: atomic`: the Service selects a generation whose StatefulSet is kept,
+    // and the generation it selected keeps its StatefulSet until a run sees it switched.
+    if let Some(switch) = &decision.service {
+        if let Some(next) = &switch.next
+            && rendered(next).is_none_or(|p| !p.statefulset)
+        {
+            return Err(fail(format!(
+                "the Service selects generation {next}, whose StatefulSet is not rendered"
+            )));
+        }
+        if let Some(now) = &switch.selects
+            && !decision.removed
+            && observed
+                .iter()
+                .any(|o| &o.id == now && o.statefulset.is_some())
+            && rendered(now).is_none_or(|p| !p.statefulset)
+        {
+            return Err(fail(format!(
+                "StatefulSet of {now} is dropped while the Service still selects it"
+            )));
         }
     }
     // A ready generation that served before must not lose its StatefulSet unless a newer one

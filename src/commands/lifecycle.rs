@@ -38,6 +38,23 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
                 g.detail.clone(),
             ]);
         }
+        if let Some(switch) = &d.service {
+            let detail = match (&switch.selects, &switch.next) {
+                (Some(a), Some(b)) if a != b => {
+                    format!("the Service selects generation {a}; switches to {b}")
+                }
+                (Some(a), _) => format!("the Service selects generation {a} only"),
+                (None, Some(b)) => format!("the Service switches to generation {b}"),
+                (None, None) => "the Service selects no generation yet".to_string(),
+            };
+            rows.push([
+                d.dataset.clone(),
+                switch.selects.clone().unwrap_or_else(|| "-".into()),
+                "service".into(),
+                "-".into(),
+                detail,
+            ]);
+        }
         for f in &d.foreign {
             rows.push([
                 d.dataset.clone(),

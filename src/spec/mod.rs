@@ -321,6 +321,22 @@ pub struct Consumer {
     pub pvc_retention_policy: RetentionPolicy,
     #[serde(default)]
     pub service: ServiceSpec,
+    /// How the Service moves from one generation to the next.
+    #[serde(default)]
+    pub switch: Switch,
+}
+
+/// `consumer.switch`: what the Service selects while two generations run.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Switch {
+    /// The Service selects the pods of every generation: during the overlap clients reach old
+    /// and new data alike (the behaviour without a switch).
+    #[default]
+    Overlap,
+    /// The Service selects only the serving generation's pods and moves to the new one in one
+    /// apply once it is ready; the old generation retires only after the switch was applied.
+    Atomic,
 }
 
 fn default_replicas() -> i64 {

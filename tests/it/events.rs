@@ -33,6 +33,7 @@ fn transitions() -> Vec<Event> {
         notes: Vec::new(),
         foreign: Vec::new(),
         held_source: None,
+        service: None,
     };
     events::from_decisions(&rollout, &[decision])
 }

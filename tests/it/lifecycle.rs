@@ -65,6 +65,8 @@ pub(crate) struct Knobs {
     pub(crate) pin: Option<&'static str>,
     /// `snapshotClass.existing: true`: the class is the cluster's, not rendered.
     pub(crate) existing_class: bool,
+    /// `consumer.switch: atomic` (else the default, `overlap`).
+    pub(crate) atomic: bool,
 }
 
 impl Default for Knobs {
@@ -77,6 +79,7 @@ impl Default for Knobs {
             when_deleted: "Delete",
             pin: None,
             existing_class: false,
+            atomic: false,
         }
     }
 }
@@ -105,12 +108,17 @@ pub(crate) fn spec_text(k: &Knobs) -> String {
             .map(|p| format!("\n        pin: \"{p}\""))
             .unwrap_or_default();
         s.push_str(&format!(
-            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n",
+            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n{switch}",
             size = k.size,
             keep = k.keep,
             c = consumer(d),
             replicas = k.replicas,
             wd = k.when_deleted,
+            switch = if k.atomic {
+                "        switch: atomic\n"
+            } else {
+                ""
+            },
         ));
     }
     s
@@ -237,6 +245,8 @@ pub(crate) struct World {
     pub(crate) seen: RefCell<BTreeSet<(usize, String)>>,
     /// The `--now` of the last run, for the invariant check's decision.
     pub(crate) now: RefCell<String>,
+    /// Dataset → the generation its live Service selected at the last check (atomic switch).
+    pub(crate) selects: RefCell<BTreeMap<String, String>>,
 }
 
 impl World {
@@ -261,6 +271,7 @@ impl World {
             events: RefCell::default(),
             seen: RefCell::default(),
             now: RefCell::new(D1.to_string()),
+            selects: RefCell::default(),
             tmp,
         }
     }
@@ -522,6 +533,7 @@ impl World {
         if let Err(e) = rollout::check_all(&loaded.rollout, &observed, &opts) {
             panic!("{when}: {e}\n{observed:#?}");
         }
+        crate::switch::check_service(self, when);
         let mut served = self.served.borrow_mut();
         for (d, gens) in &observed {
             let ready = gens

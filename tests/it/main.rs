@@ -16,4 +16,5 @@ mod model;
 mod render;
 mod safety;
 mod spec_schema;
+mod switch;
 mod ux;

@@ -54,6 +54,17 @@ fn multi_render_matches_golden() {
 }
 
 #[test]
+fn model_weights_render_matches_golden() {
+    let out = render_stdout(&example("model-weights"));
+    // `switch: atomic`: the Service selects the rendered generation's pods only.
+    assert!(
+        out.contains("    snaproll.dev/generation: \"2021-07-15\"\n"),
+        "{out}"
+    );
+    insta::assert_snapshot!("render_model_weights", out);
+}
+
+#[test]
 fn render_is_byte_identical_across_runs() {
     let a = render_stdout(&example("multi"));
     let b = render_stdout(&example("multi"));
