@@ -408,6 +408,16 @@ pub struct StatusCmd {
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Also show the last N Events snaproll reported for the rollout (default 10), oldest
+    /// first; `-o json` then prints `{decisions, events}`.
+    #[arg(
+        long,
+        env = "SNAPROLL_EVENTS",
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "10"
+    )]
+    pub events: Option<usize>,
 }
 
 #[derive(Debug, Args)]

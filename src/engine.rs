@@ -219,6 +219,13 @@ pub enum EngineError {
         #[source]
         source: Box<ApplyError>,
     },
+    /// Reading the rollout's Events (`status --events`) failed.
+    #[error("reading the Events of rollout {rollout}")]
+    Events {
+        rollout: String,
+        #[source]
+        source: Box<ApplyError>,
+    },
     /// `--wait` ran out of time: the rollout is still in motion (the next run continues it).
     #[error("timed out after {after:#} waiting for the rollout to settle: {pending}")]
     WaitTimeout {
@@ -345,6 +352,30 @@ impl Engine {
         }
     }
 
+    /// The last `limit` Events snaproll reported for the rollout, oldest first (`status
+    /// --events`); `None` when the run has no cluster access.
+    pub fn recent_events(
+        &self,
+        limit: usize,
+    ) -> Result<Option<Vec<crate::events::Recent>>, EngineError> {
+        let Some(c) = &self.cluster else {
+            return Ok(None);
+        };
+        let meta = &self.loaded.rollout.metadata;
+        c.runtime
+            .block_on(crate::events::recent(
+                &c.manager,
+                &meta.namespace,
+                &meta.name,
+                limit,
+            ))
+            .map(Some)
+            .map_err(|source| EngineError::Events {
+                rollout: meta.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
     /// Releases the Lease (a crash leaves it to expire instead).
     pub fn finish(mut self) -> Result<(), EngineError> {
         let rollout = self.rollout_name();
@@ -423,12 +454,11 @@ impl Engine {
                 Some(c) => Some(c),
                 None => self.write_cluster(&planned, self.opts.write, already_dry_run),
             };
-            if let (Some(Ok(changes)), Some(c)) = (&cluster, &self.cluster)
+            if let (Some(Ok(_)), Some(c)) = (&cluster, &self.cluster)
                 && self.opts.write.writes()
-                && changes.has_changes()
             {
-                // History a person can see (`kubectl get events`): only from runs that changed
-                // something, so a no-op run stays without writes. Never fails the run.
+                // History a person can see (`kubectl get events`): only what is not reported
+                // yet, so a no-op run stays without writes. Never fails the run.
                 let events =
                     crate::events::from_decisions(&self.loaded.rollout, &planned.step.decisions);
                 let ns = &self.loaded.rollout.metadata.namespace;

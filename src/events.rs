@@ -4,8 +4,8 @@
 //! [`from_decisions`] is pure: it maps each generation's decided state to the Events that state
 //! stands for, against the object concerned (producer Pod, VolumeSnapshot, StatefulSet). It keeps
 //! no memory of earlier runs: an Event's name is deterministic (`<object>.<reason>`), so a run
-//! that sees the same state again creates the same Event, the API answers 409 AlreadyExists, and
-//! [`emit_events`] counts it as already reported. No annotation or other state is written.
+//! that sees the same state again finds that Event already there (one labelled LIST) and
+//! [`emit_events`] creates only what is missing. No annotation or other state is written.
 //! Events expire (the API server's `--event-ttl`, one hour by default); a state that lasts
 //! longer (a generation serving for a day) is then reported again by the next run, at most once
 //! per expiry.
@@ -259,21 +259,47 @@ pub fn reporting_instance() -> String {
         .unwrap_or_else(|| "snaproll".to_string())
 }
 
-/// Creates `events` in `namespace`; an Event that already exists (409: the transition was
-/// reported by an earlier run) is skipped. Returns how many were created. Every Event is tried;
-/// the first failure is returned after the others. Callers log a failure at warn and go on: an
-/// Event is never a reason to fail a run.
+/// Creates those of `events` in `namespace` that do not exist yet: one labelled LIST of the
+/// rollout's Events, then a create per missing one. A state seen again (a generation serving
+/// day after day) is therefore reported once per Event lifetime with no write in between, and
+/// a run that changes nothing still reports a transition only it observed (the first
+/// generation turning ready, a snapshot timing out). When the LIST is refused (RBAC from an
+/// older install grants only `create`), every Event is created and a 409 counts as reported.
+/// Returns how many were created. Every Event is tried; the first failure is returned after
+/// the others. Callers log a failure at warn and go on: an Event never fails a run.
 pub async fn emit_events(
     manager: &Manager,
     namespace: &str,
     events: &[Event],
 ) -> Result<usize, ApplyError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
     let api: Api<KubeEvent> = Api::namespaced(manager.client().clone(), namespace);
+    let rollouts: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.rollout.as_str()).collect();
+    let mut existing = std::collections::BTreeSet::new();
+    for rollout in rollouts {
+        let selector = format!(
+            "{}=snaproll,{}={rollout}",
+            manifest::LABEL_MANAGED_BY,
+            manifest::LABEL_ROLLOUT
+        );
+        match api
+            .list_metadata(&kube::api::ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => existing.extend(list.items.into_iter().filter_map(|m| m.metadata.name)),
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the rollout's Events; creating each instead");
+            }
+        }
+    }
     let instance = reporting_instance();
     let now = jiff::Timestamp::now();
     let mut created = 0;
     let mut first_error = None;
-    for e in events {
+    for e in events.iter().filter(|e| !existing.contains(&e.name)) {
         match api
             .create(
                 &PostParams::default(),
@@ -295,6 +321,95 @@ pub async fn emit_events(
         Some(err) => Err(err),
         None => Ok(created),
     }
+}
+
+/// One Event of a rollout as `status --events` shows it (kubectl's `get events` columns).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recent {
+    /// RFC 3339 time of the Event (`eventTime`, else its creation).
+    pub time: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    /// `Kind/name` of the object concerned.
+    pub object: String,
+    pub dataset: Option<String>,
+    pub generation: Option<String>,
+    pub note: String,
+}
+
+/// The last `limit` Events snaproll reported for `rollout` in `namespace`, oldest first: one
+/// labelled LIST (Events expire, so this is at most the API server's `--event-ttl` of history).
+pub async fn recent(
+    manager: &Manager,
+    namespace: &str,
+    rollout: &str,
+    limit: usize,
+) -> Result<Vec<Recent>, ApplyError> {
+    let api: Api<KubeEvent> = Api::namespaced(manager.client().clone(), namespace);
+    let selector = format!(
+        "{}=snaproll,{}={rollout}",
+        manifest::LABEL_MANAGED_BY,
+        manifest::LABEL_ROLLOUT
+    );
+    let list = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| ApplyError::List {
+            kind: "Event".to_string(),
+            scope: format!("namespace {namespace}"),
+            source: ApiCause::from_kube(e),
+        })?;
+    let mut out: Vec<(Option<jiff::Timestamp>, Recent)> = list
+        .items
+        .into_iter()
+        .map(|e| {
+            let labels = e.metadata.labels.clone().unwrap_or_default();
+            let regarding = e.regarding.unwrap_or_default();
+            let time = e
+                .event_time
+                .map(|t| t.0)
+                .or_else(|| e.metadata.creation_timestamp.map(|t| t.0));
+            let recent = Recent {
+                time: time.map(|t| t.to_string()),
+                type_: e.type_.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+                object: format!(
+                    "{}/{}",
+                    regarding.kind.unwrap_or_default(),
+                    regarding.name.unwrap_or_default()
+                ),
+                dataset: labels.get(manifest::LABEL_DATASET).cloned(),
+                generation: labels.get(manifest::LABEL_GENERATION).cloned(),
+                note: e.note.unwrap_or_default(),
+            };
+            (time, recent)
+        })
+        .collect();
+    // Oldest first. One run reports its Events with one time: those tie in the order a
+    // generation goes through them, then by object.
+    let rank = |reason: &str| {
+        [
+            "Producing",
+            "SnapshotTaken",
+            "SnapshotReady",
+            "RollingOut",
+            "Serving",
+            "Retiring",
+            "Failed",
+        ]
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(usize::MAX)
+    };
+    out.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| rank(&a.1.reason).cmp(&rank(&b.1.reason)))
+            .then_with(|| a.1.object.cmp(&b.1.object))
+    });
+    let skip = out.len().saturating_sub(limit);
+    Ok(out.into_iter().skip(skip).map(|(_, r)| r).collect())
 }
 
 #[cfg(test)]

@@ -79,6 +79,42 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
     out
 }
 
+/// `status --events`: kubectl's `get events` columns, oldest first.
+fn events_table(events: &[crate::events::Recent]) -> String {
+    if events.is_empty() {
+        return "No events (Events expire after the API server's --event-ttl, 1h by default).\n"
+            .to_string();
+    }
+    let mut rows = vec![[
+        "TIME".to_string(),
+        "TYPE".to_string(),
+        "REASON".to_string(),
+        "OBJECT".to_string(),
+        "MESSAGE".to_string(),
+    ]];
+    for e in events {
+        rows.push([
+            e.time.clone().unwrap_or_else(|| "-".into()),
+            e.type_.clone(),
+            e.reason.clone(),
+            e.object.clone(),
+            e.note.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", r[i]));
+        }
+        out.push_str(&r[4]);
+        out.push('\n');
+    }
+    out
+}
+
 /// The decisions as JSON (`-o json`).
 pub(crate) fn to_json(decisions: &[Decision]) -> Value {
     serde_json::to_value(decisions).expect("decisions serialise")
@@ -97,14 +133,30 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
         start: false,
         ..super::engine_options(&render, cluster, cmd.snapshot_timeout)
     };
-    let report = super::step_once(opts, cmd.now)?;
+    let (report, events) = super::step_once_then(opts, cmd.now, |engine| match cmd.events {
+        Some(limit) => engine.recent_events(limit),
+        None => Ok(None),
+    })?;
+    // With --events the data is an object holding both lists; without, the decisions alone
+    // (the shape scripts already read).
+    let data = match &events {
+        Some(events) => serde_json::json!({
+            "decisions": to_json(&report.decisions),
+            "events": events,
+        }),
+        None => to_json(&report.decisions),
+    };
     let text = match cmd.output {
-        OutputFormat::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&to_json(&report.decisions)).expect("JSON")
-        ),
-        OutputFormat::Yaml => super::yaml_text(&to_json(&report.decisions)),
-        OutputFormat::Text => table(&report.decisions),
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&data).expect("JSON")),
+        OutputFormat::Yaml => super::yaml_text(&data),
+        OutputFormat::Text => {
+            let mut text = table(&report.decisions);
+            if let Some(events) = &events {
+                text.push('\n');
+                text.push_str(&events_table(events));
+            }
+            text
+        }
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -432,7 +432,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                     return exit::INVALID;
                 }
                 E::Runtime(_) | E::Scratch(_) => return exit::IO,
-                E::Connect { .. } | E::WaitTimeout { .. } => return exit::CLUSTER,
+                E::Connect { .. } | E::WaitTimeout { .. } | E::Events { .. } => {
+                    return exit::CLUSTER;
+                }
                 E::Lease { .. } => return exit::CLUSTER,
                 // A boxed source is not found by a downcast of the chain's next link.
                 E::Git { source, .. } => return source.exit_code(),
@@ -501,17 +503,28 @@ pub(crate) fn step_once(
     opts: crate::engine::Options,
     now: Option<jiff::Timestamp>,
 ) -> Result<crate::engine::Report> {
+    Ok(step_once_then(opts, now, |_| Ok(()))?.0)
+}
+
+/// [`step_once`], then `after` with the engine still connected (before its Lease is released).
+pub(crate) fn step_once_then<T>(
+    opts: crate::engine::Options,
+    now: Option<jiff::Timestamp>,
+    after: impl FnOnce(&crate::engine::Engine) -> Result<T, crate::engine::EngineError>,
+) -> Result<(crate::engine::Report, T)> {
     let mut engine = crate::engine::Engine::new(opts)?;
     print_warnings(engine.loaded());
     engine.connect()?;
-    let result = engine.step(now.unwrap_or_else(jiff::Timestamp::now));
+    let result = engine
+        .step(now.unwrap_or_else(jiff::Timestamp::now))
+        .and_then(|report| Ok((report, after(&engine)?)));
     let released = engine.finish();
-    let report = result?;
+    let (report, then) = result?;
     released?;
     for n in report.notes() {
         note(&n);
     }
-    Ok(report)
+    Ok((report, then))
 }
 
 /// Prints the spec's warnings.

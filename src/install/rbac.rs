@@ -47,7 +47,7 @@ pub fn parent_name(rollout: &Rollout) -> String {
 pub const EVENTS_GROUP: &str = "events.k8s.io";
 
 /// Verbs on Events: each transition is one create; an existing Event answers 409.
-pub const EVENT_VERBS: [&str; 1] = ["create"];
+pub const EVENT_VERBS: [&str; 2] = ["create", "list"];
 
 /// Verbs in pull mode, where Argo CD or Flux applies and snaproll only reads the rollout's
 /// objects (one LIST per kind, and a GET of the ApplySet parent) to decide when an old
@@ -98,8 +98,9 @@ pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyR
         &LEASE_CREATE_VERBS,
         None,
     ));
-    // The rollout's Events (`crate::events`): created only, never read or updated (a repeat is
-    // a 409). RBAC cannot limit `create` by name, so the rule names no resource.
+    // The rollout's Events (`crate::events`): listed (one labelled LIST, to create only what
+    // is not reported yet) and created, never updated or deleted. RBAC cannot limit `create`
+    // by name, so the rule names no resource.
     namespaced.push(rule(
         EVENTS_GROUP,
         vec!["events".to_string()],
@@ -359,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn push_mode_may_create_events_and_nothing_more_pull_mode_none() {
+    fn push_mode_may_list_and_create_events_and_nothing_more_pull_mode_none() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/gke-daily/snaproll.yaml"
@@ -383,7 +384,7 @@ mod tests {
             [rule(
                 "events.k8s.io",
                 vec!["events".into()],
-                &["create"],
+                &["create", "list"],
                 None
             )]
         );
@@ -393,15 +394,18 @@ mod tests {
             namespace: Some("default".into()),
             rules: push,
         }];
-        let create =
-            Request::from_http("POST", "/apis/events.k8s.io/v1/namespaces/default/events").unwrap();
-        assert!(
-            check(&grants, std::slice::from_ref(&create))
-                .denied
-                .is_empty()
-        );
         for (method, path) in [
+            ("POST", "/apis/events.k8s.io/v1/namespaces/default/events"),
             ("GET", "/apis/events.k8s.io/v1/namespaces/default/events"),
+        ] {
+            let r = Request::from_http(method, path).unwrap();
+            assert!(
+                check(&grants, std::slice::from_ref(&r)).denied.is_empty(),
+                "{r}"
+            );
+        }
+        for (method, path) in [
+            ("GET", "/apis/events.k8s.io/v1/namespaces/default/events/e"),
             (
                 "PATCH",
                 "/apis/events.k8s.io/v1/namespaces/default/events/e",

@@ -249,6 +249,16 @@ fn cli_diff_exits_1_with_changes_and_0_after_apply() {
         String::from_utf8(out).unwrap(),
         "0 created, 0 configured, 4 unchanged, 0 deleted, 0 skipped\n  data: 2021-07-15 producing (producer not scheduled)\n"
     );
+    // apply also lists the rollout's Events, to report only transitions not reported yet.
+    let mut expected = expected;
+    expected.insert(
+        5,
+        (
+            "GET".to_string(),
+            "/apis/events.k8s.io/v1/namespaces/default/events".to_string(),
+            true,
+        ),
+    );
     assert_eq!(reads(server.api.requests()), expected);
     assert!(
         server.api.writes().is_empty(),

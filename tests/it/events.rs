@@ -39,7 +39,7 @@ fn transitions() -> Vec<Event> {
 }
 
 #[tokio::test]
-async fn emitting_twice_creates_each_event_once() {
+async fn emitting_twice_creates_each_event_once_and_the_second_run_writes_nothing() {
     let api = FakeApi::new().await;
     let manager = Manager::new(api.client.clone(), "demo", NS);
     let evs = transitions();
@@ -56,12 +56,18 @@ async fn emitting_twice_creates_each_event_once() {
             "data-2021-07-15.snapshotready",
         ]
     );
-    let posts = api
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.starts_with(EVENTS))
-        .count();
-    assert_eq!(posts, 6, "one create per Event per run, nothing else");
+    let requests = api.requests();
+    let on_events = |method: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with(EVENTS))
+            .count()
+    };
+    assert_eq!(
+        (on_events("GET"), on_events("POST")),
+        (2, 3),
+        "one LIST per run, and a create only for an Event not there yet"
+    );
     let stored = api
         .get(&format!("{EVENTS}/consumer-2021-07-14.serving"))
         .await
@@ -103,4 +109,96 @@ fn snaproll_chain(err: &dyn std::error::Error) -> String {
         src = s.source();
     }
     parts.join(": ")
+}
+
+/// `status --events`: the rollout's last Events under its table, and in its JSON.
+#[test]
+fn status_shows_the_last_events_of_the_rollout() {
+    use crate::lifecycle::{D1, Knobs, Mode, World};
+    let w = World::new(Mode::Push, Knobs::default());
+    w.settle(D1, 12);
+    let status = |extra: &[&str]| {
+        let out = crate::common::snaproll()
+            .env("HOME", w.tmp.path())
+            .args(["status", "-f"])
+            .arg(&w.spec)
+            .arg("--kubeconfig")
+            .arg(&w.kubeconfig)
+            .args(["--now", D1])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = status(&["--events", "-o", "json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decisions"][0]["dataset"], "data");
+    let reasons: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "Producing",
+            "SnapshotTaken",
+            "SnapshotReady",
+            "RollingOut",
+            "Serving"
+        ],
+        "{out}"
+    );
+    let serving = &v["events"][4];
+    assert_eq!(serving["object"], "StatefulSet/consumer-2021-07-15");
+    assert_eq!(serving["type"], "Normal");
+    assert_eq!(serving["generation"], "2021-07-15");
+    assert_eq!(
+        serving["note"],
+        "generation 2021-07-15 of dataset data is serving: 3/3 replicas ready"
+    );
+
+    // The text table: the decisions, then the last N Events in kubectl's columns.
+    let (code, text, _) = status(&["--events=2"]);
+    assert_eq!(code, Some(0));
+    let events: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("TIME"))
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert!(
+        events[0].starts_with("TIME")
+            && events[0].contains("TYPE")
+            && events[0].ends_with("MESSAGE"),
+        "{text}"
+    );
+    assert!(events[1].contains("RollingOut"), "{text}");
+    assert!(
+        events[2].contains("Serving")
+            && events[2].contains("StatefulSet/consumer-2021-07-15")
+            && events[2]
+                .ends_with("generation 2021-07-15 of dataset data is serving: 3/3 replicas ready"),
+        "{text}"
+    );
+
+    // Without --events the JSON stays the list of decisions.
+    let (_, out, _) = status(&["-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.is_array(), "{out}");
+
+    // A refused LIST is one line naming what was read, exit 4.
+    w.api()
+        .inject(Fault::status("GET", EVENTS, 403, "Forbidden", "events is forbidden").times(10));
+    let (code, _, stderr) = status(&["--events"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: reading the Events of rollout demo: listing Event objects in namespace default: 403 Forbidden: events is forbidden"
+    );
 }

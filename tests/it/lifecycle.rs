@@ -391,7 +391,9 @@ impl World {
         assert!(!run.committed(), "{}", run.stdout);
         if self.mode != Mode::Offline {
             let lists = self.api().requests().iter().filter(|r| r.is_list()).count();
-            let kinds = 5; // pods, PVCs, snapshots, Services, StatefulSets
+            // pods, PVCs, snapshots, Services, StatefulSets; and the rollout's Events in the
+            // modes that report them (snaproll applies).
+            let kinds = 5 + usize::from(matches!(self.mode, Mode::Push | Mode::Direct));
             assert!(lists <= kinds, "{lists} LISTs for {kinds} kinds");
         }
         run
