@@ -485,7 +485,7 @@ impl World {
                     serde_saphyr::from_str(&text).unwrap()
                 })
                 .collect();
-            for (d, gens) in rollout::observe("demo", &manifests) {
+            for (d, gens) in snaproll::engine::observe("demo", &manifests) {
                 if let Err(e) = rollout::check_state(&d, &gens) {
                     panic!("{when}: in Git: {e}");
                 }
@@ -508,7 +508,7 @@ impl World {
         }
         // What snaproll counts: members of the rollout's ApplySet (look-alikes are not).
         let id = snaproll::manifest::rollout_applyset_id("demo", NS);
-        let observed = rollout::observe_members("demo", &id, &objects).datasets;
+        let observed = snaproll::engine::observe_members("demo", &id, &objects).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
             generation: None,
