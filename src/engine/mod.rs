@@ -9,7 +9,7 @@
 //! - a commit decided from a state the branch no longer has (another run moved it) is never
 //!   published: the run observes and decides again from the new head;
 //! - only members of the rollout's ApplySet are the rollout's objects
-//!   ([`crate::rollout::observe_members`]); the decision never starts a generation older than
+//!   ([`observe_members`]); the decision never starts a generation older than
 //!   the newest that exists ([`crate::rollout::decide`]);
 //! - `apply` applies what the rollout decided, so a snapshot is never created before its
 //!   producer succeeded, nor a StatefulSet before its snapshot is ready.
@@ -28,7 +28,7 @@ use crate::apply::{
 use crate::gitops::{self, Checkout, Destination, GitError, Outcome};
 use crate::manifest::ObjectRef;
 use crate::render::{RenderError, RenderedSet, Renderer};
-use crate::rollout::{self, Decision, State, StepError};
+use crate::rollout::{self, Decision, State};
 use crate::spec::{self, Loaded, SpecError};
 
 mod client;
@@ -39,7 +39,9 @@ mod wait;
 use client::connect;
 pub use client::{USER_AGENT, client};
 pub use lock::LEASE_DURATION;
-pub use observe::{Observation, Step, observe, observe_members, step_from_cluster, step_from_git};
+pub use observe::{
+    Observation, Step, StepError, observe, observe_members, step_from_cluster, step_from_git,
+};
 
 /// How to reach the cluster.
 #[derive(Clone, Debug, Default)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::manifest::{self, Kind};
 use crate::render::Plan;
 use crate::rollout::{
-    Decision, Observed, Options, StepError, check_pins, decide_all_with, decide_offline,
+    Decision, Observed, Options, PinError, check_pins, decide_all_with, decide_offline,
     roll_source_forward,
 };
 use crate::spec::Rollout;
@@ -107,6 +107,20 @@ fn group<'a>(
     }
     out
 }
+/// Why a step of the rollout could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Reading the rollout's objects from the cluster failed.
+    #[error("reading the rollout's objects from the cluster")]
+    Live(#[source] Box<crate::apply::ApplyError>),
+    /// Rendering the decided parts failed.
+    #[error("rendering the decided generations")]
+    Render(#[source] crate::render::RenderError),
+    /// `generations.pin` or `--generation` names a generation that is not kept.
+    #[error(transparent)]
+    Pin(#[from] PinError),
+}
+
 /// One planned step: what was seen, what was decided, and the objects to commit or apply.
 #[derive(Debug)]
 pub struct Step {

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::readiness::{Readiness, readiness};
 use super::{
     Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
     is_date, newest_date, retire, retiring_detail, roll_source_forward,
 };
-use crate::apply::readiness::{Readiness, readiness};
+use super::{GenerationPlan, Plan};
 use crate::manifest::Kind;
-use crate::render::{GenerationPlan, Plan};
 use crate::spec::{self, Dataset, Rollout, Schedule};
 
 /// Decides every dataset of a rollout, and every observed dataset that left the spec (it

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::readiness::readiness;
 use super::{Decision, Observed, Options, State, decide_all};
-use crate::apply::readiness::readiness;
 use crate::manifest::Kind;
 use crate::spec::Rollout;
 

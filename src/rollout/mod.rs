@@ -7,14 +7,16 @@
 //! then deletes it, in reverse dependency order, and only after every apply succeeded.
 //!
 //! Per generation: producing → snapshotting → rolling out → serving → (kept) → retiring → retired,
-//! or failed. Invariants (checked by [`check_invariants`]): at most one generation is being
-//! introduced per dataset; the newest serving generation is always rendered in full; a snapshot
+//! or failed. Invariants (checked by the tests' `check_invariants`, test support only): at most
+//! one generation is being introduced per dataset; the newest serving generation is always rendered in full; a snapshot
 //! is rendered while any StatefulSet or PVC of its generation exists.
 
 mod decide;
 mod invariants;
 mod offline;
 mod pins;
+mod plan;
+pub mod readiness;
 mod retire;
 mod source;
 #[cfg(test)]
@@ -24,6 +26,7 @@ pub use decide::*;
 pub use invariants::*;
 pub use offline::*;
 pub use pins::*;
+pub use plan::*;
 pub use retire::*;
 pub use source::*;
 
@@ -32,8 +35,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::render::GenerationPlan;
 
 /// Default time a snapshot may take to become ready before its generation is marked failed:
 /// EBS snapshots of large volumes take hours, so this is generous.

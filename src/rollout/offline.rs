@@ -1,7 +1,7 @@
 //! Decisions without a cluster, from what Git holds.
 
+use super::GenerationPlan;
 use super::{Decision, GenerationStatus, Observed, Options, State, wanted};
-use crate::render::GenerationPlan;
 use crate::spec::Dataset;
 
 /// Decides one dataset with no cluster access, from what Git holds. Without statuses nothing

@@ -5,15 +5,9 @@ use std::collections::BTreeMap;
 use super::{Observed, Options, is_date, newest_date};
 use crate::spec::Rollout;
 
-/// Why a step of the rollout could not be planned.
+/// Why a pin cannot be honoured.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// Reading the rollout's objects from the cluster failed.
-    #[error("reading the rollout's objects from the cluster")]
-    Live(#[source] Box<crate::apply::ApplyError>),
-    /// Rendering the decided parts failed.
-    #[error("rendering the decided generations")]
-    Render(#[source] crate::render::RenderError),
+pub enum PinError {
     /// `generations.pin` or `--generation` names a generation that cannot serve again: its
     /// snapshot is gone (rolling back to it would run a new producer under the old id).
     #[error(
@@ -34,7 +28,7 @@ pub fn check_pins(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
     opts: &Options,
-) -> Result<(), StepError> {
+) -> Result<(), PinError> {
     let empty = Vec::new();
     for d in &rollout.spec.datasets {
         let gens = observed.get(&d.name).unwrap_or(&empty);
@@ -64,7 +58,7 @@ pub fn check_pins(
                 .map(|o| o.id.as_str())
                 .collect();
             kept.sort();
-            return Err(StepError::NotKept {
+            return Err(PinError::NotKept {
                 dataset: d.name.clone(),
                 generation: g.clone(),
                 via,

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::GenerationPlan;
 use super::{Decision, GenerationStatus, Observed, Options, State};
 use crate::manifest::{self, Kind};
-use crate::render::GenerationPlan;
 use crate::spec::Rollout;
 
 /// What the prune (push mode) or Git (offline) must keep of shared source claims that are no
-/// longer rendered but still used (see [`roll_source_forward`]).
+/// longer rendered but still used (see `roll_source_forward`).
 pub fn source_holds(
     decisions: &[Decision],
     namespace: &str,
@@ -224,6 +224,6 @@ pub fn cleanup_command(opts: &Options, dataset: &str, generation: &str) -> Strin
     format!(
         "kubectl delete pvc -n {} -l '{}'",
         opts.namespace,
-        crate::apply::consumer_volume_selector(&opts.rollout, dataset, generation)
+        manifest::consumer_volume_selector(&opts.rollout, dataset, generation)
     )
 }

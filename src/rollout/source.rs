@@ -71,10 +71,10 @@ pub fn source_change(d: &Dataset, live: &Value) -> Option<String> {
 }
 
 /// The storage of a StatefulSet's claim template (immutable once created).
-fn claim_storage_of(sts: &Value) -> Option<crate::render::ClaimStorage> {
+fn claim_storage_of(sts: &Value) -> Option<super::ClaimStorage> {
     let spec = sts.pointer("/spec/volumeClaimTemplates/0/spec")?;
     let text = |p: &str| spec.pointer(p).and_then(Value::as_str).map(String::from);
-    Some(crate::render::ClaimStorage {
+    Some(super::ClaimStorage {
         storage_class_name: text("/storageClassName"),
         access_modes: spec
             .get("accessModes")?
