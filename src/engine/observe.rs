@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::manifest::{self, Kind};
-use crate::render::Plan;
 use crate::rollout::{
-    Decision, Observed, Options, PinError, check_pins, decide_all_with, decide_offline,
-    roll_source_forward,
+    Decision, Observed, Options, PinError, check_pins, decide_all_offline, decide_all_with,
 };
 use crate::spec::Rollout;
 
@@ -177,22 +175,8 @@ pub fn step_from_git(
     // Offline, Git is what exists: a pin of a generation Git does not keep is refused exactly
     // as online (it would commit a new producer under the old id).
     check_pins(rollout, &observed, opts)?;
-    let empty = Vec::new();
-    let mut decisions: Vec<Decision> = rollout
-        .spec
-        .datasets
-        .iter()
-        .map(|d| decide_offline(d, observed.get(&d.name).unwrap_or(&empty), opts))
-        .collect();
     let sources = shared_sources(rollout, manifests, None);
-    let fresh_source = roll_source_forward(rollout, &observed, &sources, &mut decisions);
-    let plan = Plan {
-        datasets: decisions
-            .iter()
-            .map(|d| (d.dataset.clone(), d.render.clone()))
-            .collect(),
-        fresh_source,
-    };
+    let (decisions, plan) = decide_all_offline(rollout, &observed, &sources, opts);
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {
         observed,

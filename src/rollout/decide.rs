@@ -47,13 +47,7 @@ pub fn decide_all_with(
         }
     }
     let fresh_source = roll_source_forward(rollout, observed, sources, &mut decisions);
-    let plan = Plan {
-        datasets: decisions
-            .iter()
-            .map(|d| (d.dataset.clone(), d.render.clone()))
-            .collect(),
-        fresh_source,
-    };
+    let plan = Plan::of(&decisions, fresh_source);
     (decisions, plan)
 }
 /// The raw condition of one observed generation, before its place among the others is known.
@@ -223,11 +217,17 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
 
     // The generation `--generation`, the pin or the schedule asks for.
     let mut notes = Vec::new();
-    let wanted = wanted(d, gens.iter().map(|o| o.id.as_str()), opts, &mut notes);
+    let explicit = explicit(d, opts);
+    let wanted = wanted(
+        d,
+        explicit,
+        gens.iter().map(|o| o.id.as_str()),
+        opts,
+        &mut notes,
+    );
     // A pinned generation: `generations.pin` or `--generation` naming an existing one whose
     // snapshot is usable.
-    let explicit = d.generations.pin.as_ref().or(opts.generation.as_ref());
-    let pinned = explicit.and_then(|g| {
+    let pinned = explicit.and_then(|(_, g)| {
         gens.iter().position(|o| &o.id == g).filter(|&i| {
             matches!(
                 raws[i],
@@ -393,18 +393,32 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         held_source: None,
     }
 }
+/// The generation named explicitly, and by what: `generations.pin`, else `--generation`. Read
+/// once per decision ([`wanted`], the pin) and by [`super::check_pins`].
+pub(super) fn explicit<'a>(
+    d: &'a Dataset,
+    opts: &'a Options,
+) -> Option<(&'static str, &'a String)> {
+    match (&d.generations.pin, &opts.generation) {
+        (Some(p), _) => Some(("generations.pin", p)),
+        (None, Some(f)) => Some(("--generation", f)),
+        (None, None) => None,
+    }
+}
+
 /// The generation a dataset asks for: its pin, else `--generation`, else the schedule's
 /// (today on a daily schedule). Generations only move forward: when the run's clock is behind
 /// the newest dated generation that exists, the schedule asks for nothing and the run says so
 /// in `notes` (an older generation would otherwise be started and, once ready, serve in place
 /// of the newer one). Rollback is explicit: a pin.
-pub(crate) fn wanted<'a>(
+pub(super) fn wanted<'a>(
     d: &Dataset,
+    explicit: Option<(&'static str, &String)>,
     ids: impl Iterator<Item = &'a str>,
     opts: &Options,
     notes: &mut Vec<String>,
 ) -> Option<String> {
-    if let Some(g) = d.generations.pin.as_ref().or(opts.generation.as_ref()) {
+    if let Some((_, g)) = explicit {
         return Some(g.clone());
     }
     match d.generations.schedule {

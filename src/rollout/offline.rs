@@ -1,8 +1,35 @@
 //! Decisions without a cluster, from what Git holds.
 
-use super::GenerationPlan;
-use super::{Decision, GenerationStatus, Observed, Options, State, wanted};
-use crate::spec::Dataset;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    Decision, GenerationPlan, GenerationStatus, Observed, Options, Plan, State, explicit,
+    roll_source_forward, wanted,
+};
+use crate::spec::{Dataset, Rollout};
+
+/// Decides every dataset of the spec from what Git holds (see [`decide_offline`]), knowing each
+/// dataset's shared source claim as Git holds it. Datasets that left the spec are not decided:
+/// Git drops their StatefulSets first and the rest one run later (`removed_git_holds`).
+pub fn decide_all_offline(
+    rollout: &Rollout,
+    in_git: &BTreeMap<String, Vec<Observed>>,
+    sources: &BTreeMap<String, Value>,
+    opts: &Options,
+) -> (Vec<Decision>, Plan) {
+    let empty = Vec::new();
+    let mut decisions: Vec<Decision> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| decide_offline(d, in_git.get(&d.name).unwrap_or(&empty), opts))
+        .collect();
+    let fresh_source = roll_source_forward(rollout, in_git, sources, &mut decisions);
+    let plan = Plan::of(&decisions, fresh_source);
+    (decisions, plan)
+}
 
 /// Decides one dataset with no cluster access, from what Git holds. Without statuses nothing
 /// can be waited for, so Git keeps the wanted generation in full, the newest previous
@@ -13,8 +40,14 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
     let mut ids: Vec<&Observed> = in_git.iter().collect();
     ids.sort_by(|a, b| a.id.cmp(&b.id));
     let mut notes = Vec::new();
-    let wanted = wanted(d, ids.iter().map(|o| o.id.as_str()), opts, &mut notes)
-        .or_else(|| ids.last().map(|o| o.id.clone()));
+    let wanted = wanted(
+        d,
+        explicit(d, opts),
+        ids.iter().map(|o| o.id.as_str()),
+        opts,
+        &mut notes,
+    )
+    .or_else(|| ids.last().map(|o| o.id.clone()));
     let mut render = Vec::new();
     let mut generations = Vec::new();
     let previous = ids

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Observed, Options, is_date, newest_date};
+use super::{Observed, Options, explicit, is_date, newest_date};
 use crate::spec::Rollout;
 
 /// Why a pin cannot be honoured.
@@ -32,10 +32,8 @@ pub fn check_pins(
     let empty = Vec::new();
     for d in &rollout.spec.datasets {
         let gens = observed.get(&d.name).unwrap_or(&empty);
-        let (via, g) = match (&d.generations.pin, &opts.generation) {
-            (Some(p), _) => ("generations.pin", p),
-            (None, Some(f)) => ("--generation", f),
-            (None, None) => continue,
+        let Some((via, g)) = explicit(d, opts) else {
+            continue;
         };
         let seen = gens.iter().find(|o| &o.id == g);
         let usable = seen.is_some_and(|o| o.snapshot.is_some() || o.producer.is_some());

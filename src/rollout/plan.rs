@@ -86,6 +86,20 @@ impl GenerationPlan {
 }
 
 impl Plan {
+    /// Exactly the parts `decisions` render.
+    pub fn of(
+        decisions: &[super::Decision],
+        fresh_source: std::collections::BTreeSet<String>,
+    ) -> Plan {
+        Plan {
+            datasets: decisions
+                .iter()
+                .map(|d| (d.dataset.clone(), d.render.clone()))
+                .collect(),
+            fresh_source,
+        }
+    }
+
     /// Every dataset at generation `id`, every part.
     pub fn single(rollout: &Rollout, id: &str) -> Plan {
         Plan {

@@ -116,7 +116,7 @@ fn source_of(o: &Observed) -> Option<String> {
 /// again, created with the new spec. Generations keep the claim they started with (a
 /// snapshot's source is immutable), and an existing StatefulSet keeps its claim template's
 /// storage (immutable too). Returns the datasets whose shared claim is not rendered.
-pub(crate) fn roll_source_forward(
+pub(super) fn roll_source_forward(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
     sources: &BTreeMap<String, Value>,
