@@ -12,6 +12,7 @@
 //! is rendered while any StatefulSet or PVC of its generation exists.
 
 mod decide;
+#[cfg(any(test, feature = "test-support"))]
 mod invariants;
 mod offline;
 mod pins;
@@ -23,6 +24,7 @@ mod source;
 mod tests;
 
 pub use decide::*;
+#[cfg(any(test, feature = "test-support"))]
 pub use invariants::*;
 pub use offline::*;
 pub use pins::*;

@@ -1755,7 +1755,7 @@ fn install_grants_for(spec: &Path, repo: Option<&str>, pull: bool) -> Vec<rbac::
         },
     )
     .unwrap();
-    install::grants(&objects)
+    install::rbac::grants(&objects)
 }
 
 #[test]
