@@ -332,6 +332,17 @@ pub fn rollout_selector(rollout: &str) -> String {
     format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLLOUT}={rollout}")
 }
 
+/// Label selector of the consumer PVCs of one generation of one dataset.
+pub fn consumer_volume_selector(rollout: &str, dataset: &str, generation: &str) -> String {
+    format!(
+        "{},{}={dataset},{}={generation},{}=consumer-volume",
+        rollout_selector(rollout),
+        LABEL_DATASET,
+        LABEL_GENERATION,
+        LABEL_COMPONENT
+    )
+}
+
 /// Whether `labels` mark an object as owned by snaproll's rollout `rollout`.
 pub fn is_owned_by(labels: &BTreeMap<String, String>, rollout: &str) -> bool {
     labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)

@@ -28,8 +28,10 @@ pub mod compare;
 pub mod error;
 pub mod lease;
 pub mod named;
-pub mod readiness;
 pub mod retry_after;
+
+/// Readiness is a pure function of a live object: it lives with the rollout that decides on it.
+pub use crate::rollout::readiness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -45,6 +47,7 @@ use kube::api::{
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::manifest::consumer_volume_selector;
 use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
 use crate::render::RenderedSet;
 
@@ -1674,17 +1677,6 @@ fn write_error(object: String, cause: ApiCause, dry_run: bool) -> ApplyError {
             source: cause,
         }
     }
-}
-
-/// Label selector of the consumer PVCs of one generation of one dataset.
-pub fn consumer_volume_selector(rollout: &str, dataset: &str, generation: &str) -> String {
-    format!(
-        "{},{}={dataset},{}={generation},{}=consumer-volume",
-        manifest::rollout_selector(rollout),
-        manifest::LABEL_DATASET,
-        manifest::LABEL_GENERATION,
-        manifest::LABEL_COMPONENT
-    )
 }
 
 /// The (dataset, generation) labels of an object.

@@ -282,7 +282,7 @@ pub fn closed_output(err: &anyhow::Error) -> bool {
             || cause.is::<crate::gitops::GitError>()
             || cause.is::<crate::apply::ApplyError>()
             || cause.is::<crate::apply::Failed>()
-            || cause.is::<crate::rollout::StepError>()
+            || cause.is::<crate::engine::StepError>()
         {
             return false;
         }
@@ -455,11 +455,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::gitops::GitError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<crate::rollout::StepError>() {
+        if let Some(e) = cause.downcast_ref::<crate::engine::StepError>() {
             return match e {
-                crate::rollout::StepError::Live(_) => exit::CLUSTER,
-                crate::rollout::StepError::Render(_) => exit::INVALID,
-                crate::rollout::StepError::NotKept { .. } => exit::INVALID,
+                crate::engine::StepError::Live(_) => exit::CLUSTER,
+                crate::engine::StepError::Render(_) => exit::INVALID,
+                crate::engine::StepError::Pin(_) => exit::INVALID,
             };
         }
         if cause.is::<crate::apply::ApplyError>() || cause.is::<crate::apply::Failed>() {

@@ -273,18 +273,6 @@ pub fn to_yaml_stream(objects: &[InstallObject]) -> String {
     out
 }
 
-/// The RBAC grants the rendered objects give the ServiceAccount (for [`rbac::check`]).
-pub fn grants(objects: &[InstallObject]) -> Vec<rbac::Grant> {
-    objects
-        .iter()
-        .filter(|o| matches!(o.kind, InstallKind::Role | InstallKind::ClusterRole))
-        .map(|o| rbac::Grant {
-            namespace: o.namespace.clone(),
-            rules: serde_json::from_value(o.value["rules"].clone()).unwrap_or_default(),
-        })
-        .collect()
-}
-
 /// Renders and validates the install objects for `rollout`, whose spec file reads `spec_text`.
 pub fn render(
     rollout: &Rollout,

@@ -777,7 +777,7 @@ impl Cluster {
         );
     }
 
-    /// Every object of the rollout's kinds, `kind` filled in, for `rollout::observe`.
+    /// Every object of the rollout's kinds, `kind` filled in, for `engine::observe`.
     pub fn rollout_objects(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for r in [
@@ -969,7 +969,7 @@ impl Rollout {
     /// holds, observed as snaproll observes it.
     fn check_invariants(&self, now: &str, when: &str) {
         let loaded = snaproll::spec::load(&self.spec).unwrap();
-        let observed = snaproll::rollout::observe("demo", &self.c.rollout_objects());
+        let observed = snaproll::engine::observe("demo", &self.c.rollout_objects());
         let opts = snaproll::rollout::Options {
             generation: None,
             today: now[..10].to_string(),

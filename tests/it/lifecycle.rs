@@ -498,7 +498,7 @@ impl World {
                     serde_saphyr::from_str(&text).unwrap()
                 })
                 .collect();
-            for (d, gens) in rollout::observe("demo", &manifests) {
+            for (d, gens) in snaproll::engine::observe("demo", &manifests) {
                 if let Err(e) = rollout::check_state(&d, &gens) {
                     panic!("{when}: in Git: {e}");
                 }
@@ -521,7 +521,7 @@ impl World {
         }
         // What snaproll counts: members of the rollout's ApplySet (look-alikes are not).
         let id = snaproll::manifest::rollout_applyset_id("demo", NS);
-        let observed = rollout::observe_members("demo", &id, &objects).datasets;
+        let observed = snaproll::engine::observe_members("demo", &id, &objects).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
             generation: None,
@@ -1769,7 +1769,7 @@ fn install_grants_for(spec: &Path, repo: Option<&str>, pull: bool) -> Vec<rbac::
         },
     )
     .unwrap();
-    install::grants(&objects)
+    install::rbac::grants(&objects)
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! - a commit decided from a state the branch no longer has (another run moved it) is never
 //!   published: the run observes and decides again from the new head;
 //! - only members of the rollout's ApplySet are the rollout's objects
-//!   ([`crate::rollout::observe_members`]); the decision never starts a generation older than
+//!   ([`observe_members`]); the decision never starts a generation older than
 //!   the newest that exists ([`crate::rollout::decide`]);
 //! - `apply` applies what the rollout decided, so a snapshot is never created before its
 //!   producer succeeded, nor a StatefulSet before its snapshot is ready.
@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -28,11 +28,20 @@ use crate::apply::{
 use crate::gitops::{self, Checkout, Destination, GitError, Outcome};
 use crate::manifest::ObjectRef;
 use crate::render::{RenderError, RenderedSet, Renderer};
-use crate::rollout::{self, Decision, State, StepError};
+use crate::rollout::{self, Decision, State};
 use crate::spec::{self, Loaded, SpecError};
 
-/// How long a Lease held by a run that stopped renewing it (a crash) blocks the next run.
-pub const LEASE_DURATION: Duration = Duration::from_secs(60);
+mod client;
+mod lock;
+mod observe;
+mod wait;
+
+use client::connect;
+pub use client::{USER_AGENT, client};
+pub use lock::LEASE_DURATION;
+pub use observe::{
+    Observation, Step, StepError, observe, observe_members, step_from_cluster, step_from_git,
+};
 
 /// How to reach the cluster.
 #[derive(Clone, Debug, Default)]
@@ -326,32 +335,6 @@ impl Engine {
         self.loaded.rollout.metadata.name.clone()
     }
 
-    fn take_lease(&mut self) -> Result<(), EngineError> {
-        let Some(c) = &self.cluster else {
-            return Ok(());
-        };
-        let guard = c
-            .runtime
-            .block_on(c.manager.acquire_lease(LEASE_DURATION))
-            .map_err(|source| EngineError::Lease {
-                rollout: self.loaded.rollout.metadata.name.clone(),
-                source: Box::new(source),
-            })?;
-        tracing::debug!(holder = guard.holder(), "took the rollout's Lease");
-        self.lease = Some(guard);
-        Ok(())
-    }
-
-    fn check_lease(&self) -> Result<(), EngineError> {
-        match &self.lease {
-            Some(l) => l.check().map_err(|source| EngineError::Lease {
-                rollout: self.rollout_name(),
-                source: Box::new(source),
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// The last `limit` Events snaproll reported for the rollout, oldest first (`status
     /// --events`); `None` when the run has no cluster access.
     pub fn recent_events(
@@ -374,20 +357,6 @@ impl Engine {
                 rollout: meta.name.clone(),
                 source: Box::new(source),
             })
-    }
-
-    /// Releases the Lease (a crash leaves it to expire instead).
-    pub fn finish(mut self) -> Result<(), EngineError> {
-        let rollout = self.rollout_name();
-        if let (Some(lease), Some(c)) = (self.lease.take(), &self.cluster) {
-            c.runtime
-                .block_on(lease.release())
-                .map_err(|source| EngineError::Lease {
-                    rollout,
-                    source: Box::new(source),
-                })?;
-        }
-        Ok(())
     }
 
     /// One step: observe, decide, render, commit, apply (or diff), prune.
@@ -506,47 +475,6 @@ impl Engine {
         }
     }
 
-    /// Steps until every dataset settled or `timeout` passed, pausing `poll` between steps;
-    /// `progress` sees every unsettled step.
-    pub fn wait(
-        &mut self,
-        clock: impl Fn() -> jiff::Timestamp,
-        timeout: jiff::SignedDuration,
-        poll: Duration,
-        mut progress: impl FnMut(Duration, &Report),
-    ) -> Result<Report, EngineError> {
-        if self.cluster.is_none() {
-            return Err(EngineError::Usage(
-                "--wait needs cluster access: offline, nothing can be waited for".to_string(),
-            ));
-        }
-        // One clone for all the polls: a URL without --workdir is cloned once into a scratch
-        // directory the engine keeps, and each later poll fetches into it.
-        if let Some(target) = &mut self.opts.git
-            && gitops::is_url(&target.dest.repo)
-            && target.dest.workdir.is_none()
-        {
-            let dir = tempfile::tempdir().map_err(EngineError::Scratch)?;
-            target.dest.workdir = Some(dir.path().join("clone"));
-            self.scratch = Some(dir);
-        }
-        let started = Instant::now();
-        loop {
-            let report = self.step(clock())?;
-            if report.settled() || matches!(&report.cluster, Some(Err(_))) {
-                return Ok(report);
-            }
-            if started.elapsed() >= timeout.unsigned_abs() {
-                return Err(EngineError::WaitTimeout {
-                    after: timeout,
-                    pending: summary_lines(&report.decisions).join("; "),
-                });
-            }
-            progress(started.elapsed(), &report);
-            std::thread::sleep(poll);
-        }
-    }
-
     fn decision_options(&self, now: jiff::Timestamp) -> rollout::Options {
         let meta = &self.loaded.rollout.metadata;
         rollout::Options {
@@ -578,7 +506,7 @@ impl Engine {
             Some(c) => {
                 let mut step = c
                     .runtime
-                    .block_on(rollout::step_from_cluster(
+                    .block_on(step_from_cluster(
                         &c.manager,
                         rollout,
                         &self.renderer,
@@ -613,8 +541,8 @@ impl Engine {
                     .filter_map(|f| std::str::from_utf8(&f.content).ok())
                     .filter_map(|t| crate::yaml::from_str(t).ok())
                     .collect();
-                let mut step = rollout::step_from_git(&manifests, rollout, &self.renderer, &opts)
-                    .map_err(step_err)?;
+                let mut step =
+                    step_from_git(&manifests, rollout, &self.renderer, &opts).map_err(step_err)?;
                 // A dataset that left the spec leaves Git StatefulSets first: the rest of it
                 // stays one more run.
                 let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
@@ -761,7 +689,7 @@ impl Engine {
 
 /// Observed, decided and rendered; ready to commit and apply.
 struct Planned {
-    step: rollout::Step,
+    step: Step,
     generation: String,
     /// The repository an offline run read its state from, kept open so the commit goes onto
     /// the same snapshot (a URL is cloned once per step).
@@ -793,217 +721,6 @@ impl Planned {
         }
         h.finish()
     }
-}
-
-/// Connects to the cluster. Without any configuration (no kubeconfig, not in a cluster) a run
-/// that may decide from Git runs offline; anything else that fails is an error, never a silent
-/// fallback.
-fn connect(opts: &Options, loaded: &Loaded) -> Result<Option<Cluster>, EngineError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(EngineError::Runtime)?;
-    let may_go_offline = !opts.cluster.explicit()
-        && !opts.cluster_required
-        && opts.write == ClusterWrite::None
-        && opts.git.is_some();
-    match runtime.block_on(client(&opts.cluster)) {
-        Ok(client) => {
-            let meta = &loaded.rollout.metadata;
-            let manager = Manager::new(client, &meta.name, &meta.namespace);
-            Ok(Some(Cluster { runtime, manager }))
-        }
-        Err(e) if may_go_offline && matches!(e, ApplyError::Config { .. }) => {
-            tracing::debug!(error = %e, "no cluster configuration");
-            tracing::info!(
-                "no kubeconfig or in-cluster configuration found: deciding from Git (offline mode)"
-            );
-            Ok(None)
-        }
-        Err(source) => Err(EngineError::Connect {
-            source: Box::new(source),
-            hint: if opts.git.is_some() && opts.write == ClusterWrite::None {
-                " (--offline decides from Git without one)"
-            } else {
-                ""
-            },
-        }),
-    }
-}
-
-/// The User-Agent of every request snaproll makes.
-pub const USER_AGENT: &str = concat!("snaproll/", env!("CARGO_PKG_VERSION"));
-
-/// A client from `--kubeconfig` (a file or a `KUBECONFIG`-style list) and `--context`, else
-/// `kube::Config::infer` (default kubeconfig, then the in-cluster service account).
-pub async fn client(args: &ClusterAccess) -> Result<kube::Client, ApplyError> {
-    use kube::config::{Config, KubeConfigOptions};
-    let cfg_err = |e: &dyn std::error::Error| ApplyError::Config { message: chain(e) };
-    let opts = KubeConfigOptions {
-        context: args.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    // Pick ring explicitly: with two providers compiled in, rustls would refuse to choose.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = match &args.kubeconfig {
-        Some(paths) => {
-            let files: Vec<std::path::PathBuf> = std::env::split_paths(paths)
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect();
-            if files.is_empty() {
-                return Err(ApplyError::Config {
-                    message: "--kubeconfig is empty".to_string(),
-                });
-            }
-            kubeconfig_config(&files, &opts).await?
-        }
-        None => {
-            // What kubectl reads without KUBECONFIG: ~/.kube/config, else the in-cluster account.
-            let home = std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".kube").join("config"));
-            match home.filter(|p| p.exists()) {
-                Some(file) => kubeconfig_config(&[file], &opts).await?,
-                None => {
-                    let looked = home_config_text();
-                    if let Some(ctx) = &args.context {
-                        return Err(ApplyError::Config {
-                            message: format!(
-                                "context \"{ctx}\" not found: no kubeconfig (KUBECONFIG is not set and {looked} does not exist)"
-                            ),
-                        });
-                    }
-                    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
-                        return Err(ApplyError::Config {
-                            message: format!(
-                                "no cluster configuration: KUBECONFIG is not set, {looked} does not exist, and this is not a Pod in a cluster (KUBERNETES_SERVICE_HOST is not set)"
-                            ),
-                        });
-                    }
-                    Config::incluster().map_err(|e| ApplyError::Config {
-                        message: format!("in-cluster configuration: {}", chain(&e)),
-                    })?
-                }
-            }
-        }
-    };
-    // kube retries 429/503/504 inside each request by default; snaproll's own retry
-    // (`apply::RetryPolicy`) is the one budget, so the inner one would multiply it.
-    config.default_retry = false;
-    // Audit logs tell snaproll's requests apart by their User-Agent.
-    config
-        .headers
-        .retain(|(name, _)| name != http::header::USER_AGENT);
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::header::HeaderValue::from_static(USER_AGENT),
-    ));
-    Ok(kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| cfg_err(&e))?
-        .with_layer(&crate::apply::retry_after::RetryAfterLayer)
-        .build())
-}
-
-/// `~/.kube/config` as the user knows it, for messages.
-fn home_config_text() -> String {
-    match std::env::var_os("HOME") {
-        Some(h) => std::path::Path::new(&h)
-            .join(".kube")
-            .join("config")
-            .display()
-            .to_string(),
-        None => "~/.kube/config".to_string(),
-    }
-}
-
-/// A config from kubeconfig files (merged as kubectl does), with kubectl's wording when a file
-/// cannot be read or the context is not in them.
-async fn kubeconfig_config(
-    files: &[std::path::PathBuf],
-    opts: &kube::config::KubeConfigOptions,
-) -> Result<kube::Config, ApplyError> {
-    use kube::config::{Config, Kubeconfig};
-    let mut merged: Option<Kubeconfig> = None;
-    for p in files {
-        let kc = Kubeconfig::read_from(p).map_err(|e| {
-            // The innermost cause (the I/O or YAML error) without kube's quoted path.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            ApplyError::Config {
-                message: format!("cannot read kubeconfig {}: {cause}", p.display()),
-            }
-        })?;
-        merged = Some(match merged {
-            None => kc,
-            Some(m) => m
-                .merge(kc)
-                .map_err(|e| ApplyError::Config { message: chain(&e) })?,
-        });
-    }
-    let kc = merged.expect("at least one file");
-    let names = || {
-        files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let wanted = opts.context.clone().or_else(|| kc.current_context.clone());
-    match wanted {
-        Some(ctx) if !kc.contexts.iter().any(|c| c.name == ctx) => {
-            let known: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
-            let which = if opts.context.is_some() {
-                ""
-            } else {
-                "current "
-            };
-            return Err(ApplyError::Config {
-                message: format!(
-                    "{which}context \"{ctx}\" not found in {}; known contexts: {}",
-                    names(),
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            });
-        }
-        None => {
-            return Err(ApplyError::Config {
-                message: format!(
-                    "no current context in {}; pass --context (known contexts: {})",
-                    names(),
-                    kc.contexts
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
-        Some(_) => {}
-    }
-    Config::from_custom_kubeconfig(kc, opts)
-        .await
-        .map_err(|e| ApplyError::Config {
-            message: format!("kubeconfig {}: {}", names(), chain(&e)),
-        })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = c.source();
-    }
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Adds the committed files of held objects to the set (by the object each file holds), in

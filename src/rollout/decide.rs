@@ -1,0 +1,451 @@
+//! Deciding one dataset (or all of a rollout) from what the cluster shows.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::readiness::{Readiness, readiness};
+use super::{
+    Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
+    is_date, newest_date, retire, retiring_detail, roll_source_forward,
+};
+use super::{GenerationPlan, Plan};
+use super::{Shared, switch::switch_atomic};
+use crate::manifest::Kind;
+use crate::spec::{self, Dataset, Rollout, Schedule};
+
+/// Decides every dataset of a rollout, and every observed dataset that left the spec (it
+/// retires in the normal order); the plan renders exactly the decided parts (the renderer
+/// skips datasets the spec no longer has: their plans say what the prune must hold).
+pub fn decide_all(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    opts: &Options,
+) -> (Vec<Decision>, Plan) {
+    decide_all_with(rollout, observed, &Shared::default(), opts)
+}
+
+/// [`decide_all`], knowing each dataset's shared objects as they exist (live, or as Git holds
+/// them): its source claim, so that a change the API server refuses in place rolls forward
+/// ([`roll_source_forward`]), and what its Service selects ([`switch_atomic`]).
+pub fn decide_all_with(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    shared: &Shared,
+    opts: &Options,
+) -> (Vec<Decision>, Plan) {
+    let empty = Vec::new();
+    let mut decisions: Vec<Decision> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| decide(d, observed.get(&d.name).unwrap_or(&empty), opts))
+        .collect();
+    for (name, gens) in observed {
+        if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
+            decisions.push(decide_removed(name, gens, opts));
+        }
+    }
+    switch_atomic(rollout, observed, &shared.selects, &mut decisions);
+    let fresh_source = roll_source_forward(rollout, observed, &shared.sources, &mut decisions);
+    let plan = Plan::of(&decisions, fresh_source);
+    (decisions, plan)
+}
+/// The raw condition of one observed generation, before its place among the others is known.
+#[derive(Debug)]
+enum Raw {
+    Producing(String),
+    Failed(String),
+    Snapshotting(String),
+    /// Snapshot ready; `restore` is its restoreSize.
+    SnapshotReady {
+        restore: Option<String>,
+    },
+    RollingOut {
+        restore: Option<String>,
+        detail: String,
+    },
+    Ready {
+        restore: Option<String>,
+    },
+    /// Only leftovers (claims, or nothing).
+    Leftover,
+}
+
+pub(super) fn restore_size(snapshot: &Option<Value>) -> Option<String> {
+    snapshot
+        .as_ref()?
+        .pointer("/status/restoreSize")
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
+    let restore = restore_size(&o.snapshot);
+    if let Some(sts) = &o.statefulset {
+        return match readiness(Kind::StatefulSet, sts) {
+            Readiness::Ready => Raw::Ready { restore },
+            Readiness::Pending(d) | Readiness::Failed(d) => Raw::RollingOut { restore, detail: d },
+        };
+    }
+    if let Some(snap) = &o.snapshot {
+        let state = match readiness(Kind::VolumeSnapshot, snap) {
+            // The claim size depends on restoreSize, and a StatefulSet's claim template is
+            // immutable: created at the spec size, it could not grow to a larger restoreSize
+            // reported later. So a ready snapshot without one is waited for like a pending one.
+            Readiness::Ready if restore.is_none() => Readiness::Pending(
+                "ready to use but reports no restoreSize yet (the claim size depends on it)"
+                    .to_string(),
+            ),
+            r => r,
+        };
+        return match state {
+            Readiness::Ready => Raw::SnapshotReady { restore },
+            Readiness::Pending(d) | Readiness::Failed(d) => {
+                let name = snap
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let waited = created(snap).map(|t| opts.now.duration_since(t));
+                match waited {
+                    Some(w) if w.as_secs() >= opts.snapshot_timeout.as_secs() as i64 => {
+                        Raw::Failed(format!(
+                            "snapshot {name} not ready after {}: {d}",
+                            human(opts.snapshot_timeout)
+                        ))
+                    }
+                    _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
+                }
+            }
+        };
+    }
+    if let Some(pod) = &o.producer {
+        return match readiness(Kind::Pod, pod) {
+            Readiness::Ready => Raw::Snapshotting("producer succeeded; taking the snapshot".into()),
+            Readiness::Failed(r) => Raw::Failed(format!("producer failed: {r}")),
+            Readiness::Pending(phase) => match crash_loop(pod, d.producer.max_restarts) {
+                Some(why) => Raw::Failed(format!("producer failed: {why}")),
+                None => Raw::Producing(format!("producer {}", producer_detail(pod, &phase))),
+            },
+        };
+    }
+    Raw::Leftover
+}
+
+/// A producer still Running (or Pending in back-off) whose container restarted more than
+/// `max_restarts` times: under `restartPolicy: OnFailure` the phase never becomes Failed, so
+/// the restarts are what say it will not finish. Names the count and the last termination.
+fn crash_loop(pod: &Value, max_restarts: i64) -> Option<String> {
+    let status = pod.pointer("/status/containerStatuses/0")?;
+    let restarts = status.get("restartCount").and_then(Value::as_i64)?;
+    if restarts <= max_restarts {
+        return None;
+    }
+    let last = status.pointer("/lastState/terminated");
+    let reason = last
+        .and_then(|t| t.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let code = last
+        .and_then(|t| t.get("exitCode"))
+        .and_then(Value::as_i64)
+        .map(|c| format!(", exit code {c}"))
+        .unwrap_or_default();
+    Some(format!(
+        "crash loop: {restarts} restarts, more than producer.maxRestarts {max_restarts} (last: {reason}{code})"
+    ))
+}
+
+/// The pod phase plus restarts and the last termination reason, which say more than a phase
+/// for a producer that keeps failing under `restartPolicy: OnFailure`.
+fn producer_detail(pod: &Value, phase: &str) -> String {
+    let status = pod
+        .pointer("/status/containerStatuses/0")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let restarts = status
+        .get("restartCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let last = status
+        .pointer("/lastState/terminated/reason")
+        .and_then(Value::as_str);
+    match (restarts, last) {
+        (0, _) => phase.to_string(),
+        (n, Some(r)) => format!("{phase}, {n} restarts (last: {r})"),
+        (n, None) => format!("{phase}, {n} restarts"),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The claim size for a StatefulSet restoring from a snapshot: at least the snapshot's
+/// `restoreSize` (a smaller request is rejected by the provisioner).
+pub(super) fn claim_size(d: &Dataset, restore: &Option<String>) -> Option<String> {
+    let restore = restore.as_ref()?;
+    let want = spec::quantity::parse(&d.storage.size).ok()?;
+    let have = spec::quantity::parse(restore).ok()?;
+    (have > want).then(|| restore.clone())
+}
+
+/// Decides one dataset.
+pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
+    let mut gens: Vec<&Observed> = observed.iter().collect();
+    if gens.iter().all(|o| is_date(&o.id)) {
+        // Dated generations are ordered by their date, never by when their objects appeared:
+        // a generation started by a run whose clock was behind is older, not newer.
+        gens.sort_by(|a, b| a.id.cmp(&b.id));
+    } else {
+        gens.sort_by(|a, b| {
+            a.first_seen()
+                .cmp(&b.first_seen())
+                .then_with(|| a.id.cmp(&b.id))
+        });
+    }
+    let raws: Vec<Raw> = gens.iter().map(|o| raw_state(d, o, opts)).collect();
+
+    // The generation `--generation`, the pin or the schedule asks for.
+    let mut notes = Vec::new();
+    let explicit = explicit(d, opts);
+    let wanted = wanted(
+        d,
+        explicit,
+        gens.iter().map(|o| o.id.as_str()),
+        opts,
+        &mut notes,
+    );
+    // A pinned generation: `generations.pin` or `--generation` naming an existing one whose
+    // snapshot is usable.
+    let pinned = explicit.and_then(|(_, g)| {
+        gens.iter().position(|o| &o.id == g).filter(|&i| {
+            matches!(
+                raws[i],
+                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+            )
+        })
+    });
+    let newest_ready = raws.iter().rposition(|r| matches!(r, Raw::Ready { .. }));
+    let serving = match pinned {
+        Some(p) if matches!(raws[p], Raw::Ready { .. }) => Some(p),
+        _ => newest_ready,
+    };
+    // The generation being introduced: newer than the serving one and not failed; with a pin,
+    // the pinned one if it is not serving yet.
+    let in_progress: Option<usize> = match pinned {
+        Some(p) if Some(p) != serving => Some(p),
+        Some(_) => None,
+        None => (0..gens.len()).rev().find(|&i| {
+            serving.is_none_or(|s| i > s)
+                && !matches!(raws[i], Raw::Failed(_) | Raw::Leftover | Raw::Ready { .. })
+        }),
+    };
+
+    let mut statuses = Vec::new();
+    let mut render = Vec::new();
+    let cleanup = |g: &str| cleanup_command(opts, &d.name, g);
+    let mut kept_budget = d.generations.keep.saturating_sub(1) as usize;
+    for (i, (o, raw)) in gens.iter().zip(&raws).enumerate().rev() {
+        let first_seen = o.first_seen().map(|t| t.to_string());
+        let mut plan = GenerationPlan::none(&o.id);
+        let (state, detail) = if Some(i) == serving {
+            let Raw::Ready { restore } = raw else {
+                unreachable!()
+            };
+            plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
+            plan.claim_size = claim_size(d, restore);
+            let sts = &o.statefulset;
+            (
+                State::Serving,
+                sts.as_ref().map(replicas_detail).unwrap_or_default(),
+            )
+        } else if Some(i) == in_progress {
+            match raw {
+                Raw::Producing(detail) => {
+                    plan.producer = true;
+                    (State::Producing, detail.clone())
+                }
+                Raw::Snapshotting(detail) => {
+                    plan.producer = true;
+                    plan.snapshot = true;
+                    (State::Snapshotting, detail.clone())
+                }
+                Raw::SnapshotReady { restore } => {
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
+                    plan.claim_size = claim_size(d, restore);
+                    (
+                        State::RollingOut,
+                        "snapshot ready; starting the StatefulSet".to_string(),
+                    )
+                }
+                Raw::RollingOut { restore, detail } => {
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
+                    plan.claim_size = claim_size(d, restore);
+                    (State::RollingOut, detail.clone())
+                }
+                Raw::Ready { restore } => {
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
+                    plan.claim_size = claim_size(d, restore);
+                    (State::RollingOut, "ready; taking over".to_string())
+                }
+                Raw::Failed(_) | Raw::Leftover => unreachable!("never chosen as in progress"),
+            }
+        } else if serving.is_none_or(|s| i > s) {
+            // Newer than serving and not the one being introduced: failed, or superseded.
+            match raw {
+                Raw::Failed(reason) => {
+                    plan.producer = o.producer.is_some();
+                    plan.snapshot = o.snapshot.is_some();
+                    (State::Failed, reason.clone())
+                }
+                _ => retire(
+                    o,
+                    &mut plan,
+                    "superseded by a newer generation",
+                    &cleanup(&o.id),
+                ),
+            }
+        } else {
+            // Older than serving.
+            let was_ready = matches!(
+                raw,
+                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+            );
+            if was_ready && kept_budget > 0 && o.snapshot.is_some() {
+                kept_budget -= 1;
+                if o.statefulset.is_some() || o.claims > 0 {
+                    plan.producer = o.producer.is_some();
+                    plan.snapshot = true;
+                    (State::Retiring, retiring_detail(o, true, &cleanup(&o.id)))
+                } else {
+                    plan.snapshot = true;
+                    (State::Kept, "snapshot kept for rollback".to_string())
+                }
+            } else {
+                retire(o, &mut plan, "", &cleanup(&o.id))
+            }
+        };
+        if plan.producer || plan.snapshot || plan.statefulset {
+            render.push(plan);
+        }
+        statuses.push(GenerationStatus {
+            generation: o.id.clone(),
+            state,
+            first_seen,
+            detail,
+        });
+    }
+
+    // Start the wanted generation when it is new and nothing else is being introduced.
+    if let Some(w) = wanted
+        && !gens.iter().any(|o| o.id == w)
+    {
+        if let Some(p) = in_progress {
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Waiting,
+                first_seen: None,
+                detail: format!("waits for generation {} to finish", gens[p].id),
+            });
+        } else if !opts.start {
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Waiting,
+                first_seen: None,
+                detail: "due; the next reconcile starts it".to_string(),
+            });
+        } else {
+            render.push(GenerationPlan {
+                producer: true,
+                ..GenerationPlan::none(&w)
+            });
+            statuses.push(GenerationStatus {
+                generation: w.clone(),
+                state: State::Producing,
+                first_seen: None,
+                detail: "producer created".to_string(),
+            });
+        }
+    }
+    statuses.sort_by_key(|s| {
+        gens.iter()
+            .position(|o| o.id == s.generation)
+            .unwrap_or(usize::MAX)
+    });
+    render.sort_by_key(|p| gens.iter().position(|o| o.id == p.id).unwrap_or(usize::MAX));
+    Decision {
+        dataset: d.name.clone(),
+        generations: statuses,
+        render,
+        removed: false,
+        notes,
+        foreign: Vec::new(),
+        held_source: None,
+        service: None,
+    }
+}
+/// The generation named explicitly, and by what: `generations.pin`, else `--generation`. Read
+/// once per decision ([`wanted`], the pin) and by [`super::check_pins`].
+pub(super) fn explicit<'a>(
+    d: &'a Dataset,
+    opts: &'a Options,
+) -> Option<(&'static str, &'a String)> {
+    match (&d.generations.pin, &opts.generation) {
+        (Some(p), _) => Some(("generations.pin", p)),
+        (None, Some(f)) => Some(("--generation", f)),
+        (None, None) => None,
+    }
+}
+
+/// The generation a dataset asks for: its pin, else `--generation`, else the schedule's
+/// (today on a daily schedule). Generations only move forward: when the run's clock is behind
+/// the newest dated generation that exists, the schedule asks for nothing and the run says so
+/// in `notes` (an older generation would otherwise be started and, once ready, serve in place
+/// of the newer one). Rollback is explicit: a pin.
+pub(super) fn wanted<'a>(
+    d: &Dataset,
+    explicit: Option<(&'static str, &String)>,
+    ids: impl Iterator<Item = &'a str>,
+    opts: &Options,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    if let Some((_, g)) = explicit {
+        return Some(g.clone());
+    }
+    match d.generations.schedule {
+        Schedule::Manual => None,
+        Schedule::Daily => match newest_date(ids) {
+            Some(newest) if newest > opts.today.as_str() => {
+                notes.push(format!(
+                    "dataset {}: the clock says {}, behind its newest generation {newest}; not starting an older generation (generations only move forward)",
+                    d.name, opts.today
+                ));
+                None
+            }
+            _ => Some(opts.today.clone()),
+        },
+    }
+}
+fn replicas_detail(sts: &Value) -> String {
+    let want = sts
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let ready = sts
+        .pointer("/status/readyReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    format!("{ready}/{want} replicas ready")
+}

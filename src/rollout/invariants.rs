@@ -1,0 +1,174 @@
+//! The rollout's invariants, checked by the tests after every run (test support only).
+
+use std::collections::BTreeMap;
+
+use super::readiness::readiness;
+use super::{Decision, Observed, Options, State, decide_all};
+use crate::manifest::Kind;
+use crate::spec::Rollout;
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dataset {dataset}: {what}")]
+pub struct InvariantViolation {
+    pub dataset: String,
+    pub what: String,
+}
+
+/// Checks the invariant of what exists, in the cluster or in Git (where nothing has a
+/// status): a snapshot is present whenever a StatefulSet or claim of its generation is.
+pub fn check_state(dataset: &str, observed: &[Observed]) -> Result<(), InvariantViolation> {
+    let fail = |what: String| InvariantViolation {
+        dataset: dataset.to_string(),
+        what,
+    };
+    for o in observed {
+        if o.snapshot.is_none() && (o.statefulset.is_some() || o.claims > 0) {
+            return Err(fail(format!(
+                "snapshot of {} is gone while its StatefulSet or {} claim(s) exist",
+                o.id, o.claims
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every invariant of one observation, written once: [`check_state`] and at most one
+/// StatefulSet not ready (one generation introduced at a time) for every observed dataset, and [`check_invariants`] for the decision made from it (datasets that left the
+/// spec included). The lifecycle tests call it after every run and controller step.
+pub fn check_all(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    opts: &Options,
+) -> Result<(), InvariantViolation> {
+    for (name, gens) in observed {
+        check_state(name, gens)?;
+        let unready: Vec<&str> = gens
+            .iter()
+            .filter(|o| {
+                o.statefulset
+                    .as_ref()
+                    .is_some_and(|s| !readiness(Kind::StatefulSet, s).is_ready())
+            })
+            .map(|o| o.id.as_str())
+            .collect();
+        if unready.len() > 1 {
+            return Err(InvariantViolation {
+                dataset: name.clone(),
+                what: format!(
+                    "{} StatefulSets are being introduced at once: {}",
+                    unready.len(),
+                    unready.join(", ")
+                ),
+            });
+        }
+    }
+    let (decisions, _) = decide_all(rollout, observed, opts);
+    for d in &decisions {
+        let gens = observed.get(&d.dataset).map(Vec::as_slice).unwrap_or(&[]);
+        check_invariants(d, gens)?;
+    }
+    Ok(())
+}
+
+/// Checks the rollout invariants of a decision against what it was decided from. The lifecycle
+/// tests call it after every run.
+pub fn check_invariants(
+    decision: &Decision,
+    observed: &[Observed],
+) -> Result<(), InvariantViolation> {
+    let fail = |what: String| InvariantViolation {
+        dataset: decision.dataset.clone(),
+        what,
+    };
+    let introducing = decision
+        .generations
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.state,
+                State::Producing | State::Snapshotting | State::RollingOut
+            )
+        })
+        .count();
+    if introducing > 1 {
+        return Err(fail(format!(
+            "{introducing} generations are being introduced at once"
+        )));
+    }
+    let rendered = |id: &str| decision.render.iter().find(|p| p.id == id);
+    // The newest serving generation always keeps its snapshot and StatefulSet (its producer
+    // too while it exists; a rolled-back generation has none).
+    if let Some(s) = decision
+        .generations
+        .iter()
+        .rev()
+        .find(|g| g.state == State::Serving)
+    {
+        match rendered(&s.generation) {
+            Some(p) if p.snapshot && p.statefulset => {}
+            _ => {
+                return Err(fail(format!(
+                    "serving generation {} is not fully rendered",
+                    s.generation
+                )));
+            }
+        }
+    }
+    // `consumer.switch: atomic`: the Service selects a generation whose StatefulSet is kept,
+    // and the generation it selected keeps its StatefulSet until a run sees it switched.
+    if let Some(switch) = &decision.service {
+        if let Some(next) = &switch.next
+            && rendered(next).is_none_or(|p| !p.statefulset)
+        {
+            return Err(fail(format!(
+                "the Service selects generation {next}, whose StatefulSet is not rendered"
+            )));
+        }
+        if let Some(now) = &switch.selects
+            && !decision.removed
+            && observed
+                .iter()
+                .any(|o| &o.id == now && o.statefulset.is_some())
+            && rendered(now).is_none_or(|p| !p.statefulset)
+        {
+            return Err(fail(format!(
+                "StatefulSet of {now} is dropped while the Service still selects it"
+            )));
+        }
+    }
+    // A ready generation that served before must not lose its StatefulSet unless a newer one
+    // serves.
+    let serving_exists = decision
+        .generations
+        .iter()
+        .any(|g| g.state == State::Serving);
+    for o in observed {
+        let ready_sts = o
+            .statefulset
+            .as_ref()
+            .is_some_and(|s| readiness(Kind::StatefulSet, s).is_ready());
+        // (A dataset that left the spec retires on purpose: its StatefulSets go first.)
+        if ready_sts
+            && !serving_exists
+            && !decision.removed
+            && rendered(&o.id).is_none_or(|p| !p.statefulset)
+        {
+            return Err(fail(format!(
+                "StatefulSet of {} is dropped while no generation serves",
+                o.id
+            )));
+        }
+        // A snapshot is never dropped while a StatefulSet or PVC of its generation exists.
+        if o.snapshot.is_some()
+            && (o.statefulset.is_some() || o.claims > 0)
+            && rendered(&o.id).is_none_or(|p| !p.snapshot)
+        {
+            return Err(fail(format!(
+                "snapshot of {} is dropped while its StatefulSet or PVCs exist",
+                o.id
+            )));
+        }
+    }
+    Ok(())
+}

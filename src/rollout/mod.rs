@@ -1,0 +1,203 @@
+//! The generation state machine: from what the cluster (or Git) shows, decide each dataset's
+//! generations' states and which parts of which generations to render this run.
+//!
+//! Each run advances as far as it can and exits; the next run continues. The decision is a pure
+//! function of the observation, so a run that observes nothing new renders exactly what the last
+//! one did (no writes, no commit). Retirement is expressed by *not rendering* an object: prune
+//! then deletes it, in reverse dependency order, and only after every apply succeeded.
+//!
+//! Per generation: producing → snapshotting → rolling out → serving → (kept) → retiring → retired,
+//! or failed. Invariants (checked by the tests' `check_invariants`, test support only): at most
+//! one generation is being introduced per dataset; the newest serving generation is always rendered in full; a snapshot
+//! is rendered while any StatefulSet or PVC of its generation exists.
+
+mod decide;
+#[cfg(any(test, feature = "test-support"))]
+mod invariants;
+mod offline;
+mod pins;
+mod plan;
+pub mod readiness;
+mod retire;
+mod source;
+mod switch;
+#[cfg(test)]
+mod tests;
+
+pub use decide::*;
+#[cfg(any(test, feature = "test-support"))]
+pub use invariants::*;
+pub use offline::*;
+pub use pins::*;
+pub use plan::*;
+pub use retire::*;
+pub use source::*;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Default time a snapshot may take to become ready before its generation is marked failed:
+/// EBS snapshots of large volumes take hours, so this is generous.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// What was seen of one generation of one dataset.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub producer: Option<Value>,
+    pub snapshot: Option<Value>,
+    pub statefulset: Option<Value>,
+    /// Consumer PVCs (made by the StatefulSet controller) still present.
+    pub claims: usize,
+}
+
+impl Observed {
+    /// When the generation first appeared (the oldest creation timestamp among its objects).
+    fn first_seen(&self) -> Option<jiff::Timestamp> {
+        [&self.producer, &self.snapshot, &self.statefulset]
+            .into_iter()
+            .flatten()
+            .filter_map(created)
+            .min()
+    }
+}
+
+pub(crate) fn created(v: &Value) -> Option<jiff::Timestamp> {
+    v.pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse().ok())
+}
+
+/// The state of a generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The producer Pod is filling the PVC.
+    Producing,
+    /// The producer succeeded; the VolumeSnapshot is being taken.
+    Snapshotting,
+    /// The snapshot is ready; the StatefulSet is starting.
+    RollingOut,
+    /// The newest ready StatefulSet: what the Service sends traffic to.
+    Serving,
+    /// An older ready generation whose snapshot is kept for rollback.
+    Kept,
+    /// Being removed: StatefulSet first, then its PVCs, the producer, the snapshot.
+    Retiring,
+    /// Will not become ready; the previous generation keeps serving.
+    Failed,
+    /// Named by the schedule or `--generation` but not started yet.
+    Waiting,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Producing => "producing",
+            State::Snapshotting => "snapshotting",
+            State::RollingOut => "rolling out",
+            State::Serving => "serving",
+            State::Kept => "kept",
+            State::Retiring => "retiring",
+            State::Failed => "failed",
+            State::Waiting => "waiting",
+        })
+    }
+}
+
+/// One generation's state, for `status` and the run's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationStatus {
+    pub generation: String,
+    pub state: State,
+    /// RFC 3339 time the generation first appeared (its oldest object's creation), when known:
+    /// not when its current state began, which the objects do not record.
+    #[serde(rename = "firstSeen")]
+    pub first_seen: Option<String>,
+    pub detail: String,
+}
+
+/// What to do for one dataset this run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub dataset: String,
+    /// Oldest first.
+    pub generations: Vec<GenerationStatus>,
+    #[serde(skip)]
+    pub render: Vec<GenerationPlan>,
+    /// The dataset left the spec: `render` lists what the prune holds, nothing is rendered.
+    #[serde(skip)]
+    pub removed: bool,
+    /// What the run did not do and why, one line each (a clock behind the newest generation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Look-alikes: objects with the dataset's ownership labels that are not members of the
+    /// rollout's ApplySet (`Kind/name`); ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign: Vec<String>,
+    /// The shared source claim, when it is no longer rendered (its spec changed in a way the
+    /// API server refuses in place) but a rendered producer still uses it: kept until then.
+    #[serde(skip)]
+    pub held_source: Option<String>,
+    /// `consumer.switch: atomic`: which generation the Service selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSwitch>,
+}
+
+/// What the Service of a dataset with `consumer.switch: atomic` selects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSwitch {
+    /// The generation the Service selects as the run found it (`None`: no Service yet, or one
+    /// selecting every generation).
+    pub selects: Option<String>,
+    /// The generation it selects once this run's objects are applied.
+    pub next: Option<String>,
+}
+
+/// The per-dataset objects shared by all generations, as they exist (live, or as Git holds
+/// them): what a decision needs of them besides the generations.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// Dataset → its shared source claim `<dataset>`.
+    pub sources: BTreeMap<String, Value>,
+    /// Dataset → the generation its Service selects (`consumer.switch: atomic`).
+    pub selects: BTreeMap<String, String>,
+}
+
+impl Decision {
+    /// Whether any generation of this dataset is failed.
+    pub fn failed(&self) -> bool {
+        self.generations.iter().any(|g| g.state == State::Failed)
+    }
+}
+
+/// Inputs of a decision besides the observation.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--generation`: start (or pin, when it exists and is ready) this generation.
+    pub generation: Option<String>,
+    /// Today's UTC date, the generation a `daily` schedule wants.
+    pub today: String,
+    pub now: jiff::Timestamp,
+    pub snapshot_timeout: Duration,
+    /// Whether a due generation is started (a run) or only reported (`status`).
+    pub start: bool,
+    /// The rollout's name and namespace, for the cleanup commands `status` names.
+    pub rollout: String,
+    pub namespace: String,
+}
+
+/// Whether a generation id is a date (`YYYY-MM-DD`): dated generations order by date.
+pub fn is_date(id: &str) -> bool {
+    id.len() == 10 && id.parse::<jiff::civil::Date>().is_ok()
+}
+
+/// The newest dated generation among `ids`.
+pub(crate) fn newest_date<'a>(ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    ids.filter(|id| is_date(id)).max()
+}

@@ -1,0 +1,205 @@
+use super::*;
+use crate::spec::{self, Dataset};
+use serde_json::json;
+
+fn dataset(keep: u32) -> Dataset {
+    let text = format!(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {{name: demo}}\nspec:\n  snapshotClass: {{name: c, driver: d}}\n  datasets:\n    - name: data\n      storage: {{size: 10Gi}}\n      producer: {{image: busybox}}\n      generations: {{keep: {keep}}}\n      consumer: {{name: consumer, replicas: 3, image: busybox}}\n"
+    );
+    spec::parse_str("t.yaml", &text)
+        .unwrap()
+        .rollout
+        .spec
+        .datasets[0]
+        .clone()
+}
+
+fn opts(today: &str) -> Options {
+    Options {
+        generation: None,
+        today: today.to_string(),
+        now: "2021-07-16T12:00:00Z".parse().unwrap(),
+        snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+        start: true,
+        rollout: "demo".into(),
+        namespace: "default".into(),
+    }
+}
+
+fn meta(ts: &str) -> Value {
+    json!({"creationTimestamp": ts, "name": "x"})
+}
+
+fn pod(phase: &str, ts: &str) -> Value {
+    json!({"metadata": meta(ts), "status": {"phase": phase}})
+}
+
+fn snap(ready: bool, ts: &str) -> Value {
+    json!({"metadata": meta(ts), "status": {"readyToUse": ready, "restoreSize": "12Gi"}})
+}
+
+fn sts(ready: i64, ts: &str) -> Value {
+    json!({"metadata": {"creationTimestamp": ts, "generation": 1}, "spec": {"replicas": 3},
+           "status": {"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": 3}})
+}
+
+fn serving(id: &str, ts: &str) -> Observed {
+    Observed {
+        id: id.into(),
+        producer: Some(pod("Succeeded", ts)),
+        snapshot: Some(snap(true, ts)),
+        statefulset: Some(sts(3, ts)),
+        claims: 3,
+    }
+}
+
+#[test]
+fn a_new_day_starts_a_producer_and_keeps_the_old_generation_serving() {
+    let d = dataset(1);
+    let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let dec = decide(&d, std::slice::from_ref(&old), &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Serving);
+    assert_eq!(dec.generations[1].state, State::Producing);
+    assert!(
+        dec.render
+            .iter()
+            .any(|p| p.id == "2021-07-16" && p.producer && !p.snapshot)
+    );
+    check_invariants(&dec, &[old]).unwrap();
+}
+
+#[test]
+fn snapshot_waits_for_the_producer_and_statefulset_for_the_snapshot() {
+    let d = dataset(1);
+    let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let mut new = Observed {
+        id: "2021-07-16".into(),
+        producer: Some(pod("Running", "2021-07-16T01:00:00Z")),
+        ..Observed::default()
+    };
+    let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+    let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+    assert!(p.producer && !p.snapshot && !p.statefulset);
+    new.producer = Some(pod("Succeeded", "2021-07-16T01:00:00Z"));
+    let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+    let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+    assert!(p.snapshot && !p.statefulset);
+    new.snapshot = Some(snap(true, "2021-07-16T02:00:00Z"));
+    let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+    let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
+    assert!(p.statefulset);
+    assert_eq!(
+        p.claim_size.as_deref(),
+        Some("12Gi"),
+        "restoreSize above 10Gi wins"
+    );
+    check_invariants(&dec, &[old, new]).unwrap();
+}
+
+#[test]
+fn old_generation_retires_in_order_once_the_new_one_serves() {
+    let d = dataset(1);
+    let mut old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+    let step = |old: &Observed| {
+        let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+        check_invariants(&dec, &[old.clone(), new.clone()]).unwrap();
+        dec.render.iter().find(|p| p.id == "2021-07-15").cloned()
+    };
+    let p = step(&old).unwrap();
+    assert!(
+        !p.statefulset && p.snapshot && p.producer,
+        "StatefulSet goes first"
+    );
+    old.statefulset = None;
+    let p = step(&old).unwrap();
+    assert!(p.snapshot, "snapshot stays while PVCs exist");
+    old.claims = 0;
+    let p = step(&old).unwrap();
+    assert!(!p.producer && p.snapshot, "then the producer");
+    old.producer = None;
+    assert!(step(&old).is_none(), "then the snapshot");
+}
+
+#[test]
+fn failed_producer_keeps_the_previous_generation_serving() {
+    let d = dataset(1);
+    let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let bad = Observed {
+        id: "2021-07-16".into(),
+        producer: Some(json!({"metadata": meta("2021-07-16T01:00:00Z"),
+            "status": {"phase": "Failed", "message": "DeadlineExceeded"}})),
+        ..Observed::default()
+    };
+    let dec = decide(&d, &[old.clone(), bad.clone()], &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Serving);
+    assert_eq!(dec.generations[1].state, State::Failed);
+    assert_eq!(
+        dec.generations[1].detail,
+        "producer failed: DeadlineExceeded"
+    );
+    assert!(dec.failed());
+    check_invariants(&dec, &[old, bad]).unwrap();
+}
+
+#[test]
+fn snapshot_error_is_reported_but_not_final_until_the_timeout() {
+    let d = dataset(1);
+    let mut s = snap(false, "2021-07-16T10:00:00Z");
+    s["status"]["error"] = json!({"message": "quota exceeded"});
+    let g = Observed {
+        id: "2021-07-16".into(),
+        producer: Some(pod("Succeeded", "2021-07-16T09:00:00Z")),
+        snapshot: Some(s),
+        ..Observed::default()
+    };
+    let dec = decide(&d, std::slice::from_ref(&g), &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Snapshotting);
+    assert!(dec.generations[0].detail.contains("quota exceeded"));
+    let mut late = opts("2021-07-16");
+    late.now = "2021-07-16T17:00:00Z".parse().unwrap();
+    let dec = decide(&d, &[g], &late);
+    assert_eq!(dec.generations[0].state, State::Failed);
+    assert!(
+        dec.generations[0]
+            .detail
+            .starts_with("snapshot x not ready after 6h")
+    );
+}
+
+#[test]
+fn keep_two_keeps_the_previous_snapshot_and_pinning_rolls_back() {
+    let d = dataset(2);
+    let mut old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    old.statefulset = None;
+    old.claims = 0;
+    let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+    let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Kept);
+    let mut pin = opts("2021-07-16");
+    pin.generation = Some("2021-07-15".into());
+    let dec = decide(&d, &[old.clone(), new.clone()], &pin);
+    let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
+    assert!(p.statefulset, "the pinned generation rolls out again");
+    assert_eq!(dec.generations[0].state, State::RollingOut);
+    assert_eq!(
+        dec.generations[1].state,
+        State::Serving,
+        "until it is ready"
+    );
+    check_invariants(&dec, &[old, new]).unwrap();
+}
+
+#[test]
+fn at_most_one_generation_is_introduced() {
+    let d = dataset(1);
+    let busy = Observed {
+        id: "2021-07-15".into(),
+        producer: Some(pod("Running", "2021-07-15T01:00:00Z")),
+        ..Observed::default()
+    };
+    let dec = decide(&d, std::slice::from_ref(&busy), &opts("2021-07-16"));
+    assert_eq!(dec.generations[1].state, State::Waiting);
+    assert!(!dec.render.iter().any(|p| p.id == "2021-07-16"));
+    check_invariants(&dec, &[busy]).unwrap();
+}
