@@ -89,7 +89,8 @@ pub struct Options {
     pub templates: Option<PathBuf>,
     /// `--generation`: start, or pin when it exists, this generation.
     pub generation: Option<String>,
-    pub snapshot_timeout: Duration,
+    /// `--snapshot-timeout`: overrides every dataset's `snapshot.timeout` for this run.
+    pub snapshot_timeout: Option<Duration>,
     pub cluster: ClusterAccess,
     /// Decide from what Git holds, never contacting a cluster.
     pub offline: bool,

@@ -238,7 +238,8 @@ pub struct Options {
     /// Today's UTC date, the generation a `daily` schedule wants.
     pub today: String,
     pub now: jiff::Timestamp,
-    pub snapshot_timeout: Duration,
+    /// `--snapshot-timeout`: overrides every dataset's `snapshot.timeout` for this run.
+    pub snapshot_timeout: Option<Duration>,
     /// Whether a due generation is started (a run) or only reported (`status`).
     pub start: bool,
     /// The rollout's name and namespace, for the cleanup commands `status` names.
@@ -659,6 +660,9 @@ fn restore_size(snapshot: &Option<Value>) -> Option<String> {
 
 fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
     let restore = restore_size(&o.snapshot);
+    let timeout = opts
+        .snapshot_timeout
+        .unwrap_or_else(|| d.snapshot_timeout());
     if let Some(sts) = &o.statefulset {
         return match readiness(Kind::StatefulSet, sts) {
             Readiness::Ready => Raw::Ready { restore },
@@ -685,12 +689,10 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
                     .unwrap_or("?");
                 let waited = created(snap).map(|t| opts.now.duration_since(t));
                 match waited {
-                    Some(w) if w.as_secs() >= opts.snapshot_timeout.as_secs() as i64 => {
-                        Raw::Failed(format!(
-                            "snapshot {name} not ready after {}: {d}",
-                            human(opts.snapshot_timeout)
-                        ))
-                    }
+                    Some(w) if w.as_secs() >= timeout.as_secs() as i64 => Raw::Failed(format!(
+                        "snapshot {name} not ready after {}: {d}",
+                        human(timeout)
+                    )),
                     _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
                 }
             }
@@ -1494,7 +1496,7 @@ mod tests {
             generation: None,
             today: today.to_string(),
             now: "2021-07-16T12:00:00Z".parse().unwrap(),
-            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+            snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
             start: true,
             rollout: "demo".into(),
             namespace: "default".into(),

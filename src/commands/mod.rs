@@ -474,13 +474,13 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 pub(crate) fn engine_options(
     render: &RenderArgs,
     cluster: &crate::cli::ClusterArgs,
-    snapshot_timeout: jiff::SignedDuration,
+    snapshot_timeout: Option<std::time::Duration>,
 ) -> crate::engine::Options {
     crate::engine::Options {
         spec: render.file.clone(),
         templates: render.templates.clone(),
         generation: render.generation.clone(),
-        snapshot_timeout: snapshot_timeout.unsigned_abs(),
+        snapshot_timeout,
         cluster: crate::engine::ClusterAccess {
             kubeconfig: cluster.kubeconfig.clone(),
             context: cluster.context.clone(),

@@ -102,7 +102,50 @@ pub struct Dataset {
     pub producer: Producer,
     #[serde(default)]
     pub generations: GenerationPolicy,
+    /// How the generation's snapshot is waited for.
+    #[serde(default)]
+    pub snapshot: SnapshotPolicy,
     pub consumer: Consumer,
+}
+
+/// The snapshot wait when the spec sets none: enough for most volumes on GKE and EBS.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: &str = "6h";
+
+/// `snapshot`: per dataset, because a 200Gi EBS volume takes hours where a small one takes
+/// minutes, and every runner (`status`, `reconcile`, the CronJob) must judge it the same way.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotPolicy {
+    /// How long a generation's snapshot may take to become readyToUse before the generation
+    /// counts as failed (the previous one keeps serving): a duration such as `12h`, `90m` or
+    /// `PT12H`. Raise it for large volumes on EBS, where snapshots take hours.
+    /// `--snapshot-timeout` overrides it for one run.
+    #[serde(default = "default_snapshot_timeout")]
+    pub timeout: String,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            timeout: default_snapshot_timeout(),
+        }
+    }
+}
+
+fn default_snapshot_timeout() -> String {
+    DEFAULT_SNAPSHOT_TIMEOUT.to_string()
+}
+
+/// Parses a duration as `snapshot.timeout` and `--snapshot-timeout` take it (`12h`, `90m`,
+/// `1h30m`, `PT12H`): positive, or why not.
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<jiff::SignedDuration>() {
+        Ok(d) if d.is_positive() => Ok(d.unsigned_abs()),
+        Ok(_) => Err(format!("`{s}` must be longer than zero")),
+        Err(_) => Err(format!(
+            "`{s}` is not a duration; use one such as 12h, 90m or 1h30m"
+        )),
+    }
 }
 
 /// `storage`: the PVC the producer fills.
@@ -436,6 +479,13 @@ impl<'de> Deserialize<'de> for PortRef {
 }
 
 impl Dataset {
+    /// How long this dataset's snapshot may take (`snapshot.timeout`, checked by validation).
+    pub fn snapshot_timeout(&self) -> std::time::Duration {
+        parse_timeout(&self.snapshot.timeout)
+            .or_else(|_| parse_timeout(DEFAULT_SNAPSHOT_TIMEOUT))
+            .unwrap_or_default()
+    }
+
     /// Name of the consumer's volumeClaimTemplate.
     pub fn claim_name(&self) -> &str {
         self.consumer.claim_name.as_deref().unwrap_or(&self.name)

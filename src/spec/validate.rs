@@ -156,6 +156,9 @@ impl Validator<'_> {
                 "must be at least 1 (the serving generation is always kept)",
             );
         }
+        if let Err(why) = parse_timeout(&d.snapshot.timeout) {
+            self.error(&format!("{at}.snapshot.timeout"), why);
+        }
         self.consumer(&format!("{at}.consumer"), d, class);
     }
 

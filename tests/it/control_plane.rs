@@ -974,7 +974,7 @@ impl Rollout {
             generation: None,
             today: now[..10].to_string(),
             now: now.parse().unwrap(),
-            snapshot_timeout: snaproll::rollout::DEFAULT_SNAPSHOT_TIMEOUT,
+            snapshot_timeout: Some(snaproll::rollout::DEFAULT_SNAPSHOT_TIMEOUT),
             start: false,
             rollout: "demo".into(),
             namespace: self.c.ns.clone(),

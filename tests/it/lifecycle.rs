@@ -514,7 +514,7 @@ impl World {
             generation: None,
             today: now[..10].to_string(),
             now: now.parse().unwrap(),
-            snapshot_timeout: rollout::DEFAULT_SNAPSHOT_TIMEOUT,
+            snapshot_timeout: Some(rollout::DEFAULT_SNAPSHOT_TIMEOUT),
             start: false,
             rollout: "demo".into(),
             namespace: NS.into(),
@@ -1208,6 +1208,78 @@ fn snapshot_that_never_becomes_ready_fails_after_the_timeout_and_the_old_generat
         r.states("data"),
         [format!("{G1} serving"), format!("{G2} rolling-out")]
     );
+}
+
+/// `status -o json` at `now`: its exit code and the states of `data` but the due one.
+fn status_states(w: &World, now: &str) -> (i32, Vec<String>) {
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["status", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", now, "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        v.is_array(),
+        "status at {now}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let states = v[0]["generations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| format!("{} {}", str_of(&g["generation"]), str_of(&g["state"])))
+        // The clock's own date shows as `waiting` (status starts nothing).
+        .filter(|s: &String| !s.ends_with(" waiting"))
+        .collect();
+    (out.status.code().unwrap_or(-1), states)
+}
+
+#[test]
+fn snapshot_timeout_in_the_spec_holds_for_status_and_reconcile_alike() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    let text = std::fs::read_to_string(&w.spec).unwrap().replace(
+        "      consumer:\n",
+        "      snapshot:\n        timeout: 12h\n      consumer:\n",
+    );
+    std::fs::write(&w.spec, text).unwrap();
+    w.behave(G2, |b| b.snapshot_holds = true);
+    w.run(D2);
+    w.play();
+    w.run(D2);
+    w.play();
+    // Measured against the snapshot's creation time: the fake's clock is the real one.
+    let later = |hours| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(hours))
+            .unwrap()
+            .to_string()
+    };
+    // At 7h: past the 6h default, within the spec's 12h; no flag anywhere.
+    let waiting = [format!("{G1} serving"), format!("{G2} snapshotting")];
+    assert_eq!(status_states(&w, &later(7)), (0, waiting.to_vec()));
+    let r = w.run_code(&later(7), &["--generation", G2], 0);
+    assert_eq!(r.states("data"), waiting);
+    // After 12h both say failed, with the spec's timeout in the detail.
+    let failed = [format!("{G1} serving"), format!("{G2} failed")];
+    assert_eq!(status_states(&w, &later(13)), (1, failed.to_vec()));
+    let r = w.run_code(&later(13), &["--generation", G2], 1);
+    assert_eq!(r.states("data"), failed);
+    let detail = r.detail("data", G2);
+    assert!(
+        detail.starts_with("snapshot data-2021-07-16 not ready after 12h"),
+        "{detail}"
+    );
+    // The flag still overrides the spec for one run.
+    let r = w.run_code(
+        &later(7),
+        &["--generation", G2, "--snapshot-timeout", "6h"],
+        1,
+    );
+    assert_eq!(r.states("data"), failed);
 }
 
 #[test]

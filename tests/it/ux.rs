@@ -155,6 +155,28 @@ fn a_size_without_unit_warns_with_the_likely_unit() {
 }
 
 #[test]
+fn a_snapshot_timeout_that_is_no_duration_is_refused_with_examples() {
+    let stderr = refused(&gke_with(&[(
+        "        keep: 1\n",
+        "        keep: 1\n      snapshot:\n        timeout: soon\n",
+    )]));
+    insta::assert_snapshot!(stderr);
+    let stderr = refused(&gke_with(&[(
+        "        keep: 1\n",
+        "        keep: 1\n      snapshot:\n        timeout: 0s\n",
+    )]));
+    insta::assert_snapshot!("zero_snapshot_timeout", stderr);
+    let (code, _, stderr) = validate(
+        &gke_with(&[(
+            "        keep: 1\n",
+            "        keep: 1\n      snapshot:\n        timeout: 12h\n",
+        )]),
+        &[],
+    );
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+#[test]
 fn an_indentation_error_names_the_enclosing_field() {
     let stderr = refused(&gke_with(&[(
         "        storageClassName: standard-rwo\n        size: 10Gi\n",
