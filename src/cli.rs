@@ -162,9 +162,15 @@ pub struct RenderArgs {
         value_name = "SPEC"
     )]
     pub file: PathBuf,
-    /// Generation id (default: today's UTC date, YYYY-MM-DD).
-    #[arg(long, env = "SNAPROLL_GENERATION", value_name = "G")]
-    pub generation: Option<String>,
+    /// Generation id (default: today's UTC date, YYYY-MM-DD); DATASET=G names one dataset's
+    /// (repeatable; it wins over a plain G for that dataset).
+    #[arg(
+        long,
+        env = "SNAPROLL_GENERATION",
+        value_name = "[DATASET=]G",
+        value_delimiter = ','
+    )]
+    pub generation: Vec<crate::spec::GenerationArg>,
     /// Directory whose <kind>.yaml.j2 files replace the built-in templates.
     #[arg(long, env = "SNAPROLL_TEMPLATES", value_name = "DIR")]
     pub templates: Option<PathBuf>,

@@ -87,8 +87,8 @@ impl ClusterWrite {
 pub struct Options {
     pub spec: PathBuf,
     pub templates: Option<PathBuf>,
-    /// `--generation`: start, or pin when it exists, this generation.
-    pub generation: Option<String>,
+    /// `--generation`: start, or pin when it exists, this generation (per dataset when named).
+    pub generation: crate::spec::GenerationIds,
     /// `--snapshot-timeout`: overrides every dataset's `snapshot.timeout` for this run.
     pub snapshot_timeout: Option<Duration>,
     pub cluster: ClusterAccess,
@@ -251,7 +251,10 @@ impl Engine {
         let loaded = spec::load(&opts.spec)?;
         let renderer = Renderer::new(opts.templates.as_deref()).map_err(EngineError::Templates)?;
         // An explicit generation must fit every name before any request.
-        if let Some(g) = &opts.generation {
+        opts.generation
+            .check(&loaded.rollout)
+            .map_err(EngineError::Usage)?;
+        for g in opts.generation.ids() {
             crate::render::check_generation(&loaded.rollout, g).map_err(|source| {
                 EngineError::Generation {
                     file: loaded.file.clone(),
@@ -608,7 +611,7 @@ impl Engine {
                     .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
                     .max()
             })
-            .or_else(|| self.opts.generation.clone())
+            .or_else(|| self.opts.generation.all.clone())
             .unwrap_or_else(|| opts.today.clone());
         tracing::debug!(objects = step.set.objects.len(), %generation, "rollout decided and rendered");
         Ok(Planned {
@@ -1033,7 +1036,10 @@ pub fn summary_lines(decisions: &[Decision]) -> Vec<String> {
                 })
                 .collect();
             let gens = if gens.is_empty() {
-                "no generation yet".to_string()
+                d.waiting
+                    .as_deref()
+                    .unwrap_or("no generation yet")
+                    .to_string()
             } else {
                 gens.join("; ")
             };

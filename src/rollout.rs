@@ -210,6 +210,10 @@ pub struct Decision {
     /// The dataset left the spec: `render` lists what the prune holds, nothing is rendered.
     #[serde(skip)]
     pub removed: bool,
+    /// Why the dataset has no generation at all, when that is expected: a manual schedule
+    /// waits for `--generation` (shown instead of an empty state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// What the run did not do and why, one line each (a clock behind the newest generation).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -233,8 +237,9 @@ impl Decision {
 /// Inputs of a decision besides the observation.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// `--generation`: start (or pin, when it exists and is ready) this generation.
-    pub generation: Option<String>,
+    /// `--generation`: start (or pin, when it exists and is ready) this generation; per
+    /// dataset when `DATASET=ID` names it.
+    pub generation: spec::GenerationIds,
     /// Today's UTC date, the generation a `daily` schedule wants.
     pub today: String,
     pub now: jiff::Timestamp,
@@ -504,6 +509,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
     }
     Decision {
         dataset: name.to_string(),
+        waiting: None,
         generations,
         render,
         removed: true,
@@ -797,7 +803,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     let wanted = wanted(d, gens.iter().map(|o| o.id.as_str()), opts, &mut notes);
     // A pinned generation: `generations.pin` or `--generation` naming an existing one whose
     // snapshot is usable.
-    let explicit = d.generations.pin.as_ref().or(opts.generation.as_ref());
+    let explicit = d.generations.pin.as_ref().or(opts.generation.get(&d.name));
     let pinned = explicit.and_then(|g| {
         gens.iter().position(|o| &o.id == g).filter(|&i| {
             matches!(
@@ -956,6 +962,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     render.sort_by_key(|p| gens.iter().position(|o| o.id == p.id).unwrap_or(usize::MAX));
     Decision {
         dataset: d.name.clone(),
+        waiting: waiting(d, &statuses),
         generations: statuses,
         render,
         removed: false,
@@ -1037,6 +1044,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
     render.sort_by(|a, b| a.id.cmp(&b.id));
     Decision {
         dataset: d.name.clone(),
+        waiting: waiting(d, &generations),
         generations,
         render,
         removed: false,
@@ -1044,6 +1052,12 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         foreign: Vec::new(),
         held_source: None,
     }
+}
+
+/// What a dataset without any generation waits for: a manual one, for `--generation`.
+fn waiting(d: &Dataset, generations: &[GenerationStatus]) -> Option<String> {
+    (generations.is_empty() && d.generations.schedule == Schedule::Manual)
+        .then(|| "manual: waiting for --generation".to_string())
 }
 
 /// Whether a generation id is a date (`YYYY-MM-DD`): dated generations order by date.
@@ -1067,7 +1081,7 @@ fn wanted<'a>(
     opts: &Options,
     notes: &mut Vec<String>,
 ) -> Option<String> {
-    if let Some(g) = d.generations.pin.as_ref().or(opts.generation.as_ref()) {
+    if let Some(g) = d.generations.pin.as_ref().or(opts.generation.get(&d.name)) {
         return Some(g.clone());
     }
     match d.generations.schedule {
@@ -1174,7 +1188,7 @@ pub fn check_pins(
     let empty = Vec::new();
     for d in &rollout.spec.datasets {
         let gens = observed.get(&d.name).unwrap_or(&empty);
-        let (via, g) = match (&d.generations.pin, &opts.generation) {
+        let (via, g) = match (&d.generations.pin, opts.generation.get(&d.name)) {
             (Some(p), _) => ("generations.pin", p),
             (None, Some(f)) => ("--generation", f),
             (None, None) => continue,
@@ -1493,7 +1507,7 @@ mod tests {
 
     fn opts(today: &str) -> Options {
         Options {
-            generation: None,
+            generation: Default::default(),
             today: today.to_string(),
             now: "2021-07-16T12:00:00Z".parse().unwrap(),
             snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
@@ -1654,7 +1668,7 @@ mod tests {
         let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
         assert_eq!(dec.generations[0].state, State::Kept);
         let mut pin = opts("2021-07-16");
-        pin.generation = Some("2021-07-15".into());
+        pin.generation = spec::GenerationIds::all("2021-07-15");
         let dec = decide(&d, &[old.clone(), new.clone()], &pin);
         let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
         assert!(p.statefulset, "the pinned generation rolls out again");

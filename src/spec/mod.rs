@@ -6,6 +6,7 @@
 //! spec in one round trip.
 
 mod collect;
+mod generation;
 mod names;
 mod parse;
 mod positions;
@@ -16,6 +17,7 @@ mod validate;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use generation::{GenerationArg, GenerationIds};
 pub use names::*;
 pub use parse::*;
 use parse::{

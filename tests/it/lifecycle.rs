@@ -511,7 +511,7 @@ impl World {
         let observed = rollout::observe_members("demo", &id, &objects).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
-            generation: None,
+            generation: Default::default(),
             today: now[..10].to_string(),
             now: now.parse().unwrap(),
             snapshot_timeout: Some(rollout::DEFAULT_SNAPSHOT_TIMEOUT),
@@ -1280,6 +1280,75 @@ fn snapshot_timeout_in_the_spec_holds_for_status_and_reconcile_alike() {
         1,
     );
     assert_eq!(r.states("data"), failed);
+}
+
+#[test]
+fn generation_flag_names_one_dataset_and_a_manual_dataset_says_it_waits() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            datasets: vec!["data", "models"],
+            ..Knobs::default()
+        },
+    );
+    // `models` is manual; `data` stays daily.
+    let text = std::fs::read_to_string(&w.spec).unwrap();
+    let at = text.find("- name: models").unwrap();
+    let text = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen("schedule: daily", "schedule: manual", 1)
+    );
+    std::fs::write(&w.spec, text).unwrap();
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} producing")]);
+    let models = |r: &Run| {
+        r.report["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dataset"] == "models")
+            .cloned()
+            .unwrap()
+    };
+    insta::assert_snapshot!(
+        "manual_dataset_waits",
+        serde_json::to_string_pretty(&models(&r)).unwrap()
+    );
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["status", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", D1])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table.lines().find(|l| l.starts_with("models")).unwrap();
+    insta::assert_snapshot!("manual_dataset_status_row", row.trim_end());
+    // `models=v1` starts models' generation only: data keeps its daily one.
+    w.play();
+    let r = w.run_code(D1, &["--generation", "models=v1"], 0);
+    assert_eq!(r.states("models"), ["v1 producing"]);
+    assert!(
+        r.states("data").iter().all(|s| s.starts_with(G1)),
+        "{:?}",
+        r.states("data")
+    );
+    // An unknown dataset is refused before anything is read, naming the known ones.
+    w.api().clear_requests();
+    let out = w
+        .command(D1, &["--generation", "modles=v2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(w.api().requests().is_empty());
+    insta::assert_snapshot!(
+        "generation_names_an_unknown_dataset",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
