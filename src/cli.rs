@@ -98,7 +98,7 @@ pub enum Command {
     Validate(ValidateCmd),
     /// Render the manifests to stdout (multi-document YAML) or into a directory.
     #[command(
-        after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. Files in DIR that snaproll\ndid not render are removed; DIR is replaced only after every object validated."
+        after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. DIR is replaced only\nafter every object validated. Files in DIR that snaproll did not write (added by hand) stop\nthe run, which names them; --force deletes them."
     )]
     Render(RenderCmd),
     /// Show what `apply` would change in the cluster now (exit 0: none, 1: changes, 2+: error).
