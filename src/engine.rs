@@ -206,6 +206,17 @@ pub enum EngineError {
         #[source]
         source: StepError,
     },
+    /// Reading the cluster failed mid-run (unreachable, refused, forbidden) in a run that could
+    /// decide from Git instead: the whole cause, then the `--offline` hint last.
+    #[error(
+        "reconcile of rollout {rollout}: {} (--offline decides from Git without the cluster)",
+        chain(source)
+    )]
+    ClusterRead {
+        rollout: String,
+        #[source]
+        source: StepError,
+    },
     /// Reading or writing Git failed.
     #[error("reconcile of rollout {rollout}")]
     Git {
@@ -521,6 +532,20 @@ impl Engine {
         }
     }
 
+    /// A failed step of a run that reads the cluster; when it failed reading the cluster and
+    /// the run could decide from Git (`--repo`, no cluster writes), the error names `--offline`.
+    fn offline_hint(&self, source: StepError) -> EngineError {
+        let rollout = self.rollout_name();
+        if matches!(source, StepError::Live(_))
+            && self.opts.git.is_some()
+            && self.opts.write == ClusterWrite::None
+        {
+            EngineError::ClusterRead { rollout, source }
+        } else {
+            EngineError::Step { rollout, source }
+        }
+    }
+
     fn decision_options(&self, now: jiff::Timestamp) -> rollout::Options {
         let meta = &self.loaded.rollout.metadata;
         rollout::Options {
@@ -558,7 +583,7 @@ impl Engine {
                         &self.renderer,
                         &opts,
                     ))
-                    .map_err(step_err)?;
+                    .map_err(|e| self.offline_hint(e))?;
                 // Datasets that left the spec cannot be rendered: what their retirement still
                 // holds is carried over from Git as it was committed, so Git (what Argo CD or
                 // Flux applies) keeps it until its turn to go. The cluster's prune holds it

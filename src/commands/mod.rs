@@ -437,7 +437,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 // A boxed source is not found by a downcast of the chain's next link.
                 E::Git { source, .. } => return source.exit_code(),
                 // The typed error inside decides.
-                E::Step { .. } => continue,
+                E::Step { .. } | E::ClusterRead { .. } => continue,
             }
         }
         if cause.is::<SpecError>() || cause.is::<RenderError>() {

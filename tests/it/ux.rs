@@ -416,6 +416,39 @@ fn a_cluster_error_of_reconcile_with_git_names_offline() {
     assert!(stderr.contains("--offline"), "{stderr}");
 }
 
+#[test]
+fn an_unreachable_cluster_mid_run_names_offline() {
+    let repo = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (code, stderr) = cluster_run(
+        true,
+        &[
+            "reconcile",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    insta::assert_snapshot!(stderr);
+    // Nothing was committed: the repository has no commit.
+    let log = std::process::Command::new("git")
+        .args([
+            "-C",
+            repo.path().to_str().unwrap(),
+            "rev-parse",
+            "--verify",
+            "HEAD",
+        ])
+        .output()
+        .unwrap();
+    assert!(!log.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
 // ---- 4. Docs true ----
 
 #[test]
