@@ -463,6 +463,20 @@ fn the_readme_lists_every_environment_variable_of_the_flags() {
         }
     }
     assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+    // And the table names no variable the flags do not read.
+    let table: String = readme[readme.find("### Flags and environment").unwrap()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let stale: Vec<&str> = table
+        .split('`')
+        .filter(|w| w.starts_with("SNAPROLL_") && !cli.contains(&format!("env = \"{w}\"")))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "in the README's table, read by no flag: {stale:?}"
+    );
     for code in 0..=6 {
         assert!(
             readme.contains(&format!("| {code} |")),
