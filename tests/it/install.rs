@@ -600,6 +600,34 @@ fn snapshot_timeout_passes_through_to_the_reconcile_cronjob() {
             "{stderr}"
         );
     }
+    // The environment variable install documents is passed through the same way; without
+    // either the CronJob gets no flag: the spec's `snapshot.timeout` holds for it.
+    let cron_args = |env: Option<&str>| -> Vec<String> {
+        let mut cmd = snaproll();
+        cmd.args(["install", "-f", GKE, "--repo", REPO]);
+        if let Some(v) = env {
+            cmd.env("SNAPROLL_SNAPSHOT_TIMEOUT", v);
+        }
+        let objects = docs(&cmd.assert().success().get_output().stdout);
+        objects[6]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let with_env = cron_args(Some("12h"));
+    assert!(
+        with_env
+            .windows(2)
+            .any(|w| w == ["--snapshot-timeout", "12h"]),
+        "{with_env:?}"
+    );
+    let plain = cron_args(None);
+    assert!(
+        !plain.iter().any(|a| a == "--snapshot-timeout"),
+        "{plain:?}"
+    );
 }
 
 #[test]
