@@ -98,7 +98,7 @@ pub enum Command {
     Validate(ValidateCmd),
     /// Render the manifests to stdout (multi-document YAML) or into a directory.
     #[command(
-        after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. Files in DIR that snaproll\ndid not render are removed; DIR is replaced only after every object validated."
+        after_help = "Examples:\n  snaproll render -f examples/gke-daily/snaproll.yaml --generation 2021-07-15\n  snaproll render -f snaproll.yaml --out manifests/\n\nWith --out, DIR receives one file per object, named <order>-<kind>-<name>.yaml so that\nthey list in apply order, and a kustomization.yaml listing them. DIR is replaced only\nafter every object validated. Files in DIR that snaproll did not write (added by hand) stop\nthe run, which names them; --force deletes them."
     )]
     Render(RenderCmd),
     /// Show what `apply` would change in the cluster now (exit 0: none, 1: changes, 2+: error).
@@ -162,9 +162,15 @@ pub struct RenderArgs {
         value_name = "SPEC"
     )]
     pub file: PathBuf,
-    /// Generation id (default: today's UTC date, YYYY-MM-DD).
-    #[arg(long, env = "SNAPROLL_GENERATION", value_name = "G")]
-    pub generation: Option<String>,
+    /// Generation id (default: today's UTC date, YYYY-MM-DD); DATASET=G names one dataset's
+    /// (repeatable; it wins over a plain G for that dataset).
+    #[arg(
+        long,
+        env = "SNAPROLL_GENERATION",
+        value_name = "[DATASET=]G",
+        value_delimiter = ','
+    )]
+    pub generation: Vec<crate::spec::GenerationArg>,
     /// Directory whose <kind>.yaml.j2 files replace the built-in templates.
     #[arg(long, env = "SNAPROLL_TEMPLATES", value_name = "DIR")]
     pub templates: Option<PathBuf>,
@@ -227,14 +233,10 @@ pub struct DiffCmd {
     /// Also show objects that `apply --prune` would delete.
     #[arg(long, env = "SNAPROLL_PRUNE")]
     pub prune: bool,
-    /// How long a snapshot may take to become ready before its generation counts as failed.
-    #[arg(
-        long,
-        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
-        default_value = "6h",
-        value_name = "DURATION"
-    )]
-    pub snapshot_timeout: jiff::SignedDuration,
+    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
+    /// snapshot may take to become ready before its generation counts as failed.
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub snapshot_timeout: Option<std::time::Duration>,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -262,14 +264,10 @@ pub struct ApplyCmd {
     /// Server-side dry-run only: report what would change, write nothing (`client` is the same).
     #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
     pub dry_run: DryRun,
-    /// How long a snapshot may take to become ready before its generation counts as failed.
-    #[arg(
-        long,
-        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
-        default_value = "6h",
-        value_name = "DURATION"
-    )]
-    pub snapshot_timeout: jiff::SignedDuration,
+    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
+    /// snapshot may take to become ready before its generation counts as failed.
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub snapshot_timeout: Option<std::time::Duration>,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -364,15 +362,10 @@ pub struct ReconcileCmd {
         value_name = "DURATION"
     )]
     pub poll_interval: jiff::SignedDuration,
-    /// How long a snapshot may take to become ready before its generation is marked failed
-    /// (EBS snapshots of large volumes take hours).
-    #[arg(
-        long,
-        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
-        default_value = "6h",
-        value_name = "DURATION"
-    )]
-    pub snapshot_timeout: jiff::SignedDuration,
+    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
+    /// snapshot may take to become ready before its generation counts as failed.
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub snapshot_timeout: Option<std::time::Duration>,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -397,14 +390,10 @@ pub struct StatusCmd {
     /// tomorrow's run would do, or to replay a run.
     #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
     pub now: Option<jiff::Timestamp>,
-    /// How long a snapshot may take to become ready before its generation counts as failed.
-    #[arg(
-        long,
-        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
-        default_value = "6h",
-        value_name = "DURATION"
-    )]
-    pub snapshot_timeout: jiff::SignedDuration,
+    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
+    /// snapshot may take to become ready before its generation counts as failed.
+    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub snapshot_timeout: Option<std::time::Duration>,
     /// Output format.
     #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -471,9 +460,9 @@ pub struct InstallCmd {
     /// only lists the rollout's objects and no ClusterRole is rendered.
     #[arg(long, env = "SNAPROLL_PULL", requires = "repo")]
     pub pull: bool,
-    /// How long a snapshot may take to become ready before its generation is marked failed,
-    /// passed to the CronJob's `reconcile` as `--snapshot-timeout` (default there: 6h). Raise it
-    /// for large volumes on EBS, where snapshots take hours.
+    /// Override every dataset's `snapshot.timeout` in the CronJob's `reconcile` (passed as
+    /// `--snapshot-timeout`). Prefer setting `snapshot.timeout` in the spec, which `status`
+    /// and every other run read too.
     #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration_text)]
     pub snapshot_timeout: Option<String>,
     /// Apply the objects to the cluster (server-side apply, field manager `snaproll`, every
@@ -490,6 +479,15 @@ pub struct InstallCmd {
     /// Filled from the global `--kubeconfig`/`--context` before the command runs.
     #[arg(skip)]
     pub cluster: ClusterArgs,
+}
+
+/// A duration as `snapshot.timeout` in the spec takes it; `0s` too (fail any snapshot not
+/// ready yet, for one run).
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<jiff::SignedDuration>() {
+        Ok(d) if d.is_zero() => Ok(std::time::Duration::ZERO),
+        _ => crate::spec::parse_timeout(s),
+    }
 }
 
 /// A duration as `--snapshot-timeout` accepts it (`12h`, `90m`, `PT12H`), kept as typed so it

@@ -429,6 +429,7 @@ mod tests {
     fn decision(gens: &[(&str, State, &str)]) -> Decision {
         Decision {
             dataset: "data".into(),
+            waiting: None,
             generations: gens
                 .iter()
                 .map(|(g, s, d)| GenerationStatus {

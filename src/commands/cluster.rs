@@ -17,7 +17,7 @@ pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
             prune: cmd.prune,
             color: color && cmd.output == OutputFormat::Text,
         },
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
     };
     let report = super::step_once(opts, cmd.render.now)?;
     let result = report.cluster.expect("diff compares with the cluster");
@@ -33,7 +33,7 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
             force_conflicts: cmd.apply.force_conflicts,
             dry_run: cmd.dry_run.is_on(),
         },
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
     };
     let report = super::step_once(opts, cmd.render.now)?;
     let failed = report.failed();

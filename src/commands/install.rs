@@ -78,8 +78,11 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
 /// `install --apply`: the apply engine's by-name path (server-side apply as `snaproll`, a
 /// dry-run of every change before the first write, no write for an unchanged object), in the
 /// order the objects were rendered (ServiceAccount, ConfigMap, Role, RoleBinding, ClusterRole,
-/// ClusterRoleBinding, CronJob). Prints the change set; a failed run prints what it did.
+/// ClusterRoleBinding, CronJob). Then, after every apply succeeded, the objects the previous
+/// `install --apply` recorded in its inventory and this one no longer renders are deleted
+/// (see [`install::inventory`]). Prints the change set; a failed run prints what it did.
 fn apply(cmd: &InstallCmd, loaded: &Loaded, objects: &[InstallObject]) -> Result<()> {
+    let objects = &install::inventory::recorded(objects);
     let named: Vec<_> = objects.iter().map(InstallObject::to_named).collect();
     let opts = ApplyOptions {
         dry_run: cmd.dry_run.is_on(),
@@ -98,8 +101,26 @@ fn apply(cmd: &InstallCmd, loaded: &Loaded, objects: &[InstallObject]) -> Result
         };
         let client = crate::engine::client(&access).await?;
         let meta = &loaded.rollout.metadata;
-        let mgr = Manager::new(client, &meta.name, &meta.namespace);
-        let result = mgr.apply_named(&named, &opts).await;
+        let previous = install::inventory::previous(&client, objects).await?;
+        let mgr = Manager::new(client.clone(), &meta.name, &meta.namespace);
+        let mut result = mgr.apply_named(&named, &opts).await;
+        if let Ok(changes) = &mut result {
+            let pruned =
+                install::inventory::prune(&client, &previous, objects, &meta.name, opts.dry_run)
+                    .await;
+            let (done, error) = match pruned {
+                Ok(done) => (done, None),
+                Err((done, e)) => (done, Some(e)),
+            };
+            for c in done {
+                changes.push(c);
+            }
+            if let Some(error) = error {
+                let mut changes = std::mem::take(changes);
+                changes.error = Some(error.to_string());
+                result = Err(Box::new(crate::apply::Failed { changes, error }));
+            }
+        }
         let changes = match &result {
             Ok(c) => c,
             Err(f) => &f.changes,

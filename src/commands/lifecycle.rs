@@ -26,7 +26,7 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
                 "-".into(),
                 "none".into(),
                 "-".into(),
-                "no generation yet".into(),
+                d.waiting.as_deref().unwrap_or("no generation yet").into(),
             ]);
         }
         for g in &d.generations {
@@ -124,14 +124,14 @@ pub(crate) fn to_json(decisions: &[Decision]) -> Value {
 pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
     let render = RenderArgs {
         file: cmd.file.clone(),
-        generation: None,
+        generation: Vec::new(),
         templates: None,
         now: cmd.now,
     };
     let cluster: &ClusterArgs = &cmd.cluster;
     let opts = engine::Options {
         start: false,
-        ..super::engine_options(&render, cluster, cmd.snapshot_timeout)
+        ..super::engine_options(&render, cluster, cmd.snapshot_timeout)?
     };
     let (report, events) = super::step_once_then(opts, cmd.now, |engine| match cmd.events {
         Some(limit) => engine.recent_events(limit),

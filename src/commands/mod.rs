@@ -16,7 +16,7 @@ use clap::CommandFactory;
 use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, LogFormat, RenderArgs};
 use crate::exit;
 use crate::render::{Plan, RenderError, RenderedSet, Renderer};
-use crate::spec::{self, Loaded, SpecError};
+use crate::spec::{self, GenerationIds, Loaded, SpecError};
 
 /// Runs a parsed command line; `Ok` carries the exit code of a run that did not fail.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -439,7 +439,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 // A boxed source is not found by a downcast of the chain's next link.
                 E::Git { source, .. } => return source.exit_code(),
                 // The typed error inside decides.
-                E::Step { .. } => continue,
+                E::Step { .. } | E::ClusterRead { .. } => continue,
             }
         }
         if cause.is::<SpecError>() || cause.is::<RenderError>() {
@@ -473,16 +473,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 /// The engine options every command shares, from its flags; the command sets what it does.
+/// Refuses repeated `--generation` values that contradict each other.
 pub(crate) fn engine_options(
     render: &RenderArgs,
     cluster: &crate::cli::ClusterArgs,
-    snapshot_timeout: jiff::SignedDuration,
-) -> crate::engine::Options {
-    crate::engine::Options {
+    snapshot_timeout: Option<std::time::Duration>,
+) -> Result<crate::engine::Options, UsageError> {
+    Ok(crate::engine::Options {
         spec: render.file.clone(),
         templates: render.templates.clone(),
-        generation: render.generation.clone(),
-        snapshot_timeout: snapshot_timeout.unsigned_abs(),
+        generation: GenerationIds::from_args(&render.generation).map_err(UsageError)?,
+        snapshot_timeout,
         cluster: crate::engine::ClusterAccess {
             kubeconfig: cluster.kubeconfig.clone(),
             context: cluster.context.clone(),
@@ -493,7 +494,7 @@ pub(crate) fn engine_options(
         git: None,
         write: crate::engine::ClusterWrite::None,
         redecide_attempts: 0,
-    }
+    })
 }
 
 /// One engine step as `diff`, `apply` and `status` run it: the spec's warnings first, then
@@ -534,6 +535,18 @@ pub(crate) fn print_warnings(loaded: &Loaded) {
     }
 }
 
+/// One generation of every dataset: `generation`, or the one `--generation DATASET=ID` names.
+fn single_plan(rollout: &spec::Rollout, generation: &str, ids: &GenerationIds) -> Plan {
+    let mut plan = Plan::single(rollout, generation);
+    for (dataset, id) in &ids.by_dataset {
+        plan.datasets.insert(
+            dataset.clone(),
+            vec![crate::render::GenerationPlan::full(id)],
+        );
+    }
+    plan
+}
+
 /// A flag combination or value the parser cannot reject on its own.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -555,7 +568,9 @@ pub(crate) fn load_and_render(
     for w in &loaded.warnings {
         warn(&w.to_string());
     }
-    let generation = args.generation.clone().unwrap_or_else(|| {
+    let ids = GenerationIds::from_args(&args.generation).map_err(UsageError)?;
+    ids.check(&loaded.rollout).map_err(UsageError)?;
+    let generation = ids.all.clone().unwrap_or_else(|| {
         args.now
             .unwrap_or_else(jiff::Timestamp::now)
             .strftime("%Y-%m-%d")
@@ -566,7 +581,10 @@ pub(crate) fn load_and_render(
         renderer = renderer.text_only();
     }
     let set = renderer
-        .render(&loaded.rollout, &Plan::single(&loaded.rollout, &generation))
+        .render(
+            &loaded.rollout,
+            &single_plan(&loaded.rollout, &generation, &ids),
+        )
         .with_context(|| format!("rendering {}", loaded.file))?;
     tracing::debug!(
         file = %loaded.file,

@@ -38,7 +38,7 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
         cluster_required: !git,
         start: true,
         redecide_attempts: cmd.git.push_retries,
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
     };
     let mut engine = Engine::new(opts)?;
     super::print_warnings(engine.loaded());

@@ -36,8 +36,8 @@ mod lock;
 mod observe;
 mod wait;
 
-use client::connect;
 pub use client::{USER_AGENT, client};
+use client::{chain, connect};
 pub use lock::LEASE_DURATION;
 pub use observe::{
     Observation, Step, StepError, observe, observe_members, step_from_cluster, step_from_git,
@@ -96,9 +96,10 @@ impl ClusterWrite {
 pub struct Options {
     pub spec: PathBuf,
     pub templates: Option<PathBuf>,
-    /// `--generation`: start, or pin when it exists, this generation.
-    pub generation: Option<String>,
-    pub snapshot_timeout: Duration,
+    /// `--generation`: start, or pin when it exists, this generation (per dataset when named).
+    pub generation: crate::spec::GenerationIds,
+    /// `--snapshot-timeout`: overrides every dataset's `snapshot.timeout` for this run.
+    pub snapshot_timeout: Option<Duration>,
     pub cluster: ClusterAccess,
     /// Decide from what Git holds, never contacting a cluster.
     pub offline: bool,
@@ -214,6 +215,17 @@ pub enum EngineError {
         #[source]
         source: StepError,
     },
+    /// Reading the cluster failed mid-run (unreachable, refused, forbidden) in a run that could
+    /// decide from Git instead: the whole cause, then the `--offline` hint last.
+    #[error(
+        "reconcile of rollout {rollout}: {} (--offline decides from Git without the cluster)",
+        chain(source)
+    )]
+    ClusterRead {
+        rollout: String,
+        #[source]
+        source: StepError,
+    },
     /// Reading or writing Git failed.
     #[error("reconcile of rollout {rollout}")]
     Git {
@@ -266,7 +278,10 @@ impl Engine {
         let loaded = spec::load(&opts.spec)?;
         let renderer = Renderer::new(opts.templates.as_deref()).map_err(EngineError::Templates)?;
         // An explicit generation must fit every name before any request.
-        if let Some(g) = &opts.generation {
+        opts.generation
+            .check(&loaded.rollout)
+            .map_err(EngineError::Usage)?;
+        for g in opts.generation.ids() {
             crate::render::check_generation(&loaded.rollout, g).map_err(|source| {
                 EngineError::Generation {
                     file: loaded.file.clone(),
@@ -475,6 +490,20 @@ impl Engine {
         }
     }
 
+    /// A failed step of a run that reads the cluster; when it failed reading the cluster and
+    /// the run could decide from Git (`--repo`, no cluster writes), the error names `--offline`.
+    fn offline_hint(&self, source: StepError) -> EngineError {
+        let rollout = self.rollout_name();
+        if matches!(source, StepError::Live(_))
+            && self.opts.git.is_some()
+            && self.opts.write == ClusterWrite::None
+        {
+            EngineError::ClusterRead { rollout, source }
+        } else {
+            EngineError::Step { rollout, source }
+        }
+    }
+
     fn decision_options(&self, now: jiff::Timestamp) -> rollout::Options {
         let meta = &self.loaded.rollout.metadata;
         rollout::Options {
@@ -512,7 +541,7 @@ impl Engine {
                         &self.renderer,
                         &opts,
                     ))
-                    .map_err(step_err)?;
+                    .map_err(|e| self.offline_hint(e))?;
                 // Datasets that left the spec cannot be rendered: what their retirement still
                 // holds is carried over from Git as it was committed, so Git (what Argo CD or
                 // Flux applies) keeps it until its turn to go. The cluster's prune holds it
@@ -565,7 +594,7 @@ impl Engine {
                     .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
                     .max()
             })
-            .or_else(|| self.opts.generation.clone())
+            .or_else(|| self.opts.generation.all.clone())
             .unwrap_or_else(|| opts.today.clone());
         tracing::debug!(objects = step.set.objects.len(), %generation, "rollout decided and rendered");
         Ok(Planned {
@@ -779,7 +808,10 @@ pub fn summary_lines(decisions: &[Decision]) -> Vec<String> {
                 })
                 .collect();
             let gens = if gens.is_empty() {
-                "no generation yet".to_string()
+                d.waiting
+                    .as_deref()
+                    .unwrap_or("no generation yet")
+                    .to_string()
             } else {
                 gens.join("; ")
             };

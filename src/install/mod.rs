@@ -10,7 +10,9 @@
 //! These objects are kept apart from [`crate::manifest::Kind`]: they are installed once by a
 //! person (with `kubectl apply` or `--apply`), not managed by the rollout, and they carry no
 //! ownership labels, so prune can never select them.
+//! `install --apply` keeps its own small inventory instead ([`inventory`]).
 
+pub mod inventory;
 pub mod rbac;
 
 use std::collections::BTreeMap;

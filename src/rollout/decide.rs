@@ -86,6 +86,9 @@ pub(super) fn restore_size(snapshot: &Option<Value>) -> Option<String> {
 
 fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
     let restore = restore_size(&o.snapshot);
+    let timeout = opts
+        .snapshot_timeout
+        .unwrap_or_else(|| d.snapshot_timeout());
     if let Some(sts) = &o.statefulset {
         return match readiness(Kind::StatefulSet, sts) {
             Readiness::Ready => Raw::Ready { restore },
@@ -112,12 +115,10 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
                     .unwrap_or("?");
                 let waited = created(snap).map(|t| opts.now.duration_since(t));
                 match waited {
-                    Some(w) if w.as_secs() >= opts.snapshot_timeout.as_secs() as i64 => {
-                        Raw::Failed(format!(
-                            "snapshot {name} not ready after {}: {d}",
-                            human(opts.snapshot_timeout)
-                        ))
-                    }
+                    Some(w) if w.as_secs() >= timeout.as_secs() as i64 => Raw::Failed(format!(
+                        "snapshot {name} not ready after {}: {d}",
+                        human(timeout)
+                    )),
                     _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
                 }
             }
@@ -387,6 +388,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
     render.sort_by_key(|p| gens.iter().position(|o| o.id == p.id).unwrap_or(usize::MAX));
     Decision {
         dataset: d.name.clone(),
+        waiting: waiting(d, &statuses),
         generations: statuses,
         render,
         removed: false,
@@ -396,13 +398,20 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         service: None,
     }
 }
+
+/// What a dataset without any generation waits for: a manual one, for `--generation`.
+pub(super) fn waiting(d: &Dataset, generations: &[GenerationStatus]) -> Option<String> {
+    (generations.is_empty() && d.generations.schedule == Schedule::Manual)
+        .then(|| "manual: waiting for --generation".to_string())
+}
+
 /// The generation named explicitly, and by what: `generations.pin`, else `--generation`. Read
 /// once per decision ([`wanted`], the pin) and by [`super::check_pins`].
 pub(super) fn explicit<'a>(
     d: &'a Dataset,
     opts: &'a Options,
 ) -> Option<(&'static str, &'a String)> {
-    match (&d.generations.pin, &opts.generation) {
+    match (&d.generations.pin, opts.generation.get(&d.name)) {
         (Some(p), _) => Some(("generations.pin", p)),
         (None, Some(f)) => Some(("--generation", f)),
         (None, None) => None,

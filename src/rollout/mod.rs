@@ -40,6 +40,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::spec;
+
 /// Default time a snapshot may take to become ready before its generation is marked failed:
 /// EBS snapshots of large volumes take hours, so this is generous.
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
@@ -132,6 +134,10 @@ pub struct Decision {
     /// The dataset left the spec: `render` lists what the prune holds, nothing is rendered.
     #[serde(skip)]
     pub removed: bool,
+    /// Why the dataset has no generation at all, when that is expected: a manual schedule
+    /// waits for `--generation` (shown instead of an empty state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// What the run did not do and why, one line each (a clock behind the newest generation).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -179,12 +185,14 @@ impl Decision {
 /// Inputs of a decision besides the observation.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// `--generation`: start (or pin, when it exists and is ready) this generation.
-    pub generation: Option<String>,
+    /// `--generation`: start (or pin, when it exists and is ready) this generation; per
+    /// dataset when `DATASET=ID` names it.
+    pub generation: spec::GenerationIds,
     /// Today's UTC date, the generation a `daily` schedule wants.
     pub today: String,
     pub now: jiff::Timestamp,
-    pub snapshot_timeout: Duration,
+    /// `--snapshot-timeout`: overrides every dataset's `snapshot.timeout` for this run.
+    pub snapshot_timeout: Option<Duration>,
     /// Whether a due generation is started (a run) or only reported (`status`).
     pub start: bool,
     /// The rollout's name and namespace, for the cleanup commands `status` names.

@@ -108,6 +108,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
     render.sort_by(|a, b| a.id.cmp(&b.id));
     Decision {
         dataset: d.name.clone(),
+        waiting: super::decide::waiting(d, &generations),
         generations,
         render,
         removed: false,

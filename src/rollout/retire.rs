@@ -58,6 +58,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
     }
     Decision {
         dataset: name.to_string(),
+        waiting: None,
         generations,
         render,
         removed: true,

@@ -16,10 +16,10 @@ fn dataset(keep: u32) -> Dataset {
 
 fn opts(today: &str) -> Options {
     Options {
-        generation: None,
+        generation: Default::default(),
         today: today.to_string(),
         now: "2021-07-16T12:00:00Z".parse().unwrap(),
-        snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+        snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
         start: true,
         rollout: "demo".into(),
         namespace: "default".into(),
@@ -177,7 +177,7 @@ fn keep_two_keeps_the_previous_snapshot_and_pinning_rolls_back() {
     let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
     assert_eq!(dec.generations[0].state, State::Kept);
     let mut pin = opts("2021-07-16");
-    pin.generation = Some("2021-07-15".into());
+    pin.generation = spec::GenerationIds::all("2021-07-15");
     let dec = decide(&d, &[old.clone(), new.clone()], &pin);
     let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
     assert!(p.statefulset, "the pinned generation rolls out again");

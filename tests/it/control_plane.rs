@@ -971,10 +971,10 @@ impl Rollout {
         let loaded = snaproll::spec::load(&self.spec).unwrap();
         let observed = snaproll::engine::observe("demo", &self.c.rollout_objects());
         let opts = snaproll::rollout::Options {
-            generation: None,
+            generation: Default::default(),
             today: now[..10].to_string(),
             now: now.parse().unwrap(),
-            snapshot_timeout: snaproll::rollout::DEFAULT_SNAPSHOT_TIMEOUT,
+            snapshot_timeout: Some(snaproll::rollout::DEFAULT_SNAPSHOT_TIMEOUT),
             start: false,
             rollout: "demo".into(),
             namespace: self.c.ns.clone(),

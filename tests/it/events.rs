@@ -24,6 +24,7 @@ fn transitions() -> Vec<Event> {
     };
     let decision = Decision {
         dataset: "data".into(),
+        waiting: None,
         generations: vec![
             status("2021-07-14", State::Serving, "3/3 replicas ready"),
             status("2021-07-15", State::RollingOut, "0/3 replicas ready"),

@@ -412,7 +412,7 @@ fn install_apply_creates_the_objects_and_a_rerun_writes_nothing() {
             .is_some()
     );
 
-    // A re-run reads each object once and writes nothing (no apply, no dry-run).
+    // A re-run reads each object and writes nothing (no apply, no dry-run).
     server.api.clear_requests();
     let out = run(&[]).assert().code(0);
     assert_eq!(
@@ -421,7 +421,8 @@ fn install_apply_creates_the_objects_and_a_rerun_writes_nothing() {
     );
     let reqs = server.api.requests();
     assert!(reqs.iter().all(|r| r.method == "GET"), "{reqs:?}");
-    assert_eq!(reqs.len(), 7);
+    // One per object, and the spec ConfigMap's once more first for the previous inventory.
+    assert_eq!(reqs.len(), 8);
 
     // A changed flag reconfigures only the CronJob.
     let out = run(&["--schedule", "0 3 * * *"]).assert().code(0);
@@ -431,6 +432,71 @@ fn install_apply_creates_the_objects_and_a_rerun_writes_nothing() {
         "{stdout}"
     );
     assert!(stdout.ends_with("0 created, 1 configured, 6 unchanged, 0 deleted, 0 skipped\n"));
+}
+
+#[test]
+fn install_apply_prunes_what_it_no_longer_renders_and_only_what_it_applied() {
+    const CR: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles/snaproll-default-demo";
+    const CRB: &str =
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/snaproll-default-demo";
+    let server = crate::fakeapi::FakeApi::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path());
+    let run = |extra: &[&str]| {
+        let mut cmd = snaproll();
+        cmd.args(["install", "-f", GKE, "--repo", REPO, "--apply"])
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["--image", "ghcr.io/snaproll/snaproll:test"])
+            .args(extra);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.ends_with("7 created, 0 configured, 0 unchanged, 0 deleted, 0 skipped\n"));
+    // The ClusterRoleBinding is replaced by a look-alike another tool applied: same name and
+    // labels, but none of its fields are snaproll's.
+    let binding = server.block_on(server.api.get(CRB)).unwrap();
+    server.block_on(server.api.delete(CRB));
+    let lookalike = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "snaproll-default-demo", "labels": binding["metadata"]["labels"]},
+        "roleRef": binding["roleRef"],
+        "subjects": binding["subjects"],
+    });
+    server.block_on(server.api.apply_as("kubectl", CRB, &lookalike, false));
+    // Pull mode renders no ClusterRole: the one install applied goes, the look-alike stays.
+    let (code, dry, stderr) = run(&["--pull", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(server.block_on(server.api.get(CR)).is_some());
+    server.api.clear_requests();
+    let (code, stdout, stderr) = run(&["--pull"]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!("install_pull_dry_run_prunes", dry);
+    insta::assert_snapshot!("install_pull_prunes", stdout);
+    assert!(server.block_on(server.api.get(CR)).is_none());
+    assert!(server.block_on(server.api.get(CRB)).is_some());
+    let deletes: Vec<String> = server
+        .api
+        .writes()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deletes, [CR]);
+    // Nothing more to prune: the inventory now lists only what pull mode renders.
+    let (code, stdout, _) = run(&["--pull"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout,
+        "0 created, 0 configured, 5 unchanged, 0 deleted, 0 skipped\n"
+    );
 }
 
 #[test]
@@ -534,6 +600,34 @@ fn snapshot_timeout_passes_through_to_the_reconcile_cronjob() {
             "{stderr}"
         );
     }
+    // The environment variable install documents is passed through the same way; without
+    // either the CronJob gets no flag: the spec's `snapshot.timeout` holds for it.
+    let cron_args = |env: Option<&str>| -> Vec<String> {
+        let mut cmd = snaproll();
+        cmd.args(["install", "-f", GKE, "--repo", REPO]);
+        if let Some(v) = env {
+            cmd.env("SNAPROLL_SNAPSHOT_TIMEOUT", v);
+        }
+        let objects = docs(&cmd.assert().success().get_output().stdout);
+        objects[6]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let with_env = cron_args(Some("12h"));
+    assert!(
+        with_env
+            .windows(2)
+            .any(|w| w == ["--snapshot-timeout", "12h"]),
+        "{with_env:?}"
+    );
+    let plain = cron_args(None);
+    assert!(
+        !plain.iter().any(|a| a == "--snapshot-timeout"),
+        "{plain:?}"
+    );
 }
 
 #[test]

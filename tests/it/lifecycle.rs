@@ -524,10 +524,10 @@ impl World {
         let observed = snaproll::engine::observe_members("demo", &id, &objects).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
-            generation: None,
+            generation: Default::default(),
             today: now[..10].to_string(),
             now: now.parse().unwrap(),
-            snapshot_timeout: rollout::DEFAULT_SNAPSHOT_TIMEOUT,
+            snapshot_timeout: Some(rollout::DEFAULT_SNAPSHOT_TIMEOUT),
             start: false,
             rollout: "demo".into(),
             namespace: NS.into(),
@@ -1221,6 +1221,147 @@ fn snapshot_that_never_becomes_ready_fails_after_the_timeout_and_the_old_generat
     assert_eq!(
         r.states("data"),
         [format!("{G1} serving"), format!("{G2} rolling-out")]
+    );
+}
+
+/// `status -o json` at `now`: its exit code and the states of `data` but the due one.
+fn status_states(w: &World, now: &str) -> (i32, Vec<String>) {
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["status", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", now, "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        v.is_array(),
+        "status at {now}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let states = v[0]["generations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| format!("{} {}", str_of(&g["generation"]), str_of(&g["state"])))
+        // The clock's own date shows as `waiting` (status starts nothing).
+        .filter(|s: &String| !s.ends_with(" waiting"))
+        .collect();
+    (out.status.code().unwrap_or(-1), states)
+}
+
+#[test]
+fn snapshot_timeout_in_the_spec_holds_for_status_and_reconcile_alike() {
+    let w = serving_day1(Mode::Push, Knobs::default());
+    let text = std::fs::read_to_string(&w.spec).unwrap().replace(
+        "      consumer:\n",
+        "      snapshot:\n        timeout: 12h\n      consumer:\n",
+    );
+    std::fs::write(&w.spec, text).unwrap();
+    w.behave(G2, |b| b.snapshot_holds = true);
+    w.run(D2);
+    w.play();
+    w.run(D2);
+    w.play();
+    // Measured against the snapshot's creation time: the fake's clock is the real one.
+    let later = |hours| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(hours))
+            .unwrap()
+            .to_string()
+    };
+    // At 7h: past the 6h default, within the spec's 12h; no flag anywhere.
+    let waiting = [format!("{G1} serving"), format!("{G2} snapshotting")];
+    assert_eq!(status_states(&w, &later(7)), (0, waiting.to_vec()));
+    let r = w.run_code(&later(7), &["--generation", G2], 0);
+    assert_eq!(r.states("data"), waiting);
+    // After 12h both say failed, with the spec's timeout in the detail.
+    let failed = [format!("{G1} serving"), format!("{G2} failed")];
+    assert_eq!(status_states(&w, &later(13)), (1, failed.to_vec()));
+    let r = w.run_code(&later(13), &["--generation", G2], 1);
+    assert_eq!(r.states("data"), failed);
+    let detail = r.detail("data", G2);
+    assert!(
+        detail.starts_with("snapshot data-2021-07-16 not ready after 12h"),
+        "{detail}"
+    );
+    // The flag still overrides the spec for one run.
+    let r = w.run_code(
+        &later(7),
+        &["--generation", G2, "--snapshot-timeout", "6h"],
+        1,
+    );
+    assert_eq!(r.states("data"), failed);
+}
+
+#[test]
+fn generation_flag_names_one_dataset_and_a_manual_dataset_says_it_waits() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            datasets: vec!["data", "models"],
+            ..Knobs::default()
+        },
+    );
+    // `models` is manual; `data` stays daily.
+    let text = std::fs::read_to_string(&w.spec).unwrap();
+    let at = text.find("- name: models").unwrap();
+    let text = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen("schedule: daily", "schedule: manual", 1)
+    );
+    std::fs::write(&w.spec, text).unwrap();
+    let r = w.run(D1);
+    assert_eq!(r.states("data"), [format!("{G1} producing")]);
+    let models = |r: &Run| {
+        r.report["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dataset"] == "models")
+            .cloned()
+            .unwrap()
+    };
+    insta::assert_snapshot!(
+        "manual_dataset_waits",
+        serde_json::to_string_pretty(&models(&r)).unwrap()
+    );
+    let out = snaproll()
+        .env("HOME", w.tmp.path())
+        .args(["status", "-f"])
+        .arg(&w.spec)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--now", D1])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table.lines().find(|l| l.starts_with("models")).unwrap();
+    insta::assert_snapshot!("manual_dataset_status_row", row.trim_end());
+    // `models=v1` starts models' generation only: data keeps its daily one.
+    w.play();
+    let r = w.run_code(D1, &["--generation", "models=v1"], 0);
+    assert_eq!(r.states("models"), ["v1 producing"]);
+    assert!(
+        r.states("data").iter().all(|s| s.starts_with(G1)),
+        "{:?}",
+        r.states("data")
+    );
+    // An unknown dataset is refused before anything is read, naming the known ones.
+    w.api().clear_requests();
+    let out = w
+        .command(D1, &["--generation", "modles=v2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(w.api().requests().is_empty());
+    insta::assert_snapshot!(
+        "generation_names_an_unknown_dataset",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

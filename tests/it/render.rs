@@ -868,6 +868,13 @@ fn bad_override_template_undefined_variable() {
 }
 
 #[test]
+fn bad_override_template_undefined_top_level_name() {
+    rejects_with_template("bad_template_undefined_name", "service.yaml.j2", |svc| {
+        svc.replace("{{ names.service }}", "{{ servce }}")
+    });
+}
+
+#[test]
 fn bad_override_template_unknown_field_in_output() {
     rejects_with_template(
         "bad_template_unknown_field",

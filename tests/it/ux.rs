@@ -155,6 +155,28 @@ fn a_size_without_unit_warns_with_the_likely_unit() {
 }
 
 #[test]
+fn a_snapshot_timeout_that_is_no_duration_is_refused_with_examples() {
+    let stderr = refused(&gke_with(&[(
+        "        keep: 1\n",
+        "        keep: 1\n      snapshot:\n        timeout: soon\n",
+    )]));
+    insta::assert_snapshot!(stderr);
+    let stderr = refused(&gke_with(&[(
+        "        keep: 1\n",
+        "        keep: 1\n      snapshot:\n        timeout: 0s\n",
+    )]));
+    insta::assert_snapshot!("zero_snapshot_timeout", stderr);
+    let (code, _, stderr) = validate(
+        &gke_with(&[(
+            "        keep: 1\n",
+            "        keep: 1\n      snapshot:\n        timeout: 12h\n",
+        )]),
+        &[],
+    );
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+#[test]
 fn an_indentation_error_names_the_enclosing_field() {
     let stderr = refused(&gke_with(&[(
         "        storageClassName: standard-rwo\n        size: 10Gi\n",
@@ -394,6 +416,39 @@ fn a_cluster_error_of_reconcile_with_git_names_offline() {
     assert!(stderr.contains("--offline"), "{stderr}");
 }
 
+#[test]
+fn an_unreachable_cluster_mid_run_names_offline() {
+    let repo = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (code, stderr) = cluster_run(
+        true,
+        &[
+            "reconcile",
+            "-f",
+            "examples/gke-daily/snaproll.yaml",
+            "--generation",
+            GEN,
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    insta::assert_snapshot!(stderr);
+    // Nothing was committed: the repository has no commit.
+    let log = std::process::Command::new("git")
+        .args([
+            "-C",
+            repo.path().to_str().unwrap(),
+            "rev-parse",
+            "--verify",
+            "HEAD",
+        ])
+        .output()
+        .unwrap();
+    assert!(!log.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
 // ---- 4. Docs true ----
 
 #[test]
@@ -408,6 +463,20 @@ fn the_readme_lists_every_environment_variable_of_the_flags() {
         }
     }
     assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+    // And the table names no variable the flags do not read.
+    let table: String = readme[readme.find("### Flags and environment").unwrap()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let stale: Vec<&str> = table
+        .split('`')
+        .filter(|w| w.starts_with("SNAPROLL_") && !cli.contains(&format!("env = \"{w}\"")))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "in the README's table, read by no flag: {stale:?}"
+    );
     for code in 0..=6 {
         assert!(
             readme.contains(&format!("| {code} |")),
