@@ -34,14 +34,28 @@ pub fn decide_all_with(
     sources: &BTreeMap<String, Value>,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
+    decide_each(rollout, observed, sources, opts, decide, true)
+}
+
+/// The one sequence behind [`decide_all_with`] and [`super::decide_all_offline`]: `one` decides
+/// each dataset of the spec; online (`removed`), every observed dataset that left it retires;
+/// then source changes roll forward and the plan renders exactly the decided parts.
+pub(super) fn decide_each(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    sources: &BTreeMap<String, Value>,
+    opts: &Options,
+    one: fn(&Dataset, &[Observed], &Options) -> Decision,
+    removed: bool,
+) -> (Vec<Decision>, Plan) {
     let empty = Vec::new();
     let mut decisions: Vec<Decision> = rollout
         .spec
         .datasets
         .iter()
-        .map(|d| decide(d, observed.get(&d.name).unwrap_or(&empty), opts))
+        .map(|d| one(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
-    for (name, gens) in observed {
+    for (name, gens) in observed.iter().filter(|_| removed) {
         if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
             decisions.push(decide_removed(name, gens, opts));
         }
@@ -50,6 +64,7 @@ pub fn decide_all_with(
     let plan = Plan::of(&decisions, fresh_source);
     (decisions, plan)
 }
+
 /// The raw condition of one observed generation, before its place among the others is known.
 #[derive(Debug)]
 enum Raw {
@@ -393,6 +408,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         held_source: None,
     }
 }
+
 /// The generation named explicitly, and by what: `generations.pin`, else `--generation`. Read
 /// once per decision ([`wanted`], the pin) and by [`super::check_pins`].
 pub(super) fn explicit<'a>(
@@ -435,14 +451,12 @@ pub(super) fn wanted<'a>(
         },
     }
 }
+
 fn replicas_detail(sts: &Value) -> String {
-    let want = sts
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let ready = sts
-        .pointer("/status/readyReplicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    format!("{ready}/{want} replicas ready")
+    let int = |p: &str, default| sts.pointer(p).and_then(Value::as_i64).unwrap_or(default);
+    format!(
+        "{}/{} replicas ready",
+        int("/status/readyReplicas", 0),
+        int("/spec/replicas", 1)
+    )
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Decision, GenerationPlan, GenerationStatus, Observed, Options, Plan, State, explicit,
-    roll_source_forward, wanted,
+    Decision, GenerationPlan, GenerationStatus, Observed, Options, Plan, State, decide_each,
+    explicit, wanted,
 };
 use crate::spec::{Dataset, Rollout};
 
@@ -19,16 +19,7 @@ pub fn decide_all_offline(
     sources: &BTreeMap<String, Value>,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
-    let empty = Vec::new();
-    let mut decisions: Vec<Decision> = rollout
-        .spec
-        .datasets
-        .iter()
-        .map(|d| decide_offline(d, in_git.get(&d.name).unwrap_or(&empty), opts))
-        .collect();
-    let fresh_source = roll_source_forward(rollout, in_git, sources, &mut decisions);
-    let plan = Plan::of(&decisions, fresh_source);
-    (decisions, plan)
+    decide_each(rollout, in_git, sources, opts, decide_offline, false)
 }
 
 /// Decides one dataset with no cluster access, from what Git holds. Without statuses nothing
