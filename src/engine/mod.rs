@@ -15,6 +15,10 @@
 //!   producer succeeded, nor a StatefulSet before its snapshot is ready.
 //!
 //! The engine owns the run's async runtime, cluster client and Lease across `--wait` polls.
+//!
+//! Files: this one (options, report, errors, the step); `observe` (the cluster's or Git's
+//! objects grouped into generations, the decision and the render); `lock` (the Lease); `wait`
+//! (`--wait`); `client` (kubeconfig and the client).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -105,6 +105,7 @@ fn group<'a>(
     }
     out
 }
+
 /// Why a step of the rollout could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {

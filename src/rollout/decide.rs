@@ -35,14 +35,28 @@ pub fn decide_all_with(
     shared: &Shared,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
+    decide_each(rollout, observed, shared, opts, decide, true)
+}
+
+/// The one sequence behind [`decide_all_with`] and [`super::decide_all_offline`]: `one` decides
+/// each dataset of the spec; online (`removed`), every observed dataset that left it retires;
+/// then source changes roll forward and the plan renders exactly the decided parts.
+pub(super) fn decide_each(
+    rollout: &Rollout,
+    observed: &BTreeMap<String, Vec<Observed>>,
+    shared: &Shared,
+    opts: &Options,
+    one: fn(&Dataset, &[Observed], &Options) -> Decision,
+    removed: bool,
+) -> (Vec<Decision>, Plan) {
     let empty = Vec::new();
     let mut decisions: Vec<Decision> = rollout
         .spec
         .datasets
         .iter()
-        .map(|d| decide(d, observed.get(&d.name).unwrap_or(&empty), opts))
+        .map(|d| one(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
-    for (name, gens) in observed {
+    for (name, gens) in observed.iter().filter(|_| removed) {
         if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
             decisions.push(decide_removed(name, gens, opts));
         }
@@ -52,6 +66,7 @@ pub fn decide_all_with(
     let plan = Plan::of(&decisions, fresh_source);
     (decisions, plan)
 }
+
 /// The raw condition of one observed generation, before its place among the others is known.
 #[derive(Debug)]
 enum Raw {
@@ -447,14 +462,12 @@ pub(super) fn wanted<'a>(
         },
     }
 }
+
 fn replicas_detail(sts: &Value) -> String {
-    let want = sts
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let ready = sts
-        .pointer("/status/readyReplicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    format!("{ready}/{want} replicas ready")
+    let int = |p: &str, default| sts.pointer(p).and_then(Value::as_i64).unwrap_or(default);
+    format!(
+        "{}/{} replicas ready",
+        int("/status/readyReplicas", 0),
+        int("/spec/replicas", 1)
+    )
 }

@@ -8,8 +8,13 @@
 //!
 //! Per generation: producing → snapshotting → rolling out → serving → (kept) → retiring → retired,
 //! or failed. Invariants (checked by the tests' `check_invariants`, test support only): at most
-//! one generation is being introduced per dataset; the newest serving generation is always rendered in full; a snapshot
-//! is rendered while any StatefulSet or PVC of its generation exists.
+//! one generation is being introduced per dataset; the newest serving generation is always
+//! rendered in full; a snapshot is rendered while any StatefulSet or PVC of its generation exists.
+//!
+//! Pure: no I/O, and below `apply` and `render` (the engine observes, then calls in here).
+//! `decide` (from the cluster), `offline` (from Git), `retire` (retirement order and the holds
+//! the prune or Git keep meanwhile), `source` (source claim changes roll forward), `pins`,
+//! `plan` (what to render), `readiness` (of live objects); `invariants` for the tests.
 
 mod decide;
 #[cfg(any(test, feature = "test-support"))]

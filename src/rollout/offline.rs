@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Decision, GenerationPlan, GenerationStatus, Observed, Options, Plan, Shared, State, explicit,
-    roll_source_forward, switch::switch_atomic, wanted,
+    Decision, GenerationPlan, GenerationStatus, Observed, Options, Plan, Shared, State,
+    decide_each, explicit, wanted,
 };
 use crate::spec::{Dataset, Rollout};
 
@@ -17,17 +17,7 @@ pub fn decide_all_offline(
     shared: &Shared,
     opts: &Options,
 ) -> (Vec<Decision>, Plan) {
-    let empty = Vec::new();
-    let mut decisions: Vec<Decision> = rollout
-        .spec
-        .datasets
-        .iter()
-        .map(|d| decide_offline(d, in_git.get(&d.name).unwrap_or(&empty), opts))
-        .collect();
-    switch_atomic(rollout, in_git, &shared.selects, &mut decisions);
-    let fresh_source = roll_source_forward(rollout, in_git, &shared.sources, &mut decisions);
-    let plan = Plan::of(&decisions, fresh_source);
-    (decisions, plan)
+    decide_each(rollout, in_git, shared, opts, decide_offline, false)
 }
 
 /// Decides one dataset with no cluster access, from what Git holds. Without statuses nothing

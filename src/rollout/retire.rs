@@ -181,6 +181,7 @@ pub fn removed_git_holds(
     }
     out
 }
+
 /// Retirement steps, one per run: the StatefulSet goes first (not rendered); the snapshot and
 /// producer stay while the StatefulSet or its PVCs exist; then the producer goes; then the
 /// snapshot.
