@@ -184,7 +184,7 @@ impl Manager {
 }
 
 fn classify(o: &NamedObject, cause: ApiCause, dry_run: bool) -> ApplyError {
-    super::write_error(o.display(), cause, dry_run)
+    super::apply::write_error(o.display(), cause, dry_run)
 }
 
 #[cfg(test)]
