@@ -8,8 +8,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::{
-    Action, ApiCause, ApplyError, ApplyOptions, Change, ChangeSet, Failed, LiveState, Manager,
-    PARENT_FORCE, PruneOptions, Verb, applyset, compare,
+    Action, ApiCause, ApplyError, ApplyOptions, CONCURRENCY, Change, ChangeSet, Failed, LiveState,
+    Manager, PARENT_FORCE, PruneOptions, Verb, applyset, compare,
 };
 use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
 use crate::render::RenderedSet;
@@ -183,7 +183,7 @@ impl Manager {
                 (i, r)
             });
         let mut results: Vec<(usize, Result<Value, ApiCause>)> = futures::stream::iter(jobs)
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         results.sort_by_key(|(i, _)| *i);
@@ -437,7 +437,7 @@ impl Manager {
                 }
             });
             let mut results: Vec<(usize, Result<(), ApiCause>)> = futures::stream::iter(jobs)
-                .buffer_unordered(self.concurrency)
+                .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
             results.sort_by_key(|(i, _)| *i);

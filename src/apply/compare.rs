@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::manifest::{self, FIELD_MANAGER, Kind};
+use crate::manifest::{FIELD_MANAGER, Kind};
 
 use super::applyset::LABEL_PART_OF;
 
@@ -401,11 +401,6 @@ pub fn differing_fields(kind: Kind, desired: &Value, live: Option<&Value>) -> Ve
     first_difference(&d, live, "")
         .map(|p| vec![p.trim_start_matches('.').to_string()])
         .unwrap_or_default()
-}
-
-/// Labels of an object (re-exported helper so callers need not reach into `manifest`).
-pub fn labels(v: &Value) -> std::collections::BTreeMap<String, String> {
-    manifest::labels_of(v)
 }
 
 #[cfg(test)]

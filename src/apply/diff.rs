@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::apply::{PlanState, planned_change};
 use super::{
-    Action, ApiCause, ApplyError, Change, ChangeSet, DiffOptions, Failed, LiveState, Manager,
-    PruneOptions, compare,
+    Action, ApiCause, ApplyError, CONCURRENCY, Change, ChangeSet, DiffOptions, Failed, LiveState,
+    Manager, PruneOptions, compare,
 };
 use crate::manifest::{Kind, ObjectRef};
 use crate::render::RenderedSet;
@@ -68,7 +68,7 @@ impl Manager {
                 )
             });
         let mut results: BTreeMap<usize, Result<Value, ApiCause>> = futures::stream::iter(jobs)
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await
             .into_iter()

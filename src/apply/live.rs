@@ -7,7 +7,7 @@ use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::Value;
 
-use super::{ApplyError, Manager, Verb, api_resource, applyset};
+use super::{ApplyError, CONCURRENCY, Manager, Verb, api_resource, applyset};
 use crate::manifest::{self, Kind, ObjectRef};
 use crate::render::RenderedSet;
 
@@ -59,14 +59,6 @@ impl Manager {
     /// reads statuses from (producer Pod phase, snapshot `readyToUse`, StatefulSet status).
     pub async fn live(&self, extra_namespaces: &BTreeSet<String>) -> Result<LiveState, ApplyError> {
         self.live_of(extra_namespaces, None, None).await
-    }
-
-    /// The live state a run over `set` needs: only the kinds `set` renders or the parent
-    /// records (ApplySet semantics: the parent is widened before any member of a new kind is
-    /// written), so a rollout using an existing snapshot class needs no cluster-wide RBAC.
-    pub(super) async fn live_for(&self, set: &RenderedSet) -> Result<LiveState, ApplyError> {
-        self.live_of(&Self::namespaces_of(set), Some(set), None)
-            .await
     }
 
     /// Reads the live state, skipping what `known` (read earlier this run) already holds.
@@ -165,7 +157,7 @@ impl Manager {
                 Ok::<_, ApplyError>((kind, items))
             }
         }))
-        .buffer_unordered(self.concurrency)
+        .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
         let objects = &mut state.objects;

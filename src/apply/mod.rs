@@ -1,9 +1,8 @@
 //! The cluster layer: server-side apply with diff-then-prune, safe pruning and a
 //! kubectl-compatible ApplySet inventory.
 //!
-//! [`Manager`] is the one entry point. Its verbs are [`Manager::apply`], [`Manager::diff`],
-//! [`Manager::prune`] and [`Manager::wait`], each with an options struct and each returning a
-//! [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
+//! [`Manager`] is the one entry point. Its verbs are [`Manager::apply`] (pruning when asked)
+//! and [`Manager::diff`], each with an options struct and each returning a [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
 //! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses) and
 //! [`Manager::stats`] (request counts, for tests and benchmarks). [`Manager::apply_named`]
 //! applies objects outside any rollout (`install --apply`) with the same requests and checks.
@@ -39,7 +38,6 @@ mod prune;
 pub mod readiness;
 mod retry;
 pub mod retry_after;
-mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -59,7 +57,6 @@ pub use named::NamedObject;
 pub use prune::{PrunePlan, plan_prune};
 pub use readiness::{Readiness, readiness};
 pub use retry::{RequestCounts, RetryPolicy};
-pub use wait::{WaitOptions, WaitProgress};
 
 use retry::{Counters, Verb};
 
@@ -71,6 +68,9 @@ use retry::{Counters, Verb};
 /// every run. `--force-conflicts` is about the members, where another manager's fields are
 /// someone's intent.
 const PARENT_FORCE: bool = true;
+
+/// How many requests of one step (objects of one kind, LISTs of one read) run at once.
+const CONCURRENCY: usize = 8;
 
 /// A run that stopped on an error, with what it had done until then (so the caller can still
 /// print the partial change set).
@@ -131,7 +131,7 @@ pub struct DiffOptions {
     pub color: bool,
 }
 
-/// Options of [`Manager::prune`].
+/// Prune options of [`ApplyOptions`].
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     /// Report what would be deleted, delete nothing.
@@ -166,7 +166,6 @@ pub struct Manager {
     set: ApplySet,
     retry: RetryPolicy,
     request_timeout: Duration,
-    concurrency: usize,
     counters: Arc<Counters>,
 }
 
@@ -185,7 +184,6 @@ impl Manager {
             set: ApplySet::for_rollout(rollout, namespace),
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
-            concurrency: 8,
             counters: Arc::new(Counters::default()),
         }
     }
@@ -199,12 +197,6 @@ impl Manager {
     /// Time limit of one request attempt (a timeout counts as transient).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
-        self
-    }
-
-    /// How many objects of one kind are applied or deleted at once.
-    pub fn with_concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
         self
     }
 

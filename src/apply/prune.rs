@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use serde_json::Value;
 
 use super::{
-    Action, ApiCause, ApplyError, Change, ChangeSet, Failed, LiveState, Manager, PARENT_FORCE,
+    Action, ApiCause, ApplyError, CONCURRENCY, Change, ChangeSet, LiveState, Manager, PARENT_FORCE,
     PruneOptions, Verb, applyset, readiness,
 };
 use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
@@ -18,27 +18,8 @@ impl Manager {
     /// Prunes owned ApplySet members that `set` no longer renders, with every guard, and the
     /// consumer PVCs of StatefulSets that are gone (found by label on every prune, so a failed
     /// delete is retried; see docs/apply.md for those left to the retention policy), then
-    /// narrows the inventory. Reads the live state itself; [`Manager::apply`] with
-    /// `prune: true` reuses the state it already read instead.
-    pub async fn prune(
-        &self,
-        set: &RenderedSet,
-        opts: &PruneOptions,
-    ) -> Result<ChangeSet, Box<Failed>> {
-        let mut changes = self.change_set(opts.dry_run);
-        let result = match self.live_for(set).await {
-            Ok(live) => self.prune_into(set, &live, opts, &mut changes).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => Ok(changes),
-            Err(error) => {
-                changes.error = Some(error.to_string());
-                Err(Box::new(Failed { changes, error }))
-            }
-        }
-    }
-
+    /// narrows the inventory. On the live state [`Manager::apply`] (`prune: true`) or
+    /// [`Manager::diff`] (dry run) already read.
     pub(super) async fn prune_into(
         &self,
         set: &RenderedSet,
@@ -174,7 +155,7 @@ impl Manager {
                 }
             });
             let mut results: Vec<(ObjectRef, Deletion)> = futures::stream::iter(jobs)
-                .buffer_unordered(self.concurrency)
+                .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
             results.sort_by(|a, b| a.0.cmp(&b.0));

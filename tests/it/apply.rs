@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use snaproll::apply::{
     Action, ApplyError, ApplyOptions, ChangeSet, DiffOptions, Failed, LiveState, Manager,
-    PruneOptions, RetryPolicy, WaitOptions, plan_prune,
+    PruneOptions, Readiness, RetryPolicy, plan_prune, readiness,
 };
 use snaproll::manifest::{Kind, ObjectRef};
 use snaproll::render::{GenerationPlan, Plan, RenderedSet, Renderer};
@@ -1657,8 +1657,14 @@ async fn diff_with_prune_shows_what_would_be_deleted() {
     assert!(api.writes().is_empty(), "{:?}", api.writes());
 }
 
+/// Readiness as the rollout reads it: the per-kind rules over one live read.
+async fn readiness_of(mgr: &Manager, id: &ObjectRef) -> Readiness {
+    let live = mgr.live(&BTreeSet::new()).await.expect("live read");
+    readiness(id.kind, live.get(id).expect("object exists"))
+}
+
 #[tokio::test]
-async fn wait_reports_progress_until_ready_and_stops_on_failure_or_timeout() {
+async fn readiness_from_the_live_state_keeps_a_retrying_snapshot_pending_and_a_failed_pod_failed() {
     let api = FakeApi::new().await;
     let mgr = manager(&api, "demo");
     let set = render(&SpecOpts::default(), G1);
@@ -1666,44 +1672,35 @@ async fn wait_reports_progress_until_ready_and_stops_on_failure_or_timeout() {
     let sts = ObjectRef::new(Kind::StatefulSet, Some(NS), &format!("data-consumer-{G1}"));
     let snap = ObjectRef::new(Kind::VolumeSnapshot, Some(NS), &format!("data-{G1}"));
     let pod = ObjectRef::new(Kind::Pod, Some(NS), &format!("data-producer-{G1}"));
-    let quick = WaitOptions {
-        timeout: Duration::from_millis(60),
-        poll_interval: Duration::from_millis(20),
-    };
     // A snapshot with an error is pending (the controller retries), not failed.
     api.set_status(
         &format!("{SNAPS}/data-{G1}"),
         json!({"readyToUse": false, "error": {"message": "quota exceeded"}}),
     )
     .await;
-    let e = mgr
-        .wait(std::slice::from_ref(&snap), &quick, &mut |_| {})
-        .await
-        .unwrap_err();
-    assert!(matches!(e, ApplyError::WaitTimeout { .. }), "{e}");
-    assert!(e.to_string().contains("quota exceeded"), "{e}");
+    let r = readiness_of(&mgr, &snap).await;
+    assert!(
+        matches!(&r, Readiness::Pending(reason) if reason.contains("quota exceeded")),
+        "{r:?}"
+    );
 
     api.set_status(&format!("{SNAPS}/data-{G1}"), json!({"readyToUse": true}))
         .await;
     make_ready(&api, &format!("data-consumer-{G1}"), 3).await;
-    let mut polls = 0;
-    mgr.wait(&[snap, sts], &quick, &mut |p| {
-        polls += 1;
-        assert_eq!((p.ready, p.total), (2, 2));
-    })
-    .await
-    .expect("ready");
-    assert_eq!(polls, 1);
+    api.clear_requests();
+    assert!(readiness_of(&mgr, &snap).await.is_ready());
+    assert!(readiness_of(&mgr, &sts).await.is_ready());
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
 
     api.set_status(
         &format!("{PODS}/data-producer-{G1}"),
         json!({"phase": "Failed", "message": "OOMKilled"}),
     )
     .await;
-    let e = mgr.wait(&[pod], &quick, &mut |_| {}).await.unwrap_err();
+    let r = readiness_of(&mgr, &pod).await;
     assert!(
-        matches!(&e, ApplyError::WaitFailed { reason, .. } if reason == "OOMKilled"),
-        "{e}"
+        matches!(&r, Readiness::Failed(reason) if reason == "OOMKilled"),
+        "{r:?}"
     );
 }
 
