@@ -22,6 +22,15 @@ pub(super) enum PlanState {
     Unchanged,
 }
 
+/// One object a run may write, as the shared dry-run and apply steps see it.
+pub(super) struct Write<'a> {
+    pub(super) api: Api<DynamicObject>,
+    pub(super) name: &'a str,
+    pub(super) desired: &'a Value,
+    /// New or changed: only these are sent.
+    pub(super) changed: bool,
+}
+
 pub(super) struct Planned<'a> {
     pub(super) obj: &'a manifest::Object,
     pub(super) desired: Value,
@@ -171,48 +180,103 @@ impl Manager {
                     )
                 })?;
         }
-        let jobs = plan
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !matches!(p.state, PlanState::Unchanged))
-            .map(|(i, p)| async move {
-                let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
-                let r = self
-                    .patch(&api, &p.obj.id.name, &p.desired, force, true)
-                    .await;
-                (i, r)
-            });
+        self.dry_run_writes(&self.writes(plan), force)
+            .await
+            .map_err(|(i, cause)| {
+                let p = &plan[i];
+                // Creating an object the labelled LIST did not see conflicts only with an
+                // object someone else made under the same name: never adopted.
+                let err = if matches!(p.state, PlanState::Create) && cause.is_apply_conflict() {
+                    ApplyError::Foreign {
+                        object: p.obj.id.to_string(),
+                        reason: format!(
+                            "made by {} without the rollout's labels",
+                            cause.conflicting_managers().join(", ")
+                        ),
+                    }
+                } else {
+                    self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true)
+                };
+                (Some(p.obj.id.clone()), err)
+            })
+    }
+
+    /// The writes of a plan: every object, changed or not, in plan order.
+    fn writes<'a>(&self, plan: &'a [Planned<'_>]) -> Vec<Write<'a>> {
+        plan.iter()
+            .map(|p| Write {
+                api: self.api(p.obj.id.kind, p.obj.id.namespace.as_deref()),
+                name: &p.obj.id.name,
+                desired: &p.desired,
+                changed: !matches!(p.state, PlanState::Unchanged),
+            })
+            .collect()
+    }
+
+    /// Server-side dry-runs of every changed write, [`CONCURRENCY`] at a time: the server's
+    /// answer per index (for diffs and the foreign check), or the first failure in order.
+    /// The one dry-run step of both pipelines (a rollout's [`Manager::apply`] and
+    /// [`Manager::apply_named`]).
+    pub(super) async fn dry_run_writes(
+        &self,
+        writes: &[Write<'_>],
+        force: bool,
+    ) -> Result<BTreeMap<usize, Value>, (usize, ApiCause)> {
+        let jobs =
+            writes
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.changed)
+                .map(|(i, w)| async move {
+                    (i, self.patch(&w.api, w.name, w.desired, force, true).await)
+                });
         let mut results: Vec<(usize, Result<Value, ApiCause>)> = futures::stream::iter(jobs)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         results.sort_by_key(|(i, _)| *i);
-        let mut out = BTreeMap::new();
+        let mut answers = BTreeMap::new();
         for (i, r) in results {
             match r {
-                Ok(v) => {
-                    out.insert(i, v);
+                Ok(v) => answers.insert(i, v),
+                Err(cause) => return Err((i, cause)),
+            };
+        }
+        Ok(answers)
+    }
+
+    /// Applies the changed writes group by group, in the order given, the writes of one group
+    /// concurrently; once a group has a failure, later groups are not sent. Per index: `None`
+    /// when nothing was sent (unchanged, or after a failure), else the answer. The one write
+    /// step of both pipelines.
+    pub(super) async fn apply_writes(
+        &self,
+        writes: &[Write<'_>],
+        groups: &[Vec<usize>],
+        force: bool,
+    ) -> Vec<Option<Result<(), ApiCause>>> {
+        let mut out: Vec<Option<Result<(), ApiCause>>> = writes.iter().map(|_| None).collect();
+        for group in groups {
+            let jobs = group.iter().filter(|&&i| writes[i].changed).map(|&i| {
+                let w = &writes[i];
+                async move {
+                    let r = self.patch(&w.api, w.name, w.desired, force, false).await;
+                    (i, r.map(|_| ()))
                 }
-                Err(cause) => {
-                    let p = &plan[i];
-                    // Creating an object the labelled LIST did not see conflicts only with an
-                    // object someone else made under the same name: never adopted.
-                    let err = if matches!(p.state, PlanState::Create) && cause.is_apply_conflict() {
-                        ApplyError::Foreign {
-                            object: p.obj.id.to_string(),
-                            reason: format!(
-                                "made by {} without the rollout's labels",
-                                cause.conflicting_managers().join(", ")
-                            ),
-                        }
-                    } else {
-                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, true)
-                    };
-                    return Err((Some(p.obj.id.clone()), err));
-                }
+            });
+            let results: Vec<(usize, Result<(), ApiCause>)> = futures::stream::iter(jobs)
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let failed = results.iter().any(|(_, r)| r.is_err());
+            for (i, r) in results {
+                out[i] = Some(r);
+            }
+            if failed {
+                break;
             }
         }
-        Ok(out)
+        out
     }
 
     /// Refuses to write over an object that is not a member of the rollout's ApplySet: one in
@@ -394,71 +458,38 @@ impl Manager {
                 }
             }
         }
+        // Kind by kind in dependency order, the objects of one kind concurrently.
+        let groups: Vec<Vec<usize>> = Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                (0..plan.len())
+                    .filter(|&i| plan[i].obj.id.kind == kind)
+                    .collect()
+            })
+            .collect();
+        let writes = self.writes(&plan);
+        let mut results = self
+            .apply_writes(&writes, &groups, opts.force_conflicts)
+            .await;
         let mut first_error: Option<ApplyError> = None;
-        for kind in Kind::ALL {
-            let idx: Vec<usize> = plan
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.obj.id.kind == kind)
-                .map(|(i, _)| i)
-                .collect();
-            if first_error.is_some() {
-                for i in idx {
-                    let p = &plan[i];
-                    changes.push(match p.state {
-                        PlanState::Unchanged => unchanged(&p.obj.id),
-                        _ => Change::new(
-                            &p.obj.id,
-                            Action::Skipped,
-                            Some("not applied: an earlier apply failed".into()),
-                        ),
-                    });
+        for i in groups.into_iter().flatten() {
+            let p = &plan[i];
+            changes.push(match results[i].take() {
+                Some(Ok(())) => planned_change(p),
+                Some(Err(cause)) => {
+                    let err =
+                        self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, false);
+                    let c = Change::new(&p.obj.id, Action::Failed, Some(err.to_string()));
+                    first_error.get_or_insert(err);
+                    c
                 }
-                continue;
-            }
-            let jobs = idx.iter().map(|&i| {
-                let p = &plan[i];
-                async move {
-                    if matches!(p.state, PlanState::Unchanged) {
-                        return (i, Ok(()));
-                    }
-                    let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
-                    let r = self
-                        .patch(
-                            &api,
-                            &p.obj.id.name,
-                            &p.desired,
-                            opts.force_conflicts,
-                            false,
-                        )
-                        .await
-                        .map(|_| ());
-                    (i, r)
-                }
+                None if matches!(p.state, PlanState::Unchanged) => unchanged(&p.obj.id),
+                None => Change::new(
+                    &p.obj.id,
+                    Action::Skipped,
+                    Some("not applied: an earlier apply failed".into()),
+                ),
             });
-            let mut results: Vec<(usize, Result<(), ApiCause>)> = futures::stream::iter(jobs)
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            results.sort_by_key(|(i, _)| *i);
-            for (i, r) in results {
-                let p = &plan[i];
-                match r {
-                    Ok(()) => changes.push(planned_change(p)),
-                    Err(cause) => {
-                        let err =
-                            self.classify(&p.obj.id, &p.desired, live.get(&p.obj.id), cause, false);
-                        changes.push(Change::new(
-                            &p.obj.id,
-                            Action::Failed,
-                            Some(err.to_string()),
-                        ));
-                        if first_error.is_none() {
-                            first_error = Some(err);
-                        }
-                    }
-                }
-            }
         }
         if let Some(err) = first_error {
             return Err(fail(changes, err));
