@@ -2,10 +2,17 @@
 //! kubectl-compatible ApplySet inventory.
 //!
 //! [`Manager`] is the one entry point. Its verbs are [`Manager::apply`] (pruning when asked)
-//! and [`Manager::diff`], each with an options struct and each returning a [`ChangeSet`]. The building blocks the rollout state machine needs are public too:
-//! [`Manager::live`] (one LIST per kind of everything the rollout owns, for statuses) and
-//! [`Manager::stats`] (request counts, for tests and benchmarks). [`Manager::apply_named`]
-//! applies objects outside any rollout (`install --apply`) with the same requests and checks.
+//! and [`Manager::diff`], each with an options struct and each returning a [`ChangeSet`].
+//! The building blocks the rollout state machine needs are public too: [`Manager::live`]
+//! (one LIST per kind of everything the rollout owns, for statuses) and [`Manager::stats`]
+//! (request counts, for tests and benchmarks). [`Manager::apply_named`] applies objects
+//! outside any rollout (`install --apply`) with the same dry-run and apply steps.
+//!
+//! One file per step, as fluxcd/pkg `ssa` lays out its ResourceManager: `live` (reads),
+//! `apply` (plan, dry-run, foreign check, writes), `diff`, `prune` ([`plan_prune`] and the
+//! pure delete-time holds, then the deletes), `named`, `retry` (the one retry budget and
+//! request counts); `compare`, `changes`, `applyset`, `readiness`, `lease` and `error` are
+//! the pieces they share.
 //!
 //! A run:
 //! 1. reads the ApplySet parent (one GET) and the live objects (one LIST per kind and

@@ -76,7 +76,7 @@ impl Manager {
     /// Applies `objects` in the order given (callers pass dependency order): one GET each,
     /// then a server-side dry-run of every new or changed object (any failure stops the run
     /// before the first write), then the applies, one at a time. The dry-run and apply steps
-    /// are the rollout pipeline's own ([`Manager::dry_run_writes`], [`Manager::apply_writes`]);
+    /// are the rollout pipeline's own (`dry_run_writes`, `apply_writes`);
     /// only reading by name and the absent inventory differ. `opts.dry_run` stops after the
     /// dry-run; `opts.prune` is ignored (nothing here is ever pruned). Unchanged objects get
     /// no write.
