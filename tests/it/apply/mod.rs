@@ -194,3 +194,10 @@ async fn two_generations(api: &FakeApi) -> (Manager, RenderedSet) {
     controller_pvcs(api, "data", G1, 3).await;
     (mgr, render(&SpecOpts::default(), G2))
 }
+
+/// Applies `set` with prune once more and asserts the run wrote nothing: it converged.
+async fn assert_converged(api: &FakeApi, mgr: &Manager, set: &RenderedSet) {
+    api.clear_requests();
+    ok(mgr.apply(set, &opts(true)).await);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}

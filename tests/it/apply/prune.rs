@@ -44,9 +44,7 @@ async fn prune_deletes_statefulset_then_its_volumes_then_snapshot_then_the_rest(
     assert_eq!(api.names(STS).await, vec![format!("data-consumer-{G2}")]);
     assert_eq!(api.names(PVCS).await, vec!["data".to_string()]);
     // The next run is a no-op.
-    api.clear_requests();
-    ok(mgr.apply(&g2, &opts(true)).await);
-    assert!(api.writes().is_empty());
+    assert_converged(&api, &mgr, &g2).await;
 }
 
 #[tokio::test]
@@ -148,9 +146,7 @@ async fn volumes_are_left_to_the_retention_policy_and_hold_the_snapshot_until_th
         vec![format!("VolumeSnapshot/data-{G1}")]
     );
     assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")]);
-    api.clear_requests();
-    ok(mgr.apply(&g2, &opts(true)).await);
-    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_converged(&api, &mgr, &g2).await;
 }
 
 #[tokio::test]
@@ -229,9 +225,7 @@ async fn failed_consumer_volume_delete_keeps_the_snapshot_and_is_retried_next_ru
     );
     assert_eq!(api.names(PVCS).await, vec!["data".to_string()]);
     assert_eq!(api.names(SNAPS).await, vec![format!("data-{G2}")]);
-    api.clear_requests();
-    ok(mgr.apply(&g2, &opts(true)).await);
-    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_converged(&api, &mgr, &g2).await;
 }
 
 #[tokio::test]

@@ -306,17 +306,15 @@ impl FakeApi {
         self.state.inner.clone()
     }
 
+    /// A bodiless request straight to the fake (no log, no faults): status and body.
+    async fn bypass(&self, method: &str, path: &str) -> (u16, Bytes) {
+        let mapped = map_path(path).0;
+        raw_call(&self.state.inner, method, &mapped, "", None, Bytes::new()).await
+    }
+
     /// GET one object as JSON (`None` when absent), bypassing log and faults.
     pub async fn get(&self, path: &str) -> Option<Value> {
-        let (code, body) = raw_call(
-            &self.state.inner,
-            "GET",
-            &map_path(path).0,
-            "",
-            None,
-            Bytes::new(),
-        )
-        .await;
+        let (code, body) = self.bypass("GET", path).await;
         (code == 200).then(|| {
             strip_scope(
                 serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -327,57 +325,36 @@ impl FakeApi {
 
     /// Names of the stored objects of a collection path (`/api/v1/namespaces/default/pods`).
     pub async fn names(&self, path: &str) -> Vec<String> {
-        let (_, body) = raw_call(
-            &self.state.inner,
-            "GET",
-            &map_path(path).0,
-            "",
-            None,
-            Bytes::new(),
-        )
-        .await;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let mut names: Vec<String> = v["items"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| {
-                        i.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .map(String::from)
-                    })
-                    .collect()
+        let mut names: Vec<String> = self
+            .items(path)
+            .await
+            .iter()
+            .filter_map(|i| {
+                i.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(String::from)
             })
-            .unwrap_or_default();
+            .collect();
         names.sort();
         names
     }
 
     /// The stored objects of a collection path, bypassing log and faults.
     pub async fn items(&self, path: &str) -> Vec<Value> {
-        let (mapped, cluster) = map_path(path);
-        let (_, body) = raw_call(&self.state.inner, "GET", &mapped, "", None, Bytes::new()).await;
+        let (_, body) = self.bypass("GET", path).await;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         v["items"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .map(|i| strip_scope(i, cluster))
+            .map(|i| strip_scope(i, map_path(path).1))
             .collect()
     }
 
     /// Deletes an object, bypassing log and faults.
     pub async fn delete(&self, path: &str) {
-        raw_call(
-            &self.state.inner,
-            "DELETE",
-            &map_path(path).0,
-            "",
-            None,
-            Bytes::new(),
-        )
-        .await;
+        self.bypass("DELETE", path).await;
     }
 
     /// Server-side applies `obj` as field manager `manager` (arranging a test's cluster).
