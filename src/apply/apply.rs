@@ -202,7 +202,7 @@ impl Manager {
     }
 
     /// The writes of a plan: every object, changed or not, in plan order.
-    fn writes<'a>(&self, plan: &'a [Planned<'_>]) -> Vec<Write<'a>> {
+    pub(super) fn writes<'a>(&self, plan: &'a [Planned<'_>]) -> Vec<Write<'a>> {
         plan.iter()
             .map(|p| Write {
                 api: self.api(p.obj.id.kind, p.obj.id.namespace.as_deref()),
@@ -222,6 +222,23 @@ impl Manager {
         writes: &[Write<'_>],
         force: bool,
     ) -> Result<BTreeMap<usize, Value>, (usize, ApiCause)> {
+        let mut answers = BTreeMap::new();
+        for (i, r) in self.dry_run_each(writes, force).await {
+            match r {
+                Ok(v) => answers.insert(i, v),
+                Err(cause) => return Err((i, cause)),
+            };
+        }
+        Ok(answers)
+    }
+
+    /// Server-side dry-runs of every changed write, [`CONCURRENCY`] at a time: every answer,
+    /// in order (a diff shows them all, failures included).
+    pub(super) async fn dry_run_each(
+        &self,
+        writes: &[Write<'_>],
+        force: bool,
+    ) -> Vec<(usize, Result<Value, ApiCause>)> {
         let jobs =
             writes
                 .iter()
@@ -235,14 +252,7 @@ impl Manager {
             .collect()
             .await;
         results.sort_by_key(|(i, _)| *i);
-        let mut answers = BTreeMap::new();
-        for (i, r) in results {
-            match r {
-                Ok(v) => answers.insert(i, v),
-                Err(cause) => return Err((i, cause)),
-            };
-        }
-        Ok(answers)
+        results
     }
 
     /// Applies the changed writes group by group, in the order given, the writes of one group
@@ -348,11 +358,7 @@ impl Manager {
         known: Option<LiveState>,
     ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(opts.dry_run);
-        let fail = |changes: ChangeSet, error: ApplyError| {
-            let mut changes = changes;
-            changes.error = Some(error.to_string());
-            Box::new(Failed { changes, error })
-        };
+        let fail = Failed::boxed;
         let live = match self
             .live_of(&Self::namespaces_of(set), Some(set), known)
             .await

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use super::apply::{PlanState, planned_change};
+use super::apply::planned_change;
 use super::{
-    Action, ApiCause, ApplyError, CONCURRENCY, Change, ChangeSet, DiffOptions, Failed, LiveState,
-    Manager, PruneOptions, compare,
+    Action, ApiCause, Change, ChangeSet, DiffOptions, Failed, LiveState, Manager, PruneOptions,
+    compare,
 };
 use crate::manifest::{Kind, ObjectRef};
 use crate::render::RenderedSet;
@@ -33,10 +32,7 @@ impl Manager {
         known: Option<LiveState>,
     ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(true);
-        let fail = |mut changes: ChangeSet, error: ApplyError| {
-            changes.error = Some(error.to_string());
-            Box::new(Failed { changes, error })
-        };
+        let fail = Failed::boxed;
         let live = match self
             .live_of(&Self::namespaces_of(set), Some(set), known)
             .await
@@ -55,21 +51,8 @@ impl Manager {
                 Some(&p),
             ));
         }
-        let jobs = plan
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !matches!(p.state, PlanState::Unchanged))
-            .map(|(i, p)| async move {
-                let api = self.api(p.obj.id.kind, p.obj.id.namespace.as_deref());
-                (
-                    i,
-                    self.patch(&api, &p.obj.id.name, &p.desired, opts.force_conflicts, true)
-                        .await,
-                )
-            });
-        let mut results: BTreeMap<usize, Result<Value, ApiCause>> = futures::stream::iter(jobs)
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
+        let mut results: BTreeMap<usize, Result<Value, ApiCause>> = self
+            .dry_run_each(&self.writes(&plan), opts.force_conflicts)
             .await
             .into_iter()
             .collect();

@@ -104,6 +104,14 @@ impl std::fmt::Display for Failed {
     }
 }
 
+impl Failed {
+    /// The failed run's change set, its error recorded in it too (for `-o json`).
+    fn boxed(mut changes: ChangeSet, error: ApplyError) -> Box<Failed> {
+        changes.error = Some(error.to_string());
+        Box::new(Failed { changes, error })
+    }
+}
+
 impl std::error::Error for Failed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)

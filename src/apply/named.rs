@@ -87,10 +87,7 @@ impl Manager {
     ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(opts.dry_run);
         changes.applyset = String::new();
-        let fail = |mut changes: ChangeSet, error: ApplyError| {
-            changes.error = Some(error.to_string());
-            Box::new(Failed { changes, error })
-        };
+        let fail = Failed::boxed;
         // 1. Read each object by name.
         let mut plan: Vec<(Value, Option<String>, bool)> = Vec::with_capacity(objects.len());
         for o in objects {
