@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench apply` (optionally `-- <datasets>`).
 
-#[path = "../tests/it/fakeapi.rs"]
+#[path = "../tests/it/fakeapi/mod.rs"]
 mod fakeapi;
 
 use std::time::{Duration, Instant};

@@ -392,4 +392,12 @@ mod tests {
         foreign.remove(LABEL_MANAGED_BY);
         assert!(!is_owned_by(&foreign, "r"));
     }
+
+    #[test]
+    fn consumer_volume_selector_scopes_to_one_generation() {
+        assert_eq!(
+            consumer_volume_selector("demo", "data", "2021-07-15"),
+            "app.kubernetes.io/managed-by=snaproll,snaproll.dev/rollout=demo,snaproll.dev/dataset=data,snaproll.dev/generation=2021-07-15,app.kubernetes.io/component=consumer-volume"
+        );
+    }
 }

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::manifest::{self, FIELD_MANAGER, Kind};
+use crate::manifest::{FIELD_MANAGER, Kind};
 
 use super::applyset::LABEL_PART_OF;
 
@@ -337,18 +337,31 @@ pub fn unified_diff(
     if !color {
         return body;
     }
-    body.lines()
+    paint_diff(&body, true)
+}
+
+/// A unified diff line by line, coloured for a terminal when `color` (file headers bold,
+/// additions green, removals red, hunk headers cyan): the one painter of every diff snaproll
+/// prints, the cluster's and the Git preview's (`commands::reconcile`).
+pub fn paint_diff(text: &str, color: bool) -> String {
+    text.lines()
         .map(|l| {
-            if l.starts_with("+++") || l.starts_with("---") {
-                format!("\x1b[1m{l}\x1b[0m\n")
+            let code = if !color {
+                None
+            } else if l.starts_with("+++") || l.starts_with("---") {
+                Some("1")
             } else if l.starts_with('+') {
-                format!("\x1b[32m{l}\x1b[0m\n")
+                Some("32")
             } else if l.starts_with('-') {
-                format!("\x1b[31m{l}\x1b[0m\n")
+                Some("31")
             } else if l.starts_with("@@") {
-                format!("\x1b[36m{l}\x1b[0m\n")
+                Some("36")
             } else {
-                format!("{l}\n")
+                None
+            };
+            match code {
+                Some(c) => format!("\x1b[{c}m{l}\x1b[0m\n"),
+                None => format!("{l}\n"),
             }
         })
         .collect()
@@ -403,14 +416,19 @@ pub fn differing_fields(kind: Kind, desired: &Value, live: Option<&Value>) -> Ve
         .unwrap_or_default()
 }
 
-/// Labels of an object (re-exported helper so callers need not reach into `manifest`).
-pub fn labels(v: &Value) -> std::collections::BTreeMap<String, String> {
-    manifest::labels_of(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_painter_colours_headers_changes_and_hunks_and_only_when_asked() {
+        let text = "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-old\n+new\n same\n";
+        assert_eq!(paint_diff(text, false), text);
+        assert_eq!(
+            paint_diff(text, true),
+            "\x1b[1m--- a/f\x1b[0m\n\x1b[1m+++ b/f\x1b[0m\n\x1b[36m@@ -1 +1 @@\x1b[0m\n\x1b[31m-old\x1b[0m\n\x1b[32m+new\x1b[0m\n same\n"
+        );
+    }
 
     #[test]
     fn diffs_drop_null_creation_timestamps_of_embedded_templates() {

@@ -92,12 +92,6 @@ pub enum ApplyError {
         #[source]
         source: ApiCause,
     },
-    /// The wait for readiness ran out of time.
-    #[error("timed out after {seconds}s waiting for {pending}")]
-    WaitTimeout { seconds: u64, pending: String },
-    /// An object reached a state it will not recover from on its own.
-    #[error("{object} failed: {reason}")]
-    WaitFailed { object: String, reason: String },
     /// Another run holds the rollout's Lease (it has not released it and it has not expired):
     /// this run must not write the rollout. Checked before anything is written.
     #[error(
@@ -146,13 +140,12 @@ impl ApplyError {
             | ApplyError::Immutable { object, .. }
             | ApplyError::DryRun { object, .. }
             | ApplyError::Apply { object, .. }
-            | ApplyError::Delete { object, .. }
-            | ApplyError::WaitFailed { object, .. } => Some(object),
+            | ApplyError::Delete { object, .. } => Some(object),
             ApplyError::List { kind, .. } | ApplyError::NotServed { kind, .. } => Some(kind),
             ApplyError::Locked { lease, .. }
             | ApplyError::LeaseLost { lease, .. }
             | ApplyError::Lease { lease, .. } => Some(lease),
-            ApplyError::Config { .. } | ApplyError::WaitTimeout { .. } => None,
+            ApplyError::Config { .. } => None,
         }
     }
 }

@@ -11,6 +11,7 @@
 use kube::api::{Api, ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
+use super::apply::Write;
 use super::{
     ApiCause, ApplyError, ApplyOptions, Change, ChangeSet, Failed, Manager, Verb, compare,
 };
@@ -74,7 +75,9 @@ fn desired(rendered: &Value) -> Value {
 impl Manager {
     /// Applies `objects` in the order given (callers pass dependency order): one GET each,
     /// then a server-side dry-run of every new or changed object (any failure stops the run
-    /// before the first write), then the applies, one at a time. `opts.dry_run` stops after the
+    /// before the first write), then the applies, one at a time. The dry-run and apply steps
+    /// are the rollout pipeline's own (`dry_run_writes`, `apply_writes`);
+    /// only reading by name and the absent inventory differ. `opts.dry_run` stops after the
     /// dry-run; `opts.prune` is ignored (nothing here is ever pruned). Unchanged objects get
     /// no write.
     pub async fn apply_named(
@@ -84,10 +87,7 @@ impl Manager {
     ) -> Result<ChangeSet, Box<Failed>> {
         let mut changes = self.change_set(opts.dry_run);
         changes.applyset = String::new();
-        let fail = |mut changes: ChangeSet, error: ApplyError| {
-            changes.error = Some(error.to_string());
-            Box::new(Failed { changes, error })
-        };
+        let fail = Failed::boxed;
         // 1. Read each object by name.
         let mut plan: Vec<(Value, Option<String>, bool)> = Vec::with_capacity(objects.len());
         for o in objects {
@@ -113,37 +113,43 @@ impl Manager {
             };
             plan.push((want, reason, exists));
         }
-        let writes =
-            |(_, reason, exists): &(Value, Option<String>, bool)| !*exists || reason.is_some();
+        let writes: Vec<Write<'_>> = objects
+            .iter()
+            .zip(&plan)
+            .map(|(o, (want, reason, exists))| Write {
+                api: o.api(&self.client),
+                name: &o.name,
+                desired: want,
+                changed: !*exists || reason.is_some(),
+            })
+            .collect();
         // 2. Dry-run every write; nothing is written if any fails.
-        for (i, o) in objects.iter().enumerate() {
-            if !writes(&plan[i]) {
-                continue;
+        if let Err((i, cause)) = self.dry_run_writes(&writes, opts.force_conflicts).await {
+            let err = classify(&objects[i], cause, true);
+            for (j, other) in objects.iter().enumerate() {
+                changes.push(if j == i {
+                    other.change(Action::Failed, Some(err.to_string()))
+                } else if !writes[j].changed {
+                    other.change(Action::Unchanged, None)
+                } else {
+                    other.change(
+                        Action::Skipped,
+                        Some("not applied: the dry-run of another object failed".into()),
+                    )
+                });
             }
-            let api = o.api(&self.client);
-            if let Err(cause) = self
-                .patch(&api, &o.name, &plan[i].0, opts.force_conflicts, true)
-                .await
-            {
-                let err = classify(o, cause, true);
-                for (j, other) in objects.iter().enumerate() {
-                    changes.push(if j == i {
-                        other.change(Action::Failed, Some(err.to_string()))
-                    } else if !writes(&plan[j]) {
-                        other.change(Action::Unchanged, None)
-                    } else {
-                        other.change(
-                            Action::Skipped,
-                            Some("not applied: the dry-run of another object failed".into()),
-                        )
-                    });
-                }
-                return Err(fail(changes, err));
-            }
+            return Err(fail(changes, err));
         }
-        // 3. Apply, in order.
+        // 3. Apply, one object at a time in the order given (each its own group).
+        let mut results = if opts.dry_run {
+            Vec::new()
+        } else {
+            let groups: Vec<Vec<usize>> = (0..objects.len()).map(|i| vec![i]).collect();
+            self.apply_writes(&writes, &groups, opts.force_conflicts)
+                .await
+        };
         let mut first_error: Option<ApplyError> = None;
-        for (o, (want, reason, exists)) in objects.iter().zip(&plan) {
+        for (i, (o, (_, reason, exists))) in objects.iter().zip(&plan).enumerate() {
             let action = match (exists, reason) {
                 (false, _) => Action::Created,
                 (true, Some(_)) => Action::Configured,
@@ -156,24 +162,17 @@ impl Manager {
                 changes.push(o.change(action, reason.clone()));
                 continue;
             }
-            if first_error.is_some() {
-                changes.push(o.change(
-                    Action::Skipped,
-                    Some("not applied: an earlier apply failed".into()),
-                ));
-                continue;
-            }
-            let api = o.api(&self.client);
-            match self
-                .patch(&api, &o.name, want, opts.force_conflicts, false)
-                .await
-            {
-                Ok(_) => changes.push(o.change(action, reason.clone())),
-                Err(cause) => {
+            match results[i].take() {
+                Some(Ok(())) => changes.push(o.change(action, reason.clone())),
+                Some(Err(cause)) => {
                     let err = classify(o, cause, false);
                     changes.push(o.change(Action::Failed, Some(err.to_string())));
-                    first_error = Some(err);
+                    first_error.get_or_insert(err);
                 }
+                None => changes.push(o.change(
+                    Action::Skipped,
+                    Some("not applied: an earlier apply failed".into()),
+                )),
             }
         }
         match first_error {
@@ -184,7 +183,7 @@ impl Manager {
 }
 
 fn classify(o: &NamedObject, cause: ApiCause, dry_run: bool) -> ApplyError {
-    super::write_error(o.display(), cause, dry_run)
+    super::apply::write_error(o.display(), cause, dry_run)
 }
 
 #[cfg(test)]

@@ -217,15 +217,7 @@ fn write_preview(out: &mut impl Write, o: &Outcome, color: bool) -> std::io::Res
                     .context_radius(3)
                     .header(&format!("a/{}", c.path), &format!("b/{}", c.path))
                     .to_string();
-                for line in text.lines() {
-                    let painted = match line.chars().next() {
-                        Some('+') if !line.starts_with("+++") => paint("32", line),
-                        Some('-') if !line.starts_with("---") => paint("31", line),
-                        Some('@') => paint("36", line),
-                        _ => line.to_string(),
-                    };
-                    writeln!(out, "{painted}")?;
-                }
+                write!(out, "{}", crate::apply::compare::paint_diff(&text, color))?;
             }
         }
     }
