@@ -363,19 +363,37 @@ impl Session {
         let Some(c) = commit else {
             return Ok((plan, None));
         };
+        let msg = format!("snaproll: {}", plan.summary(req));
+        self.land(parent, c, &msg, req.files, worktree)?;
+        tracing::info!(commit = %c, branch = %self.branch, "committed");
+        Ok((plan, Some(c)))
+    }
+
+    /// Moves the branch from `from` to `to` (compare-and-swap) and, with a working tree, makes
+    /// the working tree and index follow. Every file that changes is checked writable before
+    /// the branch moves, so a refusal leaves branch, index and working tree as they were.
+    /// `files`: the content this run wrote (written without reading it back); empty when the
+    /// target is someone else's commit. The one way any commit, rebuild or reset lands.
+    pub(super) fn land(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        msg: &str,
+        files: &[File],
+        worktree: bool,
+    ) -> Result<(), GitError> {
         let changes = if worktree {
-            let changes = self.worktree_changes(parent, c)?;
+            let changes = self.worktree_changes(from, to)?;
             self.check_writable(&changes)?;
             Some(changes)
         } else {
             None
         };
-        self.move_branch(parent, c, &format!("snaproll: {}", plan.summary(req)))?;
-        tracing::info!(commit = %c, branch = %self.branch, "committed");
+        self.move_branch(from, to, msg)?;
         if let Some(changes) = changes {
-            self.update_worktree(req.files, c, &changes)?;
+            self.update_worktree(files, to, &changes)?;
         }
-        Ok((plan, Some(c)))
+        Ok(())
     }
 
     /// `seen`: the branch head a read of this run decided on (`None`: not read, use the head).
@@ -521,24 +539,16 @@ impl Session {
                 (plan, None)
             };
             let target = new_commit.unwrap_or(remote_head);
-            let changes = if worktree {
-                let changes = self.worktree_changes(Some(local), target)?;
-                self.check_writable(&changes)?;
-                Some(changes)
+            let (msg, files) = if holds {
+                ("snaproll: rebuilt on the remote head", req.files)
             } else {
-                None
-            };
-            let msg = if holds {
-                "snaproll: rebuilt on the remote head"
-            } else {
-                "snaproll: reset to the remote head (decision was stale)"
-            };
-            self.move_branch(Some(local), target, msg)?;
-            if let Some(changes) = changes {
                 // After a reset the folder is the remote's, not this run's files.
-                let files = if holds { req.files } else { &[] };
-                self.update_worktree(files, target, &changes)?;
-            }
+                (
+                    "snaproll: reset to the remote head (decision was stale)",
+                    &[][..],
+                )
+            };
+            self.land(Some(local), target, msg, files, worktree)?;
             if !holds {
                 let done = if self.url_mode {
                     "nothing was pushed"

@@ -41,7 +41,9 @@ use serde::Serialize;
 pub use checkout::Checkout;
 pub use error::{GitError, Libgit2};
 pub use paths::check_destination;
-pub use redact::{has_credentials, is_url, redact_url};
+pub use redact::{
+    RemoteKind, has_credentials, is_ssh_url, is_url, redact_url, remote_kind, ssh_host,
+};
 
 /// Commit trailer holding [`Request::fingerprint`].
 const FINGERPRINT_TRAILER: &str = "Snaproll-Fingerprint";

@@ -2,19 +2,56 @@
 
 use super::{Destination, Libgit2};
 
+/// What `--repo` names. The one classifier of remotes in the program: the engine, the Git
+/// layer and `install` (which mounts an SSH key or a token) all ask here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// A local path (a working or bare repository, or where one is created).
+    Path,
+    /// SSH: `ssh://…` (also `git+ssh://`, `ssh+git://`) or scp-like `user@host:path`.
+    Ssh,
+    /// Any other URL (`https://`, `http://`, `git://`, `file://`).
+    Url,
+}
+
+/// Classifies `repo` as Git reads it: a `scheme://` is a URL; text with a `:` before its
+/// first `/` and an `@` is scp-like SSH (Git reads it so even when a password holds a `/`,
+/// `bot:pa/ss@host:org/x`, so it is never a path to print); anything else is a path.
+pub fn remote_kind(repo: &str) -> RemoteKind {
+    if let Some((scheme, _)) = repo.split_once("://") {
+        return match scheme.to_ascii_lowercase().as_str() {
+            "ssh" | "git+ssh" | "ssh+git" => RemoteKind::Ssh,
+            _ => RemoteKind::Url,
+        };
+    }
+    let head = repo.split('/').next().unwrap_or_default();
+    if head.contains(':') && repo.contains('@') {
+        return RemoteKind::Ssh;
+    }
+    RemoteKind::Path
+}
+
 /// Whether `repo` is a remote URL rather than a local path.
 pub fn is_url(repo: &str) -> bool {
-    if repo.contains("://") {
-        return true;
+    remote_kind(repo) != RemoteKind::Path
+}
+
+/// Whether `repo` is an SSH remote (authenticates with a key, not a token).
+pub fn is_ssh_url(repo: &str) -> bool {
+    remote_kind(repo) == RemoteKind::Ssh
+}
+
+/// The host of an SSH remote (`git@github.com:o/r.git` or `ssh://git@host:22/r.git`), for
+/// the `ssh-keyscan` hint; `None` for other remotes.
+pub fn ssh_host(url: &str) -> Option<&str> {
+    if !is_ssh_url(url) {
+        return None;
     }
-    // scp-like `user@host:path`: an `@` and a `:` before any `/`.
-    let head = repo.split('/').next().unwrap_or_default();
-    if head.contains('@') && head.contains(':') {
-        return true;
-    }
-    // Git reads any text with a `:` before its first `/` as scp-like, so a password holding a
-    // `/` (`bot:pa/ss@host:org/x`) still makes a URL, never a path to print.
-    repo.contains('@') && head.contains(':')
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let after_user = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let end = after_user.find([':', '/']).unwrap_or(after_user.len());
+    let host = &after_user[..end];
+    (!host.is_empty()).then_some(host)
 }
 
 /// A URL's credentials split off: what may be shown and stored, and the secret part.
@@ -177,6 +214,22 @@ mod tests {
         assert!(!is_url("/tmp/gitops"));
         assert!(!is_url("./gitops"));
         assert!(!is_url("dir/with@at:colon/x"));
+    }
+
+    #[test]
+    fn ssh_remotes_and_their_hosts() {
+        assert!(is_ssh_url("git@github.com:o/r.git"));
+        assert!(is_ssh_url("ssh://git@host/r.git"));
+        assert!(is_ssh_url("bot:pa/ss@host:org/x"));
+        assert!(!is_ssh_url("https://user@host/r.git"));
+        assert!(!is_ssh_url("https://host:8443/r.git"));
+        assert!(!is_ssh_url("/srv/repo"));
+        assert_eq!(ssh_host("git@github.com:o/r.git"), Some("github.com"));
+        assert_eq!(
+            ssh_host("ssh://git@host.example:2222/r.git"),
+            Some("host.example")
+        );
+        assert_eq!(ssh_host("https://host/x"), None);
     }
 
     #[test]
