@@ -56,6 +56,15 @@ fn spec_text(datasets: &[(&str, u32)]) -> String {
     s
 }
 
+/// HEAD, refs, index and status of a repository (see [`Env::state`]).
+#[derive(Debug, PartialEq)]
+struct RepoState {
+    head: String,
+    refs: String,
+    index: String,
+    status: String,
+}
+
 /// A temp dir with a spec file, a HOME without git config, and helpers.
 struct Env {
     tmp: tempfile::TempDir,
@@ -137,6 +146,36 @@ impl Env {
             "fsck {}: {text}",
             dir.display()
         );
+    }
+    /// What a refused run must leave exactly as it was: HEAD, every ref, and (with a working
+    /// tree) the index and the working tree's status.
+    fn state(&self, dir: &Path) -> RepoState {
+        let bare = self.git(dir, &["rev-parse", "--is-bare-repository"]).trim() == "true";
+        let head = self
+            .git_cmd(dir)
+            .args(["rev-parse", "--symbolic-full-name", "HEAD", "HEAD"])
+            .output()
+            .unwrap();
+        RepoState {
+            head: String::from_utf8_lossy(&head.stdout).into_owned(),
+            refs: self.git(dir, &["for-each-ref", "--format=%(refname) %(objectname)"]),
+            index: if bare {
+                String::new()
+            } else {
+                self.git(dir, &["ls-files", "--stage"])
+            },
+            status: if bare {
+                String::new()
+            } else {
+                self.git(dir, &["status", "--porcelain", "--untracked-files=all"])
+            },
+        }
+    }
+    /// Asserts that `dir` is exactly as `before` (HEAD, refs, index, status) and fsck-clean:
+    /// the one check every refused run ends with.
+    fn assert_untouched(&self, dir: &Path, before: &RepoState) {
+        assert_eq!(&self.state(dir), before, "{} changed", dir.display());
+        self.fsck(dir);
     }
     fn count(&self, dir: &Path, rev: &str) -> usize {
         self.git(dir, &["rev-list", "--count", rev])

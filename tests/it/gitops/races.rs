@@ -267,7 +267,7 @@ fn crashed_checkout_with_a_foreign_edit_is_refused_with_the_exact_command() {
     crash_after_ref_move(&env, &repo);
     std::fs::write(repo.join("README.md"), "edited\n").unwrap();
     let head = env.git(&repo, &["rev-parse", "HEAD"]);
-    let status = env.git(&repo, &["status", "--porcelain"]);
+    let before = env.state(&repo);
     let out = env.reconcile(r, &["--offline"]).assert().code(3);
     let sha = &head[..7];
     assert_eq!(
@@ -281,8 +281,7 @@ fn crashed_checkout_with_a_foreign_edit_is_refused_with_the_exact_command() {
              rollouts/demo`, then re-run\n"
         )
     );
-    assert_eq!(env.git(&repo, &["rev-parse", "HEAD"]), head);
-    assert_eq!(env.git(&repo, &["status", "--porcelain"]), status);
+    env.assert_untouched(&repo, &before);
     env.git(
         &repo,
         &[

@@ -9,6 +9,7 @@ fn dirty_working_tree_inside_path_is_refused_and_nothing_is_committed() {
     let repo = env.path("gitops");
     let r = repo.to_str().unwrap();
     env.reconcile(r, &[]).assert().success();
+    let clean = env.state(&repo);
     let edited = repo.join("rollouts/demo/50-service-consumer.yaml");
     let edited = if edited.exists() {
         edited
@@ -17,6 +18,7 @@ fn dirty_working_tree_inside_path_is_refused_and_nothing_is_committed() {
     };
     std::fs::write(&edited, "hand edit\n").unwrap();
     env.spec(&[("data", 2)]);
+    let dirty = env.state(&repo);
     let out = env.reconcile(r, &[]).assert().code(3);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -24,14 +26,15 @@ fn dirty_working_tree_inside_path_is_refused_and_nothing_is_committed() {
         err.contains("uncommitted changes under rollouts/demo"),
         "{err}"
     );
-    assert_eq!(env.count(&repo, "HEAD"), 1);
+    env.assert_untouched(&repo, &dirty);
     assert_eq!(std::fs::read_to_string(&edited).unwrap(), "hand edit\n");
     // An untracked file in the path is refused as well.
     env.git(&repo, &["checkout", "--", "."]);
+    assert_eq!(env.state(&repo), clean);
     std::fs::write(repo.join("rollouts/demo/extra.yaml"), "x: 1\n").unwrap();
+    let untracked = env.state(&repo);
     env.reconcile(r, &[]).assert().code(3);
-    assert_eq!(env.count(&repo, "HEAD"), 1);
-    env.fsck(&repo);
+    env.assert_untouched(&repo, &untracked);
 }
 
 #[test]
@@ -39,13 +42,13 @@ fn missing_branch_in_an_existing_repo_is_an_error() {
     let env = Env::new();
     env.spec(&[("data", 1)]);
     let repo = env.seeded_repo("gitops");
+    let before = env.state(&repo);
     let out = env
         .reconcile(repo.to_str().unwrap(), &["--branch", "deploy"])
         .assert()
         .code(3);
     insta::assert_snapshot!("missing_branch", scrub(&stderr(&out), env.tmp.path()));
-    assert_eq!(env.count(&repo, "--all"), 1);
-    env.fsck(&repo);
+    env.assert_untouched(&repo, &before);
 }
 
 #[test]
@@ -173,7 +176,7 @@ fn unwritable_working_tree_is_refused_before_the_branch_moves() {
     env.git(&repo, &["commit", "-q", "-m", "ignore"]);
     std::fs::create_dir_all(repo.join("rollouts")).unwrap();
     std::fs::write(repo.join("rollouts/demo"), "in the way\n").unwrap();
-    let head = env.git(&repo, &["rev-parse", "HEAD"]);
+    let before = env.state(&repo);
     let out = env.reconcile(r, &[]).assert().code(3);
     assert_eq!(
         scrub(&stderr(&out), env.tmp.path()),
@@ -182,14 +185,11 @@ fn unwritable_working_tree_is_refused_before_the_branch_moves() {
          so nothing was committed: rollouts/demo is a file, not a folder (an ignored file?); \
          move it away\n"
     );
-    assert_eq!(env.git(&repo, &["rev-parse", "HEAD"]), head);
-    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
-    assert_eq!(env.git(&repo, &["diff", "--cached", "--name-only"]), "");
+    env.assert_untouched(&repo, &before);
     assert_eq!(
         std::fs::read_to_string(repo.join("rollouts/demo")).unwrap(),
         "in the way\n"
     );
-    env.fsck(&repo);
     // Without the obstacle the same run commits, and index and working tree follow.
     std::fs::remove_file(repo.join("rollouts/demo")).unwrap();
     env.reconcile(r, &[]).assert().success();
@@ -207,6 +207,7 @@ fn invalid_path_and_branch_are_exit_2_before_an_existing_repo_or_url_is_opened()
     env.spec(&[("data", 1)]);
     let repo = env.seeded_repo("gitops");
     let url = "http://127.0.0.1:1/x.git";
+    let before = env.state(&repo);
     for target in [repo.to_str().unwrap(), url] {
         let out = env
             .reconcile(target, &["--offline", "--path", "../escape"])
@@ -225,9 +226,7 @@ fn invalid_path_and_branch_are_exit_2_before_an_existing_repo_or_url_is_opened()
             "error: reconcile of rollout demo: --branch `bad..name`: not a valid branch name\n"
         );
     }
-    assert_eq!(env.count(&repo, "--all"), 1);
-    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
-    env.fsck(&repo);
+    env.assert_untouched(&repo, &before);
 }
 
 /// A change staged (not just edited) inside --path is refused like any other: nothing is
@@ -244,6 +243,7 @@ fn staged_change_inside_path_is_refused_and_stays_staged() {
     env.git(&repo, &["add", file]);
     env.spec(&[("data", 2)]);
     let head = env.git(&repo, &["rev-parse", "--short=7", "HEAD"]);
+    let before = env.state(&repo);
     let out = env.reconcile(r, &[]).assert().code(3);
     assert_eq!(
         scrub(&stderr(&out), env.tmp.path()),
@@ -256,7 +256,7 @@ fn staged_change_inside_path_is_refused_and_stays_staged() {
             head.trim()
         )
     );
-    assert_eq!(env.count(&repo, "HEAD"), 1);
+    env.assert_untouched(&repo, &before);
     assert_eq!(
         env.git(&repo, &["status", "--porcelain"]),
         format!("M  {file}\n")

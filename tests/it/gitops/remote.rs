@@ -313,7 +313,7 @@ fn missing_branch_on_a_url_repo_is_refused_and_the_remote_is_untouched() {
     let bare = env.seeded_bare("srv/remote.git");
     let daemon = Daemon::start(&env, &base);
     let url = daemon.url("remote.git");
-    let refs = env.git(&bare, &["show-ref"]);
+    let before = env.state(&bare);
     let out = env
         .reconcile(&url, &["--offline", "--branch", "deploy"])
         .assert()
@@ -325,6 +325,5 @@ fn missing_branch_on_a_url_repo_is_refused_and_the_remote_is_untouched() {
              (branches: main); create it first or pass an existing --branch\n"
         )
     );
-    assert_eq!(env.git(&bare, &["show-ref"]), refs);
-    env.fsck(&bare);
+    env.assert_untouched(&bare, &before);
 }
