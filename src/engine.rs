@@ -31,6 +31,8 @@ use crate::render::{RenderError, RenderedSet, Renderer};
 use crate::rollout::{self, Decision, State, StepError};
 use crate::spec::{self, Loaded, SpecError};
 
+mod fingerprint;
+
 /// How long a Lease held by a run that stopped renewing it (a crash) blocks the next run.
 pub const LEASE_DURATION: Duration = Duration::from_secs(60);
 
@@ -577,6 +579,32 @@ impl Engine {
                     .as_ref()
                     .expect("Engine::new requires Git without a cluster");
                 let checkout = Checkout::open(&target.dest).map_err(git_err)?;
+                // A run from the same inputs as the head's commit, whose content was a fixed
+                // point of them, has nothing to do: stop after reading that one commit.
+                let fp = (self.opts.start && !target.preview)
+                    .then(|| {
+                        let templates = self.opts.templates.as_deref();
+                        fingerprint::offline(rollout, templates, &opts, &target.dest.path)
+                    })
+                    .flatten();
+                if let Some(fp) = &fp
+                    && let Some(outcome) = checkout.unchanged(fp).map_err(git_err)?
+                {
+                    let step = rollout::Step {
+                        observed: BTreeMap::new(),
+                        decisions: Vec::new(),
+                        set: RenderedSet::default(),
+                        live: None,
+                    };
+                    return Ok(Planned {
+                        step,
+                        generation: String::new(),
+                        checkout: None,
+                        unchanged: Some(outcome),
+                        fingerprint: None,
+                        options: opts,
+                    });
+                }
                 let files = checkout.read().map_err(git_err)?;
                 let manifests: Vec<Value> = files
                     .iter()
@@ -590,9 +618,10 @@ impl Engine {
                 let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
                 holds.extend(rollout::source_holds(&step.decisions, &namespace));
                 carry(&mut step.set, &files, &holds);
-                (step, Some(checkout))
+                (step, Some((checkout, fp)))
             }
         };
+        let (checkout, fingerprint) = checkout.unzip();
         // What a commit message names: a pin (a rollback) when there is one, since the newer
         // generation still renders while it retires; else the newest rendered generation.
         let pinned = rollout
@@ -614,12 +643,18 @@ impl Engine {
             step,
             generation,
             checkout,
+            unchanged: None,
+            fingerprint: fingerprint.flatten(),
+            options: opts,
         })
     }
 
     /// Commits (or previews) the decided folder. An offline run commits onto the very
     /// snapshot it read; a run that decided from the cluster opens Git here.
     fn commit(&self, target: &GitTarget, planned: &mut Planned) -> Result<Outcome, GitError> {
+        if let Some(outcome) = planned.unchanged.take() {
+            return Ok(outcome);
+        }
         let set = &planned.step.set;
         // One object per file; kustomization.yaml describes none.
         let described: BTreeMap<String, String> = set
@@ -645,7 +680,16 @@ impl Engine {
             author_name: target.author_name.as_deref(),
             author_email: target.author_email.as_deref(),
             describe_removed: Some(&describe),
-            fingerprint: None,
+            // Offline only: there the inputs and Git decide everything (see `fingerprint`).
+            fingerprint: planned.fingerprint.as_deref(),
+            fingerprint_check: Some(&|| {
+                fingerprint::is_fixed_point(
+                    set,
+                    &self.loaded.rollout,
+                    &self.renderer,
+                    &planned.options,
+                )
+            }),
         };
         let checkout = match planned.checkout.take() {
             Some(c) => c,
@@ -736,6 +780,13 @@ struct Planned {
     /// The repository an offline run read its state from, kept open so the commit goes onto
     /// the same snapshot (a URL is cloned once per step).
     checkout: Option<Checkout>,
+    /// Offline: the head's commit had this run's fingerprint, so nothing was read or decided
+    /// and this is the commit step's outcome.
+    unchanged: Option<Outcome>,
+    /// Offline: the inputs' fingerprint, recorded when the commit is a fixed point of them.
+    fingerprint: Option<String>,
+    /// The decision options the plan was made with.
+    options: rollout::Options,
 }
 
 impl Planned {

@@ -1,7 +1,7 @@
 //! Opening a repository or cloning a URL, the branch to write, and reading what it holds.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use git2::{
@@ -87,6 +87,44 @@ impl Checkout {
             return Ok(None);
         };
         session.fingerprint_at(session.branch_head()?)
+    }
+
+    /// The outcome of a publish that writes nothing, when the branch head was committed with
+    /// `fingerprint` and its folder is still what that commit recorded (see
+    /// [`Checkout::head_fingerprint`]); `None` otherwise, and then the caller does the full
+    /// run. Reads one commit and one tree entry. A working tree is checked first as a publish
+    /// checks it (a crashed run's checkout is completed, someone's edits are refused), and a
+    /// local repository that pushes never skips (an earlier run's commit may be unpushed).
+    pub fn unchanged(&self, fingerprint: &str) -> Result<Option<Outcome>, GitError> {
+        let Some(session) = &self.session else {
+            return Ok(None);
+        };
+        if self.dest.push && !session.url_mode {
+            return Ok(None);
+        }
+        let head = session.branch_head()?;
+        if self.seen.get().is_some_and(|seen| seen != head)
+            || session.fingerprint_at(head)?.as_deref() != Some(fingerprint)
+        {
+            return Ok(None);
+        }
+        if session.has_worktree() {
+            session.check_clean(&self.dest.path, &BTreeSet::new())?;
+        }
+        tracing::debug!(head = ?head.map(short), "fingerprint matches the branch head: nothing to read, decide or write");
+        Ok(Some(Outcome {
+            commit: None,
+            head,
+            branch: session.branch.clone(),
+            path: self.dest.path.clone(),
+            summary: format!(
+                "snaproll: nothing to do: {} was committed from the same inputs",
+                head.map(short).unwrap_or_default()
+            ),
+            changes: Vec::new(),
+            pushed: false,
+            push_attempts: 0,
+        }))
     }
 
     /// Commits the folder content of `req` (and pushes when asked or for a URL); creates a

@@ -160,6 +160,9 @@ impl Session {
             .find_tree(root)
             .map_err(self.repo_err("reading the new tree"))?;
         let sig = self.signature(req)?;
+        let fingerprint = req
+            .fingerprint
+            .filter(|_| req.fingerprint_check.is_none_or(|vouch| vouch()));
         let parents = match parent {
             Some(p) => vec![
                 self.repo
@@ -175,7 +178,7 @@ impl Session {
                 None,
                 &sig,
                 &sig,
-                &plan.message(req, folder, sub),
+                &plan.message(req, fingerprint, folder, sub),
                 &tree,
                 &parent_refs,
             )

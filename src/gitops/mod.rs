@@ -181,6 +181,12 @@ pub struct Request<'a> {
     /// [`Checkout::head_fingerprint`]). When the branch head already carries the same
     /// fingerprint for its folder, publishing writes nothing and skips the comparison.
     pub fingerprint: Option<&'a str>,
+    /// Asked once before a commit would record `fingerprint`: whether the caller can vouch
+    /// that a run from the committed content with the same inputs writes the same content
+    /// again (a fixed point). `false` commits without the trailer, so a later run does the
+    /// full work. `None`: the fingerprint is recorded as given. Called only when a commit is
+    /// actually written, so a costly check costs nothing on runs that change nothing.
+    pub fingerprint_check: Option<&'a dyn Fn() -> bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

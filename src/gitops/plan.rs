@@ -81,6 +81,7 @@ impl Plan {
     pub(super) fn message(
         &self,
         req: &Request<'_>,
+        fingerprint: Option<&str>,
         folder: &str,
         folder_id: Option<Oid>,
     ) -> String {
@@ -108,7 +109,7 @@ impl Plan {
             }
         }
         m.push_str(&format!("\nPath: {folder}\n"));
-        if let Some(fp) = req.fingerprint {
+        if let Some(fp) = fingerprint {
             let tree = folder_id
                 .map(|o| o.to_string())
                 .unwrap_or("none".to_string());

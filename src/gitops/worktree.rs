@@ -480,6 +480,7 @@ mod tests {
             author_email: Some("t@example.com"),
             describe_removed: None,
             fingerprint: None,
+            fingerprint_check: None,
         };
         let session = Session::open(&dest, true).unwrap();
         let comps = vec!["rollouts".to_string(), "demo".to_string()];

@@ -2,6 +2,7 @@
 //! CLI. Remote races use a real `git daemon` and `pre-receive` hooks (libgit2's local transport
 //! runs no hooks), so the rejection is the one a real server sends.
 
+mod fingerprint;
 mod local;
 mod races;
 mod refusals;
@@ -382,6 +383,7 @@ fn lib_req(files: &[snaproll::gitops::File]) -> snaproll::gitops::Request<'_> {
         author_email: Some("lib@example.com"),
         describe_removed: None,
         fingerprint: None,
+        fingerprint_check: None,
     }
 }
 

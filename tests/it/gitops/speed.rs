@@ -99,6 +99,7 @@ fn fingerprint_is_bound_to_the_folder_it_produced() {
     let files = lib_files(&[("a.yaml", "a: 1\n")]);
     let with = |fp: &'static str| Request {
         fingerprint: Some(fp),
+        fingerprint_check: None,
         ..lib_req(&files)
     };
     assert_eq!(
