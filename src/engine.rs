@@ -673,33 +673,45 @@ impl Engine {
             .collect();
         let describe = |_: &str, content: &[u8]| describe_removed(content);
         let rollout = self.rollout_name();
-        let req = gitops::Request {
-            files: &files,
-            rollout: &rollout,
-            generation: &planned.generation,
-            author_name: target.author_name.as_deref(),
-            author_email: target.author_email.as_deref(),
-            describe_removed: Some(&describe),
-            // Offline only: there the inputs and Git decide everything (see `fingerprint`).
-            fingerprint: planned.fingerprint.as_deref(),
-            fingerprint_check: Some(&|| {
-                fingerprint::is_fixed_point(
-                    set,
-                    &self.loaded.rollout,
-                    &self.renderer,
-                    &planned.options,
-                )
-            }),
-        };
         let checkout = match planned.checkout.take() {
             Some(c) => c,
             None => Checkout::open(&target.dest)?,
         };
-        if target.preview {
-            checkout.preview(&req)
-        } else {
-            checkout.publish(&req)
-        }
+        let (options, fp) = (&planned.options, planned.fingerprint.as_deref());
+        std::thread::scope(|scope| {
+            // Offline only: there the inputs and Git decide everything (see `fingerprint`).
+            // The fixed-point check (a second decide and render) runs beside the Git write on
+            // the other core; Git asks for its answer only when it writes a commit.
+            let check = (fp.is_some() && !target.preview).then(|| {
+                scope.spawn(|| {
+                    let (spec, renderer) = (&self.loaded.rollout, &self.renderer);
+                    fingerprint::is_fixed_point(set, spec, renderer, options)
+                })
+            });
+            let check = std::cell::RefCell::new((check, None));
+            let vouch = || {
+                let mut c = check.borrow_mut();
+                if let Some(handle) = c.0.take() {
+                    c.1 = Some(handle.join().unwrap_or(false));
+                }
+                c.1.unwrap_or(false)
+            };
+            let req = gitops::Request {
+                files: &files,
+                rollout: &rollout,
+                generation: &planned.generation,
+                author_name: target.author_name.as_deref(),
+                author_email: target.author_email.as_deref(),
+                describe_removed: Some(&describe),
+                fingerprint: fp,
+                fingerprint_check: Some(&vouch),
+            };
+            if target.preview {
+                checkout.preview(&req)
+            } else {
+                checkout.publish(&req)
+            }
+        })
     }
 
     /// Applies (or diffs) the decided set on top of what the observation read.
