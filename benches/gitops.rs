@@ -125,6 +125,7 @@ fn main() {
         author_email: Some("bench@example.com"),
         describe_removed: None,
         fingerprint: Some("bench-fingerprint-1"),
+        fingerprint_check: None,
     };
     let unfingerprinted = Request {
         fingerprint: None,

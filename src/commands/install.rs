@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use crate::apply::{ApplyOptions, Manager};
 use crate::cli::InstallCmd;
 use crate::exit;
+use crate::gitops;
 use crate::install::{self, InstallObject, Options};
 use crate::spec::{self, Loaded};
 
@@ -57,8 +58,8 @@ pub fn install(cmd: &InstallCmd) -> Result<u8> {
             .as_deref()
             .unwrap_or(&loaded.rollout.metadata.namespace);
         let secret = &opts.git_secret;
-        if install::is_ssh_url(repo) {
-            let host = install::ssh_host(repo).unwrap_or("<git host>");
+        if gitops::is_ssh_url(repo) {
+            let host = gitops::ssh_host(repo).unwrap_or("<git host>");
             super::note(&format!(
                 "note: the CronJob reads the SSH key and the host keys from Secret {ns}/{secret} (keys `{key}` and `{hosts}`); create it with: kubectl -n {ns} create secret generic {secret} --from-file={key}=<key file> --from-file={hosts}=<(ssh-keyscan {host})",
                 key = install::GIT_SSH_KEY,

@@ -36,6 +36,7 @@ use crate::rollout::{self, Decision, State};
 use crate::spec::{self, Loaded, SpecError};
 
 mod client;
+mod fingerprint;
 mod lock;
 mod observe;
 mod wait;
@@ -568,6 +569,32 @@ impl Engine {
                     .as_ref()
                     .expect("Engine::new requires Git without a cluster");
                 let checkout = Checkout::open(&target.dest).map_err(git_err)?;
+                // A run from the same inputs as the head's commit, whose content was a fixed
+                // point of them, has nothing to do: stop after reading that one commit.
+                let fp = (self.opts.start && !target.preview)
+                    .then(|| {
+                        let templates = self.opts.templates.as_deref();
+                        fingerprint::offline(rollout, templates, &opts, &target.dest.path)
+                    })
+                    .flatten();
+                if let Some(fp) = &fp
+                    && let Some(outcome) = checkout.unchanged(fp).map_err(git_err)?
+                {
+                    let step = Step {
+                        observed: BTreeMap::new(),
+                        decisions: Vec::new(),
+                        set: RenderedSet::default(),
+                        live: None,
+                    };
+                    return Ok(Planned {
+                        step,
+                        generation: String::new(),
+                        checkout: None,
+                        unchanged: Some(outcome),
+                        fingerprint: None,
+                        options: opts,
+                    });
+                }
                 let files = checkout.read().map_err(git_err)?;
                 let manifests: Vec<Value> = files
                     .iter()
@@ -581,9 +608,10 @@ impl Engine {
                 let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
                 holds.extend(rollout::source_holds(&step.decisions, &namespace));
                 carry(&mut step.set, &files, &holds);
-                (step, Some(checkout))
+                (step, Some((checkout, fp)))
             }
         };
+        let (checkout, fingerprint) = checkout.unzip();
         // What a commit message names: a pin (a rollback) when there is one, since the newer
         // generation still renders while it retires; else the newest rendered generation.
         let pinned = rollout
@@ -605,12 +633,18 @@ impl Engine {
             step,
             generation,
             checkout,
+            unchanged: None,
+            fingerprint: fingerprint.flatten(),
+            options: opts,
         })
     }
 
     /// Commits (or previews) the decided folder. An offline run commits onto the very
     /// snapshot it read; a run that decided from the cluster opens Git here.
     fn commit(&self, target: &GitTarget, planned: &mut Planned) -> Result<Outcome, GitError> {
+        if let Some(outcome) = planned.unchanged.take() {
+            return Ok(outcome);
+        }
         let set = &planned.step.set;
         // One object per file; kustomization.yaml describes none.
         let described: BTreeMap<String, String> = set
@@ -629,24 +663,45 @@ impl Engine {
             .collect();
         let describe = |_: &str, content: &[u8]| describe_removed(content);
         let rollout = self.rollout_name();
-        let req = gitops::Request {
-            files: &files,
-            rollout: &rollout,
-            generation: &planned.generation,
-            author_name: target.author_name.as_deref(),
-            author_email: target.author_email.as_deref(),
-            describe_removed: Some(&describe),
-            fingerprint: None,
-        };
         let checkout = match planned.checkout.take() {
             Some(c) => c,
             None => Checkout::open(&target.dest)?,
         };
-        if target.preview {
-            checkout.preview(&req)
-        } else {
-            checkout.publish(&req)
-        }
+        let (options, fp) = (&planned.options, planned.fingerprint.as_deref());
+        std::thread::scope(|scope| {
+            // Offline only: there the inputs and Git decide everything (see `fingerprint`).
+            // The fixed-point check (a second decide and render) runs beside the Git write on
+            // the other core; Git asks for its answer only when it writes a commit.
+            let check = (fp.is_some() && !target.preview).then(|| {
+                scope.spawn(|| {
+                    let (spec, renderer) = (&self.loaded.rollout, &self.renderer);
+                    fingerprint::is_fixed_point(set, spec, renderer, options)
+                })
+            });
+            let check = std::cell::RefCell::new((check, None));
+            let vouch = || {
+                let mut c = check.borrow_mut();
+                if let Some(handle) = c.0.take() {
+                    c.1 = Some(handle.join().unwrap_or(false));
+                }
+                c.1.unwrap_or(false)
+            };
+            let req = gitops::Request {
+                files: &files,
+                rollout: &rollout,
+                generation: &planned.generation,
+                author_name: target.author_name.as_deref(),
+                author_email: target.author_email.as_deref(),
+                describe_removed: Some(&describe),
+                fingerprint: fp,
+                fingerprint_check: Some(&vouch),
+            };
+            if target.preview {
+                checkout.preview(&req)
+            } else {
+                checkout.publish(&req)
+            }
+        })
     }
 
     /// Applies (or diffs) the decided set on top of what the observation read.
@@ -727,6 +782,13 @@ struct Planned {
     /// The repository an offline run read its state from, kept open so the commit goes onto
     /// the same snapshot (a URL is cloned once per step).
     checkout: Option<Checkout>,
+    /// Offline: the head's commit had this run's fingerprint, so nothing was read or decided
+    /// and this is the commit step's outcome.
+    unchanged: Option<Outcome>,
+    /// Offline: the inputs' fingerprint, recorded when the commit is a fixed point of them.
+    fingerprint: Option<String>,
+    /// The decision options the plan was made with.
+    options: rollout::Options,
 }
 
 impl Planned {

@@ -417,7 +417,7 @@ fn context(
             if let Some(t) = &opts.snapshot_timeout {
                 args.extend(["--snapshot-timeout".to_string(), t.clone()]);
             }
-            if is_ssh_url(repo) {
+            if crate::gitops::is_ssh_url(repo) {
                 let dir = "/etc/snaproll-git";
                 mounts.push(json!({"name": "git", "mountPath": dir, "readOnly": true}));
                 volumes.push(json!({"name": "git", "secret": {
@@ -491,22 +491,6 @@ fn context(
     }))
 }
 
-/// `ssh://…` and scp-like `user@host:path` remotes authenticate with a key, not a token.
-pub fn is_ssh_url(url: &str) -> bool {
-    url.starts_with("ssh://")
-        || (!url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@')))
-}
-
-/// The host of an SSH remote (`git@github.com:o/r.git` or `ssh://git@host:22/r.git`), for
-/// the `ssh-keyscan` hint.
-pub fn ssh_host(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("ssh://").unwrap_or(url);
-    let after_user = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let end = after_user.find([':', '/']).unwrap_or(after_user.len());
-    let host = &after_user[..end];
-    (!host.is_empty()).then_some(host)
-}
-
 /// Refuses a `--repo` URL with a password or token in it (see
 /// [`InstallError::CredentialsInRepo`]).
 fn check_no_credentials(repo: &str, namespace: &str, secret: &str) -> Result<(), InstallError> {
@@ -515,8 +499,8 @@ fn check_no_credentials(repo: &str, namespace: &str, secret: &str) -> Result<(),
     }
     let public = crate::gitops::redact_url(repo);
     let create = format!("kubectl -n {namespace} create secret generic {secret}");
-    let command = if is_ssh_url(repo) || is_ssh_url(&public) {
-        let host = ssh_host(&public).unwrap_or("<git host>");
+    let command = if crate::gitops::is_ssh_url(repo) || crate::gitops::is_ssh_url(&public) {
+        let host = crate::gitops::ssh_host(&public).unwrap_or("<git host>");
         format!(
             "{create} --from-file={GIT_SSH_KEY}=<key file> --from-file={GIT_KNOWN_HOSTS_KEY}=<(ssh-keyscan {host})"
         )
@@ -815,19 +799,6 @@ mod tests {
         }
         assert!(check_duration("0s").is_err());
         assert!(check_duration("soon").is_err());
-    }
-
-    #[test]
-    fn ssh_urls() {
-        assert!(is_ssh_url("git@github.com:o/r.git"));
-        assert!(is_ssh_url("ssh://git@host/r.git"));
-        assert!(!is_ssh_url("https://user@host/r.git"));
-        assert!(!is_ssh_url("https://host:8443/r.git"));
-        assert_eq!(ssh_host("git@github.com:o/r.git"), Some("github.com"));
-        assert_eq!(
-            ssh_host("ssh://git@host.example:2222/r.git"),
-            Some("host.example")
-        );
     }
 
     #[test]
