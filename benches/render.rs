@@ -372,6 +372,21 @@ fn main() {
                 "not available, column skipped (build it with .ci/helm, or set HELM)".to_string(),
         }
     );
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let mib = |k: i64| format!("{:.1} MiB", k as f64 / 1024.0);
+    println!(
+        "{:>9} {:>8} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}",
+        "datasets",
+        "objects",
+        "snaproll",
+        "peak RSS",
+        "helm",
+        "peak RSS",
+        "bare",
+        "peak RSS",
+        "helm/snap",
+        "snap/bare"
+    );
     let bin = env!("CARGO_BIN_EXE_snaproll");
     let me = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
@@ -408,37 +423,44 @@ fn main() {
         timed(&mut snaproll_cmd);
         fresh(&bare_out);
         timed(&mut bare_cmd);
-        let ours = read_dir_files(&out);
-        let bare = read_dir_files(&bare_out);
-        if let Some((a, b)) = ours.iter().zip(&bare).find(|(a, b)| a != b) {
-            panic!(
-                "the bare generator (benches/render.rs) must write the bytes snaproll writes; update it with the templates.\nsnaproll {}:\n{}\nbare {}:\n{}",
-                a.0,
-                String::from_utf8_lossy(&a.1),
-                b.0,
-                String::from_utf8_lossy(&b.1)
-            );
-        }
-        assert_eq!(
-            ours.len(),
-            bare.len(),
-            "the bare generator writes every file"
-        );
-        if let Some(h) = &helm {
-            timed(&mut helm_cmd(h));
-            let theirs = documents(std::iter::once(std::fs::read_to_string(&helm_out).unwrap()));
-            let ours = documents(
-                ours.iter()
-                    .filter(|(name, _)| name != "kustomization.yaml")
-                    .map(|(_, b)| String::from_utf8(b.clone()).unwrap()),
-            );
-            assert_eq!(theirs.len(), 5 * n + 1, "helm renders every object");
-            if let Some((a, b)) = theirs.iter().zip(&ours).find(|(a, b)| a != b) {
+        {
+            let ours = read_dir_files(&out);
+            let bare = read_dir_files(&bare_out);
+            if let Some((a, b)) = ours.iter().zip(&bare).find(|(a, b)| a != b) {
                 panic!(
-                    "the chart (benches/render.rs) must render the objects snaproll renders; update it with the templates.\nhelm: {a}\nsnaproll: {b}"
+                    "the bare generator (benches/render.rs) must write the bytes snaproll writes; update it with the templates.\nsnaproll {}:\n{}\nbare {}:\n{}",
+                    a.0,
+                    String::from_utf8_lossy(&a.1),
+                    b.0,
+                    String::from_utf8_lossy(&b.1)
                 );
             }
+            assert_eq!(
+                ours.len(),
+                bare.len(),
+                "the bare generator writes every file"
+            );
+            if let Some(h) = &helm {
+                timed(&mut helm_cmd(h));
+                let theirs =
+                    documents(std::iter::once(std::fs::read_to_string(&helm_out).unwrap()));
+                let ours = documents(
+                    ours.iter()
+                        .filter(|(name, _)| name != "kustomization.yaml")
+                        .map(|(_, b)| String::from_utf8(b.clone()).unwrap()),
+                );
+                assert_eq!(theirs.len(), 5 * n + 1, "helm renders every object");
+                if let Some((a, b)) = theirs.iter().zip(&ours).find(|(a, b)| a != b) {
+                    panic!(
+                        "the chart (benches/render.rs) must render the objects snaproll renders; update it with the templates.\nhelm: {a}\nsnaproll: {b}"
+                    );
+                }
+            }
         }
+        // A child's peak RSS includes this process's resident memory at the spawn: hand the
+        // output check's memory back first.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         let runs = if !full {
             1
         } else if n >= 10_000 {
@@ -473,23 +495,7 @@ fn main() {
             bare: median(b),
             bare_kib: b_kib,
         });
-    }
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
-    let mib = |k: i64| format!("{:.1} MiB", k as f64 / 1024.0);
-    println!(
-        "{:>9} {:>8} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}",
-        "datasets",
-        "objects",
-        "snaproll",
-        "peak RSS",
-        "helm",
-        "peak RSS",
-        "bare",
-        "peak RSS",
-        "helm/snap",
-        "snap/bare"
-    );
-    for r in &rows {
+        let r = rows.last().unwrap();
         println!(
             "{:>9} {:>8} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}",
             r.n,
