@@ -232,6 +232,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Runs `cmd` to completion: its wall time and its own peak RSS in KiB (from `wait4`, so
 /// neither this process nor earlier children count).
+// The child is reaped by `wait4`, which std's `wait` cannot replace (it gives no rusage).
+#[allow(clippy::zombie_processes)]
 fn timed(cmd: &mut Command) -> (Duration, i64) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn");
