@@ -17,6 +17,8 @@ use crate::manifest::{self, Kind, Object, ObjectRef};
 use crate::schema;
 use crate::spec::{self, Dataset, Rollout};
 
+mod shapes;
+
 /// Largest `--templates` file read: the built-in templates are about a kilobyte each.
 pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 
@@ -161,6 +163,9 @@ pub struct Renderer {
     sources: BTreeMap<String, String>,
     /// Whether rendered objects keep their JSON value (see [`Renderer::text_only`]).
     keep_values: bool,
+    /// The shapes of the embedded templates (see [`shapes`]); `None` renders every object on
+    /// the full path.
+    shapes: Option<shapes::Shapes>,
 }
 
 impl Renderer {
@@ -170,6 +175,13 @@ impl Renderer {
     /// then peaks at a fraction of the memory and spends less time faulting in fresh pages.
     pub fn text_only(mut self) -> Self {
         self.keep_values = false;
+        self
+    }
+
+    /// Renders every object on the full path: its text parsed and validated in full, as
+    /// `--templates` overrides always are. The output is the same; tests and benchmarks compare.
+    pub fn full_path(mut self) -> Self {
+        self.shapes = None;
         self
     }
 
@@ -217,8 +229,15 @@ impl Renderer {
                 texts.insert(name, text);
             }
         }
+        // Embedded templates that no file overrides: those objects may skip the YAML re-read.
+        let embedded: BTreeSet<String> = sources
+            .iter()
+            .filter(|(n, s)| **s == format!("templates/{n}"))
+            .map(|(n, _)| n.clone())
+            .collect();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_formatter(shapes::formatter);
         for (name, text) in texts {
             env.add_template_owned(name.clone(), text)
                 .map_err(|e| template_error(&sources, &name, &e))?;
@@ -227,6 +246,7 @@ impl Renderer {
             env,
             sources,
             keep_values: true,
+            shapes: Some(shapes::Shapes::new(embedded)),
         })
     }
 
@@ -338,27 +358,33 @@ impl Renderer {
             .env
             .get_template(name)
             .map_err(|e| template_error(&self.sources, name, &e))?;
-        let text = tmpl
-            .render(&ctx.values)
-            .map_err(|e| template_error(&self.sources, name, &e))?;
         let what = || format!("{} of dataset `{}`", kind, ctx.dataset_name());
-        let mut value: Value = crate::yaml::from_str(&text).map_err(|e| {
-            // Point at the rendered line: after `{%- %}` trimming it rarely has the template's
-            // number, but quoting it finds the spot.
-            let line = e
-                .location()
-                .filter(|l| l.line() > 0)
-                .and_then(|l| Some((l.line(), text.lines().nth(l.line() as usize - 1)?)));
-            let problem = spec::yaml_problem(&e);
-            RenderError::Yaml {
-                template: source.clone(),
-                object: what(),
-                message: match line {
-                    Some((n, l)) => format!("rendered line {n} `{}`: {problem}", l.trim()),
-                    None => problem,
-                },
+        let probe = match &self.shapes {
+            Some(shapes) => shapes.probe(name, &tmpl, &ctx.values),
+            None => shapes::Probe::Off,
+        };
+        // Whether the typed round trip already passed for this shape (see [`shapes`]).
+        let mut shape_checked = false;
+        let mut lesson = None;
+        let mut value = match probe {
+            shapes::Probe::Hit(value) => {
+                // Debug builds (every test) prove the filled shape is what the full path reads.
+                #[cfg(debug_assertions)]
+                assert_eq!(
+                    value,
+                    self.parse_rendered(&tmpl, ctx, source, &what)?,
+                    "{name}: filled shape differs from the rendered text"
+                );
+                shape_checked = true;
+                value
             }
-        })?;
+            shapes::Probe::Learn(l) => {
+                let value = self.parse_rendered(&tmpl, ctx, source, &what)?;
+                lesson = Some((l, value.clone()));
+                value
+            }
+            shapes::Probe::Off => self.parse_rendered(&tmpl, ctx, source, &what)?,
+        };
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             let annotations = meta
                 .entry("annotations")
@@ -380,11 +406,19 @@ impl Renderer {
                 id.kind
             )));
         }
-        schema::validate(id.kind, &value).map_err(|problem| RenderError::Invalid {
+        let checked = if shape_checked {
+            schema::validate_instance(id.kind, &value)
+        } else {
+            schema::validate(id.kind, &value)
+        };
+        checked.map_err(|problem| RenderError::Invalid {
             template: source.clone(),
             object: id.to_string(),
             problem,
         })?;
+        if let (Some(shapes), Some((lesson, parsed))) = (&self.shapes, lesson) {
+            shapes.learn(lesson, &parsed);
+        }
         let yaml = to_yaml(&value);
         if !self.keep_values {
             value = Value::Null;
@@ -395,6 +429,37 @@ impl Renderer {
             generation: ctx.generation.clone(),
             value,
             yaml,
+        })
+    }
+
+    /// The full path's reading of an object: its text rendered and parsed as YAML.
+    fn parse_rendered(
+        &self,
+        tmpl: &minijinja::Template<'_, '_>,
+        ctx: &Context,
+        source: &str,
+        what: &dyn Fn() -> String,
+    ) -> Result<Value, RenderError> {
+        let name = tmpl.name();
+        let text = tmpl
+            .render(&ctx.values)
+            .map_err(|e| template_error(&self.sources, name, &e))?;
+        crate::yaml::from_str(&text).map_err(|e| {
+            // Point at the rendered line: after `{%- %}` trimming it rarely has the template's
+            // number, but quoting it finds the spot.
+            let line = e
+                .location()
+                .filter(|l| l.line() > 0)
+                .and_then(|l| Some((l.line(), text.lines().nth(l.line() as usize - 1)?)));
+            let problem = spec::yaml_problem(&e);
+            RenderError::Yaml {
+                template: source.to_string(),
+                object: what(),
+                message: match line {
+                    Some((n, l)) => format!("rendered line {n} `{}`: {problem}", l.trim()),
+                    None => problem,
+                },
+            }
         })
     }
 }
@@ -805,6 +870,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Objects whose values have the same structure share a shape, so a large render parses
+    /// and round-trips a handful of objects, not one per object; the output is the full path's.
+    #[test]
+    fn objects_of_one_structure_share_a_shape() {
+        let mut text = String::from(
+            "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {name: r, namespace: n}\nspec:\n  snapshotClass: {name: c, driver: d.example.com}\n  datasets:\n",
+        );
+        for i in 0..50 {
+            text.push_str(&format!(
+                "    - name: data-{i}\n      storage: {{size: {}Gi}}\n      producer: {{image: busybox, args: [\"{i}\"]}}\n      consumer: {{name: c-{i}, image: nginx, replicas: {}, ports: [{{name: http, containerPort: {}}}]}}\n",
+                i + 1,
+                i % 3 + 1,
+                8000 + i
+            ));
+        }
+        let loaded = spec::parse_str("r.yaml", &text).unwrap();
+        let plan = Plan::single(&loaded.rollout, "2021-07-15");
+        let renderer = Renderer::new(None).unwrap();
+        let fast = renderer.render(&loaded.rollout, &plan).unwrap();
+        let shapes = renderer.shapes.as_ref().unwrap().len();
+        assert_eq!(shapes, 6, "one shape per kind");
+        let full = Renderer::new(None)
+            .unwrap()
+            .full_path()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        assert_eq!(fast.files(), full.files());
     }
 
     #[test]

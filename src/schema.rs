@@ -79,6 +79,23 @@ pub fn validate(kind: Kind, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// [`validate`] without the k8s-openapi round trip of the built-in kinds, for an object whose
+/// structure already passed it (see `render::shapes`): every check that reads string contents
+/// (names, labels, the CRD schemas' types, enums and rules, the StatefulSet name and selector)
+/// runs, in [`validate`]'s order, so the first problem reported is the same.
+pub fn validate_instance(kind: Kind, value: &Value) -> Result<(), String> {
+    check_metadata(kind, value)?;
+    match kind {
+        Kind::VolumeSnapshot => crd_check(&schemas().snapshot, value)?,
+        Kind::VolumeSnapshotClass => crd_check(&schemas().class, value)?,
+        Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service | Kind::StatefulSet => {}
+    }
+    if kind == Kind::StatefulSet {
+        check_statefulset(value)?;
+    }
+    Ok(())
+}
+
 fn check_metadata(kind: Kind, value: &Value) -> Result<(), String> {
     let meta = value
         .get("metadata")

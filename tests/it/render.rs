@@ -1280,3 +1280,125 @@ fn kustomization_keeps_apply_order_in_kubectl_kustomize() {
         ]
     );
 }
+
+/// A spec of `n` datasets that between them use every optional field the templates read, values
+/// that take the fast path and values that do not (non-ASCII and quoted text, a deadline over
+/// `i32`), so the objects fall into many shapes and some shapes repeat.
+fn varied_spec(n: usize) -> String {
+    let mut s = String::from(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: varied\n  namespace: team-a\nspec:\n  snapshotClass:\n    name: varied-class\n    driver: ebs.csi.aws.com\n    deletionPolicy: Retain\n    parameters: {tagSpecification_1: \"team=a\"}\n  datasets:\n",
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "    - name: d{i}\n      storage:\n        size: {}Gi\n",
+            i % 7 + 1
+        ));
+        match i % 3 {
+            0 => s.push_str("        storageClassName: standard-rwo\n"),
+            1 => s.push_str(
+                "        accessModes: [ReadWriteOnce, ReadOnlyMany]\n        volumeMode: Block\n",
+            ),
+            _ => {}
+        }
+        s.push_str("      producer:\n        image: alpine:3.20\n");
+        s.push_str(&format!(
+            "        command: [\"/bin/sh\", \"-c\"]\n        args: [\"{}\"]\n",
+            match i % 10 {
+                0 => format!("echo héllo wörld {i} > /data/f"),
+                1 => format!("echo \\\"quoted\\\" 'single' {i} # not a comment"),
+                2 => "yes".to_string(),
+                _ => format!("echo {i}"),
+            }
+        ));
+        if i % 4 == 0 {
+            s.push_str(&format!(
+                "        env: [{{name: A, value: \"x{i}\"}}, {{name: B, value: \"2021-07-15\"}}]\n"
+            ));
+        }
+        if i % 5 == 0 {
+            s.push_str("        resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {memory: 128Mi}}\n");
+        }
+        if i % 6 == 0 {
+            s.push_str("        nodeSelector: {disk: ssd, zone: \"1\"}\n");
+        }
+        if i % 7 == 0 {
+            s.push_str("        tolerations: [{key: dedicated, operator: Equal, value: data, effect: NoSchedule}, {operator: Exists, effect: NoExecute, tolerationSeconds: 3600}]\n");
+        }
+        if i % 8 == 0 {
+            s.push_str("        serviceAccountName: filler\n");
+        }
+        if i % 9 == 0 {
+            s.push_str("        activeDeadlineSeconds: 5000000000\n");
+        }
+        s.push_str(&format!(
+            "      consumer:\n        name: c{i}\n        replicas: {}\n        image: nginx:1.27\n",
+            i % 4 + 1
+        ));
+        if i % 2 == 0 {
+            s.push_str("        readOnly: true\n        mountPath: /srv\n");
+        }
+        if i % 5 == 1 {
+            s.push_str("        claimName: html\n        pvcRetentionPolicy: {whenDeleted: Retain, whenScaled: Delete}\n");
+        }
+        if i % 4 == 1 {
+            s.push_str(&format!(
+                "        command: [/app]\n        args: [\"--id={i}\"]\n        env: [{{name: ID, value: \"{i}\"}}]\n        resources: {{limits: {{cpu: \"1\"}}}}\n"
+            ));
+        }
+        match i % 3 {
+            0 => s.push_str("        ports: [{name: http, containerPort: 8080}]\n        service: {type: ClusterIP, ports: [{name: http, port: 80, targetPort: http}]}\n"),
+            1 => s.push_str(&format!(
+                "        ports: [{{name: dns, containerPort: {}, protocol: UDP}}]\n        service: {{ports: [{{port: 53, targetPort: {}, protocol: UDP}}]}}\n",
+                5300 + i,
+                5300 + i
+            )),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Objects of a known shape skip the YAML re-read and the typed round trip
+/// (src/render/shapes.rs); the objects and files must be exactly those of the full path, for
+/// the shipped examples and a varied 200-dataset spec, with values kept and text only.
+#[test]
+fn fast_path_renders_the_bytes_of_the_full_path() {
+    use snaproll::render::{Plan, Renderer};
+    let mut specs: Vec<(String, String)> = ["gke-daily", "eks", "multi"]
+        .iter()
+        .map(|e| {
+            (
+                e.to_string(),
+                fs::read_to_string(repo_path(&example(e))).unwrap(),
+            )
+        })
+        .collect();
+    specs.push(("varied-200".to_string(), varied_spec(200)));
+    for (name, text) in specs {
+        let loaded = snaproll::spec::parse_str(&name, &text).unwrap();
+        let plan = Plan::single(&loaded.rollout, GEN);
+        let full = Renderer::new(None)
+            .unwrap()
+            .full_path()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        let fast = Renderer::new(None)
+            .unwrap()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        assert_eq!(fast.files(), full.files(), "{name}");
+        let values = |set: &snaproll::render::RenderedSet| {
+            set.objects
+                .iter()
+                .map(|o| o.value.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(&fast), values(&full), "{name}");
+        let text_only = Renderer::new(None)
+            .unwrap()
+            .text_only()
+            .render(&loaded.rollout, &plan)
+            .unwrap();
+        assert_eq!(text_only.files(), full.files(), "{name}");
+    }
+}
