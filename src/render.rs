@@ -13,7 +13,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::manifest::{self, Kind, Object, ObjectRef};
+use crate::manifest::{self, Kind, Object};
 use crate::schema;
 use crate::spec::{self, Dataset, Rollout};
 
@@ -130,7 +130,7 @@ impl RenderedSet {
     }
 
     /// The files of an `--out` directory or a Git path: one file per object named by
-    /// [`ObjectRef::file_name`], plus `kustomization.yaml` listing them in apply order.
+    /// [`manifest::ObjectRef::file_name`], plus `kustomization.yaml` listing them in apply order.
     pub fn files(&self) -> Vec<(String, String)> {
         let mut files: Vec<(String, String)> = self
             .objects
@@ -756,16 +756,6 @@ fn dataset_context_with(
         generation: local.generation.clone(),
         values: merged(layers, local),
     }
-}
-
-/// Sorted, de-duplicated kinds present in a set (for messages and inventories).
-pub fn kinds_of(objects: &[Object]) -> BTreeSet<Kind> {
-    objects.iter().map(|o| o.id.kind).collect()
-}
-
-/// Identity of every object in a set.
-pub fn ids_of(objects: &[Object]) -> Vec<ObjectRef> {
-    objects.iter().map(|o| o.id.clone()).collect()
 }
 
 #[cfg(test)]
