@@ -1,0 +1,154 @@
+//! Unit tests of the renderer.
+
+use super::*;
+
+/// A live StatefulSet's claim storage replaces the spec's in its own generation only, with
+/// or without a storage class (a claim template on the cluster's default class has none).
+#[test]
+fn claim_storage_of_a_live_statefulset_is_rendered_as_it_is() {
+    let path = format!(
+        "{}/examples/gke-daily/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let r = &loaded.rollout;
+    let d = &r.spec.datasets[0].name;
+    for class in [None, Some("old-class".to_string())] {
+        let mut frozen = GenerationPlan::full("2021-07-15");
+        frozen.claim_storage = Some(ClaimStorage {
+            storage_class_name: class.clone(),
+            access_modes: vec!["ReadWriteOnce".into()],
+            volume_mode: "Filesystem".into(),
+            size: "7Gi".into(),
+        });
+        let plan = Plan {
+            datasets: [(d.clone(), vec![frozen, GenerationPlan::full("2021-07-16")])]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let set = Renderer::new(None).unwrap().render(r, &plan).unwrap();
+        let sts: Vec<&Value> = set
+            .objects
+            .iter()
+            .filter(|o| o.id.kind == Kind::StatefulSet)
+            .map(|o| &o.value)
+            .collect();
+        let tmpl = |v: &Value| v.pointer("/spec/volumeClaimTemplates/0/spec").cloned();
+        let old = tmpl(sts[0]).unwrap();
+        assert_eq!(
+            old.pointer("/resources/requests/storage"),
+            Some(&json!("7Gi"))
+        );
+        assert_eq!(
+            old.get("storageClassName").and_then(Value::as_str),
+            class.as_deref()
+        );
+        let new = tmpl(sts[1]).unwrap();
+        assert_ne!(
+            new.pointer("/resources/requests/storage"),
+            Some(&json!("7Gi"))
+        );
+    }
+}
+
+/// The shipped templates must render YAML that [`crate::yaml::from_str`] reads itself:
+/// handing them to serde-saphyr doubles the cost of a large render.
+#[test]
+fn embedded_templates_render_yaml_the_fast_reader_reads() {
+    for example in ["gke-daily", "eks", "multi"] {
+        let path = format!(
+            "{}/examples/{example}/snaproll.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let loaded = spec::load(Path::new(&path)).unwrap();
+        let r = &loaded.rollout;
+        let renderer = Renderer::new(None).unwrap();
+        let shared = shared_values(r);
+        let mut texts = Vec::new();
+        let render = |kind: Kind, ctx: &Context| {
+            renderer
+                .env
+                .get_template(kind.template())
+                .unwrap()
+                .render(&ctx.values)
+                .unwrap()
+        };
+        texts.push(render(
+            Kind::VolumeSnapshotClass,
+            &class_context(r, &shared),
+        ));
+        for d in &r.spec.datasets {
+            let own = dataset_values(d);
+            let layers = [&own, &shared];
+            let base = dataset_context(r, d, None, &layers);
+            let g = GenerationPlan::full("2021-07-15");
+            let ctx = dataset_context(r, d, Some(&g), &layers);
+            texts.push(render(Kind::PersistentVolumeClaim, &base));
+            texts.push(render(Kind::Service, &base));
+            for kind in [Kind::Pod, Kind::VolumeSnapshot, Kind::StatefulSet] {
+                texts.push(render(kind, &ctx));
+            }
+        }
+        for text in texts {
+            let fast = crate::yaml::plain_document(&text);
+            assert!(fast.is_some(), "{example}: not read directly:\n{text}");
+            assert_eq!(
+                fast.unwrap(),
+                serde_saphyr::from_str::<Value>(&text).unwrap(),
+                "{example}:\n{text}"
+            );
+        }
+    }
+}
+
+/// Objects whose values have the same structure share a shape, so a large render parses
+/// and round-trips a handful of objects, not one per object; the output is the full path's.
+#[test]
+fn objects_of_one_structure_share_a_shape() {
+    let mut text = String::from(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {name: r, namespace: n}\nspec:\n  snapshotClass: {name: c, driver: d.example.com}\n  datasets:\n",
+    );
+    for i in 0..50 {
+        text.push_str(&format!(
+            "    - name: data-{i}\n      storage: {{size: {}Gi}}\n      producer: {{image: busybox, args: [\"{i}\"]}}\n      consumer: {{name: c-{i}, image: nginx, replicas: {}, ports: [{{name: http, containerPort: {}}}]}}\n",
+            i + 1,
+            i % 3 + 1,
+            8000 + i
+        ));
+    }
+    let loaded = spec::parse_str("r.yaml", &text).unwrap();
+    let plan = Plan::single(&loaded.rollout, "2021-07-15");
+    let renderer = Renderer::new(None).unwrap();
+    let fast = renderer.render(&loaded.rollout, &plan).unwrap();
+    let shapes = renderer.shapes.as_ref().unwrap().len();
+    assert_eq!(shapes, 6, "one shape per kind");
+    let full = Renderer::new(None)
+        .unwrap()
+        .full_path()
+        .render(&loaded.rollout, &plan)
+        .unwrap();
+    assert_eq!(fast.files(), full.files());
+}
+
+#[test]
+fn text_only_render_writes_the_same_yaml_and_drops_values() {
+    let path = format!(
+        "{}/examples/multi/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let plan = Plan::single(&loaded.rollout, "2021-07-15");
+    let full = Renderer::new(None)
+        .unwrap()
+        .render(&loaded.rollout, &plan)
+        .unwrap();
+    let text = Renderer::new(None)
+        .unwrap()
+        .text_only()
+        .render(&loaded.rollout, &plan)
+        .unwrap();
+    assert_eq!(full.files(), text.files());
+    assert!(full.objects.iter().all(|o| o.value.is_object()));
+    assert!(text.objects.iter().all(|o| o.value.is_null()));
+}
