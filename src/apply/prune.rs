@@ -14,7 +14,7 @@ use super::{
 };
 use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
 use crate::render::RenderedSet;
-use crate::rollout::{claim_left_to_cluster, generation_key, snapshot_hold};
+use crate::rollout::{claim_left_to_cluster, generation_key, last_ready_hold, snapshot_hold};
 
 impl Manager {
     /// Prunes owned ApplySet members that `set` no longer renders, with every guard, and the
@@ -389,15 +389,9 @@ pub fn plan_prune(
         }
         if opts.keep_last_ready
             && id.kind == Kind::StatefulSet
-            && readiness(Kind::StatefulSet, v).is_ready()
-            && let Some(d) = labels.get(manifest::LABEL_DATASET)
-            && !ready_rendered.contains(d)
-            && !opts.removed_datasets.contains(d)
+            && let Some(reason) = last_ready_hold(v, &ready_rendered, &opts.removed_datasets)
         {
-            plan.skipped.push((
-                id.clone(),
-                format!("last ready generation of dataset {d}; kept until a rendered generation is ready"),
-            ));
+            plan.skipped.push((id.clone(), reason));
             continue;
         }
         deletes.push(id.clone());

@@ -331,3 +331,22 @@ fn snapshot_of(sts: &Value) -> Option<String> {
                 .flatten()
         })
 }
+
+/// Why prune must keep a ready StatefulSet that is no longer rendered (`None`: it may go): it
+/// is its dataset's last ready generation and no rendered generation of that dataset
+/// (`ready_rendered`) is ready yet. A dataset that left the spec (`removed`) holds nothing:
+/// its StatefulSets retire first.
+pub fn last_ready_hold(
+    sts: &Value,
+    ready_rendered: &BTreeSet<String>,
+    removed: &BTreeSet<String>,
+) -> Option<String> {
+    let labels = manifest::labels_of(sts);
+    let d = labels.get(manifest::LABEL_DATASET)?;
+    (super::readiness::readiness(Kind::StatefulSet, sts).is_ready()
+        && !ready_rendered.contains(d)
+        && !removed.contains(d))
+    .then(|| {
+        format!("last ready generation of dataset {d}; kept until a rendered generation is ready")
+    })
+}
