@@ -150,6 +150,48 @@ pub enum Command {
     },
 }
 
+/// The run's clock: every command that decides by date or measures a timeout takes it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClockArgs {
+    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
+    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
+    /// tomorrow's run would do, or to replay a run.
+    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
+    pub now: Option<jiff::Timestamp>,
+}
+
+/// `--snapshot-timeout` as the commands that decide a rollout take it (`install` passes its
+/// own, kept as typed, to the CronJob).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotArgs {
+    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
+    /// snapshot may take to become ready before its generation counts as failed.
+    #[arg(
+        id = "snapshot_timeout",
+        long = "snapshot-timeout",
+        env = "SNAPROLL_SNAPSHOT_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// `-o/--output`: every command that prints takes it.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(
+        id = "output",
+        short = 'o',
+        long = "output",
+        env = "SNAPROLL_OUTPUT",
+        value_name = "OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Text
+    )]
+    pub format: OutputFormat,
+}
+
 /// What to render: every command that renders takes these.
 #[derive(Debug, Args, Clone)]
 pub struct RenderArgs {
@@ -174,14 +216,14 @@ pub struct RenderArgs {
     /// Directory whose <kind>.yaml.j2 files replace the built-in templates.
     #[arg(long, env = "SNAPROLL_TEMPLATES", value_name = "DIR")]
     pub templates: Option<PathBuf>,
-    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
-    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
-    /// tomorrow's run would do, or to replay a run.
-    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
-    pub now: Option<jiff::Timestamp>,
+    #[command(flatten)]
+    pub clock: ClockArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("output", |a| a.help(
+    "Output format: text (the YAML stream, as yaml), or json (a v1 List of the objects)"
+)))]
 pub struct RenderCmd {
     #[command(flatten)]
     pub render: RenderArgs,
@@ -191,25 +233,22 @@ pub struct RenderCmd {
     /// With --out: replace DIR even when it holds files snaproll did not write there.
     #[arg(long, env = "SNAPROLL_FORCE", requires = "out")]
     pub force: bool,
-    /// Output format: text (the YAML stream, as yaml), or json (a v1 List of the objects).
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateCmd {
     #[command(flatten)]
     pub render: RenderArgs,
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct VersionCmd {
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// How to reach the cluster.
@@ -233,13 +272,10 @@ pub struct DiffCmd {
     /// Also show objects that `apply --prune` would delete.
     #[arg(long, env = "SNAPROLL_PRUNE")]
     pub prune: bool,
-    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
-    /// snapshot may take to become ready before its generation counts as failed.
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
-    pub snapshot_timeout: Option<std::time::Duration>,
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -264,13 +300,10 @@ pub struct ApplyCmd {
     /// Server-side dry-run only: report what would change, write nothing (`client` is the same).
     #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
     pub dry_run: DryRun,
-    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
-    /// snapshot may take to become ready before its generation counts as failed.
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
-    pub snapshot_timeout: Option<std::time::Duration>,
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Where the rendered manifests go in Git.
@@ -362,13 +395,10 @@ pub struct ReconcileCmd {
         value_name = "DURATION"
     )]
     pub poll_interval: jiff::SignedDuration,
-    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
-    /// snapshot may take to become ready before its generation counts as failed.
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
-    pub snapshot_timeout: Option<std::time::Duration>,
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -385,18 +415,12 @@ pub struct StatusCmd {
     /// Filled from the global `--kubeconfig`/`--context` before the command runs.
     #[arg(skip)]
     pub cluster: ClusterArgs,
-    /// The current time as the run sees it (RFC 3339, e.g. 2021-07-16T04:00:00Z; default: the
-    /// clock). It picks the daily generation and measures snapshot timeouts: use it to see what
-    /// tomorrow's run would do, or to replay a run.
-    #[arg(long, env = "SNAPROLL_NOW", value_name = "TIMESTAMP")]
-    pub now: Option<jiff::Timestamp>,
-    /// Override every dataset's `snapshot.timeout` (default 6h) for this run: how long a
-    /// snapshot may take to become ready before its generation counts as failed.
-    #[arg(long, env = "SNAPROLL_SNAPSHOT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
-    pub snapshot_timeout: Option<std::time::Duration>,
-    /// Output format.
-    #[arg(short = 'o', long, env = "SNAPROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub clock: ClockArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Also show the last N Events snaproll reported for the rollout (default 10), oldest
     /// first; `-o json` then prints `{decisions, events}`.
     #[arg(

@@ -1,5 +1,6 @@
-//! Pruning: what to delete ([`plan_prune`] and the delete-time holds, pure), the deletes in
-//! reverse dependency order, and narrowing the inventory afterwards.
+//! Pruning: what to delete ([`plan_prune`], pure), the deletes in reverse dependency order, and
+//! narrowing the inventory afterwards. The delete-time holds are the retirement policy's, so
+//! they live with it in `rollout::retire` ([`snapshot_hold`], [`claim_left_to_cluster`]).
 
 use std::collections::BTreeSet;
 
@@ -13,6 +14,7 @@ use super::{
 };
 use crate::manifest::{self, FIELD_MANAGER, Kind, ObjectRef};
 use crate::render::RenderedSet;
+use crate::rollout::{claim_left_to_cluster, generation_key, last_ready_hold, snapshot_hold};
 
 impl Manager {
     /// Prunes owned ApplySet members that `set` no longer renders, with every guard, and the
@@ -92,7 +94,9 @@ impl Manager {
                         changes.push(Change::new(id, Action::Skipped, Some(reason.clone())));
                         continue;
                     }
-                    if let Some(reason) = claim_left_to_cluster(v, live, &deleted_statefulsets) {
+                    if let Some(reason) =
+                        claim_left_to_cluster(v, &live.objects, &deleted_statefulsets)
+                    {
                         changes.push(Change::new(id, Action::Skipped, Some(reason)));
                         continue;
                     }
@@ -129,7 +133,13 @@ impl Manager {
             let jobs = phase.into_iter().map(|id| {
                 let keep_reason = (id.kind == Kind::VolumeSnapshot)
                     .then(|| {
-                        snapshot_hold(&id, live, &deleted_statefulsets, &claims, &deleted_claims)
+                        snapshot_hold(
+                            &id,
+                            &live.objects,
+                            &deleted_statefulsets,
+                            &claims,
+                            &deleted_claims,
+                        )
                     })
                     .flatten();
                 async move {
@@ -272,107 +282,6 @@ enum Deletion {
     Failed(ApiCause),
 }
 
-/// The (dataset, generation) labels of an object.
-fn generation_key(v: &Value) -> Option<(String, String)> {
-    let l = manifest::labels_of(v);
-    Some((
-        l.get(manifest::LABEL_DATASET)?.clone(),
-        l.get(manifest::LABEL_GENERATION)?.clone(),
-    ))
-}
-
-/// Why a claim whose StatefulSet is gone is not deleted by snaproll (`None`: it is). The
-/// cluster removes it when its StatefulSet's `persistentVolumeClaimRetentionPolicy` says
-/// `whenDeleted: Delete` and the server honours it: the live StatefulSet deleted this run
-/// kept the field (servers that do not know it drop it), or the claim carries the
-/// StatefulSet owner reference the controller sets for the garbage collector. A claim left
-/// a run later without that reference is deleted: nothing else will.
-fn claim_left_to_cluster(
-    claim: &Value,
-    live: &LiveState,
-    deleted_statefulsets: &BTreeSet<ObjectRef>,
-) -> Option<String> {
-    if claim.pointer("/metadata/deletionTimestamp").is_some() {
-        return Some("already being deleted (a finalizer holds it); its snapshot waits".into());
-    }
-    let gc = "deleted with its StatefulSet by the cluster (persistentVolumeClaimRetentionPolicy whenDeleted: Delete); its snapshot waits";
-    let owned_by_sts = claim
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|o| {
-            o.iter()
-                .any(|r| r.get("kind").and_then(Value::as_str) == Some("StatefulSet"))
-        });
-    let key = generation_key(claim);
-    let policy_deletes = deleted_statefulsets.iter().any(|sid| {
-        live.get(sid)
-            .is_some_and(|s| generation_key(s) == key && retention_deletes_claims(s))
-    });
-    (owned_by_sts || policy_deletes).then(|| gc.to_string())
-}
-
-/// Why a pruned snapshot must stay (`None`: it may go): a surviving StatefulSet restores
-/// from it, or a surviving claim of its generation does (a StatefulSet recreates lost claims
-/// from the snapshot, and a claim being restored needs it).
-fn snapshot_hold(
-    snap: &ObjectRef,
-    live: &LiveState,
-    deleted_statefulsets: &BTreeSet<ObjectRef>,
-    claims: &[(ObjectRef, Value)],
-    deleted_claims: &BTreeSet<ObjectRef>,
-) -> Option<String> {
-    if let Some((sid, _)) = live
-        .of_kind(Kind::StatefulSet)
-        .filter(|(sid, _)| !deleted_statefulsets.contains(*sid))
-        .find(|(_, s)| snapshot_of(s).as_deref() == Some(snap.name.as_str()))
-    {
-        return Some(format!("still the data source of {sid}"));
-    }
-    let key = live.get(snap).and_then(generation_key);
-    let remaining: Vec<&ObjectRef> = claims
-        .iter()
-        .filter(|(id, _)| !deleted_claims.contains(id) && id.namespace == snap.namespace)
-        .filter(|(_, c)| {
-            let source = ["/spec/dataSource", "/spec/dataSourceRef"].iter().any(|p| {
-                c.pointer(p).is_some_and(|ds| {
-                    ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot")
-                        && ds.get("name").and_then(Value::as_str) == Some(snap.name.as_str())
-                })
-            });
-            source || (key.is_some() && generation_key(c) == key)
-        })
-        .map(|(id, _)| id)
-        .collect();
-    let first = remaining.first()?;
-    Some(match remaining.len() {
-        1 => format!("{first} restored from it still exists; deleted once it is gone"),
-        n => format!(
-            "{first} and {} more claims restored from it still exist; deleted once they are gone",
-            n - 1
-        ),
-    })
-}
-
-/// Whether a live StatefulSet's retention policy already deletes its PVCs with it.
-fn retention_deletes_claims(sts: &Value) -> bool {
-    sts.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
-        .and_then(Value::as_str)
-        == Some("Delete")
-}
-
-/// The VolumeSnapshot a StatefulSet's claims restore from.
-fn snapshot_of(sts: &Value) -> Option<String> {
-    sts.pointer("/spec/volumeClaimTemplates")
-        .and_then(Value::as_array)?
-        .iter()
-        .find_map(|t| {
-            let ds = t.pointer("/spec/dataSource")?;
-            (ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot"))
-                .then(|| ds.get("name").and_then(Value::as_str).map(str::to_string))
-                .flatten()
-        })
-}
-
 /// What a prune would do before any request: deletions in delete order and guarded objects.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PrunePlan {
@@ -480,15 +389,9 @@ pub fn plan_prune(
         }
         if opts.keep_last_ready
             && id.kind == Kind::StatefulSet
-            && readiness(Kind::StatefulSet, v).is_ready()
-            && let Some(d) = labels.get(manifest::LABEL_DATASET)
-            && !ready_rendered.contains(d)
-            && !opts.removed_datasets.contains(d)
+            && let Some(reason) = last_ready_hold(v, &ready_rendered, &opts.removed_datasets)
         {
-            plan.skipped.push((
-                id.clone(),
-                format!("last ready generation of dataset {d}; kept until a rendered generation is ready"),
-            ));
+            plan.skipped.push((id.clone(), reason));
             continue;
         }
         deletes.push(id.clone());

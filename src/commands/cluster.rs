@@ -15,13 +15,13 @@ pub fn diff(cmd: &DiffCmd, color: bool) -> Result<u8> {
     let opts = engine::Options {
         write: ClusterWrite::Diff {
             prune: cmd.prune,
-            color: color && cmd.output == OutputFormat::Text,
+            color: color && cmd.output.format == OutputFormat::Text,
         },
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot.timeout)?
     };
-    let report = super::step_once(opts, cmd.render.now)?;
+    let report = super::step_once(opts, cmd.render.clock.now)?;
     let result = report.cluster.expect("diff compares with the cluster");
-    let code = print_changes(&result, cmd.output, true)?;
+    let code = print_changes(&result, cmd.output.format, true)?;
     result.map_err(|f| anyhow::Error::new(*f))?;
     Ok(code)
 }
@@ -33,14 +33,14 @@ pub fn apply(cmd: &ApplyCmd, _color: bool) -> Result<u8> {
             force_conflicts: cmd.apply.force_conflicts,
             dry_run: cmd.dry_run.is_on(),
         },
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot.timeout)?
     };
-    let report = super::step_once(opts, cmd.render.now)?;
+    let report = super::step_once(opts, cmd.render.clock.now)?;
     let failed = report.failed();
     let result = report.cluster.expect("apply writes the cluster");
-    print_changes(&result, cmd.output, false)?;
+    print_changes(&result, cmd.output.format, false)?;
     result.map_err(|f| anyhow::Error::new(*f))?;
-    if cmd.output == OutputFormat::Text {
+    if cmd.output.format == OutputFormat::Text {
         let mut out = std::io::stdout().lock();
         for line in engine::summary_lines(&report.decisions) {
             writeln!(out, "  {line}")?;

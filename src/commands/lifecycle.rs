@@ -126,14 +126,14 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
         file: cmd.file.clone(),
         generation: Vec::new(),
         templates: None,
-        now: cmd.now,
+        clock: cmd.clock.clone(),
     };
     let cluster: &ClusterArgs = &cmd.cluster;
     let opts = engine::Options {
         start: false,
-        ..super::engine_options(&render, cluster, cmd.snapshot_timeout)?
+        ..super::engine_options(&render, cluster, cmd.snapshot.timeout)?
     };
-    let (report, events) = super::step_once_then(opts, cmd.now, |engine| match cmd.events {
+    let (report, events) = super::step_once_then(opts, cmd.clock.now, |engine| match cmd.events {
         Some(limit) => engine.recent_events(limit),
         None => Ok(None),
     })?;
@@ -146,7 +146,7 @@ pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
         }),
         None => to_json(&report.decisions),
     };
-    let text = match cmd.output {
+    let text = match cmd.output.format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&data).expect("JSON")),
         OutputFormat::Yaml => super::yaml_text(&data),
         OutputFormat::Text => {

@@ -89,7 +89,7 @@ fn version(cmd: &crate::cli::VersionCmd) -> Result<u8> {
         "gitCommit": env!("SNAPROLL_GIT_COMMIT"),
         "apiVersions": API_VERSIONS,
     });
-    match cmd.output {
+    match cmd.output.format {
         crate::cli::OutputFormat::Text => {
             use std::io::Write;
             writeln!(
@@ -571,7 +571,8 @@ pub(crate) fn load_and_render(
     let ids = GenerationIds::from_args(&args.generation).map_err(UsageError)?;
     ids.check(&loaded.rollout).map_err(UsageError)?;
     let generation = ids.all.clone().unwrap_or_else(|| {
-        args.now
+        args.clock
+            .now
             .unwrap_or_else(jiff::Timestamp::now)
             .strftime("%Y-%m-%d")
             .to_string()

@@ -38,7 +38,7 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
         cluster_required: !git,
         start: true,
         redecide_attempts: cmd.git.push_retries,
-        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot_timeout)?
+        ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot.timeout)?
     };
     let mut engine = Engine::new(opts)?;
     super::print_warnings(engine.loaded());
@@ -51,7 +51,7 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
 }
 
 fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
-    let clock = || cmd.render.now.unwrap_or_else(jiff::Timestamp::now);
+    let clock = || cmd.render.clock.now.unwrap_or_else(jiff::Timestamp::now);
     let report = if cmd.wait {
         let progress = Progress::new();
         let report = engine.wait(
@@ -71,7 +71,7 @@ fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
     print(&report, cmd, color).context("writing to stdout")?;
     let failed = report.failed();
     if let Some(result) = report.cluster {
-        super::cluster::print_changes(&result, cmd.output, false)?;
+        super::cluster::print_changes(&result, cmd.output.format, false)?;
         result.map_err(|f| anyhow::Error::new(*f))?;
     }
     Ok(if failed { exit::CHANGES } else { exit::OK })
@@ -79,11 +79,11 @@ fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
 
 fn print(report: &Report, cmd: &ReconcileCmd, color: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    match (&report.git, cmd.output) {
+    match (&report.git, cmd.output.format) {
         (Some(outcome), OutputFormat::Json | OutputFormat::Yaml) => {
             let mut v = to_json(outcome, cmd.dry_run.is_on());
             v["generations"] = lifecycle::to_json(&report.decisions);
-            write_data(&mut out, cmd.output, &v)?;
+            write_data(&mut out, cmd.output.format, &v)?;
         }
         (Some(outcome), OutputFormat::Text) if cmd.dry_run.is_on() => {
             write_preview(&mut out, outcome, color)?
@@ -94,11 +94,11 @@ fn print(report: &Report, cmd: &ReconcileCmd, color: bool) -> std::io::Result<()
                 "dryRun": cmd.dry_run.is_on(),
                 "generations": lifecycle::to_json(&report.decisions),
             });
-            write_data(&mut out, cmd.output, &v)?;
+            write_data(&mut out, cmd.output.format, &v)?;
         }
         (None, OutputFormat::Text) => {}
     }
-    if cmd.output == OutputFormat::Text && !cmd.wait {
+    if cmd.output.format == OutputFormat::Text && !cmd.wait {
         for line in engine::summary_lines(&report.decisions) {
             writeln!(out, "  {line}")?;
         }

@@ -1,12 +1,12 @@
 //! Retirement: what leaves, in which order, and what the prune or Git must hold meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
 use super::GenerationPlan;
 use super::{Decision, GenerationStatus, Observed, Options, State};
-use crate::manifest::{self, Kind};
+use crate::manifest::{self, Kind, ObjectRef};
 use crate::spec::Rollout;
 
 /// What the prune (push mode) or Git (offline) must keep of shared source claims that are no
@@ -229,4 +229,124 @@ pub fn cleanup_command(opts: &Options, dataset: &str, generation: &str) -> Strin
         opts.namespace,
         manifest::consumer_volume_selector(&opts.rollout, dataset, generation)
     )
+}
+
+/// The (dataset, generation) labels of an object.
+pub fn generation_key(v: &Value) -> Option<(String, String)> {
+    let l = manifest::labels_of(v);
+    Some((
+        l.get(manifest::LABEL_DATASET)?.clone(),
+        l.get(manifest::LABEL_GENERATION)?.clone(),
+    ))
+}
+
+/// Why a claim whose StatefulSet is gone is not deleted by snaproll (`None`: it is). The
+/// cluster removes it when its StatefulSet's `persistentVolumeClaimRetentionPolicy` says
+/// `whenDeleted: Delete` and the server honours it: the live StatefulSet deleted this run
+/// kept the field (servers that do not know it drop it), or the claim carries the
+/// StatefulSet owner reference the controller sets for the garbage collector. A claim left
+/// a run later without that reference is deleted: nothing else will.
+pub fn claim_left_to_cluster(
+    claim: &Value,
+    live: &BTreeMap<ObjectRef, Value>,
+    deleted_statefulsets: &BTreeSet<ObjectRef>,
+) -> Option<String> {
+    if claim.pointer("/metadata/deletionTimestamp").is_some() {
+        return Some("already being deleted (a finalizer holds it); its snapshot waits".into());
+    }
+    let gc = "deleted with its StatefulSet by the cluster (persistentVolumeClaimRetentionPolicy whenDeleted: Delete); its snapshot waits";
+    let owned_by_sts = claim
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|o| {
+            o.iter()
+                .any(|r| r.get("kind").and_then(Value::as_str) == Some("StatefulSet"))
+        });
+    let key = generation_key(claim);
+    let policy_deletes = deleted_statefulsets.iter().any(|sid| {
+        live.get(sid)
+            .is_some_and(|s| generation_key(s) == key && retention_deletes_claims(s))
+    });
+    (owned_by_sts || policy_deletes).then(|| gc.to_string())
+}
+
+/// Why a pruned snapshot must stay (`None`: it may go): a surviving StatefulSet restores
+/// from it, or a surviving claim of its generation does (a StatefulSet recreates lost claims
+/// from the snapshot, and a claim being restored needs it).
+pub fn snapshot_hold(
+    snap: &ObjectRef,
+    live: &BTreeMap<ObjectRef, Value>,
+    deleted_statefulsets: &BTreeSet<ObjectRef>,
+    claims: &[(ObjectRef, Value)],
+    deleted_claims: &BTreeSet<ObjectRef>,
+) -> Option<String> {
+    if let Some((sid, _)) = live
+        .iter()
+        .filter(|(sid, _)| sid.kind == Kind::StatefulSet && !deleted_statefulsets.contains(*sid))
+        .find(|(_, s)| snapshot_of(s).as_deref() == Some(snap.name.as_str()))
+    {
+        return Some(format!("still the data source of {sid}"));
+    }
+    let key = live.get(snap).and_then(generation_key);
+    let remaining: Vec<&ObjectRef> = claims
+        .iter()
+        .filter(|(id, _)| !deleted_claims.contains(id) && id.namespace == snap.namespace)
+        .filter(|(_, c)| {
+            let source = ["/spec/dataSource", "/spec/dataSourceRef"].iter().any(|p| {
+                c.pointer(p).is_some_and(|ds| {
+                    ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot")
+                        && ds.get("name").and_then(Value::as_str) == Some(snap.name.as_str())
+                })
+            });
+            source || (key.is_some() && generation_key(c) == key)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let first = remaining.first()?;
+    Some(match remaining.len() {
+        1 => format!("{first} restored from it still exists; deleted once it is gone"),
+        n => format!(
+            "{first} and {} more claims restored from it still exist; deleted once they are gone",
+            n - 1
+        ),
+    })
+}
+
+/// Whether a live StatefulSet's retention policy already deletes its PVCs with it.
+fn retention_deletes_claims(sts: &Value) -> bool {
+    sts.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
+        .and_then(Value::as_str)
+        == Some("Delete")
+}
+
+/// The VolumeSnapshot a StatefulSet's claims restore from.
+fn snapshot_of(sts: &Value) -> Option<String> {
+    sts.pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)?
+        .iter()
+        .find_map(|t| {
+            let ds = t.pointer("/spec/dataSource")?;
+            (ds.get("kind").and_then(Value::as_str) == Some("VolumeSnapshot"))
+                .then(|| ds.get("name").and_then(Value::as_str).map(str::to_string))
+                .flatten()
+        })
+}
+
+/// Why prune must keep a ready StatefulSet that is no longer rendered (`None`: it may go): it
+/// is its dataset's last ready generation and no rendered generation of that dataset
+/// (`ready_rendered`) is ready yet. A dataset that left the spec (`removed`) holds nothing:
+/// its StatefulSets retire first.
+pub fn last_ready_hold(
+    sts: &Value,
+    ready_rendered: &BTreeSet<String>,
+    removed: &BTreeSet<String>,
+) -> Option<String> {
+    let labels = manifest::labels_of(sts);
+    let d = labels.get(manifest::LABEL_DATASET)?;
+    (super::readiness::readiness(Kind::StatefulSet, sts).is_ready()
+        && !ready_rendered.contains(d)
+        && !removed.contains(d))
+    .then(|| {
+        format!("last ready generation of dataset {d}; kept until a rendered generation is ready")
+    })
 }
