@@ -168,6 +168,15 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                         format!("{subject} failed: {}", g.detail),
                     );
                 }
+                // Against the producer Pod whose digest said so (pruned in the same run; the
+                // Event's fixed name keeps later runs reporting it to one Event).
+                State::Unchanged => push(
+                    &producer,
+                    EventType::Normal,
+                    "Unchanged",
+                    "SkipRollout",
+                    format!("{subject}: {}", g.detail),
+                ),
                 State::Kept | State::Waiting => {}
             }
         }

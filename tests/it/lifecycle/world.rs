@@ -355,7 +355,15 @@ impl World {
                             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                             "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}),
                     Some(reason) => json!({"phase": "Failed", "message": reason}),
-                    None => json!({"phase": "Succeeded"}),
+                    None => match &b.producer_message {
+                        // The kubelet copies the file at terminationMessagePath into the status.
+                        Some(m) => json!({"phase": "Succeeded",
+                            "containerStatuses": [{"name": "producer", "ready": false,
+                                "restartCount": restarts,
+                                "state": {"terminated": {"reason": "Completed",
+                                    "exitCode": 0, "message": m}}}]}),
+                        None => json!({"phase": "Succeeded"}),
+                    },
                 };
                 api.set_status(&format!("{PODS}/{name}"), status).await;
             }
