@@ -393,8 +393,9 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             // the prune leaves the producer, so the decision is made again.
             (Some(u), Some(plan)) => plan.unchanged = Some(gens[u].id.clone()),
             // The skipped generation, recorded on the serving snapshot, while nothing newer
-            // than the serving generation exists: shown, so `status` says why nothing rolled.
-            (None, _) if s + 1 == gens.len() => {
+            // than the serving generation exists or is due: shown, so `status` says why
+            // nothing rolled.
+            (None, _) if s + 1 == gens.len() && wanted.is_none() => {
                 if let Some(u) = digest::recorded_unchanged(gens[s])
                     .filter(|u| !gens.iter().any(|o| &o.id == u))
                 {
