@@ -739,9 +739,12 @@ mod tests {
         recorded.digest = Some("sha256:abc".into());
         recorded.unchanged = Some("2021-07-16".into());
         let plan = Plan {
-            datasets: [(d.clone(), vec![recorded, GenerationPlan::full("2021-07-17")])]
-                .into_iter()
-                .collect(),
+            datasets: [(
+                d.clone(),
+                vec![recorded, GenerationPlan::full("2021-07-17")],
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let set = Renderer::new(None).unwrap().render(r, &plan).unwrap();

@@ -337,7 +337,10 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         } else if Some(i) == unchanged {
             (
                 State::Unchanged,
-                unchanged_detail(serving_digest.as_deref(), serving.map(|s| gens[s].id.as_str())),
+                unchanged_detail(
+                    serving_digest.as_deref(),
+                    serving.map(|s| gens[s].id.as_str()),
+                ),
             )
         } else if serving.is_none_or(|s| i > s) {
             // Newer than serving and not the one being introduced: failed, or superseded.
@@ -396,8 +399,8 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             // than the serving generation exists or is due: shown, so `status` says why
             // nothing rolled.
             (None, _) if s + 1 == gens.len() && wanted.is_none() => {
-                if let Some(u) = digest::recorded_unchanged(gens[s])
-                    .filter(|u| !gens.iter().any(|o| &o.id == u))
+                if let Some(u) =
+                    digest::recorded_unchanged(gens[s]).filter(|u| !gens.iter().any(|o| &o.id == u))
                 {
                     statuses.push(GenerationStatus {
                         generation: u,

@@ -88,7 +88,10 @@ mod tests {
         let ok = with_message("Succeeded", " sha256:abc\n");
         assert_eq!(producer_digest(&ok).as_deref(), Some("sha256:abc"));
         assert_eq!(producer_digest(&with_message("Succeeded", "  \n")), None);
-        assert_eq!(producer_digest(&with_message("Running", "sha256:abc")), None);
+        assert_eq!(
+            producer_digest(&with_message("Running", "sha256:abc")),
+            None
+        );
         assert_eq!(
             producer_digest(&with_message("Succeeded", &"a".repeat(257))),
             None

@@ -271,10 +271,17 @@ fn a_recorded_unchanged_generation_is_not_started_again_and_is_shown_while_newes
     assert_eq!(dec.render.len(), 1, "nothing started");
     let mut again = opts("2021-07-16");
     again.generation = spec::GenerationIds::all("2021-07-16");
-    assert_eq!(decide(&d, std::slice::from_ref(&old), &again).render.len(), 1);
+    assert_eq!(
+        decide(&d, std::slice::from_ref(&old), &again).render.len(),
+        1
+    );
     // The next day starts as usual.
     let dec = decide(&d, std::slice::from_ref(&old), &opts("2021-07-17"));
     let states: Vec<_> = dec.generations.iter().map(|g| g.state.clone()).collect();
     assert_eq!(states, [State::Serving, State::Producing]);
-    assert!(dec.render.iter().any(|p| p.id == "2021-07-17" && p.producer));
+    assert!(
+        dec.render
+            .iter()
+            .any(|p| p.id == "2021-07-17" && p.producer)
+    );
 }
