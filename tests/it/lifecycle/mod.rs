@@ -256,6 +256,8 @@ pub(crate) struct World {
     pub(crate) now: RefCell<String>,
     /// Dataset → the generation its live Service selected at the last check (atomic switch).
     pub(crate) selects: RefCell<BTreeMap<String, String>>,
+    /// `(dataset, generation)` a run reported `unchanged`: never a snapshot or StatefulSet.
+    pub(crate) unchanged: RefCell<BTreeSet<(String, String)>>,
 }
 
 pub(crate) fn generation_of(v: &Value) -> String {
