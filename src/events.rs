@@ -71,7 +71,8 @@ pub struct Event {
 }
 
 /// The Events the decisions of a run stand for. Datasets that left the spec are skipped (their
-/// consumer's name is no longer known); `Kept` and `Waiting` generations report nothing.
+/// consumer's name is no longer known); `Kept` and `Waiting` generations report nothing; an
+/// `Unchanged` one a Normal Event against its producer Pod.
 pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
     let consumers: BTreeMap<&str, &str> = rollout
         .spec
@@ -168,6 +169,15 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                         format!("{subject} failed: {}", g.detail),
                     );
                 }
+                // Against the producer Pod whose digest said so (pruned in the same run; the
+                // Event's fixed name keeps later runs reporting it to one Event).
+                State::Unchanged => push(
+                    &producer,
+                    EventType::Normal,
+                    "Unchanged",
+                    "SkipRollout",
+                    format!("{subject}: {}", g.detail),
+                ),
                 State::Kept | State::Waiting => {}
             }
         }
@@ -480,6 +490,11 @@ mod tests {
             ),
             ("2021-07-15", State::Producing, "producer Running"),
             ("2021-07-16", State::Waiting, ""),
+            (
+                "2021-07-17",
+                State::Unchanged,
+                "data unchanged (digest sha256:a); generation 2021-07-12 keeps serving",
+            ),
         ]);
         assert_eq!(
             summary(&from_decisions(&rollout(), &[d])),
@@ -490,6 +505,7 @@ mod tests {
                 "consumer-2021-07-13.rollingout Normal RollingOut StatefulSet/consumer-2021-07-13 CreateStatefulSet: generation 2021-07-13 of dataset data: 1/3 replicas ready",
                 "data-2021-07-14.snapshottaken Normal SnapshotTaken VolumeSnapshot/data-2021-07-14 CreateSnapshot: generation 2021-07-14 of dataset data: snapshot data-2021-07-14 not ready",
                 "data-producer-2021-07-15.producing Normal Producing Pod/data-producer-2021-07-15 CreateProducer: generation 2021-07-15 of dataset data: producer Running",
+                "data-producer-2021-07-17.unchanged Normal Unchanged Pod/data-producer-2021-07-17 SkipRollout: generation 2021-07-17 of dataset data: data unchanged (digest sha256:a); generation 2021-07-12 keeps serving",
             ]
         );
     }

@@ -24,6 +24,12 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Argo CD sync wave: in pull mode Argo CD applies lower waves first and waits for them to be
 /// healthy, which gives the same dependency order snaproll applies in.
 pub const ANNOTATION_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
+/// The digest the producer reported for the data a snapshot holds (its termination message):
+/// recorded on the snapshot so a later run can tell unchanged data without the producer Pod.
+pub const ANNOTATION_DIGEST: &str = "snaproll.dev/digest";
+/// On the serving generation's snapshot: the newest generation skipped because its data was
+/// unchanged, so the schedule does not start it again once its producer Pod is gone.
+pub const ANNOTATION_UNCHANGED: &str = "snaproll.dev/unchanged";
 /// Field manager used for server-side apply.
 pub const FIELD_MANAGER: &str = "snaproll";
 

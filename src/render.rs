@@ -568,6 +568,9 @@ struct Local {
     storage: Option<ClaimStorage>,
     names: BTreeMap<&'static str, String>,
     labels: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// Annotations snaproll records on an object (the snapshot's digest and unchanged record:
+    /// see [`GenerationPlan::digest`]); empty maps when there are none.
+    annotations: BTreeMap<&'static str, BTreeMap<String, String>>,
     sizes: BTreeMap<&'static str, String>,
 }
 
@@ -624,6 +627,7 @@ fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
         storage: None,
         names: BTreeMap::from([("class", r.spec.snapshot_class.name.clone())]),
         labels,
+        annotations: BTreeMap::new(),
         sizes: BTreeMap::new(),
     };
     Context {
@@ -701,7 +705,19 @@ fn dataset_context_with(
         );
     }
     let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
+    let mut annotations = BTreeMap::new();
     if let (Some(g), Some(id)) = (g, gen_id) {
+        let recorded = [
+            (manifest::ANNOTATION_DIGEST, &g.digest),
+            (manifest::ANNOTATION_UNCHANGED, &g.unchanged),
+        ];
+        annotations.insert(
+            "snapshot",
+            recorded
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+                .collect(),
+        );
         if let Some(source) = &g.source {
             names.insert("pvc", source.clone());
         }
@@ -749,6 +765,7 @@ fn dataset_context_with(
         storage,
         names,
         labels,
+        annotations,
         sizes,
     };
     Context {

@@ -152,3 +152,45 @@ fn text_only_render_writes_the_same_yaml_and_drops_values() {
     assert!(full.objects.iter().all(|o| o.value.is_object()));
     assert!(text.objects.iter().all(|o| o.value.is_null()));
 }
+
+/// The digest and the unchanged record of a plan are the snapshot's annotations (next to
+/// the sync wave); a plan without them renders none of them.
+#[test]
+fn snapshot_records_the_plans_digest_and_unchanged_generation() {
+    let path = format!(
+        "{}/examples/gke-daily/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let r = &loaded.rollout;
+    let d = &r.spec.datasets[0].name;
+    let mut recorded = GenerationPlan::full("2021-07-15");
+    recorded.digest = Some("sha256:abc".into());
+    recorded.unchanged = Some("2021-07-16".into());
+    let plan = Plan {
+        datasets: [(
+            d.clone(),
+            vec![recorded, GenerationPlan::full("2021-07-17")],
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let set = Renderer::new(None).unwrap().render(r, &plan).unwrap();
+    let annotations: Vec<&Value> = set
+        .objects
+        .iter()
+        .filter(|o| o.id.kind == Kind::VolumeSnapshot)
+        .map(|o| &o.value["metadata"]["annotations"])
+        .collect();
+    let wave = Kind::VolumeSnapshot.sync_wave().to_string();
+    assert_eq!(
+        annotations,
+        [
+            &json!({"snaproll.dev/digest": "sha256:abc",
+                    "snaproll.dev/unchanged": "2021-07-16",
+                    manifest::ANNOTATION_SYNC_WAVE: wave}),
+            &json!({ manifest::ANNOTATION_SYNC_WAVE: wave }),
+        ]
+    );
+}

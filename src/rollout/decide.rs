@@ -11,7 +11,7 @@ use super::{
     is_date, newest_date, retire, retiring_detail, roll_source_forward,
 };
 use super::{GenerationPlan, Plan};
-use super::{Shared, switch::switch_atomic};
+use super::{Shared, digest, switch::switch_atomic};
 use crate::manifest::Kind;
 use crate::spec::{self, Dataset, Rollout, Schedule};
 
@@ -56,6 +56,9 @@ pub(super) fn decide_each(
         .iter()
         .map(|d| one(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
+    for d in &mut decisions {
+        digest::record(d, observed.get(&d.dataset).unwrap_or(&empty));
+    }
     for (name, gens) in observed.iter().filter(|_| removed) {
         if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
             decisions.push(decide_removed(name, gens, opts));
@@ -240,6 +243,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         d,
         explicit,
         gens.iter().map(|o| o.id.as_str()),
+        skipped(observed).as_deref(),
         opts,
         &mut notes,
     );
@@ -268,6 +272,18 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                 && !matches!(raws[i], Raw::Failed(_) | Raw::Leftover | Raw::Ready { .. })
         }),
     };
+    // Unchanged data: the generation being introduced has no snapshot yet and its producer
+    // succeeded reporting the serving generation's digest. It takes no snapshot, its producer
+    // is pruned, and the serving generation records it (see `digest`).
+    let serving_digest = serving.and_then(|s| digest::snapshot_digest(gens[s]));
+    let unchanged = in_progress.filter(|&i| {
+        pinned != Some(i)
+            && gens[i].snapshot.is_none()
+            && matches!(raws[i], Raw::Snapshotting(_))
+            && serving_digest.is_some()
+            && digest::producer_digest(gens[i]) == serving_digest
+    });
+    let in_progress = in_progress.filter(|&i| Some(i) != unchanged);
 
     let mut statuses = Vec::new();
     let mut render = Vec::new();
@@ -318,6 +334,14 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                 }
                 Raw::Failed(_) | Raw::Leftover => unreachable!("never chosen as in progress"),
             }
+        } else if Some(i) == unchanged {
+            (
+                State::Unchanged,
+                unchanged_detail(
+                    serving_digest.as_deref(),
+                    serving.map(|s| gens[s].id.as_str()),
+                ),
+            )
         } else if serving.is_none_or(|s| i > s) {
             // Newer than serving and not the one being introduced: failed, or superseded.
             match raw {
@@ -362,6 +386,32 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             first_seen,
             detail,
         });
+    }
+
+    if let Some(s) = serving {
+        let serving_id = &gens[s].id;
+        let plan = render.iter_mut().find(|p| &p.id == serving_id);
+        match (unchanged, plan) {
+            // Recorded in the same apply that prunes the producer: a run that fails before
+            // the prune leaves the producer, so the decision is made again.
+            (Some(u), Some(plan)) => plan.unchanged = Some(gens[u].id.clone()),
+            // The skipped generation, recorded on the serving snapshot, while nothing newer
+            // than the serving generation exists or is due: shown, so `status` says why
+            // nothing rolled.
+            (None, _) if s + 1 == gens.len() && wanted.is_none() => {
+                if let Some(u) =
+                    digest::recorded_unchanged(gens[s]).filter(|u| !gens.iter().any(|o| &o.id == u))
+                {
+                    statuses.push(GenerationStatus {
+                        generation: u,
+                        state: State::Unchanged,
+                        first_seen: None,
+                        detail: unchanged_detail(serving_digest.as_deref(), Some(serving_id)),
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 
     // Start the wanted generation when it is new and nothing else is being introduced.
@@ -437,16 +487,19 @@ pub(super) fn explicit<'a>(
 /// (today on a daily schedule). Generations only move forward: when the run's clock is behind
 /// the newest dated generation that exists, the schedule asks for nothing and the run says so
 /// in `notes` (an older generation would otherwise be started and, once ready, serve in place
-/// of the newer one). Rollback is explicit: a pin.
+/// of the newer one). Rollback is explicit: a pin. A generation skipped as unchanged
+/// (`unchanged`, recorded on a snapshot) is not started again: not by `--generation` naming
+/// it, nor by the schedule up to and including its date.
 pub(super) fn wanted<'a>(
     d: &Dataset,
     explicit: Option<(&'static str, &String)>,
     ids: impl Iterator<Item = &'a str>,
+    unchanged: Option<&str>,
     opts: &Options,
     notes: &mut Vec<String>,
 ) -> Option<String> {
     if let Some((_, g)) = explicit {
-        return Some(g.clone());
+        return (unchanged != Some(g.as_str())).then(|| g.clone());
     }
     match d.generations.schedule {
         Schedule::Manual => None,
@@ -458,9 +511,23 @@ pub(super) fn wanted<'a>(
                 ));
                 None
             }
+            _ if unchanged.is_some_and(|u| is_date(u) && opts.today.as_str() <= u) => None,
             _ => Some(opts.today.clone()),
         },
     }
+}
+
+/// The newest generation recorded as skipped (unchanged data) on any snapshot of the dataset.
+pub(super) fn skipped(observed: &[Observed]) -> Option<String> {
+    observed.iter().filter_map(digest::recorded_unchanged).max()
+}
+
+fn unchanged_detail(digest: Option<&str>, serving: Option<&str>) -> String {
+    format!(
+        "data unchanged (digest {}); generation {} keeps serving",
+        digest.unwrap_or("?"),
+        serving.unwrap_or("?")
+    )
 }
 
 fn replicas_detail(sts: &Value) -> String {

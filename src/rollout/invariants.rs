@@ -115,6 +115,33 @@ pub fn check_invariants(
             }
         }
     }
+    // Unchanged data: a skipped generation has no snapshot or StatefulSet, rendered or live,
+    // and leaves a serving generation in place (fully rendered: checked above).
+    for g in decision
+        .generations
+        .iter()
+        .filter(|g| g.state == State::Unchanged)
+    {
+        let live = observed.iter().find(|o| o.id == g.generation);
+        if rendered(&g.generation).is_some_and(|p| p.snapshot || p.statefulset)
+            || live.is_some_and(|o| o.snapshot.is_some() || o.statefulset.is_some())
+        {
+            return Err(fail(format!(
+                "unchanged generation {} has a snapshot or StatefulSet",
+                g.generation
+            )));
+        }
+        if !decision
+            .generations
+            .iter()
+            .any(|s| s.state == State::Serving)
+        {
+            return Err(fail(format!(
+                "generation {} is unchanged but no generation serves",
+                g.generation
+            )));
+        }
+    }
     // `consumer.switch: atomic`: the Service selects a generation whose StatefulSet is kept,
     // and the generation it selected keeps its StatefulSet until a run sees it switched.
     if let Some(switch) = &decision.service {

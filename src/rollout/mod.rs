@@ -14,9 +14,11 @@
 //! Pure: no I/O, and below `apply` and `render` (the engine observes, then calls in here).
 //! `decide` (from the cluster), `offline` (from Git), `retire` (retirement order and the holds
 //! the prune or Git keep meanwhile), `source` (source claim changes roll forward), `pins`,
-//! `plan` (what to render), `readiness` (of live objects); `invariants` for the tests.
+//! `plan` (what to render), `readiness` (of live objects), `digest` (unchanged data);
+//! `invariants` for the tests.
 
 mod decide;
+mod digest;
 #[cfg(any(test, feature = "test-support"))]
 mod invariants;
 mod offline;
@@ -99,6 +101,9 @@ pub enum State {
     Failed,
     /// Named by the schedule or `--generation` but not started yet.
     Waiting,
+    /// Its producer reported the serving generation's digest: no snapshot is taken, nothing
+    /// rolls, the serving generation stays.
+    Unchanged,
 }
 
 impl fmt::Display for State {
@@ -112,6 +117,7 @@ impl fmt::Display for State {
             State::Retiring => "retiring",
             State::Failed => "failed",
             State::Waiting => "waiting",
+            State::Unchanged => "unchanged",
         })
     }
 }

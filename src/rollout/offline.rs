@@ -33,6 +33,7 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
         d,
         explicit(d, opts),
         ids.iter().map(|o| o.id.as_str()),
+        super::decide::skipped(in_git).as_deref(),
         opts,
         &mut notes,
     )

@@ -37,6 +37,12 @@ pub struct GenerationPlan {
     /// rendered as it is even when the spec's storage changed since (the change reaches the
     /// next generation).
     pub claim_storage: Option<ClaimStorage>,
+    /// The digest of the generation's data (`snaproll.dev/digest` on its snapshot), when the
+    /// producer reported one.
+    pub digest: Option<String>,
+    /// The newest generation skipped as unchanged (`snaproll.dev/unchanged` on its snapshot):
+    /// set on the serving generation so the skip survives the producer Pod's removal.
+    pub unchanged: Option<String>,
 }
 
 /// The storage of a StatefulSet's claim template, as the template context's `storage` sees it.
@@ -61,6 +67,8 @@ impl GenerationPlan {
             claim_size: None,
             source: None,
             claim_storage: None,
+            digest: None,
+            unchanged: None,
         }
     }
 
@@ -74,6 +82,8 @@ impl GenerationPlan {
             claim_size: None,
             source: None,
             claim_storage: None,
+            digest: None,
+            unchanged: None,
         }
     }
 

@@ -203,3 +203,85 @@ fn at_most_one_generation_is_introduced() {
     assert!(!dec.render.iter().any(|p| p.id == "2021-07-16"));
     check_invariants(&dec, &[busy]).unwrap();
 }
+
+fn with_digest(mut o: Observed, digest: &str, unchanged: Option<&str>) -> Observed {
+    let s = o.snapshot.as_mut().unwrap();
+    s["metadata"]["annotations"] = json!({"snaproll.dev/digest": digest});
+    if let Some(u) = unchanged {
+        s["metadata"]["annotations"]["snaproll.dev/unchanged"] = json!(u);
+    }
+    o
+}
+
+fn reporting(id: &str, message: &str) -> Observed {
+    let mut p = pod("Succeeded", "2021-07-16T01:00:00Z");
+    p["status"]["containerStatuses"] =
+        json!([{"state": {"terminated": {"exitCode": 0, "message": message}}}]);
+    Observed {
+        id: id.into(),
+        producer: Some(p),
+        ..Observed::default()
+    }
+}
+
+#[test]
+fn a_producer_reporting_the_serving_digest_is_unchanged_and_recorded_on_the_serving_snapshot() {
+    let d = dataset(1);
+    let old = with_digest(
+        serving("2021-07-15", "2021-07-15T01:00:00Z"),
+        "sha256:a",
+        None,
+    );
+    let same = reporting("2021-07-16", "sha256:a\n");
+    let observed = [old.clone(), same];
+    let dec = decide(&d, &observed, &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Serving);
+    assert_eq!(dec.generations[1].state, State::Unchanged);
+    assert_eq!(
+        dec.generations[1].detail,
+        "data unchanged (digest sha256:a); generation 2021-07-15 keeps serving"
+    );
+    assert_eq!(dec.render.len(), 1, "the producer is no longer rendered");
+    assert_eq!(dec.render[0].id, "2021-07-15");
+    assert_eq!(dec.render[0].unchanged.as_deref(), Some("2021-07-16"));
+    check_invariants(&dec, &observed).unwrap();
+
+    // Another digest (or none) takes the snapshot as before.
+    for other in [
+        reporting("2021-07-16", "sha256:b"),
+        reporting("2021-07-16", ""),
+    ] {
+        let dec = decide(&d, &[old.clone(), other], &opts("2021-07-16"));
+        assert_eq!(dec.generations[1].state, State::Snapshotting);
+    }
+}
+
+#[test]
+fn a_recorded_unchanged_generation_is_not_started_again_and_is_shown_while_newest() {
+    let d = dataset(1);
+    let old = with_digest(
+        serving("2021-07-15", "2021-07-15T01:00:00Z"),
+        "sha256:a",
+        Some("2021-07-16"),
+    );
+    let dec = decide(&d, std::slice::from_ref(&old), &opts("2021-07-16"));
+    let states: Vec<_> = dec.generations.iter().map(|g| g.state.clone()).collect();
+    assert_eq!(states, [State::Serving, State::Unchanged]);
+    assert_eq!(dec.generations[1].generation, "2021-07-16");
+    assert_eq!(dec.render.len(), 1, "nothing started");
+    let mut again = opts("2021-07-16");
+    again.generation = spec::GenerationIds::all("2021-07-16");
+    assert_eq!(
+        decide(&d, std::slice::from_ref(&old), &again).render.len(),
+        1
+    );
+    // The next day starts as usual.
+    let dec = decide(&d, std::slice::from_ref(&old), &opts("2021-07-17"));
+    let states: Vec<_> = dec.generations.iter().map(|g| g.state.clone()).collect();
+    assert_eq!(states, [State::Serving, State::Producing]);
+    assert!(
+        dec.render
+            .iter()
+            .any(|p| p.id == "2021-07-17" && p.producer)
+    );
+}

@@ -150,6 +150,8 @@ pub(crate) struct Behaviour {
     pub(crate) restore_size: String,
     /// The StatefulSet's pods never become ready.
     pub(crate) sts_holds: bool,
+    /// The producer succeeds writing this termination message (a digest of its data).
+    pub(crate) producer_message: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -163,6 +165,7 @@ impl Default for Behaviour {
             snapshot_holds: false,
             restore_size: "10Gi".to_string(),
             sts_holds: false,
+            producer_message: None,
         }
     }
 }
@@ -253,6 +256,8 @@ pub(crate) struct World {
     pub(crate) now: RefCell<String>,
     /// Dataset → the generation its live Service selected at the last check (atomic switch).
     pub(crate) selects: RefCell<BTreeMap<String, String>>,
+    /// `(dataset, generation)` a run reported `unchanged`: never a snapshot or StatefulSet.
+    pub(crate) unchanged: RefCell<BTreeSet<(String, String)>>,
 }
 
 pub(crate) fn generation_of(v: &Value) -> String {

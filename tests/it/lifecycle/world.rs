@@ -25,6 +25,7 @@ impl World {
             seen: RefCell::default(),
             now: RefCell::new(D1.to_string()),
             selects: RefCell::default(),
+            unchanged: RefCell::default(),
             tmp,
         }
     }
@@ -235,7 +236,8 @@ impl World {
     /// `--wait` and controller steps included): what the cluster holds (or, offline, what Git
     /// holds) is observed as snaproll observes it and checked by `rollout::check_all` (offline:
     /// `rollout::check_state`, Git-level: a snapshot file whenever its StatefulSet's file), plus
-    /// the one property that spans runs: once a dataset served, a ready StatefulSet serves it.
+    /// the properties that span runs: once a dataset served, a ready StatefulSet serves it; a
+    /// generation once reported unchanged never has a snapshot or StatefulSet.
     pub(crate) fn check_invariants(&self, when: &str) {
         let loaded = snaproll::spec::load(&self.spec).unwrap();
         if self.mode == Mode::Offline {
@@ -289,6 +291,19 @@ impl World {
             panic!("{when}: {e}\n{observed:#?}");
         }
         crate::switch::check_service(self, when);
+        // Unchanged data, across runs: a generation once reported unchanged never gets a
+        // snapshot or StatefulSet, and its dataset keeps a serving generation (checked below).
+        for (d, g) in self.unchanged.borrow().iter() {
+            if let Some(o) = observed
+                .get(d)
+                .and_then(|gs| gs.iter().find(|o| &o.id == g))
+            {
+                assert!(
+                    o.snapshot.is_none() && o.statefulset.is_none(),
+                    "{when}: unchanged generation {g} of {d} has a snapshot or StatefulSet"
+                );
+            }
+        }
         let mut served = self.served.borrow_mut();
         for (d, gens) in &observed {
             let ready = gens
@@ -308,9 +323,17 @@ impl World {
         }
     }
 
-    /// Invariants of the run's own report: at most one generation per dataset in motion.
+    /// Invariants of the run's own report: at most one generation per dataset in motion; notes
+    /// the generations it reports unchanged (checked by [`World::check_invariants`]).
     pub(crate) fn check_report(&self, run: &Run) {
         for d in &self.knobs.borrow().datasets {
+            for s in run.states(d) {
+                if let Some(g) = s.strip_suffix(" unchanged") {
+                    self.unchanged
+                        .borrow_mut()
+                        .insert((d.to_string(), g.to_string()));
+                }
+            }
             let moving: Vec<String> = run
                 .states(d)
                 .into_iter()
@@ -355,7 +378,15 @@ impl World {
                             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                             "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}),
                     Some(reason) => json!({"phase": "Failed", "message": reason}),
-                    None => json!({"phase": "Succeeded"}),
+                    None => match &b.producer_message {
+                        // The kubelet copies the file at terminationMessagePath into the status.
+                        Some(m) => json!({"phase": "Succeeded",
+                            "containerStatuses": [{"name": "producer", "ready": false,
+                                "restartCount": restarts,
+                                "state": {"terminated": {"reason": "Completed",
+                                    "exitCode": 0, "message": m}}}]}),
+                        None => json!({"phase": "Succeeded"}),
+                    },
                 };
                 api.set_status(&format!("{PODS}/{name}"), status).await;
             }
