@@ -18,7 +18,7 @@
 //!
 //! Files: this one (options, report, errors, the step); `observe` (the cluster's or Git's
 //! objects grouped into generations, the decision and the render); `lock` (the Lease); `wait`
-//! (`--wait`); `client` (kubeconfig and the client).
+//! (`--wait`); `watch` (what wakes `--wait` between steps); `client` (kubeconfig and the client).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +39,7 @@ mod client;
 mod lock;
 mod observe;
 mod wait;
+mod watch;
 
 pub use client::{USER_AGENT, client};
 use client::{chain, connect};
