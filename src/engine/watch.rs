@@ -60,13 +60,7 @@ impl Watches {
             .map(|&kind| {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
-                runtime.spawn(follow(
-                    kind,
-                    api,
-                    selector.clone(),
-                    changed.clone(),
-                    resync,
-                ))
+                runtime.spawn(follow(kind, api, selector.clone(), changed.clone(), resync))
             })
             .collect();
         Watches { changed, tasks }
