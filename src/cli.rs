@@ -387,7 +387,8 @@ pub struct ReconcileCmd {
         value_name = "DURATION"
     )]
     pub timeout: jiff::SignedDuration,
-    /// Pause between runs of --wait.
+    /// The resync period of --wait: between runs it watches the rollout's Pods, VolumeSnapshots
+    /// and StatefulSets and runs again as soon as one changes status, or after this at the latest.
     #[arg(
         long,
         env = "SNAPROLL_POLL_INTERVAL",

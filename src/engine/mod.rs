@@ -18,7 +18,7 @@
 //!
 //! Files: this one (options, report, errors, the step); `observe` (the cluster's or Git's
 //! objects grouped into generations, the decision and the render); `lock` (the Lease); `wait`
-//! (`--wait`); `client` (kubeconfig and the client).
+//! (`--wait`); `watch` (what wakes `--wait` between steps); `client` (kubeconfig and the client).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +40,7 @@ mod fingerprint;
 mod lock;
 mod observe;
 mod wait;
+mod watch;
 
 pub use client::{USER_AGENT, client};
 use client::{chain, connect};

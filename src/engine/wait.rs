@@ -1,12 +1,15 @@
-//! `--wait`: steps until every dataset settled.
+//! `--wait`: steps until every dataset settled, starting the next step as soon as a watched
+//! status changes ([`super::watch`]), or after the poll interval (the resync) at the latest.
 
 use std::time::{Duration, Instant};
 
+use super::watch::Watches;
 use super::{Engine, EngineError, Report, summary_lines};
 use crate::gitops;
 
 impl Engine {
-    /// Steps until every dataset settled or `timeout` passed, pausing `poll` between steps;
+    /// Steps until every dataset settled or `timeout` passed; between steps it waits for a
+    /// watched status change of the rollout's objects, or `poll` (the resync period) at most.
     /// `progress` sees every unsettled step.
     pub fn wait(
         &mut self,
@@ -30,6 +33,15 @@ impl Engine {
             target.dest.workdir = Some(dir.path().join("clone"));
             self.scratch = Some(dir);
         }
+        let watches = self.cluster.as_ref().map(|c| {
+            Watches::start(
+                &c.runtime,
+                c.manager.client(),
+                &c.manager.applyset().namespace,
+                &self.loaded.rollout.metadata.name,
+                poll,
+            )
+        });
         let started = Instant::now();
         loop {
             let report = self.step(clock())?;
@@ -43,7 +55,13 @@ impl Engine {
                 });
             }
             progress(started.elapsed(), &report);
-            std::thread::sleep(poll);
+            match (&watches, &self.cluster) {
+                (Some(w), Some(c)) => {
+                    let wake = w.pause(&c.runtime, poll);
+                    tracing::debug!(?wake, "next step");
+                }
+                _ => std::thread::sleep(poll),
+            }
         }
     }
 }

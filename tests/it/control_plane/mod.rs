@@ -39,6 +39,7 @@ mod kubectl;
 mod plane;
 mod rbac;
 mod runs;
+mod wait;
 
 /// How many per-test admin identities the token file holds.
 const USERS: usize = 64;

@@ -3,12 +3,105 @@
 
 use super::*;
 
+/// A response body: whole, or a stream of watch events.
+pub(super) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// How often a watch looks for changes in the store.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// `?watch=true`, which kube-fake-client does not serve: the objects of the path (and its
+/// label selector) are listed every [`WATCH_TICK`] and the differences streamed as watch
+/// events, one JSON document per line, until `timeoutSeconds` or the client goes away. It
+/// starts from the store as it is (a `resourceVersion` is ignored); statuses set through
+/// [`FakeApi::set_status`] show up like any other change.
+fn watch_response(state: Arc<State>, path: &str, query: &str) -> Response<Body> {
+    let (mapped, cluster) = map_path(path);
+    let mut timeout = Duration::from_secs(1800);
+    let mut selectors = Vec::new();
+    for p in query.split('&') {
+        if p.starts_with("labelSelector=") || p.starts_with("fieldSelector=") {
+            selectors.push(p);
+        } else if let Some(secs) = p.strip_prefix("timeoutSeconds=") {
+            timeout = Duration::from_secs(secs.parse().unwrap_or(1800));
+        }
+    }
+    let list_query = selectors.join("&");
+    let (mut tx, rx) =
+        futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(64);
+    tokio::spawn(async move {
+        let snapshot = || async {
+            // Under the dispatch lock: a dry-run's apply-and-restore is never seen.
+            let _guard = state.dispatch.lock().await;
+            let (_, body) = raw_call(
+                &state.inner,
+                "GET",
+                &mapped,
+                &list_query,
+                None,
+                Bytes::new(),
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let v = strip_scope(v, cluster);
+            v["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        i,
+                    )
+                })
+                .collect::<std::collections::BTreeMap<String, Value>>()
+        };
+        let mut prev = snapshot().await;
+        let end = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(WATCH_TICK).await;
+            let now = snapshot().await;
+            let mut events = Vec::new();
+            for (name, obj) in &now {
+                match prev.get(name) {
+                    None => events.push(json!({"type": "ADDED", "object": obj})),
+                    Some(p) if p != obj => events.push(json!({"type": "MODIFIED", "object": obj})),
+                    Some(_) => {}
+                }
+            }
+            for (name, obj) in &prev {
+                if !now.contains_key(name) {
+                    events.push(json!({"type": "DELETED", "object": obj}));
+                }
+            }
+            for e in events {
+                let line = Bytes::from(format!("{e}\n"));
+                if futures::SinkExt::send(&mut tx, Ok(http_body::Frame::data(line)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            prev = now;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(rx).boxed_unsync())
+        .expect("response")
+}
+
 /// The tower service behind [`FakeApi::client`].
 #[derive(Clone)]
 pub(super) struct Layer(pub(super) Arc<State>);
 
 impl tower::Service<Request<kube::client::Body>> for Layer {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<Body>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -187,7 +280,7 @@ fn immutable_violation(
 pub(super) async fn handle(
     state: Arc<State>,
     req: Request<Bytes>,
-) -> Result<Response<Full<Bytes>>, BoxError> {
+) -> Result<Response<Body>, BoxError> {
     let mut r = Req {
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
@@ -219,7 +312,18 @@ pub(super) async fn handle(
         log.push(r.clone());
         log.len() - 1
     };
-    let resp = answer(state.clone(), r, req).await;
+    // A watch a fault applies to is answered (with the fault) as any other request.
+    let faulted = {
+        let faults = state.faults.lock().unwrap();
+        faults.iter().any(|f| f.times > 0 && f.matches(&r))
+    };
+    let resp = if r.is_watch() && r.method == "GET" && !faulted {
+        Ok(watch_response(state.clone(), &r.path, &r.query))
+    } else {
+        answer(state.clone(), r, req)
+            .await
+            .map(|resp| resp.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
+    };
     if let Ok(resp) = &resp
         && let Some(entry) = state.log.lock().unwrap().get_mut(index)
     {

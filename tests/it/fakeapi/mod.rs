@@ -110,7 +110,13 @@ impl Req {
         self.path.starts_with("/apis/coordination.k8s.io/")
     }
     pub fn is_list(&self) -> bool {
-        self.method == "GET" && self.name().is_none()
+        self.method == "GET" && self.name().is_none() && !self.is_watch()
+    }
+    /// A watch (`?watch=true`): a streaming GET, answered with the changes as they happen.
+    pub fn is_watch(&self) -> bool {
+        self.query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
     }
     /// The resource plural (`statefulsets`).
     pub fn resource(&self) -> String {
@@ -163,6 +169,8 @@ pub struct Fault {
     pub method: Option<String>,
     pub path: String,
     pub dry_run: Option<bool>,
+    /// Only watches (`Some(true)`), or never watches (`Some(false)`).
+    pub watch: Option<bool>,
     pub skip: usize,
     pub times: usize,
     pub action: FaultAction,
@@ -174,6 +182,7 @@ impl Fault {
             method: Some(method.to_string()),
             path: path.to_string(),
             dry_run: None,
+            watch: None,
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Status(code, reason.to_string(), message.to_string()),
@@ -184,6 +193,7 @@ impl Fault {
             method: Some(method.to_string()),
             path: path.to_string(),
             dry_run: None,
+            watch: None,
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Delay(d),
@@ -194,6 +204,7 @@ impl Fault {
             method: Some(method.to_string()),
             path: path.to_string(),
             dry_run: None,
+            watch: None,
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Body(body.to_string()),
@@ -204,6 +215,7 @@ impl Fault {
             method: Some(method.to_string()),
             path: path.to_string(),
             dry_run: None,
+            watch: None,
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Reset,
@@ -222,6 +234,7 @@ impl Fault {
             method: Some(method.to_string()),
             path: path.to_string(),
             dry_run: None,
+            watch: None,
             skip: 0,
             times: usize::MAX,
             action: FaultAction::Throttled(secs),
@@ -235,10 +248,15 @@ impl Fault {
         self.dry_run = Some(d);
         self
     }
+    pub fn watch(mut self, w: bool) -> Fault {
+        self.watch = Some(w);
+        self
+    }
     fn matches(&self, r: &Req) -> bool {
         self.method.as_deref().is_none_or(|m| m == r.method)
             && r.path.contains(&self.path)
             && self.dry_run.is_none_or(|d| d == r.is_dry_run())
+            && self.watch.is_none_or(|w| w == r.is_watch())
     }
 }
 
@@ -433,7 +451,9 @@ impl FakeApi {
                                         .unwrap_or_default();
                                     let req = Request::from_parts(parts, bytes);
                                     let resp = handle(state, req).await.unwrap_or_else(|e| {
-                                        status_response(500, "InternalError", &e.to_string())
+                                        status_response(500, "InternalError", &e.to_string()).map(
+                                            |b| b.map_err(|never| match never {}).boxed_unsync(),
+                                        )
                                     });
                                     Ok::<_, Infallible>(resp)
                                 }

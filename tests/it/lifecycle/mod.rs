@@ -28,6 +28,7 @@ mod failures;
 mod modes;
 mod rbac_role;
 mod retire;
+mod wait;
 mod world;
 
 pub(crate) const NS: &str = "default";
