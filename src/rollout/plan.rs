@@ -37,6 +37,11 @@ pub struct GenerationPlan {
     /// rendered as it is even when the spec's storage changed since (the change reaches the
     /// next generation).
     pub claim_storage: Option<ClaimStorage>,
+    /// How many snapshot copies the generation takes, frozen once it has snapshots; `None`
+    /// takes the spec's `snapshot.copies`. With more than one, the snapshots are
+    /// `<dataset>-<gen>-<i>` and the StatefulSet comes with its claims, replica `r` restoring
+    /// from copy `r % copies`.
+    pub copies: Option<u32>,
 }
 
 /// The storage of a StatefulSet's claim template, as the template context's `storage` sees it.
@@ -61,6 +66,7 @@ impl GenerationPlan {
             claim_size: None,
             source: None,
             claim_storage: None,
+            copies: None,
         }
     }
 
@@ -74,6 +80,7 @@ impl GenerationPlan {
             claim_size: None,
             source: None,
             claim_storage: None,
+            copies: None,
         }
     }
 
