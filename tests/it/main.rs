@@ -4,6 +4,7 @@ mod apply;
 mod apply_cli;
 mod common;
 mod control_plane;
+mod copies;
 mod docs;
 mod events;
 mod fakeapi;
