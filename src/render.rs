@@ -355,7 +355,13 @@ impl Renderer {
                         l.labels.insert("pvc", labels);
                         l.storage = Some(claim_storage(d, l));
                     });
-                    let object = self.render_one(Kind::PersistentVolumeClaim, &claim)?;
+                    // In the StatefulSet's wave: Argo CD waits for a wave to be healthy, and
+                    // on WaitForFirstConsumer storage a claim stays Pending until a pod uses it.
+                    let object = self.render_in_wave(
+                        Kind::PersistentVolumeClaim,
+                        &claim,
+                        Kind::StatefulSet.sync_wave(),
+                    )?;
                     check_restores(&object, &copy_name(d, &g.id, ordinal % copies), &self.sources)?;
                     out.push(object);
                 }
@@ -372,6 +378,11 @@ impl Renderer {
 
     /// Renders one template with `ctx` and validates the result.
     fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
+        self.render_in_wave(kind, ctx, kind.sync_wave())
+    }
+
+    /// [`Renderer::render_one`] in Argo CD sync wave `wave` (unless the template sets one).
+    fn render_in_wave(&self, kind: Kind, ctx: &Context, wave: usize) -> Result<Object, RenderError> {
         let name = kind.template();
         // Message parts are built only on failure: this runs once per object.
         let source = &self.sources[name];
@@ -406,7 +417,7 @@ impl Renderer {
                 .or_insert_with(|| Value::Object(Default::default()));
             if let Some(a) = annotations.as_object_mut() {
                 a.entry(manifest::ANNOTATION_SYNC_WAVE)
-                    .or_insert_with(|| Value::String(kind.sync_wave().to_string()));
+                    .or_insert_with(|| Value::String(wave.to_string()));
             }
         }
         let invalid = |problem: String| RenderError::Invalid {
