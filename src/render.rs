@@ -344,13 +344,11 @@ impl Renderer {
                 // restoring from copy `r % copies`; they apply before the StatefulSet.
                 for ordinal in 0..d.consumer.replicas.max(0) as u32 {
                     let claim = with_local(rollout, d, g, &layers, |l| {
-                        let name = format!(
-                            "{}-{}-{ordinal}",
-                            d.claim_name(),
-                            l.names["statefulset"]
-                        );
+                        let name =
+                            format!("{}-{}-{ordinal}", d.claim_name(), l.names["statefulset"]);
                         l.names.insert("pvc", name);
-                        l.names.insert("restore", copy_name(d, &g.id, ordinal % copies));
+                        l.names
+                            .insert("restore", copy_name(d, &g.id, ordinal % copies));
                         let labels = l.labels["claim"].clone();
                         l.labels.insert("pvc", labels);
                         l.storage = Some(claim_storage(d, l));
@@ -362,7 +360,11 @@ impl Renderer {
                         &claim,
                         Kind::StatefulSet.sync_wave(),
                     )?;
-                    check_restores(&object, &copy_name(d, &g.id, ordinal % copies), &self.sources)?;
+                    check_restores(
+                        &object,
+                        &copy_name(d, &g.id, ordinal % copies),
+                        &self.sources,
+                    )?;
                     out.push(object);
                 }
                 // A claim the controller makes itself (a deleted one, before the next run
@@ -382,7 +384,12 @@ impl Renderer {
     }
 
     /// [`Renderer::render_one`] in Argo CD sync wave `wave` (unless the template sets one).
-    fn render_in_wave(&self, kind: Kind, ctx: &Context, wave: usize) -> Result<Object, RenderError> {
+    fn render_in_wave(
+        &self,
+        kind: Kind,
+        ctx: &Context,
+        wave: usize,
+    ) -> Result<Object, RenderError> {
         let name = kind.template();
         // Message parts are built only on failure: this runs once per object.
         let source = &self.sources[name];
@@ -657,7 +664,12 @@ fn dataset_context_with(
 }
 
 /// The local layer of a dataset's context (see [`dataset_context_with`]).
-fn local_layer(r: &Rollout, d: &Dataset, g: Option<&GenerationPlan>, selects: Option<&str>) -> Local {
+fn local_layer(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    selects: Option<&str>,
+) -> Local {
     let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
     let mut names = BTreeMap::from([
@@ -805,7 +817,11 @@ fn check_restores(
 ) -> Result<(), RenderError> {
     if object.yaml.contains(copy)
         && (object.value.is_null()
-            || object.value.pointer("/spec/dataSource/name").and_then(Value::as_str) == Some(copy))
+            || object
+                .value
+                .pointer("/spec/dataSource/name")
+                .and_then(Value::as_str)
+                == Some(copy))
     {
         return Ok(());
     }

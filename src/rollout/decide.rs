@@ -158,10 +158,7 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
         }
         let want = o.frozen_copies().unwrap_or(1) as usize;
         if copies.len() < want {
-            return Raw::Snapshotting(format!(
-                "{} of {want} snapshot copies taken",
-                copies.len()
-            ));
+            return Raw::Snapshotting(format!("{} of {want} snapshot copies taken", copies.len()));
         }
         return Raw::SnapshotReady { restore };
     }

@@ -865,7 +865,13 @@ fn snapshot_copies_count_in_the_restore_rate_warning() {
         .replacen("replicas: 3", &format!("replicas: {replicas}"), 1);
         fs::write(&spec, text).unwrap();
         let out = snaproll()
-            .args(["validate", "-f", spec.to_str().unwrap(), "--generation", GEN])
+            .args([
+                "validate",
+                "-f",
+                spec.to_str().unwrap(),
+                "--generation",
+                GEN,
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0));
