@@ -247,11 +247,11 @@ fn copies_gate_the_statefulset_until_every_copy_is_ready() {
         copy(1, 3, false, "10Gi"),
         copy(2, 3, true, "10Gi"),
     ]);
-    let dec = decide(&d, &[old.clone(), slow], &opts("2021-07-16"));
+    let dec = decide(&d, &[old.clone(), slow.clone()], &opts("2021-07-16"));
     assert_eq!(dec.generations[1].state, State::Snapshotting);
     assert!(dec.generations[1].detail.contains("data-2021-07-16-1"));
     assert!(!plan_of(&dec).statefulset);
-    check_invariants(&dec, &[old.clone()]).unwrap();
+    check_invariants(&dec, &[old.clone(), slow]).unwrap();
     // All ready: the StatefulSet starts, its claims at the largest restoreSize.
     let all = new(vec![
         copy(0, 3, true, "10Gi"),
