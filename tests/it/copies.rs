@@ -69,7 +69,7 @@ fn round_robin(g: &str) -> Vec<(String, String)> {
 
 #[test]
 fn three_copies_gate_the_statefulset_restore_round_robin_and_retire_together() {
-    for mode in [Mode::Push, Mode::Pull] {
+    for mode in [Mode::Push, Mode::Pull, Mode::Direct] {
         let w = World::new(mode, copies(3));
         let r = w.settle(D1, 12);
         assert_eq!(r.states("data"), [format!("{G1} serving")], "{mode:?}");
