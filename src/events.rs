@@ -80,6 +80,12 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
         .iter()
         .map(|d| (d.name.as_str(), d.consumer.name.as_str()))
         .collect();
+    let copies_of: BTreeMap<&str, u32> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| (d.name.as_str(), d.snapshot.copies))
+        .collect();
     let mut out = Vec::new();
     for decision in decisions {
         if decision.removed {
@@ -93,7 +99,27 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
             let id = g.generation.as_str();
             // The names `render` gives the generation's objects.
             let producer = (Kind::Pod, format!("{ds}-producer-{id}"));
-            let snapshot = (Kind::VolumeSnapshot, format!("{ds}-{id}"));
+            // With `snapshot.copies` > 1 (frozen in the plan once taken): copy 0 stands for all.
+            let copies = decision
+                .render
+                .iter()
+                .find(|p| p.id == id)
+                .and_then(|p| p.copies)
+                .or_else(|| copies_of.get(ds).copied())
+                .unwrap_or(1);
+            let snapshot = if copies > 1 {
+                (Kind::VolumeSnapshot, format!("{ds}-{id}-0"))
+            } else {
+                (Kind::VolumeSnapshot, format!("{ds}-{id}"))
+            };
+            let ready = if copies > 1 {
+                format!(
+                    "snapshot copies {ds}-{id}-0…{} are ready to use",
+                    copies - 1
+                )
+            } else {
+                format!("snapshot {ds}-{id} is ready to use")
+            };
             let statefulset = (Kind::StatefulSet, format!("{consumer}-{id}"));
             let mut push =
                 |(kind, object): &(Kind, String), type_, reason, action, note: String| {
@@ -128,7 +154,7 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                         EventType::Normal,
                         "SnapshotReady",
                         "RestoreSnapshot",
-                        format!("{subject}: snapshot {} is ready to use", snapshot.1),
+                        format!("{subject}: {ready}"),
                     );
                     push(
                         &statefulset,

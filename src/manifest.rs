@@ -19,6 +19,10 @@ pub const LABEL_ROLLOUT: &str = "snaproll.dev/rollout";
 pub const LABEL_DATASET: &str = "snaproll.dev/dataset";
 /// The generation an object belongs to (only on per-generation objects).
 pub const LABEL_GENERATION: &str = "snaproll.dev/generation";
+/// On each VolumeSnapshot of a generation that takes several (`snapshot.copies` > 1): how
+/// many it takes. The count is frozen per generation, so a spec change never alters the
+/// `dataSource` of a generation's (immutable) consumer claims.
+pub const LABEL_COPIES: &str = "snaproll.dev/copies";
 /// Role of the object inside a dataset (`source`, `producer`, `snapshot`, `service`, `consumer`).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Argo CD sync wave: in pull mode Argo CD applies lower waves first and waits for them to be

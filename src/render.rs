@@ -339,11 +339,60 @@ impl Renderer {
                 }
                 out.push(self.render_one(Kind::Pod, &ctx)?);
             }
+            let copies = g.copies.unwrap_or(d.snapshot.copies).max(1);
+            if copies == 1 {
+                if g.snapshot {
+                    out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
+                }
+                if g.statefulset {
+                    out.push(self.render_one(Kind::StatefulSet, &ctx)?);
+                }
+                continue;
+            }
             if g.snapshot {
-                out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
+                for i in 0..copies {
+                    let copy = with_local(rollout, d, g, &layers, |l| {
+                        l.names.insert("snapshot", copy_name(d, &g.id, i));
+                        let labels = l.labels.get_mut("snapshot").expect("generation labels");
+                        labels.insert(manifest::LABEL_COPIES.to_string(), copies.to_string());
+                    });
+                    out.push(self.render_one(Kind::VolumeSnapshot, &copy)?);
+                }
             }
             if g.statefulset {
-                out.push(self.render_one(Kind::StatefulSet, &ctx)?);
+                // Round-robin restore: the claims the StatefulSet adopts by name, replica `r`
+                // restoring from copy `r % copies`; they apply before the StatefulSet.
+                for ordinal in 0..d.consumer.replicas.max(0) as u32 {
+                    let claim = with_local(rollout, d, g, &layers, |l| {
+                        let name =
+                            format!("{}-{}-{ordinal}", d.claim_name(), l.names["statefulset"]);
+                        l.names.insert("pvc", name);
+                        l.names
+                            .insert("restore", copy_name(d, &g.id, ordinal % copies));
+                        let labels = l.labels["claim"].clone();
+                        l.labels.insert("pvc", labels);
+                        l.storage = Some(claim_storage(d, l));
+                    });
+                    // In the StatefulSet's wave: Argo CD waits for a wave to be healthy, and
+                    // on WaitForFirstConsumer storage a claim stays Pending until a pod uses it.
+                    let object = self.render_in_wave(
+                        Kind::PersistentVolumeClaim,
+                        &claim,
+                        Kind::StatefulSet.sync_wave(),
+                    )?;
+                    check_restores(
+                        &object,
+                        &copy_name(d, &g.id, ordinal % copies),
+                        &self.sources,
+                    )?;
+                    out.push(object);
+                }
+                // A claim the controller makes itself (a deleted one, before the next run
+                // renders it again) restores from copy 0.
+                let sts = with_local(rollout, d, g, &layers, |l| {
+                    l.names.insert("snapshot", copy_name(d, &g.id, 0));
+                });
+                out.push(self.render_one(Kind::StatefulSet, &sts)?);
             }
         }
         Ok(())
@@ -351,6 +400,16 @@ impl Renderer {
 
     /// Renders one template with `ctx` and validates the result.
     fn render_one(&self, kind: Kind, ctx: &Context) -> Result<Object, RenderError> {
+        self.render_in_wave(kind, ctx, kind.sync_wave())
+    }
+
+    /// [`Renderer::render_one`] in Argo CD sync wave `wave` (unless the template sets one).
+    fn render_in_wave(
+        &self,
+        kind: Kind,
+        ctx: &Context,
+        wave: usize,
+    ) -> Result<Object, RenderError> {
         let name = kind.template();
         // Message parts are built only on failure: this runs once per object.
         let source = &self.sources[name];
@@ -391,7 +450,7 @@ impl Renderer {
                 .or_insert_with(|| Value::Object(Default::default()));
             if let Some(a) = annotations.as_object_mut() {
                 a.entry(manifest::ANNOTATION_SYNC_WAVE)
-                    .or_insert_with(|| Value::String(kind.sync_wave().to_string()));
+                    .or_insert_with(|| Value::String(wave.to_string()));
             }
         }
         let invalid = |problem: String| RenderError::Invalid {
@@ -665,6 +724,21 @@ fn dataset_context_with(
     selects: Option<&str>,
     layers: &[&minijinja::Value],
 ) -> Context {
+    let local = local_layer(r, d, g, selects);
+    Context {
+        dataset: Some(d.name.clone()),
+        generation: local.generation.clone(),
+        values: merged(layers, local),
+    }
+}
+
+/// The local layer of a dataset's context (see [`dataset_context_with`]).
+fn local_layer(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    selects: Option<&str>,
+) -> Local {
     let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
     let mut names = BTreeMap::from([
@@ -760,19 +834,87 @@ fn dataset_context_with(
     if let Some(st) = &storage {
         sizes.insert("claim", st.size.clone());
     }
-    let local = Local {
+    Local {
         generation: gen_id.map(str::to_string),
         storage,
         names,
         labels,
         annotations,
         sizes,
-    };
+    }
+}
+
+/// The name of snapshot copy `i` of a generation taking several (`snapshot.copies` > 1).
+pub fn copy_name(d: &Dataset, generation: &str, i: u32) -> String {
+    format!("{}-{generation}-{i}", d.name)
+}
+
+/// A generation's context with its local layer changed by `change` (a snapshot copy, a
+/// consumer claim).
+fn with_local(
+    r: &Rollout,
+    d: &Dataset,
+    g: &GenerationPlan,
+    layers: &[&minijinja::Value],
+    change: impl FnOnce(&mut Local),
+) -> Context {
+    let mut local = local_layer(r, d, Some(g), None);
+    change(&mut local);
     Context {
         dataset: Some(d.name.clone()),
         generation: local.generation.clone(),
         values: merged(layers, local),
     }
+}
+
+/// The storage of a consumer claim: the claim template's (frozen or the spec's) at the claim
+/// size.
+fn claim_storage(d: &Dataset, l: &Local) -> ClaimStorage {
+    let size = l.sizes["claim"].clone();
+    match &l.storage {
+        Some(st) => ClaimStorage { size, ..st.clone() },
+        None => ClaimStorage {
+            storage_class_name: d.storage.storage_class_name.clone(),
+            access_modes: d
+                .storage
+                .access_modes
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string))
+                .collect(),
+            volume_mode: serde_json::to_value(d.storage.volume_mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "Filesystem".to_string()),
+            size,
+        },
+    }
+}
+
+/// A consumer claim must restore from its copy: a `--templates` override of the claim template
+/// that drops `dataSource` would hand replicas empty volumes.
+fn check_restores(
+    object: &Object,
+    copy: &str,
+    sources: &BTreeMap<String, String>,
+) -> Result<(), RenderError> {
+    if object.yaml.contains(copy)
+        && (object.value.is_null()
+            || object
+                .value
+                .pointer("/spec/dataSource/name")
+                .and_then(Value::as_str)
+                == Some(copy))
+    {
+        return Ok(());
+    }
+    let name = Kind::PersistentVolumeClaim.template();
+    Err(RenderError::Invalid {
+        template: sources[name].clone(),
+        object: object.id.to_string(),
+        problem: format!(
+            "a consumer claim must set spec.dataSource to VolumeSnapshot {copy} (names.restore; see docs/spec.md)"
+        ),
+    })
 }
 
 #[cfg(test)]

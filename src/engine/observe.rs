@@ -93,14 +93,23 @@ fn group<'a>(
         let component = labels.get(manifest::LABEL_COMPONENT).map(String::as_str);
         match (kind, component) {
             (Some(Kind::Pod), Some("producer")) => entry.producer = Some(v.clone()),
-            (Some(Kind::VolumeSnapshot), _) => entry.snapshot = Some(v.clone()),
+            (Some(Kind::VolumeSnapshot), _) => entry.snapshots.push(v.clone()),
             (Some(Kind::StatefulSet), _) => entry.statefulset = Some(v.clone()),
             (Some(Kind::PersistentVolumeClaim), Some("consumer-volume")) => entry.claims += 1,
             _ => {}
         }
     }
     let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
-    for ((dataset, _), o) in by {
+    for ((dataset, _), mut o) in by {
+        // Copies by name; `snapshot` is the first (any snapshot of the generation exists).
+        let name = |v: &Value| {
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        o.snapshots.sort_by_key(name);
+        o.snapshot = o.snapshots.first().cloned();
         out.entry(dataset).or_default().push(o);
     }
     out

@@ -91,19 +91,28 @@ enum Raw {
     Leftover,
 }
 
-pub(super) fn restore_size(snapshot: &Option<Value>) -> Option<String> {
-    snapshot
-        .as_ref()?
-        .pointer("/status/restoreSize")
-        .and_then(|v| match v {
+/// The restoreSize of a generation's snapshot: the largest among its copies, so every claim
+/// (whichever copy it restores from) requests enough. `None` until every copy reports one.
+pub(super) fn restore_size(o: &Observed) -> Option<String> {
+    let mut best: Option<(spec::quantity::Quantity, String)> = None;
+    for snap in o.snapshot_copies() {
+        let size = snap.pointer("/status/restoreSize").and_then(|v| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
-        })
+        })?;
+        let Ok(q) = spec::quantity::parse(&size) else {
+            return Some(size);
+        };
+        if best.as_ref().is_none_or(|(b, _)| q > *b) {
+            best = Some((q, size));
+        }
+    }
+    best.map(|(_, s)| s)
 }
 
 fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
-    let restore = restore_size(&o.snapshot);
+    let restore = restore_size(o);
     let timeout = opts
         .snapshot_timeout
         .unwrap_or_else(|| d.snapshot_timeout());
@@ -113,34 +122,48 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
             Readiness::Pending(d) | Readiness::Failed(d) => Raw::RollingOut { restore, detail: d },
         };
     }
-    if let Some(snap) = &o.snapshot {
-        let state = match readiness(Kind::VolumeSnapshot, snap) {
-            // The claim size depends on restoreSize, and a StatefulSet's claim template is
-            // immutable: created at the spec size, it could not grow to a larger restoreSize
-            // reported later. So a ready snapshot without one is waited for like a pending one.
-            Readiness::Ready if restore.is_none() => Readiness::Pending(
-                "ready to use but reports no restoreSize yet (the claim size depends on it)"
-                    .to_string(),
-            ),
-            r => r,
-        };
-        return match state {
-            Readiness::Ready => Raw::SnapshotReady { restore },
-            Readiness::Pending(d) | Readiness::Failed(d) => {
-                let name = snap
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?");
-                let waited = created(snap).map(|t| opts.now.duration_since(t));
-                match waited {
-                    Some(w) if w.as_secs() >= timeout.as_secs() as i64 => Raw::Failed(format!(
-                        "snapshot {name} not ready after {}: {d}",
-                        human(timeout)
-                    )),
-                    _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
+    let copies = o.snapshot_copies();
+    if !copies.is_empty() {
+        // Every copy must be ready (the StatefulSet's replicas restore from all of them).
+        for snap in &copies {
+            let state = match readiness(Kind::VolumeSnapshot, snap) {
+                // The claim size depends on restoreSize, and a StatefulSet's claim template is
+                // immutable: created at the spec size, it could not grow to a larger restoreSize
+                // reported later. So a ready snapshot without one is waited for like a pending one.
+                Readiness::Ready if restore_size(&Observed {
+                    snapshot: Some((*snap).clone()),
+                    ..Observed::default()
+                })
+                .is_none() =>
+                {
+                    Readiness::Pending(
+                        "ready to use but reports no restoreSize yet (the claim size depends on it)"
+                            .to_string(),
+                    )
                 }
-            }
-        };
+                r => r,
+            };
+            let (Readiness::Pending(d) | Readiness::Failed(d)) = state else {
+                continue;
+            };
+            let name = snap
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let waited = created(snap).map(|t| opts.now.duration_since(t));
+            return match waited {
+                Some(w) if w.as_secs() >= timeout.as_secs() as i64 => Raw::Failed(format!(
+                    "snapshot {name} not ready after {}: {d}",
+                    human(timeout)
+                )),
+                _ => Raw::Snapshotting(format!("snapshot {name} {d}")),
+            };
+        }
+        let want = o.frozen_copies().unwrap_or(1) as usize;
+        if copies.len() < want {
+            return Raw::Snapshotting(format!("{} of {want} snapshot copies taken", copies.len()));
+        }
+        return Raw::SnapshotReady { restore };
     }
     if let Some(pod) = &o.producer {
         return match readiness(Kind::Pod, pod) {
@@ -377,6 +400,8 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                 retire(o, &mut plan, "", &cleanup(&o.id))
             }
         };
+        // Frozen once the generation has snapshots: its claims' dataSource never changes.
+        plan.copies = o.frozen_copies();
         if plan.producer || plan.snapshot || plan.statefulset {
             render.push(plan);
         }

@@ -29,6 +29,17 @@ pub fn check_state(dataset: &str, observed: &[Observed]) -> Result<(), Invariant
                 o.id, o.claims
             )));
         }
+        // Per copy: every copy exists while anything restored from one does.
+        let have = o.snapshot_copies().len();
+        if let Some(want) = o.frozen_copies()
+            && have < want as usize
+            && (o.statefulset.is_some() || o.claims > 0)
+        {
+            return Err(fail(format!(
+                "{have} of {want} snapshot copies of {} exist while its StatefulSet or {} claim(s) do",
+                o.id, o.claims
+            )));
+        }
     }
     Ok(())
 }
@@ -193,6 +204,31 @@ pub fn check_invariants(
         {
             return Err(fail(format!(
                 "snapshot of {} is dropped while its StatefulSet or PVCs exist",
+                o.id
+            )));
+        }
+        // ... nor any copy of it: the plan renders as many copies as the generation took.
+        if let Some(want) = o.frozen_copies()
+            && let Some(p) = rendered(&o.id).filter(|p| p.snapshot)
+            && p.copies.is_some_and(|n| n != want)
+        {
+            return Err(fail(format!(
+                "generation {} took {want} snapshot copies but {} are rendered",
+                o.id,
+                p.copies.unwrap_or_default()
+            )));
+        }
+        // A StatefulSet is rendered only once every copy is ready.
+        if o.statefulset.is_none()
+            && rendered(&o.id).is_some_and(|p| p.statefulset)
+            && (o.snapshot_copies().len() < o.frozen_copies().unwrap_or(0) as usize
+                || !o
+                    .snapshot_copies()
+                    .iter()
+                    .all(|s| readiness(Kind::VolumeSnapshot, s).is_ready()))
+        {
+            return Err(fail(format!(
+                "StatefulSet of {} is rendered before every snapshot copy is ready",
                 o.id
             )));
         }

@@ -58,13 +58,47 @@ pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub struct Observed {
     pub id: String,
     pub producer: Option<Value>,
+    /// The generation's snapshot (the first copy, by name, when it takes several): `Some`
+    /// whenever any snapshot of the generation exists.
     pub snapshot: Option<Value>,
+    /// Every snapshot copy of the generation, by name (`snapshot.copies`); empty means
+    /// `snapshot` alone (see [`Observed::snapshot_copies`]).
+    pub snapshots: Vec<Value>,
     pub statefulset: Option<Value>,
     /// Consumer PVCs (made by the StatefulSet controller) still present.
     pub claims: usize,
 }
 
 impl Observed {
+    /// Every snapshot copy that exists, by name.
+    pub fn snapshot_copies(&self) -> Vec<&Value> {
+        if self.snapshots.is_empty() {
+            self.snapshot.iter().collect()
+        } else {
+            self.snapshots.iter().collect()
+        }
+    }
+
+    /// How many snapshot copies the generation takes, frozen once it has any: the
+    /// `snaproll.dev/copies` label of its snapshots, else (one unlabelled snapshot) 1.
+    /// `None` before any snapshot exists (the spec's `snapshot.copies` then applies).
+    pub fn frozen_copies(&self) -> Option<u32> {
+        let copies = self.snapshot_copies();
+        if copies.is_empty() {
+            return None;
+        }
+        let labelled = copies
+            .iter()
+            .filter_map(|v| {
+                crate::manifest::labels_of(v)
+                    .get(crate::manifest::LABEL_COPIES)?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max();
+        Some(labelled.unwrap_or(copies.len() as u32).max(1))
+    }
+
     /// When the generation first appeared (the oldest creation timestamp among its objects).
     fn first_seen(&self) -> Option<jiff::Timestamp> {
         [&self.producer, &self.snapshot, &self.statefulset]

@@ -97,6 +97,13 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
     generations.reverse();
     generations.sort_by(|a, b| a.generation.cmp(&b.generation));
     render.sort_by(|a, b| a.id.cmp(&b.id));
+    // A generation Git holds snapshots of keeps their count (see `Observed::frozen_copies`).
+    for p in &mut render {
+        p.copies = ids
+            .iter()
+            .find(|o| o.id == p.id)
+            .and_then(|o| o.frozen_copies());
+    }
     Decision {
         dataset: d.name.clone(),
         waiting: super::decide::waiting(d, &generations),

@@ -43,6 +43,11 @@ pub struct GenerationPlan {
     /// The newest generation skipped as unchanged (`snaproll.dev/unchanged` on its snapshot):
     /// set on the serving generation so the skip survives the producer Pod's removal.
     pub unchanged: Option<String>,
+    /// How many snapshot copies the generation takes, frozen once it has snapshots; `None`
+    /// takes the spec's `snapshot.copies`. With more than one, the snapshots are
+    /// `<dataset>-<gen>-<i>` and the StatefulSet comes with its claims, replica `r` restoring
+    /// from copy `r % copies`.
+    pub copies: Option<u32>,
 }
 
 /// The storage of a StatefulSet's claim template, as the template context's `storage` sees it.
@@ -69,6 +74,7 @@ impl GenerationPlan {
             claim_storage: None,
             digest: None,
             unchanged: None,
+            copies: None,
         }
     }
 
@@ -84,6 +90,7 @@ impl GenerationPlan {
             claim_storage: None,
             digest: None,
             unchanged: None,
+            copies: None,
         }
     }
 

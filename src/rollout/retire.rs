@@ -40,6 +40,7 @@ pub fn decide_removed(name: &str, observed: &[Observed], opts: &Options) -> Deci
     gens.sort_by(|a, b| a.id.cmp(&b.id));
     for o in gens {
         let mut plan = GenerationPlan::none(&o.id);
+        plan.copies = o.frozen_copies();
         let (state, detail) = retire(
             o,
             &mut plan,

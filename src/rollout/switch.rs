@@ -57,7 +57,7 @@ pub(super) fn switch_atomic(
         {
             // Keep the generation the Service still selects: it retires on a later run, once
             // the Service seen live selects `new`.
-            let restore = restore_size(&o.snapshot);
+            let restore = restore_size(o);
             let plan = match decision.render.iter_mut().find(|p| &p.id == old) {
                 Some(p) => p,
                 None => {
@@ -69,6 +69,7 @@ pub(super) fn switch_atomic(
             plan.snapshot = o.snapshot.is_some();
             plan.producer = o.producer.is_some();
             plan.claim_size = claim_size(d, &restore);
+            plan.copies = o.frozen_copies();
             if let Some(g) = decision
                 .generations
                 .iter_mut()

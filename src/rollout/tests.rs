@@ -48,6 +48,7 @@ fn serving(id: &str, ts: &str) -> Observed {
         id: id.into(),
         producer: Some(pod("Succeeded", ts)),
         snapshot: Some(snap(true, ts)),
+        snapshots: Vec::new(),
         statefulset: Some(sts(3, ts)),
         claims: 3,
     }
@@ -283,5 +284,81 @@ fn a_recorded_unchanged_generation_is_not_started_again_and_is_shown_while_newes
         dec.render
             .iter()
             .any(|p| p.id == "2021-07-17" && p.producer)
+    );
+}
+
+/// A copy of generation `g` out of `n`, ready or not, with its restoreSize.
+fn copy(i: u32, n: u32, ready: bool, size: &str) -> Value {
+    json!({"metadata": {"creationTimestamp": "2021-07-16T10:00:00Z",
+                        "name": format!("data-2021-07-16-{i}"),
+                        "labels": {"snaproll.dev/copies": n.to_string()}},
+           "status": {"readyToUse": ready, "restoreSize": size}})
+}
+
+/// `snapshot.copies`: the StatefulSet waits for every copy (all taken, all ready), its claims
+/// request the largest restoreSize, and the plan renders the generation's frozen count.
+#[test]
+fn copies_gate_the_statefulset_until_every_copy_is_ready() {
+    let d = dataset(1);
+    let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let new = |snapshots: Vec<Value>| Observed {
+        id: "2021-07-16".into(),
+        producer: Some(pod("Succeeded", "2021-07-16T01:00:00Z")),
+        snapshot: snapshots.first().cloned(),
+        snapshots,
+        ..Observed::default()
+    };
+    let plan_of = |dec: &Decision| {
+        dec.render
+            .iter()
+            .find(|p| p.id == "2021-07-16")
+            .cloned()
+            .unwrap()
+    };
+    // Two of three taken, both ready: still snapshotting, all three rendered.
+    let two = new(vec![copy(0, 3, true, "10Gi"), copy(1, 3, true, "10Gi")]);
+    let dec = decide(&d, &[old.clone(), two], &opts("2021-07-16"));
+    assert_eq!(dec.generations[1].state, State::Snapshotting);
+    assert_eq!(dec.generations[1].detail, "2 of 3 snapshot copies taken");
+    let p = plan_of(&dec);
+    assert!(p.snapshot && !p.statefulset);
+    assert_eq!(p.copies, Some(3));
+    // All taken, one not ready: still no StatefulSet, and the detail names the slow copy.
+    let slow = new(vec![
+        copy(0, 3, true, "10Gi"),
+        copy(1, 3, false, "10Gi"),
+        copy(2, 3, true, "10Gi"),
+    ]);
+    let dec = decide(&d, &[old.clone(), slow.clone()], &opts("2021-07-16"));
+    assert_eq!(dec.generations[1].state, State::Snapshotting);
+    assert!(dec.generations[1].detail.contains("data-2021-07-16-1"));
+    assert!(!plan_of(&dec).statefulset);
+    check_invariants(&dec, &[old.clone(), slow]).unwrap();
+    // All ready: the StatefulSet starts, its claims at the largest restoreSize.
+    let all = new(vec![
+        copy(0, 3, true, "10Gi"),
+        copy(1, 3, true, "12Gi"),
+        copy(2, 3, true, "11Gi"),
+    ]);
+    let dec = decide(&d, &[old.clone(), all.clone()], &opts("2021-07-16"));
+    assert_eq!(dec.generations[1].state, State::RollingOut);
+    let p = plan_of(&dec);
+    assert!(p.snapshot && p.statefulset);
+    assert_eq!(p.claim_size.as_deref(), Some("12Gi"));
+    assert_eq!(p.copies, Some(3));
+    check_invariants(&dec, &[old, all]).unwrap();
+}
+
+/// A generation whose StatefulSet or claims exist with a copy gone breaks the per-copy
+/// invariant.
+#[test]
+fn a_missing_copy_under_a_statefulset_breaks_the_invariant() {
+    let mut o = serving("2021-07-16", "2021-07-16T01:00:00Z");
+    o.snapshots = vec![copy(0, 3, true, "10Gi"), copy(2, 3, true, "10Gi")];
+    o.snapshot = o.snapshots.first().cloned();
+    let e = check_state("data", &[o]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dataset data: 2 of 3 snapshot copies of 2021-07-16 exist while its StatefulSet or 3 claim(s) do"
     );
 }

@@ -122,12 +122,27 @@ pub struct SnapshotPolicy {
     /// `--snapshot-timeout` overrides it for one run.
     #[serde(default = "default_snapshot_timeout")]
     pub timeout: String,
+    /// How many identical VolumeSnapshots each generation takes (1 to 16): replica `r`
+    /// restores from copy `r % copies`, so a backend that limits restores per snapshot (GKE
+    /// standard PD: about 6 per hour) serves `copies` times as many replicas an hour. A change
+    /// reaches the next generation.
+    #[serde(default = "default_copies")]
+    #[schemars(range(min = 1, max = 16))]
+    pub copies: u32,
+}
+
+/// Most snapshot copies a generation may take.
+pub const MAX_SNAPSHOT_COPIES: u32 = 16;
+
+fn default_copies() -> u32 {
+    1
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
             timeout: default_snapshot_timeout(),
+            copies: default_copies(),
         }
     }
 }

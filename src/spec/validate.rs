@@ -159,6 +159,15 @@ impl Validator<'_> {
         if let Err(why) = parse_timeout(&d.snapshot.timeout) {
             self.error(&format!("{at}.snapshot.timeout"), why);
         }
+        if !(1..=MAX_SNAPSHOT_COPIES).contains(&d.snapshot.copies) {
+            self.error(
+                &format!("{at}.snapshot.copies"),
+                format!(
+                    "{} is out of range; use 1 to {MAX_SNAPSHOT_COPIES} snapshots per generation",
+                    d.snapshot.copies
+                ),
+            );
+        }
         self.consumer(&format!("{at}.consumer"), d, class);
     }
 
@@ -361,17 +370,31 @@ impl Validator<'_> {
             .parameters
             .get("snapshot-type")
             .is_some_and(|t| t == "images");
+        let copies = i64::from(d.snapshot.copies.max(1));
         if class.driver.as_deref() == Some(GKE_PD_DRIVER)
-            && c.replicas > i64::from(GKE_RESTORES_PER_HOUR)
+            && c.replicas > i64::from(GKE_RESTORES_PER_HOUR) * copies
             && !images
         {
-            self.warn(
-                &format!("{at}.replicas"),
+            let per_hour = i64::from(GKE_RESTORES_PER_HOUR);
+            let need = (c.replicas + per_hour - 1) / per_hour;
+            let or = if need <= i64::from(MAX_SNAPSHOT_COPIES) {
+                format!(" (or snapshot.copies: {need})")
+            } else {
+                String::new()
+            };
+            let message = if copies == 1 {
                 format!(
-                    "{} replicas restore from one GKE PD snapshot, which allows about {GKE_RESTORES_PER_HOUR} restores per hour; set `snapshot-type: images` in spec.snapshotClass.parameters",
+                    "{} replicas restore from one GKE PD snapshot, which allows about {per_hour} restores per hour; set `snapshot-type: images` in spec.snapshotClass.parameters{or}",
                     c.replicas
-                ),
-            );
+                )
+            } else {
+                format!(
+                    "{} replicas restore from {copies} GKE PD snapshot copies, which allow about {} restores per hour; set `snapshot-type: images` in spec.snapshotClass.parameters{or}",
+                    c.replicas,
+                    per_hour * copies
+                )
+            };
+            self.warn(&format!("{at}.replicas"), message);
         }
         if c.replicas > 1
             && !c.read_only

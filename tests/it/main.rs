@@ -4,6 +4,7 @@ mod apply;
 mod apply_cli;
 mod common;
 mod control_plane;
+mod copies;
 mod digest;
 mod docs;
 mod events;

@@ -224,6 +224,8 @@ fn model(seed: u64, steps: u64) -> u64 {
             keep: 1 + rng.below(2) as u32,
             replicas: 1 + rng.below(3) as u32,
             atomic: rng.below(2) == 1,
+            // From the seed, not the generator: the seeds' action sequences stay as they were.
+            copies: 1 + (seed % 3) as u32,
             ..Knobs::default()
         },
     );

@@ -74,6 +74,8 @@ pub(crate) struct Knobs {
     pub(crate) existing_class: bool,
     /// `consumer.switch: atomic` (else the default, `overlap`).
     pub(crate) atomic: bool,
+    /// `snapshot.copies` (1, the default, is not written).
+    pub(crate) copies: u32,
 }
 
 impl Default for Knobs {
@@ -87,6 +89,7 @@ impl Default for Knobs {
             pin: None,
             existing_class: false,
             atomic: false,
+            copies: 1,
         }
     }
 }
@@ -115,11 +118,16 @@ pub(crate) fn spec_text(k: &Knobs) -> String {
             .map(|p| format!("\n        pin: \"{p}\""))
             .unwrap_or_default();
         s.push_str(&format!(
-            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n{switch}",
+            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n{copies}      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n{switch}",
             size = k.size,
             keep = k.keep,
             c = consumer(d),
             replicas = k.replicas,
+            copies = if k.copies == 1 {
+                String::new()
+            } else {
+                format!("      snapshot:\n        copies: {}\n", k.copies)
+            },
             wd = k.when_deleted,
             switch = if k.atomic {
                 "        switch: atomic\n"
@@ -147,6 +155,9 @@ pub(crate) struct Behaviour {
     pub(crate) snapshot_error: Option<String>,
     /// The snapshot is not ready yet.
     pub(crate) snapshot_holds: bool,
+    /// Snapshots (by name) of the generation that are not ready yet, the others being ready
+    /// (one slow copy of several).
+    pub(crate) held_snapshots: BTreeSet<String>,
     /// The snapshot's `restoreSize` once ready (empty: not reported).
     pub(crate) restore_size: String,
     /// The StatefulSet's pods never become ready.
@@ -164,6 +175,7 @@ impl Default for Behaviour {
             producer_deadline: false,
             snapshot_error: None,
             snapshot_holds: false,
+            held_snapshots: BTreeSet::new(),
             restore_size: "10Gi".to_string(),
             sts_holds: false,
             producer_message: None,

@@ -396,7 +396,7 @@ impl World {
                 if snap.pointer("/status/readyToUse") == Some(&json!(true)) {
                     continue;
                 }
-                let status = if b.snapshot_holds {
+                let status = if b.snapshot_holds || b.held_snapshots.contains(&name) {
                     match &b.snapshot_error {
                         Some(m) => json!({"readyToUse": false,
                             "error": {"message": m, "time": "2021-07-16T05:00:00Z"}}),
@@ -413,6 +413,14 @@ impl World {
                 api.set_status(&format!("{SNAPS}/{name}"), status).await;
             }
             let stss = api.items(STS).await;
+            // The controller makes only the claims that do not exist: existing ones (made by
+            // snaproll for `snapshot.copies`) are adopted by name as they are.
+            let claims: BTreeSet<String> = api
+                .items(PVCS)
+                .await
+                .iter()
+                .map(|v| str_of(&v["metadata"]["name"]))
+                .collect();
             for sts in &stss {
                 let name = str_of(&sts["metadata"]["name"]);
                 let b = self.behaviour(&generation_of(sts));
@@ -421,6 +429,9 @@ impl World {
                 let claim = str_of(&template["metadata"]["name"]);
                 for i in 0..replicas {
                     let pvc = format!("{claim}-{name}-{i}");
+                    if claims.contains(&pvc) {
+                        continue;
+                    }
                     let obj = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                         "metadata": {"name": pvc, "namespace": NS,
                                      "labels": template["metadata"]["labels"].clone()},

@@ -2,6 +2,8 @@
 //! located error line with nothing written (snapshots named by the checking helper).
 
 use super::rules::{rejects, rejects_text};
+use std::fs;
+
 use super::*;
 
 #[test]
@@ -129,4 +131,49 @@ fn bad_unicode_name() {
         "bad_unicode_name",
         &gke_with("- name: data", "- name: dätä"),
     );
+}
+
+#[test]
+fn bad_snapshot_copies_zero() {
+    rejects_text(
+        "bad_snapshot_copies_zero",
+        &gke_with(
+            "      consumer:\n",
+            "      snapshot:\n        copies: 0\n      consumer:\n",
+        ),
+    );
+}
+
+/// Copies raise the GKE restore budget: 12 replicas from 2 copies pass, 13 warn.
+#[test]
+fn snapshot_copies_count_in_the_restore_rate_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    for (replicas, warns) in [(12, false), (13, true)] {
+        let text = gke_with(
+            "      consumer:\n",
+            "      snapshot:\n        copies: 2\n      consumer:\n",
+        )
+        .replacen("replicas: 3", &format!("replicas: {replicas}"), 1);
+        fs::write(&spec, text).unwrap();
+        let out = snaproll()
+            .args([
+                "validate",
+                "-f",
+                spec.to_str().unwrap(),
+                "--generation",
+                GEN,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.contains("restores per hour"), warns, "{stderr}");
+        if warns {
+            assert!(
+                stderr.contains("13 replicas restore from 2 GKE PD snapshot copies, which allow about 12 restores per hour; set `snapshot-type: images` in spec.snapshotClass.parameters (or snapshot.copies: 3)"),
+                "{stderr}"
+            );
+        }
+    }
 }

@@ -64,6 +64,17 @@ fn model_weights_render_matches_golden() {
         out.contains("    snaproll.dev/generation: \"2021-07-15\"\n"),
         "{out}"
     );
+    // `snapshot.copies: 3`: three snapshots, and a claim per replica restoring round-robin.
+    let copies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  name: weights-2021-07-15-"))
+        .collect();
+    assert_eq!(copies, ["0", "1", "2"], "{out}");
+    let sources: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("    name: weights-2021-07-15-"))
+        .collect();
+    assert_eq!(sources, ["0", "1", "2", "0", "1", "2", "0", "1"], "{out}");
     insta::assert_snapshot!("render_model_weights", out);
 }
 
