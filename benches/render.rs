@@ -101,7 +101,7 @@ fn write_chart(dir: &Path, n: usize) {
         (
             "pod.yaml",
             format!(
-                "{{{{- range .Values.datasets }}}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {{{{ .name }}}}-producer-{{{{ $.Values.generation }}}}\n  namespace: {{{{ $.Values.rollout.namespace }}}}\n  labels:\n{}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  restartPolicy: OnFailure\n  activeDeadlineSeconds: {{{{ $.Values.defaults.producer.activeDeadlineSeconds }}}}\n  containers:\n  - name: producer\n    image: {{{{ $.Values.defaults.producer.image }}}}\n    {{{{- with $.Values.defaults.producer.command }}}}\n    command:\n    {{{{- toYaml . | nindent 4 }}}}\n    {{{{- end }}}}\n    {{{{- with .args }}}}\n    args:\n    {{{{- toYaml . | nindent 4 }}}}\n    {{{{- end }}}}\n    volumeMounts:\n    - name: data\n      mountPath: {{{{ $.Values.defaults.producer.mountPath }}}}\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {{{{ .name }}}}\n{{{{- end }}}}\n",
+                "{{{{- range .Values.datasets }}}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {{{{ .name }}}}-producer-{{{{ $.Values.generation }}}}\n  namespace: {{{{ $.Values.rollout.namespace }}}}\n  labels:\n{}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  restartPolicy: OnFailure\n  activeDeadlineSeconds: {{{{ $.Values.defaults.producer.activeDeadlineSeconds }}}}\n  containers:\n  - name: producer\n    image: {{{{ $.Values.defaults.producer.image }}}}\n    {{{{- with $.Values.defaults.producer.command }}}}\n    command:\n    {{{{- toYaml . | nindent 4 }}}}\n    {{{{- end }}}}\n    {{{{- with .args }}}}\n    args:\n    {{{{- toYaml . | nindent 4 }}}}\n    {{{{- end }}}}\n    terminationMessagePath: /dev/termination-log\n    terminationMessagePolicy: File\n    volumeMounts:\n    - name: data\n      mountPath: {{{{ $.Values.defaults.producer.mountPath }}}}\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {{{{ .name }}}}\n{{{{- end }}}}\n",
                 labels("producer", true, true, 4)
             ),
         ),
@@ -177,7 +177,7 @@ fn bare_generate(n: usize, out: &Path) {
         write(
             format!("30-pod-{d}-producer-{g}.yaml"),
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {d}-producer-{g}\n  namespace: bench\n{}  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  restartPolicy: OnFailure\n  activeDeadlineSeconds: 43200\n  containers:\n  - name: producer\n    image: ubuntu:22.04\n    command:\n    - /bin/sh\n    - \"-c\"\n    args:\n    - \"echo {i} > /data/file.txt\"\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {d}\n",
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {d}-producer-{g}\n  namespace: bench\n{}  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  restartPolicy: OnFailure\n  activeDeadlineSeconds: 43200\n  containers:\n  - name: producer\n    image: ubuntu:22.04\n    command:\n    - /bin/sh\n    - \"-c\"\n    args:\n    - \"echo {i} > /data/file.txt\"\n    terminationMessagePath: /dev/termination-log\n    terminationMessagePolicy: File\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {d}\n",
                 owned("producer", &d, true)
             ),
         );

@@ -12,6 +12,7 @@ mod fakeapi;
 mod gitops;
 mod harden;
 mod install;
+mod install_cli;
 mod lease;
 mod lifecycle;
 mod model;

@@ -1,0 +1,314 @@
+//! The template context: what each template sees, built in layers (see [`Context`]).
+
+use super::*;
+
+/// What a template sees. Documented in `docs/spec.md` ("Template context").
+///
+/// The context is built in three layers merged lazily by minijinja, so each part is converted
+/// once: the rollout and class once per render ([`Shared`]), the dataset once per dataset
+/// ([`DatasetValues`]), and only the names, labels and sizes once per generation ([`Local`]).
+/// Converting the whole dataset for every template was a tenth of a large render.
+pub(super) struct Context {
+    /// The dataset it belongs to (`None` for the shared VolumeSnapshotClass).
+    pub(super) dataset: Option<String>,
+    pub(super) generation: Option<String>,
+    /// The merged minijinja value the templates see.
+    pub(super) values: minijinja::Value,
+}
+
+impl Context {
+    pub(super) fn dataset_name(&self) -> &str {
+        self.dataset.as_deref().unwrap_or("-")
+    }
+}
+
+/// The layer every template shares.
+#[derive(Serialize)]
+pub(super) struct Shared<'a> {
+    pub(super) rollout: Value,
+    pub(super) class: &'a spec::SnapshotClassSpec,
+}
+
+/// The layer of one dataset, shared by its generations.
+#[derive(Serialize)]
+pub(super) struct DatasetValues<'a> {
+    pub(super) dataset: &'a Dataset,
+    pub(super) storage: &'a spec::Storage,
+    pub(super) producer: &'a spec::Producer,
+    pub(super) consumer: Value,
+}
+
+/// The layer of one context: what differs between a dataset's shared objects and each
+/// generation.
+#[derive(Serialize)]
+pub(super) struct Local {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) generation: Option<String>,
+    /// A live StatefulSet's claim storage, in place of the dataset's (see
+    /// [`GenerationPlan::claim_storage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) storage: Option<ClaimStorage>,
+    pub(super) names: BTreeMap<&'static str, String>,
+    pub(super) labels: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// Annotations snaproll records on an object (the snapshot's digest and unchanged record:
+    /// see [`GenerationPlan::digest`]); empty maps when there are none.
+    pub(super) annotations: BTreeMap<&'static str, BTreeMap<String, String>>,
+    pub(super) sizes: BTreeMap<&'static str, String>,
+}
+
+pub(super) fn shared_values(r: &Rollout) -> minijinja::Value {
+    serde_value(Shared {
+        rollout: json!({ "name": r.metadata.name, "namespace": r.metadata.namespace }),
+        class: &r.spec.snapshot_class,
+    })
+}
+
+pub(super) fn dataset_values(d: &Dataset) -> minijinja::Value {
+    let mut consumer = serde_json::to_value(&d.consumer).expect("spec serialises");
+    // Kubernetes spells the service field `type` and the retention values as strings; the
+    // serialised spec already does, but replicas must be a plain integer.
+    consumer["replicas"] = json!(d.consumer.replicas);
+    serde_value(DatasetValues {
+        dataset: d,
+        storage: &d.storage,
+        producer: &d.producer,
+        consumer,
+    })
+}
+
+pub(super) fn serde_value(v: impl Serialize) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+/// Layers given most specific first, `local` the most specific of all. minijinja's merge
+/// looks a key up from the last map to the first (the last that has it wins), so they are
+/// handed over in reverse.
+pub(super) fn merged(layers: &[&minijinja::Value], local: Local) -> minijinja::Value {
+    minijinja::value::merge_maps(
+        layers
+            .iter()
+            .rev()
+            .map(|v| (*v).clone())
+            .chain(std::iter::once(serde_value(local))),
+    )
+}
+
+pub(super) fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "class",
+        with(
+            // Not an ApplySet member: a cluster-scoped class is shared by the rollouts of a
+            // driver and never pruned.
+            manifest::ownership_labels(&r.metadata.name, None, None),
+            [(manifest::LABEL_COMPONENT, "snapshot-class")],
+        ),
+    );
+    let local = Local {
+        generation: None,
+        storage: None,
+        names: BTreeMap::from([("class", r.spec.snapshot_class.name.clone())]),
+        labels,
+        annotations: BTreeMap::new(),
+        sizes: BTreeMap::new(),
+    };
+    Context {
+        dataset: None,
+        generation: None,
+        values: merged(&[shared], local),
+    }
+}
+
+pub(super) fn with<const N: usize>(
+    mut labels: BTreeMap<String, String>,
+    extra: [(&str, &str); N],
+) -> BTreeMap<String, String> {
+    for (k, v) in extra {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    labels
+}
+
+pub(super) fn dataset_context(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    layers: &[&minijinja::Value],
+) -> Context {
+    dataset_context_with(r, d, g, None, layers)
+}
+
+/// [`dataset_context`], with the Service selecting only `selects`' pods when given
+/// (`consumer.switch: atomic`).
+pub(super) fn dataset_context_with(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    selects: Option<&str>,
+    layers: &[&minijinja::Value],
+) -> Context {
+    let local = local_layer(r, d, g, selects);
+    Context {
+        dataset: Some(d.name.clone()),
+        generation: local.generation.clone(),
+        values: merged(layers, local),
+    }
+}
+
+/// The local layer of a dataset's context (see [`dataset_context_with`]).
+pub(super) fn local_layer(
+    r: &Rollout,
+    d: &Dataset,
+    g: Option<&GenerationPlan>,
+    selects: Option<&str>,
+) -> Local {
+    let rollout = r.metadata.name.as_str();
+    let gen_id = g.map(|g| g.id.as_str());
+    let mut names = BTreeMap::from([
+        ("class", r.spec.snapshot_class.name.clone()),
+        ("pvc", d.name.clone()),
+        ("service", d.consumer.name.clone()),
+        ("claim", d.claim_name().to_string()),
+        ("volume", "data".to_string()),
+    ]);
+    let ns = r.metadata.namespace.as_str();
+    let shared = manifest::member_labels(rollout, ns, Some(&d.name), None);
+    // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
+    // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
+    // consumer only; claim-template labels carry ownership plus a component of their own so the
+    // rollout can clean them up by label on clusters without a retention policy.
+    let app = [
+        ("app.kubernetes.io/name", d.consumer.name.as_str()),
+        ("app.kubernetes.io/instance", rollout),
+    ];
+    let mut labels = BTreeMap::from([
+        (
+            "pvc",
+            with(shared.clone(), [(manifest::LABEL_COMPONENT, "source")]),
+        ),
+        (
+            "service",
+            with(shared, [(manifest::LABEL_COMPONENT, "consumer")]),
+        ),
+        ("serviceSelector", with(BTreeMap::new(), app)),
+    ]);
+    if let Some(generation) = selects {
+        labels.insert(
+            "serviceSelector",
+            with(
+                with(BTreeMap::new(), app),
+                [(manifest::LABEL_GENERATION, generation)],
+            ),
+        );
+    }
+    let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
+    let mut annotations = BTreeMap::new();
+    if let (Some(g), Some(id)) = (g, gen_id) {
+        let recorded = [
+            (manifest::ANNOTATION_DIGEST, &g.digest),
+            (manifest::ANNOTATION_UNCHANGED, &g.unchanged),
+        ];
+        annotations.insert(
+            "snapshot",
+            recorded
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+                .collect(),
+        );
+        if let Some(source) = &g.source {
+            names.insert("pvc", source.clone());
+        }
+        names.insert("producer", format!("{}-producer-{id}", d.name));
+        names.insert("snapshot", format!("{}-{id}", d.name));
+        names.insert("statefulset", format!("{}-{id}", d.consumer.name));
+        let owned = manifest::member_labels(rollout, ns, Some(&d.name), Some(id));
+        labels.insert(
+            "producer",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "producer")]),
+        );
+        labels.insert(
+            "snapshot",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "snapshot")]),
+        );
+        labels.insert(
+            "statefulset",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
+        );
+        // Claims the StatefulSet controller makes from the template are not ApplySet members:
+        // kubectl's ApplySet prune would delete every member it did not apply.
+        labels.insert(
+            "claim",
+            with(
+                manifest::ownership_labels(rollout, Some(&d.name), Some(id)),
+                [(manifest::LABEL_COMPONENT, "consumer-volume")],
+            ),
+        );
+        let pod = with(
+            with(BTreeMap::new(), app),
+            [(manifest::LABEL_GENERATION, id)],
+        );
+        labels.insert("podSelector", pod.clone());
+        labels.insert("pod", pod);
+        if let Some(size) = &g.claim_size {
+            sizes.insert("claim", size.clone());
+        }
+    }
+    let storage = g.and_then(|g| g.claim_storage.clone());
+    if let Some(st) = &storage {
+        sizes.insert("claim", st.size.clone());
+    }
+    Local {
+        generation: gen_id.map(str::to_string),
+        storage,
+        names,
+        labels,
+        annotations,
+        sizes,
+    }
+}
+
+/// The name of snapshot copy `i` of a generation taking several (`snapshot.copies` > 1).
+pub fn copy_name(d: &Dataset, generation: &str, i: u32) -> String {
+    format!("{}-{generation}-{i}", d.name)
+}
+
+/// A generation's context with its local layer changed by `change` (a snapshot copy, a
+/// consumer claim).
+pub(super) fn with_local(
+    r: &Rollout,
+    d: &Dataset,
+    g: &GenerationPlan,
+    layers: &[&minijinja::Value],
+    change: impl FnOnce(&mut Local),
+) -> Context {
+    let mut local = local_layer(r, d, Some(g), None);
+    change(&mut local);
+    Context {
+        dataset: Some(d.name.clone()),
+        generation: local.generation.clone(),
+        values: merged(layers, local),
+    }
+}
+
+/// The storage of a consumer claim: the claim template's (frozen or the spec's) at the claim
+/// size.
+pub(super) fn claim_storage(d: &Dataset, l: &Local) -> ClaimStorage {
+    let size = l.sizes["claim"].clone();
+    match &l.storage {
+        Some(st) => ClaimStorage { size, ..st.clone() },
+        None => ClaimStorage {
+            storage_class_name: d.storage.storage_class_name.clone(),
+            access_modes: d
+                .storage
+                .access_modes
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string))
+                .collect(),
+            volume_mode: serde_json::to_value(d.storage.volume_mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "Filesystem".to_string()),
+            size,
+        },
+    }
+}
