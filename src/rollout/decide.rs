@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::readiness::{Readiness, readiness};
+use super::sizes::{claim_size, restore_size};
 use super::{
     Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
     is_date, newest_date, retire, retiring_detail, roll_source_forward,
@@ -13,7 +14,7 @@ use super::{
 use super::{GenerationPlan, Plan};
 use super::{Shared, digest, switch::switch_atomic};
 use crate::manifest::Kind;
-use crate::spec::{self, Dataset, Rollout, Schedule};
+use crate::spec::{Dataset, Rollout, Schedule};
 
 /// Decides every dataset of a rollout, and every observed dataset that left the spec (it
 /// retires in the normal order); the plan renders exactly the decided parts (the renderer
@@ -89,26 +90,6 @@ enum Raw {
     },
     /// Only leftovers (claims, or nothing).
     Leftover,
-}
-
-/// The restoreSize of a generation's snapshot: the largest among its copies, so every claim
-/// (whichever copy it restores from) requests enough. `None` until every copy reports one.
-pub(super) fn restore_size(o: &Observed) -> Option<String> {
-    let mut best: Option<(spec::quantity::Quantity, String)> = None;
-    for snap in o.snapshot_copies() {
-        let size = snap.pointer("/status/restoreSize").and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })?;
-        let Ok(q) = spec::quantity::parse(&size) else {
-            return Some(size);
-        };
-        if best.as_ref().is_none_or(|(b, _)| q > *b) {
-            best = Some((q, size));
-        }
-    }
-    best.map(|(_, s)| s)
 }
 
 fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
@@ -232,15 +213,6 @@ fn human(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// The claim size for a StatefulSet restoring from a snapshot: at least the snapshot's
-/// `restoreSize` (a smaller request is rejected by the provisioner).
-pub(super) fn claim_size(d: &Dataset, restore: &Option<String>) -> Option<String> {
-    let restore = restore.as_ref()?;
-    let want = spec::quantity::parse(&d.storage.size).ok()?;
-    let have = spec::quantity::parse(restore).ok()?;
-    (have > want).then(|| restore.clone())
 }
 
 /// Decides one dataset.

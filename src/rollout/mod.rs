@@ -26,6 +26,7 @@ mod pins;
 mod plan;
 pub mod readiness;
 mod retire;
+mod sizes;
 mod source;
 mod switch;
 #[cfg(test)]

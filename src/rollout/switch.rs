@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Decision, GenerationPlan, Observed, ServiceSwitch, State, decide::claim_size,
-    decide::restore_size,
+    Decision, GenerationPlan, Observed, ServiceSwitch, State, sizes::claim_size,
+    sizes::restore_size,
 };
 use crate::spec::{self, Rollout};
 
