@@ -35,6 +35,7 @@ use crate::common::*;
 
 mod bench;
 mod cluster;
+mod copies;
 mod kubectl;
 mod plane;
 mod rbac;
@@ -305,6 +306,10 @@ struct Rollout {
     kubeconfig: PathBuf,
     class: String,
     size: String,
+    /// Dataset-level spec lines (indented 6) inserted before `generations:`, e.g. `snapshot:`.
+    extra: String,
+    /// The consumer's replicas (2 unless a test changes it).
+    replicas: u32,
 }
 
 /// One `snaproll` run.
@@ -361,6 +366,8 @@ impl Rollout {
             spec,
             repo,
             size: "1Gi".into(),
+            extra: String::new(),
+            replicas: 2,
         };
         r.write_spec();
         Some(r)
@@ -370,10 +377,12 @@ impl Rollout {
         std::fs::write(
             &self.spec,
             format!(
-                "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n  snapshotClass:\n    name: {class}\n    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n  datasets:\n    - name: data\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: 1\n      consumer:\n        name: consumer\n        replicas: 2\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: Delete\n        service:\n          type: Headless\n",
+                "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n  snapshotClass:\n    name: {class}\n    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n  datasets:\n    - name: data\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n{extra}      generations:\n        schedule: daily\n        keep: 1\n      consumer:\n        name: consumer\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: Delete\n        service:\n          type: Headless\n",
                 ns = self.c.ns,
                 class = self.class,
                 size = self.size,
+                extra = self.extra,
+                replicas = self.replicas,
             ),
         )
         .unwrap();
