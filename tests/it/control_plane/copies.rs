@@ -82,8 +82,7 @@ fn copies_are_restored_round_robin_by_the_statefulset_controller() {
                 format!("data-producer-{g}")
             ]
         );
-        let statefulsets = names.get("StatefulSet").cloned().unwrap_or_default();
-        assert_eq!(statefulsets, [sts.clone()]);
+        assert_eq!(names.get("StatefulSet"), Some(&vec![sts]));
     }
 
     // A scale-up of the serving generation: the new ordinal's claim restores the next copy
