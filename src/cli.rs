@@ -84,10 +84,34 @@ pub enum DryRun {
     Server,
 }
 
-impl DryRun {
+/// `-f SPEC`, declared once for every command that reads a spec.
+#[derive(Debug, Args, Clone)]
+pub struct SpecArg {
+    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        env = "SNAPROLL_SPEC",
+        value_name = "SPEC"
+    )]
+    pub file: PathBuf,
+}
+
+/// `--dry-run`, declared once for every command that can write.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct DryRunArg {
+    /// Write nothing: report what would change (a file-level diff of the commit, where there is
+    /// one) and check every cluster change with a server-side dry-run (`client` is the same as
+    /// `server`).
+    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
+    pub dry_run: DryRun,
+}
+
+impl DryRunArg {
     /// Whether the run writes nothing.
     pub fn is_on(self) -> bool {
-        self != DryRun::None
+        self.dry_run != DryRun::None
     }
 }
 
@@ -119,7 +143,7 @@ pub enum Command {
         after_help = "Examples:\n  snaproll status -f snaproll.yaml\n  snaproll status -f snaproll.yaml -o json"
     )]
     Status(StatusCmd),
-    /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap, CronJob.
+    /// Render what runs snaproll as a CronJob for this rollout: ServiceAccount, least-privilege RBAC, spec ConfigMap (the spec `-f` names, embedded), CronJob.
     #[command(
         after_help = "Examples:\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --pull\n  snaproll install -f snaproll.yaml --schedule '*/10 * * * *' --out install/\n  snaproll install -f snaproll.yaml --repo https://git.example.com/ops.git --apply\n  snaproll install -f snaproll.yaml | kubectl apply --server-side -f -\n\nThe Role grants list, create, patch and delete on exactly the kinds the spec renders, and get,\ncreate and patch on its ApplySet ConfigMap only, and create on Events (the rollout's history),\nin the rollout's namespace (--pull: list only).\nA ClusterRole is rendered only when snaproll applies a VolumeSnapshotClass it manages\n(spec.snapshotClass.existing: false). The Git credentials are read from the Secret named by\n--git-secret, which you create: key `token` (and optionally `username`) for HTTPS remotes;\nkeys `ssh-privatekey` and `known_hosts` (the host keys, e.g. from ssh-keyscan) for SSH\nremotes. They are never rendered."
     )]
@@ -195,15 +219,8 @@ pub struct OutputArgs {
 /// What to render: every command that renders takes these.
 #[derive(Debug, Args, Clone)]
 pub struct RenderArgs {
-    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
-    #[arg(
-        short = 'f',
-        long = "filename",
-        visible_alias = "file",
-        env = "SNAPROLL_SPEC",
-        value_name = "SPEC"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub spec: SpecArg,
     /// Generation id (default: today's UTC date, YYYY-MM-DD); DATASET=G names one dataset's
     /// (repeatable; it wins over a plain G for that dataset).
     #[arg(
@@ -297,9 +314,8 @@ pub struct ApplyCmd {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub apply: ApplyFlags,
-    /// Server-side dry-run only: report what would change, write nothing (`client` is the same).
-    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
-    pub dry_run: DryRun,
+    #[command(flatten)]
+    pub dry_run: DryRunArg,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
@@ -368,10 +384,8 @@ pub struct ReconcileCmd {
     pub apply: bool,
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
-    /// Show what would be committed (a file-level diff) without writing anything; with --apply,
-    /// the cluster changes are server-side dry-runs (`client` is the same as `server`).
-    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
-    pub dry_run: DryRun,
+    #[command(flatten)]
+    pub dry_run: DryRunArg,
     /// Never contact a cluster: decide from what Git holds (without any cluster configuration
     /// this is automatic).
     #[arg(long, env = "SNAPROLL_OFFLINE", conflicts_with = "apply")]
@@ -404,15 +418,8 @@ pub struct ReconcileCmd {
 
 #[derive(Debug, Args)]
 pub struct StatusCmd {
-    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input).
-    #[arg(
-        short = 'f',
-        long = "filename",
-        visible_alias = "file",
-        env = "SNAPROLL_SPEC",
-        value_name = "SPEC"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub spec: SpecArg,
     /// Filled from the global `--kubeconfig`/`--context` before the command runs.
     #[arg(skip)]
     pub cluster: ClusterArgs,
@@ -436,15 +443,8 @@ pub struct StatusCmd {
 
 #[derive(Debug, Args)]
 pub struct InstallCmd {
-    /// The rollout spec (a DatasetRollout YAML file; `-` reads standard input); it is embedded in a ConfigMap.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        visible_alias = "file",
-        env = "SNAPROLL_SPEC",
-        value_name = "SPEC"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub spec: SpecArg,
     /// Cron schedule of the CronJob. Each run advances the rollout as far as it can and exits, so
     /// run it more often than the data refreshes.
     #[arg(
@@ -494,10 +494,8 @@ pub struct InstallCmd {
     /// change dry-run first) and print what changed, instead of printing them.
     #[arg(long, env = "SNAPROLL_APPLY", conflicts_with = "out")]
     pub apply: bool,
-    /// With --apply: check every change with a server-side dry-run and write nothing (`client`
-    /// is the same as `server`).
-    #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
-    pub dry_run: DryRun,
+    #[command(flatten)]
+    pub dry_run: DryRunArg,
     /// With --apply: take ownership of fields another field manager owns.
     #[arg(long, env = "SNAPROLL_FORCE_CONFLICTS", requires = "apply")]
     pub force_conflicts: bool,

@@ -14,8 +14,8 @@ use crate::spec::{self, Loaded};
 pub fn install(cmd: &InstallCmd) -> Result<u8> {
     // Read once: the spec may come from standard input (`-f -`), and the ConfigMap must embed
     // exactly the text that was validated.
-    let bytes = spec::read(&cmd.file)?;
-    let loaded = spec::parse_bytes(&crate::input::display_name(&cmd.file), &bytes)?;
+    let bytes = spec::read(&cmd.spec.file)?;
+    let loaded = spec::parse_bytes(&crate::input::display_name(&cmd.spec.file), &bytes)?;
     for w in &loaded.warnings {
         super::warn(&w.to_string());
     }

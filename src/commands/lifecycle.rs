@@ -123,7 +123,7 @@ pub(crate) fn to_json(decisions: &[Decision]) -> Value {
 /// `status -f SPEC`: reads the cluster, reports, changes nothing.
 pub fn status(cmd: &crate::cli::StatusCmd) -> Result<u8> {
     let render = RenderArgs {
-        file: cmd.file.clone(),
+        spec: cmd.spec.clone(),
         generation: Vec::new(),
         templates: None,
         clock: cmd.clock.clone(),

@@ -480,7 +480,7 @@ pub(crate) fn engine_options(
     snapshot_timeout: Option<std::time::Duration>,
 ) -> Result<crate::engine::Options, UsageError> {
     Ok(crate::engine::Options {
-        spec: render.file.clone(),
+        spec: render.spec.file.clone(),
         templates: render.templates.clone(),
         generation: GenerationIds::from_args(&render.generation).map_err(UsageError)?,
         snapshot_timeout,
@@ -559,7 +559,7 @@ pub(crate) fn load_and_render(
     text_only: bool,
 ) -> Result<(Loaded, String, RenderedSet)> {
     let started = std::time::Instant::now();
-    let loaded = spec::load(&args.file)?;
+    let loaded = spec::load(&args.spec.file)?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         datasets = loaded.rollout.spec.datasets.len(),
