@@ -101,9 +101,10 @@ pub struct SpecArg {
 /// `--dry-run`, declared once for every command that can write.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct DryRunArg {
-    /// Write nothing: report what would change (a file-level diff of the commit, where there is
-    /// one) and check every cluster change with a server-side dry-run (`client` is the same as
-    /// `server`).
+    /// Write nothing: report what would change (`client` is the same as `server`).
+    ///
+    /// A commit shows as a file-level diff; every cluster change is checked with a server-side
+    /// dry-run, so defaults and other managers' fields show as they would be.
     #[arg(long, env = "SNAPROLL_DRY_RUN", value_enum, num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_name = "MODE")]
     pub dry_run: DryRun,
 }

@@ -65,6 +65,12 @@ pub(crate) fn table(decisions: &[Decision]) -> String {
             ]);
         }
     }
+    columns(&rows)
+}
+
+/// Rows as kubectl prints them: the first four columns padded to their widest cell, the last
+/// (free text) as it is.
+fn columns(rows: &[[String; 5]]) -> String {
     let widths: Vec<usize> = (0..4)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
@@ -101,18 +107,7 @@ fn events_table(events: &[crate::events::Recent]) -> String {
             e.note.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        for (i, w) in widths.iter().enumerate() {
-            out.push_str(&format!("{:<w$}  ", r[i]));
-        }
-        out.push_str(&r[4]);
-        out.push('\n');
-    }
-    out
+    columns(&rows)
 }
 
 /// The decisions as JSON (`-o json`).
