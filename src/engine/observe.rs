@@ -96,6 +96,10 @@ fn group<'a>(
             (Some(Kind::VolumeSnapshot), _) => entry.snapshots.push(v.clone()),
             (Some(Kind::StatefulSet), _) => entry.statefulset = Some(v.clone()),
             (Some(Kind::PersistentVolumeClaim), Some("consumer-volume")) => entry.claims += 1,
+            (Some(Kind::Job), Some("verify")) => entry.verify = Some(v.clone()),
+            (Some(Kind::PersistentVolumeClaim), Some("verify-volume")) => {
+                entry.verify_claim = true
+            }
             _ => {}
         }
     }
