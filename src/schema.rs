@@ -89,11 +89,8 @@ pub fn validate_instance(kind: Kind, value: &Value) -> Result<(), String> {
     match kind {
         Kind::VolumeSnapshot => crd_check(&schemas().snapshot, value)?,
         Kind::VolumeSnapshotClass => crd_check(&schemas().class, value)?,
-        Kind::PersistentVolumeClaim
-        | Kind::Pod
-        | Kind::Service
-        | Kind::StatefulSet
-        | Kind::Job => {}
+        Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service | Kind::StatefulSet | Kind::Job => {
+        }
     }
     if kind == Kind::StatefulSet {
         check_statefulset(value)?;

@@ -97,9 +97,7 @@ fn group<'a>(
             (Some(Kind::StatefulSet), _) => entry.statefulset = Some(v.clone()),
             (Some(Kind::PersistentVolumeClaim), Some("consumer-volume")) => entry.claims += 1,
             (Some(Kind::Job), Some("verify")) => entry.verify = Some(v.clone()),
-            (Some(Kind::PersistentVolumeClaim), Some("verify-volume")) => {
-                entry.verify_claim = true
-            }
+            (Some(Kind::PersistentVolumeClaim), Some("verify-volume")) => entry.verify_claim = true,
             _ => {}
         }
     }
@@ -194,8 +192,7 @@ async fn verify_messages(client: &kube::Client, values: &mut [Value]) {
             continue;
         }
         let field = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let (Some(name), Some(ns)) = (field("/metadata/name"), field("/metadata/namespace"))
-        else {
+        let (Some(name), Some(ns)) = (field("/metadata/name"), field("/metadata/namespace")) else {
             continue;
         };
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =

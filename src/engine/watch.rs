@@ -15,7 +15,12 @@ use crate::apply::api_resource;
 use crate::manifest::{Kind, LABEL_ROLLOUT};
 
 /// The kinds whose status decides whether the next step can move on.
-const WATCHED: [Kind; 4] = [Kind::Pod, Kind::VolumeSnapshot, Kind::StatefulSet, Kind::Job];
+const WATCHED: [Kind; 4] = [
+    Kind::Pod,
+    Kind::VolumeSnapshot,
+    Kind::StatefulSet,
+    Kind::Job,
+];
 
 /// How long to gather a burst of events (a StatefulSet's replicas, a Pod's conditions) into
 /// one step after the first.

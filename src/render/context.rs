@@ -246,7 +246,10 @@ pub(super) fn local_layer(
         );
         labels.insert(
             "verifyClaim",
-            with(owned.clone(), [(manifest::LABEL_COMPONENT, "verify-volume")]),
+            with(
+                owned.clone(),
+                [(manifest::LABEL_COMPONENT, "verify-volume")],
+            ),
         );
         // The verify Job's Pod: not an object snaproll applies (no ownership labels, which
         // prune lists by), and not one the Service selects (another app name).

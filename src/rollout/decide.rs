@@ -7,12 +7,12 @@ use serde_json::Value;
 
 use super::readiness::{Readiness, readiness};
 use super::sizes::{claim_size, restore_size};
+use super::verify::{self, Verification};
 use super::{
     Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
     is_date, newest_date, retire, retiring_detail, roll_source_forward,
 };
 use super::{GenerationPlan, Plan};
-use super::verify::{self, Verification};
 use super::{Shared, digest, switch::switch_atomic};
 use crate::manifest::Kind;
 use crate::spec::{Dataset, Rollout, Schedule};

@@ -417,15 +417,26 @@ fn verify_gates_the_statefulset_and_records_its_outcome_on_the_snapshot() {
 
     // Complete: the StatefulSet; the Job and claim are no longer rendered; `passed` recorded.
     new.verify = Some(job(Some(("Complete", "")), ts));
-    let (decs, _) = decide_all(&rollout_of(&d), &[("data".into(), vec![old.clone(), new.clone()])].into(), &today);
+    let (decs, _) = decide_all(
+        &rollout_of(&d),
+        &[("data".into(), vec![old.clone(), new.clone()])].into(),
+        &today,
+    );
     let p = plan_of(&decs[0]).unwrap();
     assert!(p.statefulset && !p.verify);
     assert_eq!(p.verified.as_deref(), Some("passed"));
     assert_eq!(decs[0].generations[1].state, State::RollingOut);
 
     // Failed: the generation fails, the old one keeps serving, `failed: …` recorded.
-    new.verify = Some(job(Some(("Failed", "Job has reached the specified backoff limit")), ts));
-    let (decs, _) = decide_all(&rollout_of(&d), &[("data".into(), vec![old.clone(), new.clone()])].into(), &today);
+    new.verify = Some(job(
+        Some(("Failed", "Job has reached the specified backoff limit")),
+        ts,
+    ));
+    let (decs, _) = decide_all(
+        &rollout_of(&d),
+        &[("data".into(), vec![old.clone(), new.clone()])].into(),
+        &today,
+    );
     assert_eq!(decs[0].generations[0].state, State::Serving);
     assert_eq!(decs[0].generations[1].state, State::Failed);
     assert_eq!(

@@ -73,7 +73,10 @@ fn a_passing_verify_job_runs_before_the_statefulset_which_then_rolls_out() {
         );
         let claims = verify_claims(&w, G1);
         assert_eq!(claims.len(), 1, "{mode:?}");
-        assert_eq!(claims[0]["spec"]["dataSource"]["name"], format!("data-{G1}"));
+        assert_eq!(
+            claims[0]["spec"]["dataSource"]["name"],
+            format!("data-{G1}")
+        );
         assert!(names(&w, STS, G1).is_empty(), "{mode:?}");
         let job = &w.items(JOBS)[0];
         assert_eq!(job["spec"]["backoffLimit"], 0, "{mode:?}");
@@ -127,7 +130,9 @@ fn a_failing_verify_job_fails_its_generation_and_the_old_one_keeps_serving_untou
             b.verify_fails = Some("data/shard-3.bin: FAILED".into());
         });
         let svc = w.server.block_on(w.api().get(&format!("{SVCS}/consumer")));
-        let sts = w.server.block_on(w.api().get(&format!("{STS}/consumer-{G1}")));
+        let sts = w
+            .server
+            .block_on(w.api().get(&format!("{STS}/consumer-{G1}")));
         let mut writes = Vec::new();
         let mut last = None;
         for _ in 0..8 {
@@ -163,11 +168,16 @@ fn a_failing_verify_job_fails_its_generation_and_the_old_one_keeps_serving_untou
         assert!(verify_claims(&w, G2).is_empty(), "{mode:?}");
         assert_eq!(
             verify_record(&w, G2),
-            Some(format!("failed: {}", why.trim_start_matches("verify failed: "))),
+            Some(format!(
+                "failed: {}",
+                why.trim_start_matches("verify failed: ")
+            )),
             "{mode:?}"
         );
         assert!(
-            writes.iter().all(|p| !p.starts_with(SVCS) && !p.starts_with(STS)),
+            writes
+                .iter()
+                .all(|p| !p.starts_with(SVCS) && !p.starts_with(STS)),
             "{mode:?}: {writes:?}"
         );
         let spec = |v: Option<Value>| v.map(|v| v["spec"].clone());
@@ -177,7 +187,10 @@ fn a_failing_verify_job_fails_its_generation_and_the_old_one_keeps_serving_untou
             "{mode:?}"
         );
         assert_eq!(
-            spec(w.server.block_on(w.api().get(&format!("{STS}/consumer-{G1}")))),
+            spec(
+                w.server
+                    .block_on(w.api().get(&format!("{STS}/consumer-{G1}")))
+            ),
             spec(sts.clone()),
             "{mode:?}"
         );
@@ -194,7 +207,9 @@ fn a_failing_verify_job_fails_its_generation_and_the_old_one_keeps_serving_untou
         assert_eq!(r.code, 0, "{mode:?}");
         assert_eq!(r.states("data"), [format!("{G3} serving")], "{mode:?}");
         assert!(
-            w.objects().iter().all(|o| !o.1.contains(G2) && !o.1.contains(G1)),
+            w.objects()
+                .iter()
+                .all(|o| !o.1.contains(G2) && !o.1.contains(G1)),
             "{mode:?}: {:?}",
             w.objects()
         );
