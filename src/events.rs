@@ -121,6 +121,7 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                 format!("snapshot {ds}-{id} is ready to use")
             };
             let statefulset = (Kind::StatefulSet, format!("{consumer}-{id}"));
+            let verify = (Kind::Job, format!("{ds}-{id}-verify"));
             let mut push =
                 |(kind, object): &(Kind, String), type_, reason, action, note: String| {
                     out.push(event(
@@ -146,6 +147,13 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                     EventType::Normal,
                     "SnapshotTaken",
                     "CreateSnapshot",
+                    format!("{subject}: {}", g.detail),
+                ),
+                State::Verifying => push(
+                    &verify,
+                    EventType::Normal,
+                    "Verifying",
+                    "VerifySnapshot",
                     format!("{subject}: {}", g.detail),
                 ),
                 State::RollingOut => {
@@ -184,6 +192,8 @@ pub fn from_decisions(rollout: &Rollout, decisions: &[Decision]) -> Vec<Event> {
                         (&producer, "RunProducer")
                     } else if g.detail.starts_with("snapshot") {
                         (&snapshot, "TakeSnapshot")
+                    } else if g.detail.starts_with("verify") {
+                        (&verify, "VerifySnapshot")
                     } else {
                         (&statefulset, "RollOut")
                     };

@@ -34,6 +34,9 @@ pub const ANNOTATION_DIGEST: &str = "snaproll.dev/digest";
 /// On the serving generation's snapshot: the newest generation skipped because its data was
 /// unchanged, so the schedule does not start it again once its producer Pod is gone.
 pub const ANNOTATION_UNCHANGED: &str = "snaproll.dev/unchanged";
+/// On a generation's snapshot: the outcome of its verify Job (`consumer.verify`), `passed` or
+/// `failed: <message>`, recorded in the apply that prunes the Job, so the outcome survives it.
+pub const ANNOTATION_VERIFY: &str = "snaproll.dev/verify";
 /// Field manager used for server-side apply.
 pub const FIELD_MANAGER: &str = "snaproll";
 
@@ -47,17 +50,22 @@ pub enum Kind {
     VolumeSnapshot,
     Service,
     StatefulSet,
+    /// A generation's verify Job (`consumer.verify`). Last in apply order so every earlier
+    /// kind keeps its file-name prefix; it is never rendered beside its generation's
+    /// StatefulSet, and in pull mode its sync wave puts it before the StatefulSet.
+    Job,
 }
 
 impl Kind {
     /// Every kind, in apply order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::VolumeSnapshotClass,
         Kind::PersistentVolumeClaim,
         Kind::Pod,
         Kind::VolumeSnapshot,
         Kind::Service,
         Kind::StatefulSet,
+        Kind::Job,
     ];
 
     /// The `kind` field.
@@ -69,6 +77,7 @@ impl Kind {
             Kind::VolumeSnapshot => "VolumeSnapshot",
             Kind::Service => "Service",
             Kind::StatefulSet => "StatefulSet",
+            Kind::Job => "Job",
         }
     }
 
@@ -82,6 +91,7 @@ impl Kind {
         match self {
             Kind::VolumeSnapshotClass | Kind::VolumeSnapshot => "snapshot.storage.k8s.io",
             Kind::StatefulSet => "apps",
+            Kind::Job => "batch",
             Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service => "",
         }
     }
@@ -96,6 +106,7 @@ impl Kind {
         match self {
             Kind::VolumeSnapshotClass | Kind::VolumeSnapshot => "snapshot.storage.k8s.io/v1",
             Kind::StatefulSet => "apps/v1",
+            Kind::Job => "batch/v1",
             Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service => "v1",
         }
     }
@@ -109,6 +120,7 @@ impl Kind {
             Kind::VolumeSnapshot => "volumesnapshots",
             Kind::Service => "services",
             Kind::StatefulSet => "statefulsets",
+            Kind::Job => "jobs",
         }
     }
 
@@ -126,6 +138,7 @@ impl Kind {
             Kind::VolumeSnapshot => "volumesnapshot.yaml.j2",
             Kind::Service => "service.yaml.j2",
             Kind::StatefulSet => "statefulset.yaml.j2",
+            Kind::Job => "job.yaml.j2",
         }
     }
 
@@ -138,6 +151,7 @@ impl Kind {
             Kind::VolumeSnapshot => "volumesnapshot",
             Kind::Service => "service",
             Kind::StatefulSet => "statefulset",
+            Kind::Job => "job",
         }
     }
 
@@ -154,7 +168,9 @@ impl Kind {
             Kind::VolumeSnapshotClass => 0,
             Kind::PersistentVolumeClaim | Kind::Pod => 1,
             Kind::VolumeSnapshot => 2,
-            Kind::Service => 3,
+            // The verify Job (and its claim) before the StatefulSet: Argo CD waits for the
+            // Job to complete before the next wave.
+            Kind::Service | Kind::Job => 3,
             Kind::StatefulSet => 4,
         }
     }

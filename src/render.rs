@@ -27,7 +27,7 @@ use context::*;
 pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 
 /// Templates compiled into the binary, by file name.
-pub const EMBEDDED: [(&str, &str); 6] = [
+pub const EMBEDDED: [(&str, &str); 7] = [
     (
         "volumesnapshotclass.yaml.j2",
         include_str!("../templates/volumesnapshotclass.yaml.j2"),
@@ -49,6 +49,7 @@ pub const EMBEDDED: [(&str, &str); 6] = [
         "statefulset.yaml.j2",
         include_str!("../templates/statefulset.yaml.j2"),
     ),
+    ("job.yaml.j2", include_str!("../templates/job.yaml.j2")),
 ];
 
 /// Why rendering failed. Nothing is written anywhere when any of these occurs.
@@ -344,6 +345,30 @@ impl Renderer {
                 out.push(self.render_one(Kind::Pod, &ctx)?);
             }
             let copies = g.copies.unwrap_or(d.snapshot.copies).max(1);
+            if g.verify && d.consumer.verify.is_some() {
+                // The claim the verify Job mounts read-only, restored from the generation's
+                // snapshot (copy 0 when it takes several), at the consumer claims' size.
+                let restore = if copies == 1 {
+                    format!("{}-{}", d.name, g.id)
+                } else {
+                    copy_name(d, &g.id, 0)
+                };
+                let claim = with_local(rollout, d, g, &layers, |l| {
+                    l.names.insert("pvc", l.names["verify"].clone());
+                    l.names.insert("restore", restore.clone());
+                    let labels = l.labels["verifyClaim"].clone();
+                    l.labels.insert("pvc", labels);
+                    l.storage = Some(claim_storage(d, l));
+                });
+                let object = self.render_in_wave(
+                    Kind::PersistentVolumeClaim,
+                    &claim,
+                    Kind::Job.sync_wave(),
+                )?;
+                check_restores(&object, &restore, &self.sources)?;
+                out.push(object);
+                out.push(self.render_one(Kind::Job, &ctx)?);
+            }
             if copies == 1 {
                 if g.snapshot {
                     out.push(self.render_one(Kind::VolumeSnapshot, &ctx)?);
@@ -570,6 +595,16 @@ fn check_generation_for(d: &Dataset, id: &str) -> Result<(), RenderError> {
         reason,
     };
     spec::check_dns_label(id).map_err(fail)?;
+    let job = d.name.len() + 1 + id.len() + spec::VERIFY_SUFFIX.len();
+    if d.consumer.verify.is_some() && job > spec::MAX_JOB_NAME {
+        return Err(fail(format!(
+            "verify Job name `{}-{id}{}` would be {job} characters, over the {} of its job-name label; use a shorter generation for dataset `{}`",
+            d.name,
+            spec::VERIFY_SUFFIX,
+            spec::MAX_JOB_NAME,
+            d.name
+        )));
+    }
     let sts = d.consumer.name.len() + 1 + id.len();
     if sts > spec::MAX_STATEFULSET_NAME {
         return Err(fail(format!(

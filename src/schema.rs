@@ -70,6 +70,7 @@ pub fn validate(kind: Kind, value: &Value) -> Result<(), String> {
         Kind::Pod => round_trip::<k8s_openapi::api::core::v1::Pod>(value),
         Kind::Service => round_trip::<k8s_openapi::api::core::v1::Service>(value),
         Kind::StatefulSet => round_trip::<k8s_openapi::api::apps::v1::StatefulSet>(value),
+        Kind::Job => round_trip::<k8s_openapi::api::batch::v1::Job>(value),
         Kind::VolumeSnapshot => crd_check(&schemas().snapshot, value),
         Kind::VolumeSnapshotClass => crd_check(&schemas().class, value),
     }?;
@@ -88,7 +89,8 @@ pub fn validate_instance(kind: Kind, value: &Value) -> Result<(), String> {
     match kind {
         Kind::VolumeSnapshot => crd_check(&schemas().snapshot, value)?,
         Kind::VolumeSnapshotClass => crd_check(&schemas().class, value)?,
-        Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service | Kind::StatefulSet => {}
+        Kind::PersistentVolumeClaim | Kind::Pod | Kind::Service | Kind::StatefulSet | Kind::Job => {
+        }
     }
     if kind == Kind::StatefulSet {
         check_statefulset(value)?;

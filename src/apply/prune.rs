@@ -41,6 +41,17 @@ impl Manager {
         } else {
             self.consumer_claims(live).await?
         };
+        // Claims a snapshot must outlive: the consumer claims, and the claims verify Jobs
+        // mount (ApplySet members, deleted in the phase before snapshots).
+        let restored: Vec<(ObjectRef, Value)> = claims
+            .iter()
+            .cloned()
+            .chain(
+                live.of_kind(Kind::PersistentVolumeClaim)
+                    .filter(|(_, v)| is_verify(v))
+                    .map(|(id, v)| (id.clone(), v.clone())),
+            )
+            .collect();
         let rendered_sts: BTreeSet<(String, String)> = set
             .objects
             .iter()
@@ -72,13 +83,16 @@ impl Manager {
             plan.skipped.iter().map(|(id, _)| id.clone()).collect();
         let mut deleted_statefulsets: BTreeSet<ObjectRef> = BTreeSet::new();
         let mut deleted_claims: BTreeSet<ObjectRef> = BTreeSet::new();
-        // Phases in delete order: StatefulSets, their PVCs, snapshots, then the rest.
-        let mut phases: Vec<Vec<ObjectRef>> = vec![Vec::new(); 4];
+        // Phases in delete order: StatefulSets, their PVCs, verify Jobs and their claims,
+        // snapshots, then the rest.
+        let mut phases: Vec<Vec<ObjectRef>> = vec![Vec::new(); 5];
         for id in &plan.deletes {
             let phase = match id.kind {
                 Kind::StatefulSet => 0,
-                Kind::VolumeSnapshot => 2,
-                _ => 3,
+                Kind::VolumeSnapshot => 3,
+                Kind::Job => 2,
+                Kind::PersistentVolumeClaim if live.get(id).is_some_and(is_verify) => 2,
+                _ => 4,
             };
             phases[phase].push(id.clone());
         }
@@ -137,7 +151,7 @@ impl Manager {
                             &id,
                             &live.objects,
                             &deleted_statefulsets,
-                            &claims,
+                            &restored,
                             &deleted_claims,
                         )
                     })
@@ -174,6 +188,9 @@ impl Manager {
                     Deletion::Deleted => {
                         if id.kind == Kind::StatefulSet {
                             deleted_statefulsets.insert(id.clone());
+                        }
+                        if id.kind == Kind::PersistentVolumeClaim {
+                            deleted_claims.insert(id.clone());
                         }
                         changes.push(Change::new(
                             &id,
@@ -405,6 +422,13 @@ pub fn plan_prune(
     deletes.sort_by(|a, b| rank(a.kind).cmp(&rank(b.kind)).then(a.cmp(b)));
     plan.deletes = deletes;
     plan
+}
+
+/// Whether a live object is the claim a verify Job mounts (`consumer.verify`).
+fn is_verify(v: &Value) -> bool {
+    crate::manifest::labels_of(v)
+        .get(crate::manifest::LABEL_COMPONENT)
+        .is_some_and(|c| c == "verify-volume")
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ fn group<'a>(
             (Some(Kind::VolumeSnapshot), _) => entry.snapshots.push(v.clone()),
             (Some(Kind::StatefulSet), _) => entry.statefulset = Some(v.clone()),
             (Some(Kind::PersistentVolumeClaim), Some("consumer-volume")) => entry.claims += 1,
+            (Some(Kind::Job), Some("verify")) => entry.verify = Some(v.clone()),
+            (Some(Kind::PersistentVolumeClaim), Some("verify-volume")) => entry.verify_claim = true,
             _ => {}
         }
     }
@@ -150,7 +152,8 @@ pub async fn step_from_cluster(
         .live(&std::collections::BTreeSet::new())
         .await
         .map_err(|e| StepError::Live(Box::new(e)))?;
-    let values: Vec<Value> = live.objects.values().cloned().collect();
+    let mut values: Vec<Value> = live.objects.values().cloned().collect();
+    verify_messages(manager.client(), &mut values).await;
     let Observation {
         datasets: observed,
         mut foreign,
@@ -172,6 +175,49 @@ pub async fn step_from_cluster(
         set,
         live: Some(live),
     })
+}
+
+/// Puts on each failed verify Job (as observed, never applied) its Pod's termination message,
+/// which says why the check failed where the Job's condition only says that it did: one LIST of
+/// the Job's Pods, only for a failed Job (pruned in the run that records its outcome). A
+/// failed LIST leaves the condition's message alone.
+async fn verify_messages(client: &kube::Client, values: &mut [Value]) {
+    use crate::rollout::readiness::{POD_MESSAGE, Readiness, readiness};
+    for v in values.iter_mut() {
+        let is_verify = v.get("kind").and_then(Value::as_str) == Some("Job")
+            && manifest::labels_of(v)
+                .get(manifest::LABEL_COMPONENT)
+                .is_some_and(|c| c == "verify");
+        if !is_verify || !matches!(readiness(Kind::Job, v), Readiness::Failed(_)) {
+            continue;
+        }
+        let field = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let (Some(name), Some(ns)) = (field("/metadata/name"), field("/metadata/namespace")) else {
+            continue;
+        };
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client.clone(), &ns);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("batch.kubernetes.io/job-name={name}"));
+        let Ok(list) = pods.list(&lp).await else {
+            continue;
+        };
+        let message = list.items.iter().find_map(|p| {
+            p.status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+                .filter(|m| !m.trim().is_empty())
+        });
+        if let (Some(m), Some(status)) = (message, v.get_mut("status"))
+            && let Some(status) = status.as_object_mut()
+        {
+            let key = POD_MESSAGE.trim_start_matches("/status/");
+            status.insert(key.to_string(), Value::String(m));
+        }
+    }
 }
 
 /// Plans a step without a cluster, from the manifests Git holds for the rollout.

@@ -57,6 +57,7 @@ pub fn settled(decisions: &[Decision]) -> bool {
                 g.state,
                 State::Producing
                     | State::Snapshotting
+                    | State::Verifying
                     | State::RollingOut
                     | State::Retiring
                     | State::Waiting

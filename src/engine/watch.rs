@@ -1,10 +1,6 @@
 //! `--wait`'s wake-up: watches on the kinds whose status gates a step (the producer Pod, the
-//! VolumeSnapshot, the StatefulSet), by the rollout's label, so the next step starts as soon as
-//! one of them changes status instead of after a fixed pause.
-//!
-//! The pause is still bounded by `--poll-interval` (the periodic resync): a watch that fails,
-//! is forbidden, or misses an event degrades to today's polling, never to a hang; a watch that
-//! keeps ending is re-established with a growing delay, never in a tight loop.
+//! VolumeSnapshot, the StatefulSet, the verify Job), by the rollout's label, so the next step
+//! starts as soon as one of them changes status instead of after a fixed pause.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +15,12 @@ use crate::apply::api_resource;
 use crate::manifest::{Kind, LABEL_ROLLOUT};
 
 /// The kinds whose status decides whether the next step can move on.
-const WATCHED: [Kind; 3] = [Kind::Pod, Kind::VolumeSnapshot, Kind::StatefulSet];
+const WATCHED: [Kind; 4] = [
+    Kind::Pod,
+    Kind::VolumeSnapshot,
+    Kind::StatefulSet,
+    Kind::Job,
+];
 
 /// How long to gather a burst of events (a StatefulSet's replicas, a Pod's conditions) into
 /// one step after the first.

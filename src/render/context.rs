@@ -68,6 +68,10 @@ pub(super) fn dataset_values(d: &Dataset) -> minijinja::Value {
     // Kubernetes spells the service field `type` and the retention values as strings; the
     // serialised spec already does, but replicas must be a plain integer.
     consumer["replicas"] = json!(d.consumer.replicas);
+    if let Some(v) = &d.consumer.verify {
+        // The verify timeout, as the Job's deadline (a plain integer).
+        consumer["verify"]["activeDeadlineSeconds"] = json!(v.timeout().as_secs());
+    }
     serde_value(DatasetValues {
         dataset: d,
         storage: &d.storage,
@@ -207,6 +211,7 @@ pub(super) fn local_layer(
         let recorded = [
             (manifest::ANNOTATION_DIGEST, &g.digest),
             (manifest::ANNOTATION_UNCHANGED, &g.unchanged),
+            (manifest::ANNOTATION_VERIFY, &g.verified),
         ];
         annotations.insert(
             "snapshot",
@@ -221,6 +226,7 @@ pub(super) fn local_layer(
         names.insert("producer", format!("{}-producer-{id}", d.name));
         names.insert("snapshot", format!("{}-{id}", d.name));
         names.insert("statefulset", format!("{}-{id}", d.consumer.name));
+        names.insert("verify", format!("{}-{id}{}", d.name, spec::VERIFY_SUFFIX));
         let owned = manifest::member_labels(rollout, ns, Some(&d.name), Some(id));
         labels.insert(
             "producer",
@@ -233,6 +239,30 @@ pub(super) fn local_layer(
         labels.insert(
             "statefulset",
             with(owned.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
+        );
+        labels.insert(
+            "verify",
+            with(owned.clone(), [(manifest::LABEL_COMPONENT, "verify")]),
+        );
+        labels.insert(
+            "verifyClaim",
+            with(
+                owned.clone(),
+                [(manifest::LABEL_COMPONENT, "verify-volume")],
+            ),
+        );
+        // The verify Job's Pod: not an object snaproll applies (no ownership labels, which
+        // prune lists by), and not one the Service selects (another app name).
+        labels.insert(
+            "verifyPod",
+            with(
+                BTreeMap::new(),
+                [
+                    ("app.kubernetes.io/name", "snaproll-verify"),
+                    ("app.kubernetes.io/instance", rollout),
+                    (manifest::LABEL_GENERATION, id),
+                ],
+            ),
         );
         // Claims the StatefulSet controller makes from the template are not ApplySet members:
         // kubectl's ApplySet prune would delete every member it did not apply.

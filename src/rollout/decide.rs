@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::readiness::{Readiness, readiness};
 use super::sizes::{claim_size, restore_size};
+use super::verify::{self, Verification};
 use super::{
     Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
     is_date, newest_date, retire, retiring_detail, roll_source_forward,
@@ -58,7 +59,11 @@ pub(super) fn decide_each(
         .map(|d| one(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
     for d in &mut decisions {
-        digest::record(d, observed.get(&d.dataset).unwrap_or(&empty));
+        let gens = observed.get(&d.dataset).unwrap_or(&empty);
+        digest::record(d, gens);
+        if let Some(spec) = rollout.spec.datasets.iter().find(|s| s.name == d.dataset) {
+            verify::record(spec, d, gens, opts);
+        }
     }
     for (name, gens) in observed.iter().filter(|_| removed) {
         if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
@@ -80,6 +85,11 @@ enum Raw {
     /// Snapshot ready; `restore` is its restoreSize.
     SnapshotReady {
         restore: Option<String>,
+    },
+    /// Snapshot ready; the verify Job (`consumer.verify`) has not passed yet.
+    Verifying {
+        restore: Option<String>,
+        detail: String,
     },
     RollingOut {
         restore: Option<String>,
@@ -144,6 +154,13 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
         if copies.len() < want {
             return Raw::Snapshotting(format!("{} of {want} snapshot copies taken", copies.len()));
         }
+        if d.consumer.verify.is_some() {
+            match verify::verification(d, o, opts) {
+                Verification::Passed => {}
+                Verification::Failed(why) => return Raw::Failed(why),
+                Verification::Running(detail) => return Raw::Verifying { restore, detail },
+            }
+        }
         return Raw::SnapshotReady { restore };
     }
     if let Some(pod) = &o.producer {
@@ -204,7 +221,7 @@ fn producer_detail(pod: &Value, phase: &str) -> String {
     }
 }
 
-fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     let s = d.as_secs();
     if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
@@ -248,7 +265,10 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
         gens.iter().position(|o| &o.id == g).filter(|&i| {
             matches!(
                 raws[i],
-                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+                Raw::Ready { .. }
+                    | Raw::RollingOut { .. }
+                    | Raw::SnapshotReady { .. }
+                    | Raw::Verifying { .. }
             )
         })
     });
@@ -317,6 +337,14 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
                         "snapshot ready; starting the StatefulSet".to_string(),
                     )
                 }
+                Raw::Verifying { restore, detail } => {
+                    // The snapshot and the verify Job with its claim; no StatefulSet yet.
+                    plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
+                    plan.statefulset = false;
+                    plan.verify = true;
+                    plan.claim_size = claim_size(d, restore);
+                    (State::Verifying, detail.clone())
+                }
                 Raw::RollingOut { restore, detail } => {
                     plan = GenerationPlan::restoring(&o.id, o.producer.is_some());
                     plan.claim_size = claim_size(d, restore);
@@ -356,7 +384,10 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             // Older than serving.
             let was_ready = matches!(
                 raw,
-                Raw::Ready { .. } | Raw::RollingOut { .. } | Raw::SnapshotReady { .. }
+                Raw::Ready { .. }
+                    | Raw::RollingOut { .. }
+                    | Raw::SnapshotReady { .. }
+                    | Raw::Verifying { .. }
             );
             if was_ready && kept_budget > 0 && o.snapshot.is_some() {
                 kept_budget -= 1;

@@ -29,6 +29,13 @@ pub fn check_state(dataset: &str, observed: &[Observed]) -> Result<(), Invariant
                 o.id, o.claims
             )));
         }
+        if o.snapshot.is_none() && o.verify_claim {
+            return Err(fail(format!(
+                "snapshot of {} is gone while the claim its verify Job mounts exists",
+                o.id
+            )));
+        }
+
         // Per copy: every copy exists while anything restored from one does.
         let have = o.snapshot_copies().len();
         if let Some(want) = o.frozen_copies()
@@ -54,6 +61,23 @@ pub fn check_all(
 ) -> Result<(), InvariantViolation> {
     for (name, gens) in observed {
         check_state(name, gens)?;
+        // Live: the StatefulSet is created only once the verify Job completed (the Job is
+        // pruned in that apply); it never runs beside a Job that has not. (Git holds both at
+        // once in pull mode: Argo CD's sync waves order them.)
+        if let Some(o) = gens.iter().find(|o| {
+            o.statefulset.is_some()
+                && o.verify
+                    .as_ref()
+                    .is_some_and(|j| !readiness(Kind::Job, j).is_ready())
+        }) {
+            return Err(InvariantViolation {
+                dataset: name.clone(),
+                what: format!(
+                    "StatefulSet of {} exists while its verify Job has not completed",
+                    o.id
+                ),
+            });
+        }
         let unready: Vec<&str> = gens
             .iter()
             .filter(|o| {
@@ -98,7 +122,7 @@ pub fn check_invariants(
         .filter(|g| {
             matches!(
                 g.state,
-                State::Producing | State::Snapshotting | State::RollingOut
+                State::Producing | State::Snapshotting | State::Verifying | State::RollingOut
             )
         })
         .count();

@@ -31,6 +31,7 @@ mod source;
 mod switch;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use decide::*;
 #[cfg(any(test, feature = "test-support"))]
@@ -68,6 +69,10 @@ pub struct Observed {
     pub statefulset: Option<Value>,
     /// Consumer PVCs (made by the StatefulSet controller) still present.
     pub claims: usize,
+    /// The generation's verify Job (`consumer.verify`), while it exists.
+    pub verify: Option<Value>,
+    /// Whether the claim the verify Job mounts (`<dataset>-<gen>-verify`) exists.
+    pub verify_claim: bool,
 }
 
 impl Observed {
@@ -124,6 +129,9 @@ pub enum State {
     Producing,
     /// The producer succeeded; the VolumeSnapshot is being taken.
     Snapshotting,
+    /// The snapshot is ready; the verify Job (`consumer.verify`) checks a claim restored from
+    /// it before the StatefulSet is created.
+    Verifying,
     /// The snapshot is ready; the StatefulSet is starting.
     RollingOut,
     /// The newest ready StatefulSet: what the Service sends traffic to.
@@ -146,6 +154,7 @@ impl fmt::Display for State {
         f.write_str(match self {
             State::Producing => "producing",
             State::Snapshotting => "snapshotting",
+            State::Verifying => "verifying",
             State::RollingOut => "rolling out",
             State::Serving => "serving",
             State::Kept => "kept",

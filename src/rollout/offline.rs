@@ -51,7 +51,11 @@ pub fn decide_offline(d: &Dataset, in_git: &[Observed], opts: &Options) -> Decis
             continue;
         }
         let (state, detail) = if Some(&o.id) == previous.as_ref() {
-            render.push(GenerationPlan::full(&o.id));
+            // Verified when it was the new generation: its verify Job leaves Git.
+            render.push(GenerationPlan {
+                verify: false,
+                ..GenerationPlan::full(&o.id)
+            });
             (
                 State::Serving,
                 "kept in Git until the new generation is applied".to_string(),

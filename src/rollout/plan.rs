@@ -48,6 +48,12 @@ pub struct GenerationPlan {
     /// `<dataset>-<gen>-<i>` and the StatefulSet comes with its claims, replica `r` restoring
     /// from copy `r % copies`.
     pub copies: Option<u32>,
+    /// Render the verify Job and the claim it mounts (`consumer.verify`, when the spec has
+    /// one): only while the generation is verifying.
+    pub verify: bool,
+    /// The verify outcome to record on the snapshot (`snaproll.dev/verify`): `passed`, or
+    /// `failed: <message>`.
+    pub verified: Option<String>,
 }
 
 /// The storage of a StatefulSet's claim template, as the template context's `storage` sees it.
@@ -75,10 +81,13 @@ impl GenerationPlan {
             digest: None,
             unchanged: None,
             copies: None,
+            verify: false,
+            verified: None,
         }
     }
 
-    /// A generation with every part rendered.
+    /// A generation with every part rendered (the verify Job and claim too, when the spec
+    /// has `consumer.verify`).
     pub fn full(id: &str) -> Self {
         GenerationPlan {
             id: id.to_string(),
@@ -91,6 +100,8 @@ impl GenerationPlan {
             digest: None,
             unchanged: None,
             copies: None,
+            verify: true,
+            verified: None,
         }
     }
 
@@ -100,6 +111,7 @@ impl GenerationPlan {
     pub fn restoring(id: &str, producer: bool) -> Self {
         GenerationPlan {
             producer,
+            verify: false,
             ..GenerationPlan::full(id)
         }
     }

@@ -34,6 +34,7 @@ pub fn readiness(kind: Kind, live: &Value) -> Readiness {
         Kind::StatefulSet => statefulset(live),
         Kind::VolumeSnapshot => snapshot(live),
         Kind::Pod => pod(live),
+        Kind::Job => job(live),
         // A PVC may stay Pending until a Pod uses it (WaitForFirstConsumer): never wait on it.
         Kind::PersistentVolumeClaim | Kind::Service | Kind::VolumeSnapshotClass => Readiness::Ready,
     }
@@ -91,6 +92,52 @@ fn snapshot(v: &Value) -> Readiness {
         None => Readiness::Pending("not ready to use".to_string()),
     }
 }
+
+/// A Job is ready once Complete and failed once Failed (or FailureTarget, which the controller
+/// turns into Failed once its Pods are gone). The failure names the condition's reason and
+/// message, and the Pod's termination message when the engine found one
+/// (`/status/snaprollPodMessage`, set on the observed value only).
+fn job(v: &Value) -> Readiness {
+    let conditions = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let holds = |t: &str| {
+        conditions.iter().find(|c| {
+            c.get("type").and_then(Value::as_str) == Some(t)
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
+    };
+    if holds("Complete").is_some() {
+        return Readiness::Ready;
+    }
+    if let Some(c) = holds("Failed").or_else(|| holds("FailureTarget")) {
+        let text = |k: &str| c.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let mut why = match (text("reason"), text("message")) {
+            (Some(r), Some(m)) => format!("{r}: {m}"),
+            (Some(t), None) | (None, Some(t)) => t.to_string(),
+            (None, None) => "Job failed".to_string(),
+        };
+        if let Some(m) = v
+            .pointer(POD_MESSAGE)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            why = format!("{m} ({why})");
+        }
+        return Readiness::Failed(why);
+    }
+    match v.pointer("/status/active").and_then(Value::as_i64) {
+        Some(n) if n > 0 => Readiness::Pending("running".to_string()),
+        _ => Readiness::Pending("not started".to_string()),
+    }
+}
+
+/// Where the engine puts a failed Job's Pod termination message on the observed Job (never
+/// applied: observed values are read only).
+pub const POD_MESSAGE: &str = "/status/snaprollPodMessage";
 
 fn pod(v: &Value) -> Readiness {
     match v.pointer("/status/phase").and_then(Value::as_str) {

@@ -192,7 +192,7 @@ pub(crate) fn retire(
     why: &str,
     cleanup: &str,
 ) -> (State, String) {
-    if o.statefulset.is_some() || o.claims > 0 {
+    if o.statefulset.is_some() || o.claims > 0 || o.verify_claim {
         plan.producer = o.producer.is_some();
         plan.snapshot = o.snapshot.is_some();
     } else if o.producer.is_some() {
@@ -216,6 +216,8 @@ pub(crate) fn retiring_detail(o: &Observed, keep_snapshot: bool, cleanup: &str) 
             "waiting for {} PVC(s) to be deleted{snap}; in pull mode without claim retention (Kubernetes before 1.32, or whenDeleted: Retain) delete them: {cleanup}",
             o.claims
         )
+    } else if o.verify_claim || o.verify.is_some() {
+        "removing the verify Job and its claim".to_string()
     } else if o.producer.is_some() {
         "removing producer".to_string()
     } else {

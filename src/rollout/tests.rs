@@ -51,6 +51,7 @@ fn serving(id: &str, ts: &str) -> Observed {
         snapshots: Vec::new(),
         statefulset: Some(sts(3, ts)),
         claims: 3,
+        ..Observed::default()
     }
 }
 
@@ -361,4 +362,136 @@ fn a_missing_copy_under_a_statefulset_breaks_the_invariant() {
         e.to_string(),
         "dataset data: 2 of 3 snapshot copies of 2021-07-16 exist while its StatefulSet or 3 claim(s) do"
     );
+}
+
+fn verified_dataset(keep: u32) -> Dataset {
+    let mut d = dataset(keep);
+    d.consumer.verify = Some(spec::Verify {
+        image: "busybox".into(),
+        command: vec!["true".into()],
+        args: Vec::new(),
+        timeout: "30m".into(),
+    });
+    d
+}
+
+fn job(condition: Option<(&str, &str)>, ts: &str) -> Value {
+    let conditions: Vec<Value> = condition
+        .map(|(t, m)| json!({"type": t, "status": "True", "reason": "R", "message": m}))
+        .into_iter()
+        .collect();
+    json!({"metadata": meta(ts), "status": {"conditions": conditions}})
+}
+
+fn ready_snapshot(id: &str, ts: &str) -> Observed {
+    Observed {
+        id: id.into(),
+        producer: Some(pod("Succeeded", ts)),
+        snapshot: Some(snap(true, ts)),
+        ..Observed::default()
+    }
+}
+
+#[test]
+fn verify_gates_the_statefulset_and_records_its_outcome_on_the_snapshot() {
+    let d = verified_dataset(1);
+    let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    let ts = "2021-07-16T11:50:00Z";
+    let mut new = ready_snapshot("2021-07-16", ts);
+    let today = opts("2021-07-16");
+    let plan_of = |dec: &Decision| dec.render.iter().find(|p| p.id == "2021-07-16").cloned();
+
+    // Snapshot ready, no Job yet: verifying renders the Job and its claim, no StatefulSet.
+    let dec = decide(&d, &[old.clone(), new.clone()], &today);
+    assert_eq!(dec.generations[1].state, State::Verifying);
+    let p = plan_of(&dec).unwrap();
+    assert!(p.verify && p.snapshot && !p.statefulset);
+    check_invariants(&dec, &[old.clone(), new.clone()]).unwrap();
+
+    // Running: still verifying.
+    new.verify = Some(job(None, ts));
+    new.verify_claim = true;
+    let dec = decide(&d, &[old.clone(), new.clone()], &today);
+    assert_eq!(dec.generations[1].state, State::Verifying);
+    assert_eq!(dec.generations[1].detail, "verify Job not started");
+
+    // Complete: the StatefulSet; the Job and claim are no longer rendered; `passed` recorded.
+    new.verify = Some(job(Some(("Complete", "")), ts));
+    let (decs, _) = decide_all(
+        &rollout_of(&d),
+        &[("data".into(), vec![old.clone(), new.clone()])].into(),
+        &today,
+    );
+    let p = plan_of(&decs[0]).unwrap();
+    assert!(p.statefulset && !p.verify);
+    assert_eq!(p.verified.as_deref(), Some("passed"));
+    assert_eq!(decs[0].generations[1].state, State::RollingOut);
+
+    // Failed: the generation fails, the old one keeps serving, `failed: …` recorded.
+    new.verify = Some(job(
+        Some(("Failed", "Job has reached the specified backoff limit")),
+        ts,
+    ));
+    let (decs, _) = decide_all(
+        &rollout_of(&d),
+        &[("data".into(), vec![old.clone(), new.clone()])].into(),
+        &today,
+    );
+    assert_eq!(decs[0].generations[0].state, State::Serving);
+    assert_eq!(decs[0].generations[1].state, State::Failed);
+    assert_eq!(
+        decs[0].generations[1].detail,
+        "verify failed: R: Job has reached the specified backoff limit"
+    );
+    let p = plan_of(&decs[0]).unwrap();
+    assert!(!p.statefulset && !p.verify && p.snapshot);
+    assert_eq!(
+        p.verified.as_deref(),
+        Some("failed: R: Job has reached the specified backoff limit")
+    );
+
+    // Recorded and the Job gone: still failed, nothing restarts it.
+    new.verify = None;
+    new.verify_claim = false;
+    new.snapshot = Some(json!({"metadata": {"creationTimestamp": ts, "name": "x",
+        "annotations": {"snaproll.dev/verify": "failed: checksum"}},
+        "status": {"readyToUse": true, "restoreSize": "12Gi"}}));
+    let dec = decide(&d, &[old.clone(), new.clone()], &today);
+    assert_eq!(dec.generations[1].state, State::Failed);
+    assert_eq!(dec.generations[1].detail, "verify failed: checksum");
+    assert!(plan_of(&dec).is_some_and(|p| !p.verify && !p.statefulset));
+}
+
+#[test]
+fn a_kept_generation_is_not_retired_nor_reverified_because_verify_is_on() {
+    let d = verified_dataset(2);
+    let mut old = serving("2021-07-15", "2021-07-15T01:00:00Z");
+    old.statefulset = None;
+    old.claims = 0;
+    let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+    let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
+    assert_eq!(dec.generations[0].state, State::Kept);
+    let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
+    assert!(p.snapshot && !p.verify);
+}
+
+#[test]
+fn a_verify_claim_holds_its_snapshot_while_the_generation_retires() {
+    let d = verified_dataset(1);
+    let mut failed = ready_snapshot("2021-07-15", "2021-07-15T01:00:00Z");
+    failed.verify_claim = true;
+    let new = serving("2021-07-16", "2021-07-16T01:00:00Z");
+    let dec = decide(&d, &[failed.clone(), new.clone()], &opts("2021-07-16"));
+    let p = dec.render.iter().find(|p| p.id == "2021-07-15").unwrap();
+    assert!(p.snapshot && !p.verify, "{p:?}");
+    let mut gone = failed.clone();
+    gone.snapshot = None;
+    assert!(check_state("data", &[gone, new]).is_err());
+}
+
+fn rollout_of(d: &Dataset) -> spec::Rollout {
+    let text = "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {name: demo}\nspec:\n  snapshotClass: {name: c, driver: d}\n  datasets:\n    - name: data\n      storage: {size: 10Gi}\n      producer: {image: busybox}\n      consumer: {name: consumer, replicas: 3, image: busybox}\n";
+    let mut r = spec::parse_str("t.yaml", text).unwrap().rollout;
+    r.spec.datasets[0] = d.clone();
+    r
 }

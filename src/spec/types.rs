@@ -369,6 +369,49 @@ pub struct Consumer {
     /// How the Service moves from one generation to the next.
     #[serde(default)]
     pub switch: Switch,
+    /// A check each new generation's data must pass before its StatefulSet is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+}
+
+/// Suffix of a generation's verify Job and claim: `<dataset>-<generation>-verify`.
+pub const VERIFY_SUFFIX: &str = "-verify";
+/// Longest Job name: the Job controller puts it in a label value on the Job's Pods.
+pub const MAX_JOB_NAME: usize = 63;
+
+/// The verify timeout when the spec sets none.
+pub const DEFAULT_VERIFY_TIMEOUT: &str = "30m";
+
+/// `consumer.verify`: a Job (`<dataset>-<generation>-verify`) run once per generation, after
+/// its snapshot is ready and before its StatefulSet exists, on a claim restored from the new
+/// snapshot and mounted read-only at `consumer.mountPath` (a checksum, a smoke load). It must
+/// complete; a failure or a timeout fails the generation with the Job's message and the
+/// previous generation keeps serving.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    pub image: String,
+    /// The container's command (at least one element).
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// How long the Job may run before the generation fails (the Job's
+    /// `activeDeadlineSeconds`): a duration such as `30m`, `2h` or `PT45M`.
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: String,
+}
+
+fn default_verify_timeout() -> String {
+    DEFAULT_VERIFY_TIMEOUT.to_string()
+}
+
+impl Verify {
+    /// How long the verify Job may run (`timeout`, checked by validation).
+    pub fn timeout(&self) -> std::time::Duration {
+        parse_timeout(&self.timeout)
+            .or_else(|_| parse_timeout(DEFAULT_VERIFY_TIMEOUT))
+            .unwrap_or_default()
+    }
 }
 
 /// `consumer.switch`: what the Service selects while two generations run.

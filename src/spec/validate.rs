@@ -206,6 +206,32 @@ impl Validator<'_> {
         }
     }
 
+    fn verify(&mut self, at: &str, d: &Dataset, v: &Verify) {
+        self.image(&format!("{at}.image"), &v.image);
+        if v.command.is_empty() {
+            self.error(
+                &format!("{at}.command"),
+                "must name at least the program to run (e.g. [sha256sum, -c, /data/SHA256SUMS])",
+            );
+        }
+        if let Err(why) = parse_timeout(&v.timeout) {
+            self.error(&format!("{at}.timeout"), why);
+        }
+        // The Job controller labels its Pods `batch.kubernetes.io/job-name: <job>` (63 max).
+        let job = d.name.len() + DATE_SUFFIX_LEN + VERIFY_SUFFIX.len();
+        if job > MAX_JOB_NAME {
+            self.error(
+                at,
+                format!(
+                    "dataset name `{}` is {} characters; the verify Job `<dataset>-YYYY-MM-DD{VERIFY_SUFFIX}` would be {job} characters, over the {MAX_JOB_NAME} of its job-name label; use a dataset name of at most {} characters",
+                    d.name,
+                    d.name.len(),
+                    MAX_JOB_NAME - DATE_SUFFIX_LEN - VERIFY_SUFFIX.len()
+                ),
+            );
+        }
+    }
+
     fn producer(&mut self, at: &str, p: &Producer) {
         self.image(&format!("{at}.image"), &p.image);
         self.env(&format!("{at}.env"), &p.env);
@@ -296,6 +322,9 @@ impl Validator<'_> {
                     max_base
                 ),
             );
+        }
+        if let Some(v) = &c.verify {
+            self.verify(&format!("{at}.verify"), d, v);
         }
         if c.replicas < 0 {
             self.error(

@@ -247,6 +247,7 @@ fn pull_mode_only_commits_and_only_reads() {
             {"apiGroups": [""], "resources": ["persistentvolumeclaims", "pods", "services"], "verbs": ["list"]},
             {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["list"]},
             {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["list"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["snaproll-demo"], "verbs": ["get"]},
         ])
     );

@@ -21,3 +21,4 @@ mod safety;
 mod spec_schema;
 mod switch;
 mod ux;
+mod verify;

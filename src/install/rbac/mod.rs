@@ -60,9 +60,21 @@ pub const PULL_VERBS: [&str; 1] = ["list"];
 pub fn rules_for(rollout: &Rollout, pull: bool) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
     let verbs: &[&str] = if pull { &PULL_VERBS } else { &OBJECT_VERBS };
     let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.namespaced()).collect();
+    // Verify Jobs (`consumer.verify`) are written only when a dataset has one; every run
+    // still lists them (one LIST per kind).
+    let verifies = rollout
+        .spec
+        .datasets
+        .iter()
+        .any(|d| d.consumer.verify.is_some());
     // One rule per API group, in apply order of the group's first kind.
     let mut namespaced: Vec<PolicyRule> = Vec::new();
     for kind in kinds {
+        let verbs: &[&str] = if kind == Kind::Job && !verifies && !pull {
+            &PULL_VERBS
+        } else {
+            verbs
+        };
         let resource = kind.plural().to_string();
         match namespaced
             .iter_mut()

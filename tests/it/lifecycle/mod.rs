@@ -38,6 +38,7 @@ pub(crate) const SVCS: &str = "/api/v1/namespaces/default/services";
 pub(crate) const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets";
 pub(crate) const SNAPS: &str =
     "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
+pub(crate) const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
 pub(crate) const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
 
 pub(crate) const D1: &str = "2021-07-15T04:00:00Z";
@@ -76,6 +77,8 @@ pub(crate) struct Knobs {
     pub(crate) atomic: bool,
     /// `snapshot.copies` (1, the default, is not written).
     pub(crate) copies: u32,
+    /// `consumer.verify` (a checksum Job) is written.
+    pub(crate) verify: bool,
 }
 
 impl Default for Knobs {
@@ -90,6 +93,7 @@ impl Default for Knobs {
             existing_class: false,
             atomic: false,
             copies: 1,
+            verify: false,
         }
     }
 }
@@ -118,7 +122,7 @@ pub(crate) fn spec_text(k: &Knobs) -> String {
             .map(|p| format!("\n        pin: \"{p}\""))
             .unwrap_or_default();
         s.push_str(&format!(
-            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n{copies}      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n{switch}",
+            "    - name: {d}\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n      generations:\n        schedule: daily\n        keep: {keep}{pin}\n{copies}      consumer:\n        name: {c}\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: {wd}\n        service:\n          type: Headless\n{switch}{verify}",
             size = k.size,
             keep = k.keep,
             c = consumer(d),
@@ -131,6 +135,11 @@ pub(crate) fn spec_text(k: &Knobs) -> String {
             wd = k.when_deleted,
             switch = if k.atomic {
                 "        switch: atomic\n"
+            } else {
+                ""
+            },
+            verify = if k.verify {
+                "        verify:\n          image: busybox:1.36\n          command: [sha256sum, -c, /data/SHA256SUMS]\n          timeout: 30m\n"
             } else {
                 ""
             },
@@ -164,6 +173,10 @@ pub(crate) struct Behaviour {
     pub(crate) sts_holds: bool,
     /// The producer succeeds writing this termination message (a digest of its data).
     pub(crate) producer_message: Option<String>,
+    /// The verify Job fails, its Pod's termination message this (`None`: it completes).
+    pub(crate) verify_fails: Option<String>,
+    /// The verify Job keeps running (the controller reports it active).
+    pub(crate) verify_holds: bool,
 }
 
 impl Default for Behaviour {
@@ -179,6 +192,8 @@ impl Default for Behaviour {
             restore_size: "10Gi".to_string(),
             sts_holds: false,
             producer_message: None,
+            verify_fails: None,
+            verify_holds: false,
         }
     }
 }
@@ -296,6 +311,7 @@ fn path_of(v: &Value) -> String {
         "VolumeSnapshot" => SNAPS,
         "Service" => SVCS,
         "StatefulSet" => STS,
+        "Job" => JOBS,
         other => panic!("unexpected kind {other}"),
     };
     format!("{base}/{name}")

@@ -50,6 +50,32 @@ fn push_role_is_exactly_what_the_push_lifecycle_requests() {
     );
 }
 
+/// With `consumer.verify`, the Role adds writing Jobs, and the lifecycle (a passing and a
+/// failing verify, retirement) uses all of it: create, patch, delete and the one LIST.
+#[test]
+fn push_role_with_verify_is_exactly_what_the_verify_lifecycle_requests() {
+    let w = World::new(
+        Mode::Push,
+        Knobs {
+            verify: true,
+            ..Knobs::default()
+        },
+    );
+    w.settle(D1, 12);
+    w.behave(G2, |b| b.verify_fails = Some("checksum mismatch".into()));
+    w.settle_allowing(D2, 12, &[0, 1]);
+    w.settle_allowing(D3, 16, &[0, 1]);
+    let requests = rbac_requests(&w.api().requests());
+    let report = rbac::check(&install_grants(&w.spec, false), &requests);
+    // Only a dataset leaving the spec deletes a Service (the test above covers it).
+    assert!(
+        report.denied.is_empty() && report.unused == ["delete core/services"],
+        "denied: {:#?}\nunused: {:#?}",
+        report.denied,
+        report.unused
+    );
+}
+
 /// What `install` without `--repo` renders is exactly what its CronJob's command
 /// (`reconcile --apply --prune`, no Git) requests over days and a dataset leaving the spec.
 #[test]

@@ -145,9 +145,9 @@ impl World {
         assert!(!run.committed(), "{}", run.stdout);
         if self.mode != Mode::Offline {
             let lists = self.api().requests().iter().filter(|r| r.is_list()).count();
-            // pods, PVCs, snapshots, Services, StatefulSets; and the rollout's Events in the
-            // modes that report them (snaproll applies).
-            let kinds = 5 + usize::from(matches!(self.mode, Mode::Push | Mode::Direct));
+            // pods, PVCs, snapshots, Services, StatefulSets, Jobs; and the rollout's Events in
+            // the modes that report them (snaproll applies).
+            let kinds = 6 + usize::from(matches!(self.mode, Mode::Push | Mode::Direct));
             assert!(lists <= kinds, "{lists} LISTs for {kinds} kinds");
         }
         run
@@ -198,6 +198,7 @@ impl World {
             ("VolumeSnapshot", SNAPS),
             ("Service", SVCS),
             ("StatefulSet", STS),
+            ("Job", JOBS),
         ]
         .into_iter()
         .enumerate()
@@ -261,13 +262,14 @@ impl World {
             return;
         }
         let mut objects = Vec::new();
-        for path in [PODS, PVCS, SNAPS, SVCS, STS] {
+        for path in [PODS, PVCS, SNAPS, SVCS, STS, JOBS] {
             for mut v in self.items(path) {
                 let kind = match path {
                     PODS => "Pod",
                     PVCS => "PersistentVolumeClaim",
                     SNAPS => "VolumeSnapshot",
                     SVCS => "Service",
+                    JOBS => "Job",
                     _ => "StatefulSet",
                 };
                 v["kind"] = json!(kind);
@@ -340,6 +342,7 @@ impl World {
                 .filter(|s| {
                     s.ends_with(" producing")
                         || s.ends_with(" snapshotting")
+                        || s.ends_with(" verifying")
                         || s.ends_with(" rolling-out")
                 })
                 .collect();
@@ -411,6 +414,63 @@ impl World {
                     st
                 };
                 api.set_status(&format!("{SNAPS}/{name}"), status).await;
+            }
+            // The Job controller and the kubelet: the verify Job's Pod runs the check once
+            // (backoffLimit 0); its failure carries the Pod's termination message.
+            for job in api.items(JOBS).await {
+                let name = str_of(&job["metadata"]["name"]);
+                let b = self.behaviour(&generation_of(&job));
+                if job.pointer("/status/conditions").is_some() {
+                    continue;
+                }
+                let status = match (&b.verify_fails, b.verify_holds) {
+                    (_, true) => json!({"active": 1, "startTime": "2021-07-16T04:00:00Z"}),
+                    (Some(_), false) => json!({"failed": 1, "conditions": [
+                        {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit"},
+                        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit"}]}),
+                    (None, false) => json!({"succeeded": 1, "conditions": [
+                        {"type": "SuccessCriteriaMet", "status": "True"},
+                        {"type": "Complete", "status": "True"}]}),
+                };
+                api.set_status(&format!("{JOBS}/{name}"), status).await;
+                if let (Some(m), false) = (&b.verify_fails, b.verify_holds) {
+                    let pod = format!("{name}-x7k2p");
+                    let obj = json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod, "namespace": NS, "labels": {
+                            "batch.kubernetes.io/job-name": name,
+                            "job-name": name}},
+                        "spec": {"restartPolicy": "Never", "containers": [
+                            {"name": "verify", "image": "busybox:1.36"}]}});
+                    api.apply_as("job-controller", &format!("{PODS}/{pod}"), &obj, true)
+                        .await;
+                    api.set_status(
+                        &format!("{PODS}/{pod}"),
+                        json!({"phase": "Failed", "containerStatuses": [{"name": "verify",
+                            "ready": false, "restartCount": 0, "image": "busybox:1.36",
+                            "imageID": "", "state": {"terminated": {"exitCode": 1,
+                                "reason": "Error", "message": m}}}]}),
+                    )
+                    .await;
+                }
+            }
+            // The garbage collector: a deleted Job's Pods go with it (background propagation).
+            let jobs: BTreeSet<String> = api
+                .items(JOBS)
+                .await
+                .iter()
+                .map(|j| str_of(&j["metadata"]["name"]))
+                .collect();
+            for pod in api.items(PODS).await {
+                if let Some(job) = pod
+                    .pointer("/metadata/labels/batch.kubernetes.io~1job-name")
+                    .and_then(Value::as_str)
+                    && !jobs.contains(job)
+                {
+                    let name = str_of(&pod["metadata"]["name"]);
+                    api.delete(&format!("{PODS}/{name}")).await;
+                }
             }
             let stss = api.items(STS).await;
             // The controller makes only the claims that do not exist: existing ones (made by
@@ -518,7 +578,7 @@ impl World {
                 .filter(|p| !wanted.contains_key(*p))
                 .collect();
             gone.sort_by_key(|p| {
-                [STS, SVCS, SNAPS, PODS, PVCS, CLASSES]
+                [JOBS, STS, SVCS, SNAPS, PODS, PVCS, CLASSES]
                     .iter()
                     .position(|k| p.starts_with(k))
                     .unwrap_or(9)
@@ -565,6 +625,7 @@ impl World {
                     [
                         " producing",
                         " snapshotting",
+                        " verifying",
                         " rolling-out",
                         " retiring",
                         " waiting",

@@ -56,6 +56,16 @@ fn multi_render_matches_golden() {
     insta::assert_snapshot!("render_multi", render_stdout(&example("multi")));
 }
 
+/// `consumer.verify`: the verify Job and the claim it mounts read-only, restored from the
+/// generation's snapshot, in the sync wave before the StatefulSet's.
+#[test]
+fn verified_render_matches_golden() {
+    let out = render_stdout(&example("verified"));
+    assert!(out.contains("kind: Job\n"), "{out}");
+    assert!(out.contains("  name: index-2021-07-15-verify\n"), "{out}");
+    insta::assert_snapshot!("render_verified", out);
+}
+
 #[test]
 fn model_weights_render_matches_golden() {
     let out = render_stdout(&example("model-weights"));
@@ -554,6 +564,16 @@ fn varied_spec(n: usize) -> String {
         if i % 5 == 1 {
             s.push_str("        claimName: html\n        pvcRetentionPolicy: {whenDeleted: Retain, whenScaled: Delete}\n");
         }
+        // `consumer.verify` on every third dataset: its Job and claim take the fast path too.
+        match i % 6 {
+            0 => s.push_str(&format!(
+                "        verify: {{image: busybox:1.36, command: [sh, -c, \"sha256sum -c /srv/SUMS # {i}\"], timeout: 1h30m}}\n"
+            )),
+            3 => s.push_str(&format!(
+                "        verify: {{image: busybox, command: [/check], args: [\"--id={i}\", \"yes\"]}}\n"
+            )),
+            _ => {}
+        }
         if i % 4 == 1 {
             s.push_str(&format!(
                 "        command: [/app]\n        args: [\"--id={i}\"]\n        env: [{{name: ID, value: \"{i}\"}}]\n        resources: {{limits: {{cpu: \"1\"}}}}\n"
@@ -578,7 +598,7 @@ fn varied_spec(n: usize) -> String {
 #[test]
 fn fast_path_renders_the_bytes_of_the_full_path() {
     use snaproll::render::{Plan, Renderer};
-    let mut specs: Vec<(String, String)> = ["gke-daily", "eks", "multi"]
+    let mut specs: Vec<(String, String)> = ["gke-daily", "eks", "multi", "verified"]
         .iter()
         .map(|e| {
             (
