@@ -18,7 +18,7 @@ use std::path::Path;
 use ring::digest::{Context, SHA256};
 
 use crate::manifest::ObjectRef;
-use crate::render::RenderedSet;
+use crate::render::{RenderedSet, Renderer};
 use crate::rollout;
 use crate::spec::Rollout;
 
@@ -101,9 +101,10 @@ pub(super) fn is_fixed_point(
     plan: &rollout::Plan,
     carried: &[ObjectRef],
     spec: &Rollout,
+    renderer: &Renderer,
     opts: &rollout::Options,
 ) -> bool {
-    let same = same_decision(set, plan, carried, spec, opts);
+    let same = same_decision(set, plan, carried, spec, renderer, opts);
     tracing::debug!(
         fixed_point = same,
         "re-decided from the content being committed"
@@ -116,6 +117,7 @@ fn same_decision(
     plan: &rollout::Plan,
     carried: &[ObjectRef],
     spec: &Rollout,
+    renderer: &Renderer,
     opts: &rollout::Options,
 ) -> bool {
     // The set's values are its YAML parsed (the text is written from them), so this reads
@@ -127,8 +129,9 @@ fn same_decision(
     let Ok((_, decisions, next)) = super::observe::decide_from_git(&manifests, spec, opts) else {
         return false;
     };
-    if next != *plan {
-        return false;
+    if normalized(next.clone(), spec) != normalized(plan.clone(), spec) {
+        // A plan that differs may still render the same objects: render it and compare.
+        return rendered_again(set, next, &decisions, &manifests, spec, renderer);
     }
     let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, &manifests);
     holds.extend(rollout::source_holds(&decisions, &spec.metadata.namespace));
@@ -153,4 +156,46 @@ fn same_decision(
             .iter()
             .zip(&set.objects)
             .all(|(a, o)| **a == o.id)
+}
+
+/// `plan` with each generation's snapshot copies spelled out as the render takes them (`None`
+/// is the spec's `snapshot.copies`, at least one), so equal plans are equal renders.
+fn normalized(mut plan: rollout::Plan, spec: &Rollout) -> rollout::Plan {
+    for d in &spec.spec.datasets {
+        if let Some(gens) = plan.datasets.get_mut(&d.name) {
+            for g in gens {
+                g.copies = Some(g.copies.unwrap_or(d.snapshot.copies).max(1));
+            }
+        }
+    }
+    plan
+}
+
+/// The full check: render the next plan, carry over as the engine does, compare the files.
+fn rendered_again(
+    set: &RenderedSet,
+    plan: rollout::Plan,
+    decisions: &[rollout::Decision],
+    manifests: &[serde_json::Value],
+    spec: &Rollout,
+    renderer: &Renderer,
+) -> bool {
+    let Ok(mut next) = renderer.render(spec, &plan) else {
+        return false;
+    };
+    let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, manifests);
+    holds.extend(rollout::source_holds(decisions, &spec.metadata.namespace));
+    if !holds.is_empty() {
+        // As the engine carries them: in file order, then stably by kind.
+        let rendered: BTreeSet<_> = next.objects.iter().map(|o| o.id.clone()).collect();
+        let mut carried: Vec<_> = set
+            .objects
+            .iter()
+            .filter(|o| holds.contains_key(&o.id) && !rendered.contains(&o.id))
+            .collect();
+        carried.sort_by_key(|o| o.id.file_name());
+        next.objects.extend(carried.into_iter().cloned());
+        next.objects.sort_by_key(|o| o.id.kind.order());
+    }
+    next.files() == set.files()
 }

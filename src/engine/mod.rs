@@ -638,8 +638,8 @@ impl Engine {
             // writes a commit.
             let check = (!target.preview).then_some(decided).flatten().map(|d| {
                 scope.spawn(move || {
-                    let spec = &self.loaded.rollout;
-                    fingerprint::is_fixed_point(set, &d.plan, &d.carried, spec, options)
+                    let (spec, renderer) = (&self.loaded.rollout, &self.renderer);
+                    fingerprint::is_fixed_point(set, &d.plan, &d.carried, spec, renderer, options)
                 })
             });
             let check = std::cell::RefCell::new((check, None));
