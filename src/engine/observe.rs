@@ -192,13 +192,16 @@ pub fn step_from_git(
     })
 }
 
+/// What was seen in Git (by dataset), the decisions, and the plan to render.
+pub(super) type Decided = (BTreeMap<String, Vec<Observed>>, Vec<Decision>, Plan);
+
 /// What an offline step decides from the manifests Git holds, before rendering: the render is
 /// a function of the spec and this plan alone, so two equal plans render the same objects.
 pub(super) fn decide_from_git(
     manifests: &[Value],
     rollout: &Rollout,
     opts: &Options,
-) -> Result<(BTreeMap<String, Vec<Observed>>, Vec<Decision>, Plan), StepError> {
+) -> Result<Decided, StepError> {
     let observed = observe(&rollout.metadata.name, manifests);
     // Offline, Git is what exists: a pin of a generation Git does not keep is refused exactly
     // as online (it would commit a new producer under the old id).
