@@ -12,10 +12,12 @@
 //! so the next run does the full work. Git binds the fingerprint to the folder it produced, so
 //! a hand edit of the folder also means the full work.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use ring::digest::{Context, SHA256};
 
+use crate::manifest::ObjectRef;
 use crate::render::{RenderedSet, Renderer};
 use crate::rollout;
 use crate::spec::Rollout;
@@ -87,11 +89,33 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io
 }
 
 /// Whether an offline run from `set` (the content about to be committed) with the same inputs
-/// renders exactly `set` again: decided and rendered from the set's own objects, with what the
-/// engine carries over from Git carried over from them. Only then may the commit record the
-/// fingerprint.
+/// makes exactly `set` again: decided from the set's own objects, with what the engine carries
+/// over from Git carried over from them. Only then may the commit record the fingerprint.
+///
+/// `set` is the render of `plan` (by this build, from this spec) plus `carried`. The render is
+/// a function of the spec and the plan, so when the next decision's plan equals `plan` it
+/// renders the same objects, and nothing needs rendering again: what is left to check is that
+/// the next run carries the same objects over, in the same order.
 pub(super) fn is_fixed_point(
     set: &RenderedSet,
+    plan: &rollout::Plan,
+    carried: &[ObjectRef],
+    spec: &Rollout,
+    renderer: &Renderer,
+    opts: &rollout::Options,
+) -> bool {
+    let same = same_decision(set, plan, carried, spec, renderer, opts);
+    tracing::debug!(
+        fixed_point = same,
+        "re-decided from the content being committed"
+    );
+    same
+}
+
+fn same_decision(
+    set: &RenderedSet,
+    plan: &rollout::Plan,
+    carried: &[ObjectRef],
     spec: &Rollout,
     renderer: &Renderer,
     opts: &rollout::Options,
@@ -102,31 +126,76 @@ pub(super) fn is_fixed_point(
     if manifests.iter().any(serde_json::Value::is_null) {
         return false;
     }
-    let Ok(mut next) = super::step_from_git(&manifests, spec, renderer, opts) else {
+    let Ok((_, decisions, next)) = super::observe::decide_from_git(&manifests, spec, opts) else {
         return false;
     };
+    if normalized(next.clone(), spec) != normalized(plan.clone(), spec) {
+        // A plan that differs may still render the same objects: render it and compare.
+        return rendered_again(set, next, &decisions, &manifests, spec, renderer);
+    }
     let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, &manifests);
-    holds.extend(rollout::source_holds(
-        &next.decisions,
-        &spec.metadata.namespace,
-    ));
+    holds.extend(rollout::source_holds(&decisions, &spec.metadata.namespace));
+    if !carried.iter().all(|id| holds.contains_key(id)) {
+        return false;
+    }
+    // The next run reads the carried objects from their files, in file-name order, after the
+    // rendered ones, then sorts stably by kind: the order must come out as `set`'s.
+    let carried_set: BTreeSet<&ObjectRef> = carried.iter().collect();
+    let mut next_order: Vec<&ObjectRef> = set
+        .objects
+        .iter()
+        .map(|o| &o.id)
+        .filter(|id| !carried_set.contains(id))
+        .collect();
+    let mut again: Vec<&ObjectRef> = carried.iter().collect();
+    again.sort_by_key(|id| id.file_name());
+    next_order.extend(again);
+    next_order.sort_by_key(|id| id.kind.order());
+    next_order.len() == set.objects.len()
+        && next_order
+            .iter()
+            .zip(&set.objects)
+            .all(|(a, o)| **a == o.id)
+}
+
+/// `plan` with each generation's snapshot copies spelled out as the render takes them (`None`
+/// is the spec's `snapshot.copies`, at least one), so equal plans are equal renders.
+fn normalized(mut plan: rollout::Plan, spec: &Rollout) -> rollout::Plan {
+    for d in &spec.spec.datasets {
+        if let Some(gens) = plan.datasets.get_mut(&d.name) {
+            for g in gens {
+                g.copies = Some(g.copies.unwrap_or(d.snapshot.copies).max(1));
+            }
+        }
+    }
+    plan
+}
+
+/// The full check: render the next plan, carry over as the engine does, compare the files.
+fn rendered_again(
+    set: &RenderedSet,
+    plan: rollout::Plan,
+    decisions: &[rollout::Decision],
+    manifests: &[serde_json::Value],
+    spec: &Rollout,
+    renderer: &Renderer,
+) -> bool {
+    let Ok(mut next) = renderer.render(spec, &plan) else {
+        return false;
+    };
+    let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, manifests);
+    holds.extend(rollout::source_holds(decisions, &spec.metadata.namespace));
     if !holds.is_empty() {
         // As the engine carries them: in file order, then stably by kind.
-        let rendered: std::collections::BTreeSet<_> =
-            next.set.objects.iter().map(|o| o.id.clone()).collect();
+        let rendered: BTreeSet<_> = next.objects.iter().map(|o| o.id.clone()).collect();
         let mut carried: Vec<_> = set
             .objects
             .iter()
             .filter(|o| holds.contains_key(&o.id) && !rendered.contains(&o.id))
             .collect();
         carried.sort_by_key(|o| o.id.file_name());
-        next.set.objects.extend(carried.into_iter().cloned());
-        next.set.objects.sort_by_key(|o| o.id.kind.order());
+        next.objects.extend(carried.into_iter().cloned());
+        next.objects.sort_by_key(|o| o.id.kind.order());
     }
-    let same = next.set.files() == set.files();
-    tracing::debug!(
-        fixed_point = same,
-        "re-decided from the content being committed"
-    );
-    same
+    next.files() == set.files()
 }

@@ -533,26 +533,46 @@ impl Engine {
                         checkout: None,
                         unchanged: Some(outcome),
                         fingerprint: None,
+                        decided: None,
                         options: opts,
                     });
                 }
                 let files = checkout.read().map_err(git_err)?;
-                let manifests: Vec<Value> = files
+                // Each committed file is parsed once: the decision and `carry` share it
+                // (`origin[i]` is the file manifest `i` was read from).
+                let (origin, manifests): (Vec<usize>, Vec<Value>) = files
                     .iter()
-                    .filter_map(|f| std::str::from_utf8(&f.content).ok())
-                    .filter_map(|t| crate::yaml::from_str(t).ok())
-                    .collect();
-                let mut step =
-                    step_from_git(&manifests, rollout, &self.renderer, &opts).map_err(step_err)?;
+                    .enumerate()
+                    .filter_map(|(i, f)| {
+                        let text = std::str::from_utf8(&f.content).ok()?;
+                        Some((i, crate::yaml::from_str(text).ok()?))
+                    })
+                    .unzip();
+                let (observed, decisions, plan) =
+                    observe::decide_from_git(&manifests, rollout, &opts).map_err(step_err)?;
+                let set = self
+                    .renderer
+                    .render(rollout, &plan)
+                    .map_err(|e| step_err(StepError::Render(e)))?;
+                let mut step = Step {
+                    observed,
+                    decisions,
+                    set,
+                    live: None,
+                };
                 // A dataset that left the spec leaves Git StatefulSets first: the rest of it
                 // stays one more run.
                 let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
                 holds.extend(rollout::source_holds(&step.decisions, &namespace));
-                carry(&mut step.set, &files, &holds);
-                (step, Some((checkout, fp)))
+                let carried = carry_parsed(&mut step.set, &files, &origin, manifests, &holds);
+                let decided = fp.as_ref().map(|_| Decided { plan, carried });
+                (step, Some((checkout, fp, decided)))
             }
         };
-        let (checkout, fingerprint) = checkout.unzip();
+        let (checkout, fingerprint, decided) = match checkout {
+            Some((c, f, d)) => (Some(c), f, d),
+            None => (None, None, None),
+        };
         // What a commit message names: a pin (a rollback) when there is one, since the newer
         // generation still renders while it retires; else the newest rendered generation.
         let pinned = rollout
@@ -575,7 +595,8 @@ impl Engine {
             generation,
             checkout,
             unchanged: None,
-            fingerprint: fingerprint.flatten(),
+            fingerprint,
+            decided,
             options: opts,
         })
     }
@@ -609,14 +630,16 @@ impl Engine {
             None => Checkout::open(&target.dest)?,
         };
         let (options, fp) = (&planned.options, planned.fingerprint.as_deref());
+        let decided = planned.decided.as_ref();
         std::thread::scope(|scope| {
             // Offline only: there the inputs and Git decide everything (see `fingerprint`).
-            // The fixed-point check (a second decide and render) runs beside the Git write on
-            // the other core; Git asks for its answer only when it writes a commit.
-            let check = (fp.is_some() && !target.preview).then(|| {
-                scope.spawn(|| {
+            // The fixed-point check (a second decision, compared with this one's plan) runs
+            // beside the Git write on the other core; Git asks for its answer only when it
+            // writes a commit.
+            let check = (!target.preview).then_some(decided).flatten().map(|d| {
+                scope.spawn(move || {
                     let (spec, renderer) = (&self.loaded.rollout, &self.renderer);
-                    fingerprint::is_fixed_point(set, spec, renderer, options)
+                    fingerprint::is_fixed_point(set, &d.plan, &d.carried, spec, renderer, options)
                 })
             });
             let check = std::cell::RefCell::new((check, None));
@@ -728,6 +751,8 @@ struct Planned {
     unchanged: Option<Outcome>,
     /// Offline: the inputs' fingerprint, recorded when the commit is a fixed point of them.
     fingerprint: Option<String>,
+    /// Offline, with a fingerprint: what the set was rendered from, for the fixed-point check.
+    decided: Option<Decided>,
     /// The decision options the plan was made with.
     options: rollout::Options,
 }
@@ -757,6 +782,46 @@ impl Planned {
         }
         h.finish()
     }
+}
+
+/// What an offline set was made of: the plan it was rendered from and the objects carried
+/// over from Git (in the order they were added).
+struct Decided {
+    plan: rollout::Plan,
+    carried: Vec<ObjectRef>,
+}
+
+/// [`carry`] from manifests already parsed (`origin[i]`: the file `manifests[i]` came from),
+/// returning the ids it carried; the same objects, text and order as parsing the files again.
+fn carry_parsed(
+    set: &mut RenderedSet,
+    files: &[gitops::File],
+    origin: &[usize],
+    manifests: Vec<Value>,
+    holds: &BTreeMap<ObjectRef, String>,
+) -> Vec<ObjectRef> {
+    let mut carried = Vec::new();
+    if !holds.is_empty() {
+        for (i, value) in origin.iter().zip(manifests) {
+            let Some(id) = ObjectRef::from_value(&value) else {
+                continue;
+            };
+            if !holds.contains_key(&id) || set.objects.iter().any(|o| o.id == id) {
+                continue;
+            }
+            let labels = crate::manifest::labels_of(&value);
+            carried.push(id.clone());
+            set.objects.push(crate::manifest::Object {
+                id,
+                dataset: labels.get(crate::manifest::LABEL_DATASET).cloned(),
+                generation: labels.get(crate::manifest::LABEL_GENERATION).cloned(),
+                yaml: String::from_utf8_lossy(&files[*i].content).into_owned(),
+                value,
+            });
+        }
+    }
+    set.objects.sort_by_key(|o| o.id.kind.order());
+    carried
 }
 
 /// Adds the committed files of held objects to the set (by the object each file holds), in

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::manifest::{self, Kind};
 use crate::rollout::{
-    Decision, Observed, Options, PinError, Shared, check_pins, decide_all_offline, decide_all_with,
+    Decision, Observed, Options, PinError, Plan, Shared, check_pins, decide_all_offline,
+    decide_all_with,
 };
 use crate::spec::Rollout;
 
@@ -227,12 +228,7 @@ pub fn step_from_git(
     renderer: &crate::render::Renderer,
     opts: &Options,
 ) -> Result<Step, StepError> {
-    let observed = observe(&rollout.metadata.name, manifests);
-    // Offline, Git is what exists: a pin of a generation Git does not keep is refused exactly
-    // as online (it would commit a new producer under the old id).
-    check_pins(rollout, &observed, opts)?;
-    let shared = shared_objects(rollout, manifests, None);
-    let (decisions, plan) = decide_all_offline(rollout, &observed, &shared, opts);
+    let (observed, decisions, plan) = decide_from_git(manifests, rollout, opts)?;
     let set = renderer.render(rollout, &plan).map_err(StepError::Render)?;
     Ok(Step {
         observed,
@@ -240,6 +236,25 @@ pub fn step_from_git(
         set,
         live: None,
     })
+}
+
+/// What was seen in Git (by dataset), the decisions, and the plan to render.
+pub(super) type Decided = (BTreeMap<String, Vec<Observed>>, Vec<Decision>, Plan);
+
+/// What an offline step decides from the manifests Git holds, before rendering: the render is
+/// a function of the spec and this plan alone, so two equal plans render the same objects.
+pub(super) fn decide_from_git(
+    manifests: &[Value],
+    rollout: &Rollout,
+    opts: &Options,
+) -> Result<Decided, StepError> {
+    let observed = observe(&rollout.metadata.name, manifests);
+    // Offline, Git is what exists: a pin of a generation Git does not keep is refused exactly
+    // as online (it would commit a new producer under the old id).
+    check_pins(rollout, &observed, opts)?;
+    let shared = shared_objects(rollout, manifests, None);
+    let (decisions, plan) = decide_all_offline(rollout, &observed, &shared, opts);
+    Ok((observed, decisions, plan))
 }
 
 /// Each dataset's shared source claim `<dataset>` and the generation its Service selects,

@@ -7,7 +7,7 @@ use crate::spec::Rollout;
 
 /// Which parts of which generations to render. The render command renders one generation with
 /// every part; the rollout state machine renders only the parts a generation has reached.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Dataset name → generations to render, oldest first.
     pub datasets: BTreeMap<String, Vec<GenerationPlan>>,

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Whole-CLI offline `snaproll reconcile --repo` of N datasets against `git add -A && git commit`
+of the same files already on disk, side by side in one run (interleaved, medians): the first
+commit into a new repository, one dataset changed, and a no-op. Also checks that both sides
+commit the same tree.
+
+usage: benches/cli_vs_git.py SNAPROLL_BINARY [DATASETS] [RUNS]
+"""
+import os, shutil, statistics, subprocess, sys, tempfile, time
+
+BIN = sys.argv[1]
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+
+
+def spec(n, replicas0=3):
+    s = ("apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: bench\n"
+         "  namespace: bench\nspec:\n  snapshotClass:\n    name: bench-class\n"
+         "    driver: pd.csi.storage.gke.io\n  datasets:\n")
+    for i in range(n):
+        r = replicas0 if i == 0 else 3
+        s += (f"    - name: data-{i}\n      storage: {{storageClassName: standard-rwo, size: 10Gi}}\n"
+              f"      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n"
+              f"        args: [\"echo {i} > /data/file.txt\"]\n      consumer:\n        name: consumer-{i}\n"
+              f"        replicas: {r}\n        image: ubuntu:22.04\n")
+    return s
+
+
+def run(cmd, cwd=None, env=None, ok=(0,)):
+    """(wall ms, cpu ms, max rss MiB) of one process (a shell for git)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         shell=isinstance(cmd, str))
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = (time.perf_counter() - t) * 1000
+    err = p.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code not in ok:
+        sys.exit(f"{cmd} exited {code}: {err}")
+    return wall, (ru.ru_utime + ru.ru_stime) * 1000, ru.ru_maxrss / 1024
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="cli-vs-git-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    home = os.path.join(tmp, "home")
+    os.makedirs(home)
+    env = dict(os.environ, HOME=home, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="bench",
+               GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="bench",
+               GIT_COMMITTER_EMAIL="bench@example.com")
+    env.pop("RUST_LOG", None)
+    s1, s2 = os.path.join(tmp, "spec.yaml"), os.path.join(tmp, "spec2.yaml")
+    open(s1, "w").write(spec(N))
+    open(s2, "w").write(spec(N, 4))
+    folder = "rollouts/bench"
+
+    def snaproll(repo, sp):
+        return run([BIN, "reconcile", "-f", sp, "--repo", repo, "--offline", "--generation",
+                    "2021-07-15", "--author-name", "bench", "--author-email", "bench@example.com"],
+                   env=env)
+
+    def git(repo, ok=(0,)):
+        return run("git add -A && git commit -q -m bench", cwd=repo, env=env, ok=ok)
+
+    res = {k: [] for k in ["sf", "gf", "sd", "gd", "sn", "gn"]}
+    for r in range(RUNS):
+        rs, rg = os.path.join(tmp, f"s{r}"), os.path.join(tmp, f"g{r}")
+        # git's files are on disk before its clock starts: the first run writes them.
+        order = [0, 1] if r % 2 == 0 else [1, 0]
+        def first(side):
+            if side == 0:
+                res["sf"].append(snaproll(rs, s1))
+            else:
+                res["gf"].append(git(rg))
+        # prepare git's repository from a throwaway snaproll render
+        prep = os.path.join(tmp, f"p{r}")
+        snaproll(prep, s1)
+        os.makedirs(rg)
+        subprocess.run(["git", "init", "-q", "-b", "main", rg], check=True, env=env)
+        shutil.copytree(os.path.join(prep, folder), os.path.join(rg, folder))
+        for side in order:
+            first(side)
+        # one dataset changed: git's changed file written before its clock starts
+        snaproll(prep, s2)
+        shutil.rmtree(os.path.join(rg, folder))
+        shutil.copytree(os.path.join(prep, folder), os.path.join(rg, folder))
+        for side in order:
+            if side == 0:
+                res["sd"].append(snaproll(rs, s2))
+            else:
+                res["gd"].append(git(rg))
+        for side in order:
+            if side == 0:
+                res["sn"].append(snaproll(rs, s2))
+            else:
+                res["gn"].append(git(rg, ok=(0, 1)))
+        ts = subprocess.run(["git", "-C", rs, "rev-parse", f"HEAD:{folder}"], capture_output=True, text=True, env=env).stdout
+        tg = subprocess.run(["git", "-C", rg, "rev-parse", f"HEAD:{folder}"], capture_output=True, text=True, env=env).stdout
+        assert ts == tg and ts, f"trees differ: {ts} {tg}"
+        n_commits = subprocess.run(["git", "-C", rs, "rev-list", "--count", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert n_commits == "2", f"snaproll made {n_commits} commits"
+        for d in (rs, rg, prep):
+            shutil.rmtree(d)
+    med = lambda k, i: statistics.median(x[i] for x in res[k])
+    print(f"{N} datasets, medians of {RUNS} interleaved runs (ms; same tree on both sides)")
+    print("| run | snaproll | git | ratio (wall) | ratio (cpu) |")
+    print("|---|---|---|---|---|")
+    for name, s, g in [("first", "sf", "gf"), ("one changed", "sd", "gd"), ("no-op", "sn", "gn")]:
+        print(f"| {name} | {med(s,0):,.0f} ms, {med(s,2):.0f} MiB | {med(g,0):,.0f} ms | "
+              f"{med(s,0)/med(g,0):.2f}x | {med(s,1)/med(g,1):.2f}x |")
+    shutil.rmtree(tmp)
+
+
+main()
