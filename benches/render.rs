@@ -346,6 +346,11 @@ fn main() {
         bare_generate(args[2].parse().unwrap(), Path::new(&args[3]));
         return;
     }
+    // `render-bench spec N` prints the bench's spec of N datasets, for profiling by hand.
+    if args.get(1).map(String::as_str) == Some("spec") {
+        print!("{}", synthetic_spec(args[2].parse().unwrap()));
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run a smoke size then.
     let full = args.iter().any(|a| a == "--bench");
     let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[100] };

@@ -36,6 +36,12 @@ const MAX_NODES: usize = 100_000;
 
 /// The document as a value, or `None` when it is not plain YAML as described on [`from_str`].
 pub(crate) fn plain_document(text: &str) -> Option<Value> {
+    plain_document_within(text, MAX_NODES)
+}
+
+/// [`plain_document`] for documents of up to `max_nodes` parser events (a spec of 10,000
+/// datasets has a few hundred thousand; serde-saphyr's budget for it is larger still).
+pub(crate) fn plain_document_within(text: &str, max_nodes: usize) -> Option<Value> {
     let mut parser = Parser::new_from_str(text);
     let mut nodes = 0;
     let mut next = move || -> Option<Event<'_>> {
@@ -44,7 +50,7 @@ pub(crate) fn plain_document(text: &str) -> Option<Value> {
                 Ok((Event::Comment(..), _)) => continue,
                 Ok((event, _)) => {
                     nodes += 1;
-                    return (nodes <= MAX_NODES).then_some(event);
+                    return (nodes <= max_nodes).then_some(event);
                 }
                 Err(_) => return None,
             }
@@ -237,7 +243,10 @@ fn write_scalar(out: &mut String, v: &Value) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_str(out, s),
         Value::Object(_) => out.push_str("{}"),
         Value::Array(_) => out.push_str("[]"),
@@ -311,13 +320,15 @@ const RESERVED: [&str; 13] = [
 ];
 
 /// Whether `s` reads back as the same string, plainly, under YAML 1.1 and 1.2. Conservative:
-/// anything unusual is quoted.
+/// anything unusual is quoted. One pass over the bytes: this runs for every key and string of
+/// every rendered object.
 fn plain_safe(s: &str) -> bool {
     let bytes = s.as_bytes();
     let Some(&first) = bytes.first() else {
         return false;
     };
-    if RESERVED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+    // The longest reserved word has 5 bytes.
+    if bytes.len() <= 5 && RESERVED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
         return false;
     }
     if !(first.is_ascii_alphabetic() || first == b'/' || first.is_ascii_digit()) {
@@ -326,25 +337,29 @@ fn plain_safe(s: &str) -> bool {
     if bytes.last() == Some(&b':') || bytes.last() == Some(&b' ') {
         return false;
     }
-    let charset_ok = bytes.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
+    // The charset leaves `#` out, so ` #` (a comment) cannot occur; `: ` (a mapping) is
+    // checked on the way.
+    let mut prev = 0u8;
+    let mut colon = false;
+    let mut letter_not_number = false;
+    for &b in bytes {
+        let ok = b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
-            )
-    });
-    if !charset_ok || s.contains(": ") || s.contains(" #") {
-        return false;
+            );
+        if !ok || (prev == b':' && b == b' ') {
+            return false;
+        }
+        colon |= b == b':';
+        letter_not_number |= b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(&b);
+        prev = b;
     }
     if first.is_ascii_digit() {
         // Numbers, dates, times, octal, hex, exponents and sexagesimal all start with a digit
         // and contain no letter outside hex digits and x/o: such strings are quoted. `10Gi`,
         // `500m` pass.
-        let unambiguous = bytes
-            .iter()
-            .any(|b| b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(b))
-            && !s.contains(':');
-        return unambiguous;
+        return letter_not_number && !colon;
     }
     true
 }
@@ -353,6 +368,69 @@ fn plain_safe(s: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The one-pass [`plain_safe`] gives the verdict of its former, pattern-search form on
+    /// every short string over an alphabet of the characters that matter.
+    #[test]
+    fn plain_safe_matches_its_reference() {
+        fn reference(s: &str) -> bool {
+            let bytes = s.as_bytes();
+            let Some(&first) = bytes.first() else {
+                return false;
+            };
+            if RESERVED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+                return false;
+            }
+            if !(first.is_ascii_alphabetic() || first == b'/' || first.is_ascii_digit()) {
+                return false;
+            }
+            if bytes.last() == Some(&b':') || bytes.last() == Some(&b' ') {
+                return false;
+            }
+            let charset_ok = bytes.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
+                    )
+            });
+            if !charset_ok || s.contains(": ") || s.contains(" #") {
+                return false;
+            }
+            if first.is_ascii_digit() {
+                return bytes
+                    .iter()
+                    .any(|b| b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(b))
+                    && !s.contains(':');
+            }
+            true
+        }
+        let alphabet: Vec<char> = "aeoxyGn1: #/-~.\u{e9}\"".chars().collect();
+        let mut words = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(longer);
+            words.dedup();
+        }
+        for extra in [
+            "yes",
+            "No",
+            "false",
+            "NULL",
+            "10Gi",
+            "ubuntu:22.04",
+            "a: b",
+            "a #b",
+        ] {
+            words.push(extra.to_string());
+        }
+        for w in &words {
+            assert_eq!(plain_safe(w), reference(w), "{w:?}");
+        }
+    }
 
     #[test]
     fn ambiguous_strings_are_quoted_and_round_trip() {
