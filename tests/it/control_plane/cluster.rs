@@ -214,6 +214,7 @@ impl Cluster {
             "volumesnapshots",
             "services",
             "statefulsets",
+            "jobs",
         ] {
             out.extend(self.items(r));
         }

@@ -40,6 +40,7 @@ mod kubectl;
 mod plane;
 mod rbac;
 mod runs;
+mod verify;
 mod wait;
 
 /// How many per-test admin identities the token file holds.
@@ -310,6 +311,8 @@ struct Rollout {
     extra: String,
     /// The consumer's replicas (2 unless a test changes it).
     replicas: u32,
+    /// Consumer-level spec lines (indented 8) appended to `consumer:`, e.g. `verify:`.
+    consumer: String,
 }
 
 /// One `snaproll` run.
@@ -368,6 +371,7 @@ impl Rollout {
             size: "1Gi".into(),
             extra: String::new(),
             replicas: 2,
+            consumer: String::new(),
         };
         r.write_spec();
         Some(r)
@@ -377,12 +381,13 @@ impl Rollout {
         std::fs::write(
             &self.spec,
             format!(
-                "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n  snapshotClass:\n    name: {class}\n    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n  datasets:\n    - name: data\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n{extra}      generations:\n        schedule: daily\n        keep: 1\n      consumer:\n        name: consumer\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: Delete\n        service:\n          type: Headless\n",
+                "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n  snapshotClass:\n    name: {class}\n    driver: pd.csi.storage.gke.io\n    deletionPolicy: Delete\n  datasets:\n    - name: data\n      storage:\n        storageClassName: standard-rwo\n        size: {size}\n        accessModes: [ReadWriteOnce]\n      producer:\n        image: ubuntu:22.04\n        command: [\"/bin/sh\", \"-c\"]\n        args: [\"echo refreshed > /data/file.txt\"]\n        mountPath: /data\n{extra}      generations:\n        schedule: daily\n        keep: 1\n      consumer:\n        name: consumer\n        replicas: {replicas}\n        image: ubuntu:22.04\n        mountPath: /data\n        pvcRetentionPolicy:\n          whenDeleted: Delete\n        service:\n          type: Headless\n{consumer}",
                 ns = self.c.ns,
                 class = self.class,
                 size = self.size,
                 extra = self.extra,
                 replicas = self.replicas,
+                consumer = self.consumer,
             ),
         )
         .unwrap();
