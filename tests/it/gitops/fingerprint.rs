@@ -119,8 +119,10 @@ fn skip_before_parse_keeps_warnings_comments_and_dirty_trees_honest() {
             "{err}"
         );
     };
-    let first = env.reconcile(repo.to_str().unwrap(), &["--offline", "-o", "json"]);
-    let first = first.assert().success();
+    let first = env
+        .reconcile(repo.to_str().unwrap(), &["--offline", "-o", "json"])
+        .assert()
+        .success();
     warn(first.get_output());
     let again = env
         .reconcile(repo.to_str().unwrap(), &["--offline", "-o", "json"])
