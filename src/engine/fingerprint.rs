@@ -247,3 +247,21 @@ fn rendered_again(
     }
     next.files() == set.files()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::declared_name;
+
+    #[test]
+    fn declared_name_reads_plain_and_quoted_names_and_gives_up_otherwise() {
+        let spec = "apiVersion: x\nkind: DatasetRollout\nmetadata:\n  # c\n  labels:\n    name: no\n  name: demo\nspec: {}\n";
+        assert_eq!(declared_name(spec.as_bytes()).as_deref(), Some("demo"));
+        let quoted = "metadata:\n  namespace: n\n  name: \"demo\"\n";
+        assert_eq!(declared_name(quoted.as_bytes()).as_deref(), Some("demo"));
+        assert_eq!(declared_name(b"metadata: {name: demo}\n"), None);
+        assert_eq!(
+            declared_name(b"metadata:\n  namespace: n\nspec:\n  name: x\n"),
+            None
+        );
+    }
+}
