@@ -40,7 +40,14 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
         redecide_attempts: cmd.git.push_retries,
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot.timeout)?
     };
-    let mut engine = Engine::new(opts)?;
+    let spec = engine::read_spec(&opts)?;
+    // An offline run whose inputs match the head's commit stops before parsing the spec.
+    if !cmd.wait
+        && let Some(report) = engine::unchanged(&opts, &spec, clock(cmd))
+    {
+        return finish(report, cmd, color);
+    }
+    let mut engine = Engine::with_spec(opts, spec)?;
     super::print_warnings(engine.loaded());
     engine.connect()?;
     let result = run(&mut engine, cmd, color);
@@ -50,8 +57,13 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
     Ok(code)
 }
 
+/// The run's clock: `--now`, or the time.
+fn clock(cmd: &ReconcileCmd) -> jiff::Timestamp {
+    cmd.render.clock.now.unwrap_or_else(jiff::Timestamp::now)
+}
+
 fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
-    let clock = || cmd.render.clock.now.unwrap_or_else(jiff::Timestamp::now);
+    let clock = || clock(cmd);
     let report = if cmd.wait {
         let progress = Progress::new();
         let report = engine.wait(
@@ -65,6 +77,11 @@ fn run(engine: &mut Engine, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
     } else {
         engine.step(clock())?
     };
+    finish(report, cmd, color)
+}
+
+/// Prints the report (notes, result, cluster changes) and picks the exit code.
+fn finish(report: Report, cmd: &ReconcileCmd, color: bool) -> Result<u8> {
     for n in report.notes() {
         super::note(&n);
     }

@@ -3,7 +3,7 @@
 //! decided or rendered.
 //!
 //! Honesty rests on two parts. The fingerprint digests every input of an offline run besides
-//! what Git holds: the parsed spec, the `--templates` files, the build (version and commit:
+//! what Git holds: the spec's bytes (and whether they gave warnings), the `--templates` files, the build (version and commit:
 //! the embedded templates and the code), and the decision options (`--generation`, the UTC
 //! date, `start`, the snapshot timeout; offline decisions read the date, never the time). And
 //! it is recorded only on a commit whose content is a fixed point, checked by deciding and
@@ -14,53 +14,67 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use ring::digest::{Context, SHA256};
 
 use crate::manifest::ObjectRef;
 use crate::render::{RenderedSet, Renderer};
 use crate::rollout;
-use crate::spec::Rollout;
+use crate::spec::{GenerationIds, Rollout};
+
+/// An offline run's inputs besides what Git holds, all known before the spec is parsed.
+pub(super) struct Inputs<'a> {
+    /// The spec file's bytes as read (not the parsed spec: a no-op needs no parse).
+    pub spec: &'a [u8],
+    /// Whether parsing `spec` gave warnings. The run that records the digest parsed the spec,
+    /// so it knows; a run that checks the head before parsing assumes `false`, and a match then
+    /// proves those very bytes gave no warnings with this build (nothing to print). A spec
+    /// with warnings never matches before the parse: it is parsed, its warnings printed, and
+    /// the head is checked again with `true` (see [`super::unchanged`]).
+    pub warned: bool,
+    pub templates: Option<&'a Path>,
+    pub generation: &'a GenerationIds,
+    /// The UTC date (offline decisions read the date, never the time).
+    pub today: &'a str,
+    pub start: bool,
+    pub snapshot_timeout: Option<Duration>,
+    /// The folder in the repository (`--path`, or `rollouts/<metadata.name>`).
+    pub folder: &'a str,
+}
 
 /// The digest of an offline run's inputs (one token, `offline-<sha256>`); `None` when one
 /// of them cannot be read (a `--templates` file), and then nothing is skipped or recorded.
-pub(super) fn offline(
-    spec: &Rollout,
-    templates: Option<&Path>,
-    opts: &rollout::Options,
-    folder: &str,
-) -> Option<String> {
+///
+/// The spec enters as its bytes: whatever the spec decides (rollout name, namespace, datasets)
+/// follows from them and this build. An edit that changes no meaning (a comment) therefore
+/// means one full run, which finds nothing to commit.
+pub(super) fn offline(inputs: &Inputs<'_>) -> Option<String> {
     let mut h = Context::new(&SHA256);
     let mut field = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_be_bytes());
         h.update(bytes);
     };
-    field(b"snaproll-offline-v1");
+    field(b"snaproll-offline-v2");
     field(env!("CARGO_PKG_VERSION").as_bytes());
     field(env!("SNAPROLL_GIT_COMMIT").as_bytes());
-    field(&serde_json::to_vec(spec).ok()?);
-    field(folder.as_bytes());
-    field(
-        opts.generation
-            .all
-            .as_deref()
-            .unwrap_or("\0none")
-            .as_bytes(),
-    );
-    field(&(opts.generation.by_dataset.len() as u64).to_be_bytes());
-    for (dataset, id) in &opts.generation.by_dataset {
+    field(inputs.spec);
+    field(&[u8::from(inputs.warned)]);
+    field(inputs.folder.as_bytes());
+    let generation = inputs.generation;
+    field(generation.all.as_deref().unwrap_or("\0none").as_bytes());
+    field(&(generation.by_dataset.len() as u64).to_be_bytes());
+    for (dataset, id) in &generation.by_dataset {
         field(dataset.as_bytes());
         field(id.as_bytes());
     }
-    field(opts.today.as_bytes());
-    field(&[u8::from(opts.start)]);
-    match opts.snapshot_timeout {
+    field(inputs.today.as_bytes());
+    field(&[u8::from(inputs.start)]);
+    match inputs.snapshot_timeout {
         Some(t) => field(&t.as_nanos().to_be_bytes()),
         None => field(b"\0spec"),
     }
-    field(opts.rollout.as_bytes());
-    field(opts.namespace.as_bytes());
-    if let Some(dir) = templates {
+    if let Some(dir) = inputs.templates {
         let mut files = Vec::new();
         collect(dir, dir, &mut files).ok()?;
         files.sort();
@@ -72,6 +86,40 @@ pub(super) fn offline(
     let digest = h.finish();
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("offline-{hex}"))
+}
+
+/// The `metadata.name` a spec declares, read from its lines without parsing YAML, for the
+/// default folder `rollouts/<name>` of a run that checks the head before parsing. Only a
+/// guess: the folder is part of the digest, so a wrong guess (odd quoting, flow style) cannot
+/// match the recorded digest and just means the full run.
+pub(super) fn declared_name(spec: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(spec).ok()?;
+    let mut lines = text.lines().skip_while(|l| l.trim_end() != "metadata:");
+    lines.next()?;
+    let mut indent = None;
+    for line in lines {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - body.len();
+        if depth == 0 {
+            return None;
+        }
+        if *indent.get_or_insert(depth) != depth {
+            continue;
+        }
+        if let Some(value) = body.strip_prefix("name:") {
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            return Some(value.to_string());
+        }
+    }
+    None
 }
 
 /// Every file under `dir` (relative name, content).
@@ -198,4 +246,22 @@ fn rendered_again(
         next.objects.sort_by_key(|o| o.id.kind.order());
     }
     next.files() == set.files()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_name;
+
+    #[test]
+    fn declared_name_reads_plain_and_quoted_names_and_gives_up_otherwise() {
+        let spec = "apiVersion: x\nkind: DatasetRollout\nmetadata:\n  # c\n  labels:\n    name: no\n  name: demo\nspec: {}\n";
+        assert_eq!(declared_name(spec.as_bytes()).as_deref(), Some("demo"));
+        let quoted = "metadata:\n  namespace: n\n  name: \"demo\"\n";
+        assert_eq!(declared_name(quoted.as_bytes()).as_deref(), Some("demo"));
+        assert_eq!(declared_name(b"metadata: {name: demo}\n"), None);
+        assert_eq!(
+            declared_name(b"metadata:\n  namespace: n\nspec:\n  name: x\n"),
+            None
+        );
+    }
 }

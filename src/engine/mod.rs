@@ -211,6 +211,8 @@ struct Cluster {
 pub struct Engine {
     opts: Options,
     loaded: Loaded,
+    /// The spec file's bytes as read: an offline run's fingerprint digests them.
+    spec_bytes: Vec<u8>,
     renderer: Renderer,
     cluster: Option<Cluster>,
     lease: Option<crate::apply::LeaseGuard>,
@@ -221,7 +223,13 @@ pub struct Engine {
 impl Engine {
     /// Loads the spec and templates and checks `--generation`; [`Engine::connect`] is next.
     pub fn new(opts: Options) -> Result<Engine, EngineError> {
-        let loaded = spec::load(&opts.spec)?;
+        let bytes = read_spec(&opts)?;
+        Engine::with_spec(opts, bytes)
+    }
+
+    /// [`Engine::new`] from the spec's bytes already read ([`read_spec`]).
+    pub fn with_spec(opts: Options, spec_bytes: Vec<u8>) -> Result<Engine, EngineError> {
+        let loaded = spec::parse_bytes(&crate::input::display_name(&opts.spec), &spec_bytes)?;
         let renderer = Renderer::new(opts.templates.as_deref()).map_err(EngineError::Templates)?;
         // An explicit generation must fit every name before any request.
         opts.generation
@@ -249,6 +257,7 @@ impl Engine {
         Ok(Engine {
             opts,
             loaded,
+            spec_bytes,
             renderer,
             cluster: None,
             lease: None,
@@ -454,7 +463,7 @@ impl Engine {
         let meta = &self.loaded.rollout.metadata;
         rollout::Options {
             generation: self.opts.generation.clone(),
-            today: now.strftime("%Y-%m-%d").to_string(),
+            today: today(now),
             now,
             snapshot_timeout: self.opts.snapshot_timeout,
             start: self.opts.start,
@@ -514,8 +523,16 @@ impl Engine {
                 // point of them, has nothing to do: stop after reading that one commit.
                 let fp = (self.opts.start && !target.preview)
                     .then(|| {
-                        let templates = self.opts.templates.as_deref();
-                        fingerprint::offline(rollout, templates, &opts, &target.dest.path)
+                        fingerprint::offline(&fingerprint::Inputs {
+                            spec: &self.spec_bytes,
+                            warned: !self.loaded.warnings.is_empty(),
+                            templates: self.opts.templates.as_deref(),
+                            generation: &opts.generation,
+                            today: &opts.today,
+                            start: opts.start,
+                            snapshot_timeout: opts.snapshot_timeout,
+                            folder: &target.dest.path,
+                        })
                     })
                     .flatten();
                 if let Some(fp) = &fp
@@ -737,6 +754,70 @@ impl Engine {
             }
         }
     }
+}
+
+/// Reads the spec file (`-`: standard input) once, for [`unchanged`] and [`Engine::with_spec`].
+pub fn read_spec(opts: &Options) -> Result<Vec<u8>, EngineError> {
+    Ok(spec::read(&opts.spec)?)
+}
+
+/// The UTC date of `now`: what offline decisions read of the clock.
+fn today(now: jiff::Timestamp) -> String {
+    now.strftime("%Y-%m-%d").to_string()
+}
+
+/// The report of an offline run that has nothing to do, decided before the spec is parsed:
+/// the branch head was committed by a run from the same spec bytes (which gave no warnings),
+/// templates, build, generation, date and folder, and its content was a fixed point of them
+/// (see [`fingerprint`]). Then that run's parse, checks and decision would all come out the
+/// same, so none is done: one commit is read and the working tree checked as
+/// [`Checkout::unchanged`] does, and the report is the one [`Engine::step`] gives for the same
+/// skip (same output, exit code 0).
+///
+/// `None` means the full run, always safe: not an offline commit run (`--offline` with a
+/// local `--repo`, no apply, no dry run), a digest that differs (any input, or a spec with
+/// warnings, which must be parsed to print them), or any error on the way (the full run meets
+/// it again and reports it as always, e.g. edits in the folder's working tree).
+pub fn unchanged(opts: &Options, spec: &[u8], now: jiff::Timestamp) -> Option<Report> {
+    let target = opts.git.as_ref()?;
+    // A URL is cloned by every `Checkout::open`: checked here, a run with changes would clone
+    // twice, so a URL keeps the check after the parse (one clone).
+    if !opts.offline
+        || !opts.start
+        || target.preview
+        || opts.write != ClusterWrite::None
+        || gitops::is_url(&target.dest.repo)
+    {
+        return None;
+    }
+    let name = fingerprint::declared_name(spec);
+    let mut dest = target.dest.clone();
+    if dest.path.is_empty() {
+        dest.path = format!("rollouts/{}", name.as_deref()?);
+    }
+    let today = today(now);
+    let fp = fingerprint::offline(&fingerprint::Inputs {
+        spec,
+        warned: false,
+        templates: opts.templates.as_deref(),
+        generation: &opts.generation,
+        today: &today,
+        start: opts.start,
+        snapshot_timeout: opts.snapshot_timeout,
+        folder: &dest.path,
+    })?;
+    let checkout = Checkout::open(&dest).ok()?;
+    let outcome = checkout.unchanged(&fp).ok()??;
+    Some(Report {
+        rollout: name.unwrap_or_default(),
+        decisions: Vec::new(),
+        generation: String::new(),
+        set: RenderedSet::default(),
+        git: Some(outcome),
+        cluster: None,
+        from_cluster: false,
+        attempts: 1,
+    })
 }
 
 /// Observed, decided and rendered; ready to commit and apply.

@@ -100,3 +100,84 @@ fn offline_no_op_skips_only_when_nothing_could_change() {
     assert_eq!(env.git(&repo, &["rev-parse", "HEAD^{tree}"]), tree);
     env.fsck(&repo);
 }
+
+/// The skip happens before the spec is parsed, so what it proves must cover what a parse would
+/// tell: a spec with warnings still prints them on a skipped run; an edit that changes no
+/// meaning (a comment) is a change of bytes, so a full run (which commits nothing); edits in
+/// the folder's working tree are refused exactly as by a full run.
+#[test]
+fn skip_before_parse_keeps_warnings_comments_and_dirty_trees_honest() {
+    let env = Env::new();
+    let repo = env.path("gitops");
+    let spec = env.spec(&[("data", 1)]);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("size: 10Gi", "size: 200")).unwrap();
+    let warn = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.starts_with("warning: ") && err.contains("has no unit"),
+            "{err}"
+        );
+    };
+    let first = env
+        .reconcile(repo.to_str().unwrap(), &["--offline", "-o", "json"])
+        .assert()
+        .success();
+    warn(first.get_output());
+    let again = env
+        .reconcile(repo.to_str().unwrap(), &["--offline", "-o", "json"])
+        .assert()
+        .success();
+    warn(again.get_output());
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&again).lines().next().unwrap()).unwrap();
+    assert!(skipped(&v), "{v}");
+
+    // Without warnings: the skip (before the parse) prints nothing on stderr.
+    env.spec(&[("data", 1)]);
+    let v = run(&env, &repo, "2021-07-15", &[]);
+    assert!(!skipped(&v) && v["commit"].is_string(), "{v}");
+    let quiet = env
+        .reconcile(repo.to_str().unwrap(), &["--offline"])
+        .assert()
+        .success();
+    assert_eq!(String::from_utf8_lossy(&quiet.get_output().stderr), "");
+    let head = env.git(&repo, &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(
+        stdout(&quiet),
+        format!(
+            "no changes: rollouts/demo is up to date at {}\n",
+            head.trim()
+        )
+    );
+
+    // A comment is new bytes: the full run, which finds nothing to commit.
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("# a note\n");
+    std::fs::write(&spec, &text).unwrap();
+    let v = run(&env, &repo, "2021-07-15", &[]);
+    assert!(!skipped(&v), "{v}");
+    assert_eq!(v["commit"], serde_json::Value::Null, "{v}");
+
+    // Back to the recorded bytes: skipped; an edit in the folder is refused as always.
+    env.spec(&[("data", 1)]);
+    assert!(skipped(&run(&env, &repo, "2021-07-15", &[])));
+    let folder = repo.join("rollouts/demo");
+    let file = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .unwrap();
+    std::fs::write(&file, "edited: by hand\n").unwrap();
+    let out = env
+        .reconcile(repo.to_str().unwrap(), &["--offline"])
+        .assert()
+        .code(3);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.starts_with("error: reconcile of rollout demo: ") && err.contains("stash push"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+    assert_eq!(env.count(&repo, "HEAD"), 2);
+}
