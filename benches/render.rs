@@ -10,8 +10,9 @@
 //!   no validation): the floor. Checked byte for byte against snaproll's output on every size.
 //!
 //! Every tool is a child process writing into a memory filesystem (`/dev/shm` when there is
-//! one); its peak RSS comes from `wait4` for that child alone. Medians of interleaved runs (the
-//! machine is shared, so only ratios within one run mean much). Targets: 1,000 datasets at least
+//! one); its peak RSS and CPU time (user + system) come from `wait4` for that child alone.
+//! Medians of interleaved runs (the machine is shared, so only ratios within one run mean much;
+//! CPU time is printed beside wall time because it suffers less from the other work). Targets: 1,000 datasets at least
 //! 10× faster than helm, within 5× of the bare generator, at most 64 MiB peak; the cost per
 //! dataset at 10,000 within 1.3× of that at 1,000. Run with `cargo bench --bench render`;
 //! `cargo test --benches` runs it once at 100 datasets (CI's smoke run).
@@ -234,7 +235,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// neither this process nor earlier children count).
 // The child is reaped by `wait4`, which std's `wait` cannot replace (it gives no rusage).
 #[allow(clippy::zombie_processes)]
-fn timed(cmd: &mut Command) -> (Duration, i64) {
+/// A child's wall time, peak RSS (KiB) and CPU time (user + system: less sensitive than wall
+/// time to the other work on a shared machine).
+fn timed(cmd: &mut Command) -> (Duration, i64, Duration) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn");
     let mut status = 0;
@@ -251,7 +254,12 @@ fn timed(cmd: &mut Command) -> (Duration, i64) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed with status {status}"
     );
-    (wall, usage.ru_maxrss)
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (
+        wall,
+        usage.ru_maxrss,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+    )
 }
 
 /// helm: `$HELM`, else what `.ci/helm --cached` prints (it builds nothing), else `helm` on PATH.
@@ -337,6 +345,8 @@ struct Row {
     helm: Option<(Duration, i64)>,
     bare: Duration,
     bare_kib: i64,
+    /// Median CPU times: snaproll, helm, bare.
+    cpu: (Duration, Option<Duration>, Duration),
 }
 
 fn main() {
@@ -476,22 +486,26 @@ fn main() {
             7
         };
         let (mut s, mut h, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut s_cpu, mut h_cpu, mut b_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let (mut s_kib, mut h_kib, mut b_kib) = (0, 0, 0);
         for _ in 0..runs {
             // Interleaved, each into an empty place, so load on the shared machine hits all three.
             fresh(&out);
-            let (t, k) = timed(&mut snaproll_cmd);
+            let (t, k, c) = timed(&mut snaproll_cmd);
             s.push(t);
+            s_cpu.push(c);
             s_kib = s_kib.max(k);
             if let Some(hp) = &helm {
                 fresh(&helm_out);
-                let (t, k) = timed(&mut helm_cmd(hp));
+                let (t, k, c) = timed(&mut helm_cmd(hp));
                 h.push(t);
+                h_cpu.push(c);
                 h_kib = h_kib.max(k);
             }
             fresh(&bare_out);
-            let (t, k) = timed(&mut bare_cmd);
+            let (t, k, c) = timed(&mut bare_cmd);
             b.push(t);
+            b_cpu.push(c);
             b_kib = b_kib.max(k);
         }
         rows.push(Row {
@@ -501,6 +515,11 @@ fn main() {
             helm: (!h.is_empty()).then(|| (median(h), h_kib)),
             bare: median(b),
             bare_kib: b_kib,
+            cpu: (
+                median(s_cpu),
+                (!h_cpu.is_empty()).then(|| median(h_cpu)),
+                median(b_cpu),
+            ),
         });
         let r = rows.last().unwrap();
         println!(
@@ -519,6 +538,23 @@ fn main() {
             )),
             format!("{:.1}x", r.snaproll.as_secs_f64() / r.bare.as_secs_f64()),
         );
+        let (sc, hc, bc) = r.cpu;
+        println!(
+            "{:>9} {:>8} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}",
+            "cpu",
+            "",
+            ms(sc),
+            "",
+            hc.map_or("-".to_string(), ms),
+            "",
+            ms(bc),
+            "",
+            hc.map_or("-".to_string(), |h| format!(
+                "{:.1}x",
+                h.as_secs_f64() / sc.as_secs_f64()
+            )),
+            format!("{:.1}x", sc.as_secs_f64() / bc.as_secs_f64()),
+        );
     }
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     if let Some(r) = rows.iter().find(|r| r.n == 1_000) {
@@ -532,9 +568,21 @@ fn main() {
             }
             None => println!("SKIP: helm not available, no comparison with helm template"),
         }
+        if let (sc, Some(hc), _) = r.cpu {
+            let x = hc.as_secs_f64() / sc.as_secs_f64();
+            println!(
+                "{}: 1,000 datasets {x:.1}x less CPU time than helm template (target at least 10x)",
+                verdict(x >= 10.0)
+            );
+        }
         let x = r.snaproll.as_secs_f64() / r.bare.as_secs_f64();
         println!(
             "{}: 1,000 datasets {x:.1}x the bare generator's time (target at most 5x)",
+            verdict(x <= 5.0)
+        );
+        let x = r.cpu.0.as_secs_f64() / r.cpu.2.as_secs_f64();
+        println!(
+            "{}: 1,000 datasets {x:.1}x the bare generator's CPU time (target at most 5x)",
             verdict(x <= 5.0)
         );
         let m = r.snaproll_kib as f64 / 1024.0;
