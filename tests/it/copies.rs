@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::lifecycle::{
-    D1, D2, G1, G2, Knobs, Mode, PVCS, SNAPS, STS, World, generation_of, str_of,
+    D1, D2, G1, G2, Knobs, Mode, PVCS, SNAPS, STS, World, generation_of, names, str_of,
 };
 
 fn copies(n: u32) -> Knobs {
@@ -16,18 +16,6 @@ fn copies(n: u32) -> Knobs {
         replicas: 4,
         ..Knobs::default()
     }
-}
-
-/// Names of the live objects under `path` of generation `g`, sorted.
-fn names(w: &World, path: &str, g: &str) -> Vec<String> {
-    let mut out: Vec<String> = w
-        .items(path)
-        .iter()
-        .filter(|v| generation_of(v) == g)
-        .map(|v| str_of(&v["metadata"]["name"]))
-        .collect();
-    out.sort();
-    out
 }
 
 /// Each consumer claim of generation `g` with the snapshot it restores from.

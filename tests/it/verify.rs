@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::lifecycle::{
-    D1, D2, D3, G1, G2, G3, JOBS, Knobs, Mode, PVCS, SNAPS, STS, SVCS, World, generation_of,
+    D1, D2, D3, G1, G2, G3, JOBS, Knobs, Mode, PVCS, SNAPS, STS, SVCS, World, generation_of, names,
     serving_day1, str_of,
 };
 
@@ -15,18 +15,6 @@ fn verified() -> Knobs {
         verify: true,
         ..Knobs::default()
     }
-}
-
-/// Names of the live objects under `path` of generation `g`, sorted.
-fn names(w: &World, path: &str, g: &str) -> Vec<String> {
-    let mut out: Vec<String> = w
-        .items(path)
-        .iter()
-        .filter(|v| generation_of(v) == g)
-        .map(|v| str_of(&v["metadata"]["name"]))
-        .collect();
-    out.sort();
-    out
 }
 
 fn verify_claims(w: &World, g: &str) -> Vec<Value> {

@@ -288,6 +288,18 @@ pub(crate) struct World {
     pub(crate) unchanged: RefCell<BTreeSet<(String, String)>>,
 }
 
+/// Names of the live objects under `path` of generation `g`, sorted.
+pub(crate) fn names(w: &World, path: &str, g: &str) -> Vec<String> {
+    let mut out: Vec<String> = w
+        .items(path)
+        .iter()
+        .filter(|v| generation_of(v) == g)
+        .map(|v| str_of(&v["metadata"]["name"]))
+        .collect();
+    out.sort();
+    out
+}
+
 pub(crate) fn generation_of(v: &Value) -> String {
     v.pointer("/metadata/labels/snaproll.dev~1generation")
         .and_then(Value::as_str)
