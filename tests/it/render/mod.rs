@@ -214,20 +214,23 @@ fn existing_class_driver_hint_enables_the_restore_rate_warning() {
     }
 }
 
+/// `snaproll render -f SPEC --generation G --out OUT`.
+fn render_out(
+    spec: &str,
+    generation: &str,
+    out: impl AsRef<std::ffi::OsStr>,
+) -> assert_cmd::Command {
+    let mut cmd = snaproll();
+    cmd.args(["render", "-f", spec, "--generation", generation, "--out"])
+        .arg(out);
+    cmd
+}
+
 #[test]
 fn render_out_writes_one_file_per_object_and_a_kustomization() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("manifests");
-    snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(&out)
+    render_out(&example("gke-daily"), GEN, &out)
         .assert()
         .success();
     let mut names: Vec<String> = fs::read_dir(&out)
@@ -241,16 +244,7 @@ fn render_out_writes_one_file_per_object_and_a_kustomization() {
         fs::read_to_string(out.join("kustomization.yaml")).unwrap()
     );
     // A re-render into the same directory replaces it cleanly.
-    snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            "2021-07-16",
-            "--out",
-        ])
-        .arg(&out)
+    render_out(&example("gke-daily"), "2021-07-16", &out)
         .assert()
         .success();
     assert!(out.join("60-statefulset-consumer-2021-07-16.yaml").exists());
@@ -262,16 +256,7 @@ fn render_out_writes_one_file_per_object_and_a_kustomization() {
 fn render_out_refuses_to_replace_a_foreign_directory() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("precious.txt"), "keep me").unwrap();
-    let out = snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(tmp.path())
+    let out = render_out(&example("gke-daily"), GEN, tmp.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -287,31 +272,13 @@ fn render_out_refuses_to_replace_a_foreign_directory() {
 fn failed_render_keeps_the_previous_out_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m");
-    snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(&out)
+    render_out(&example("gke-daily"), GEN, &out)
         .assert()
         .success();
     let before = dir_snapshot(&out);
     let spec = tmp.path().join("bad.yaml");
     fs::write(&spec, gke_with("replicas: 3", "replicas: -1")).unwrap();
-    let res = snaproll()
-        .args([
-            "render",
-            "-f",
-            spec.to_str().unwrap(),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(&out)
+    let res = render_out(spec.to_str().unwrap(), GEN, &out)
         .output()
         .unwrap();
     assert_eq!(res.status.code(), Some(2));
@@ -415,16 +382,7 @@ fn render_out_refuses_a_file_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("out");
     fs::write(&file, "mine").unwrap();
-    let res = snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(&file)
+    let res = render_out(&example("gke-daily"), GEN, &file)
         .output()
         .unwrap();
     assert_eq!(res.status.code(), Some(2));
@@ -460,16 +418,7 @@ fn render_out_refuses_the_current_directory() {
 fn kustomization_keeps_apply_order_in_kubectl_kustomize() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    snaproll()
-        .args([
-            "render",
-            "-f",
-            &example("gke-daily"),
-            "--generation",
-            GEN,
-            "--out",
-        ])
-        .arg(&out)
+    render_out(&example("gke-daily"), GEN, &out)
         .assert()
         .success();
     let k = fs::read_to_string(out.join("kustomization.yaml")).unwrap();
