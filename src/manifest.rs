@@ -254,8 +254,9 @@ pub struct Object {
     /// The generation it belongs to (`None` for objects shared across generations).
     pub generation: Option<String>,
     /// The object as JSON, in the key order the template wrote it (`Null` when rendered by a
-    /// [`crate::render::Renderer::text_only`] renderer).
-    pub value: serde_json::Value,
+    /// [`crate::render::Renderer::text_only`] renderer). Shared, so that an offline run's
+    /// second decision can observe the rendered objects without copying them.
+    pub value: std::sync::Arc<serde_json::Value>,
     /// Canonical YAML of `value`: what is written to files and Git.
     pub yaml: String,
 }

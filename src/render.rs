@@ -20,8 +20,8 @@ use crate::spec::{self, Dataset, Rollout};
 mod context;
 mod shapes;
 
-pub use context::copy_name;
 use context::*;
+pub use context::{copy_name, spec_claim_storage};
 
 /// Largest `--templates` file read: the built-in templates are about a kilobyte each.
 pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
@@ -515,7 +515,7 @@ impl Renderer {
             id,
             dataset: ctx.dataset.clone(),
             generation: ctx.generation.clone(),
-            value,
+            value: value.into(),
             yaml,
         })
     }

@@ -445,7 +445,7 @@ mod tests {
                 id: svc.clone(),
                 dataset: None,
                 generation: None,
-                value: serde_json::json!({}),
+                value: serde_json::json!({}).into(),
                 yaml: String::new(),
             }],
         };

@@ -62,7 +62,7 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
     exiting(loaded);
     match &cmd.out {
         None if json => {
-            let items: Vec<&serde_json::Value> = set.objects.iter().map(|o| &o.value).collect();
+            let items: Vec<&serde_json::Value> = set.objects.iter().map(|o| &*o.value).collect();
             super::print_data(
                 OutputFormat::Json,
                 &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),

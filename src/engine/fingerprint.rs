@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ring::digest::{Context, SHA256};
@@ -170,8 +171,9 @@ fn same_decision(
 ) -> bool {
     // The set's values are its YAML parsed (the text is written from them), so this reads
     // what the next run would read, without parsing the text again.
-    let manifests: Vec<serde_json::Value> = set.objects.iter().map(|o| o.value.clone()).collect();
-    if manifests.iter().any(serde_json::Value::is_null) {
+    let manifests: Vec<Arc<serde_json::Value>> =
+        set.objects.iter().map(|o| o.value.clone()).collect();
+    if manifests.iter().any(|v| v.is_null()) {
         return false;
     }
     let Ok((_, decisions, next)) = super::observe::decide_from_git(&manifests, spec, opts) else {
@@ -179,7 +181,16 @@ fn same_decision(
     };
     if normalized(next.clone(), spec) != normalized(plan.clone(), spec) {
         // A plan that differs may still render the same objects: render it and compare.
+        tracing::debug!("the next decision plans differently: rendering it to compare");
         return rendered_again(set, next, &decisions, &manifests, spec, renderer);
+    }
+    // Equal normalized plans must render the same: every debug build (every test) proves it.
+    #[cfg(debug_assertions)]
+    if carried.is_empty() {
+        assert!(
+            rendered_again(set, next, &decisions, &manifests, spec, renderer),
+            "equal normalized plans rendered differently"
+        );
     }
     let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, &manifests);
     holds.extend(rollout::source_holds(&decisions, &spec.metadata.namespace));
@@ -206,13 +217,19 @@ fn same_decision(
             .all(|(a, o)| **a == o.id)
 }
 
-/// `plan` with each generation's snapshot copies spelled out as the render takes them (`None`
-/// is the spec's `snapshot.copies`, at least one), so equal plans are equal renders.
+/// `plan` with what the render takes from the spec spelled out, so equal plans are equal
+/// renders: each generation's snapshot copies (`None` is the spec's `snapshot.copies`, at
+/// least one), and the claim storage of a generation without a frozen one or a claim size
+/// (`None` renders the spec's storage, which the next run reads back from the StatefulSet
+/// as a frozen claim storage of the same fields).
 fn normalized(mut plan: rollout::Plan, spec: &Rollout) -> rollout::Plan {
     for d in &spec.spec.datasets {
         if let Some(gens) = plan.datasets.get_mut(&d.name) {
             for g in gens {
                 g.copies = Some(g.copies.unwrap_or(d.snapshot.copies).max(1));
+                if g.claim_storage.is_none() && g.claim_size.is_none() {
+                    g.claim_storage = Some(crate::render::spec_claim_storage(d, &d.storage.size));
+                }
             }
         }
     }
@@ -224,7 +241,7 @@ fn rendered_again(
     set: &RenderedSet,
     plan: rollout::Plan,
     decisions: &[rollout::Decision],
-    manifests: &[serde_json::Value],
+    manifests: &[Arc<serde_json::Value>],
     spec: &Rollout,
     renderer: &Renderer,
 ) -> bool {

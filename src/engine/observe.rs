@@ -2,6 +2,7 @@
 //! then a decision and the render of the decided parts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -15,7 +16,7 @@ use crate::spec::Rollout;
 /// Groups objects by dataset and generation from their labels. For what Git holds: the
 /// rollout's folder is its inventory, so every object there with the ownership labels counts.
 /// Live objects go through [`observe_members`] instead.
-pub fn observe(rollout: &str, objects: &[Value]) -> BTreeMap<String, Vec<Observed>> {
+pub fn observe(rollout: &str, objects: &[Arc<Value>]) -> BTreeMap<String, Vec<Observed>> {
     group(rollout, objects.iter())
 }
 
@@ -32,7 +33,7 @@ pub struct Observation {
 /// Groups live objects (from one LIST per kind) into datasets and generations: only members
 /// of the rollout's ApplySet (see [`manifest::is_member`]) count; objects that only look like
 /// the rollout's are returned as foreign.
-pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Value]) -> Observation {
+pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Arc<Value>]) -> Observation {
     let mut foreign: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let members = objects.iter().filter(|v| {
         let labels = manifest::labels_of(v);
@@ -67,7 +68,7 @@ pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Value]) -> O
 
 fn group<'a>(
     rollout: &str,
-    objects: impl Iterator<Item = &'a Value>,
+    objects: impl Iterator<Item = &'a Arc<Value>>,
 ) -> BTreeMap<String, Vec<Observed>> {
     let mut by: BTreeMap<(String, String), Observed> = BTreeMap::new();
     for v in objects {
@@ -105,7 +106,7 @@ fn group<'a>(
     let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
     for ((dataset, _), mut o) in by {
         // Copies by name; `snapshot` is the first (any snapshot of the generation exists).
-        let name = |v: &Value| {
+        let name = |v: &Arc<Value>| {
             v.pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
@@ -155,6 +156,7 @@ pub async fn step_from_cluster(
         .map_err(|e| StepError::Live(Box::new(e)))?;
     let mut values: Vec<Value> = live.objects.values().cloned().collect();
     verify_messages(manager.client(), &mut values).await;
+    let values: Vec<Arc<Value>> = values.into_iter().map(Arc::new).collect();
     let Observation {
         datasets: observed,
         mut foreign,
@@ -223,7 +225,7 @@ async fn verify_messages(client: &kube::Client, values: &mut [Value]) {
 
 /// Plans a step without a cluster, from the manifests Git holds for the rollout.
 pub fn step_from_git(
-    manifests: &[Value],
+    manifests: &[Arc<Value>],
     rollout: &Rollout,
     renderer: &crate::render::Renderer,
     opts: &Options,
@@ -244,7 +246,7 @@ pub(super) type Decided = (BTreeMap<String, Vec<Observed>>, Vec<Decision>, Plan)
 /// What an offline step decides from the manifests Git holds, before rendering: the render is
 /// a function of the spec and this plan alone, so two equal plans render the same objects.
 pub(super) fn decide_from_git(
-    manifests: &[Value],
+    manifests: &[Arc<Value>],
     rollout: &Rollout,
     opts: &Options,
 ) -> Result<Decided, StepError> {
@@ -259,7 +261,7 @@ pub(super) fn decide_from_git(
 
 /// Each dataset's shared source claim `<dataset>` and the generation its Service selects,
 /// among `objects` (members only, when `applyset_id` is given: live objects).
-fn shared_objects(rollout: &Rollout, objects: &[Value], applyset_id: Option<&str>) -> Shared {
+fn shared_objects(rollout: &Rollout, objects: &[Arc<Value>], applyset_id: Option<&str>) -> Shared {
     let name = &rollout.metadata.name;
     let mut shared = Shared::default();
     for v in objects {

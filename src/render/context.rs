@@ -326,19 +326,24 @@ pub(super) fn claim_storage(d: &Dataset, l: &Local) -> ClaimStorage {
     let size = l.sizes["claim"].clone();
     match &l.storage {
         Some(st) => ClaimStorage { size, ..st.clone() },
-        None => ClaimStorage {
-            storage_class_name: d.storage.storage_class_name.clone(),
-            access_modes: d
-                .storage
-                .access_modes
-                .iter()
-                .filter_map(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string))
-                .collect(),
-            volume_mode: serde_json::to_value(d.storage.volume_mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "Filesystem".to_string()),
-            size,
-        },
+        None => spec_claim_storage(d, &size),
+    }
+}
+
+/// The spec's storage of a dataset as a claim template's, at `size`.
+pub fn spec_claim_storage(d: &Dataset, size: &str) -> ClaimStorage {
+    ClaimStorage {
+        storage_class_name: d.storage.storage_class_name.clone(),
+        access_modes: d
+            .storage
+            .access_modes
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string))
+            .collect(),
+        volume_mode: serde_json::to_value(d.storage.volume_mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "Filesystem".to_string()),
+        size: size.to_string(),
     }
 }

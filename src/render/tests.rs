@@ -32,7 +32,7 @@ fn claim_storage_of_a_live_statefulset_is_rendered_as_it_is() {
             .objects
             .iter()
             .filter(|o| o.id.kind == Kind::StatefulSet)
-            .map(|o| &o.value)
+            .map(|o| &*o.value)
             .collect();
         let tmpl = |v: &Value| v.pointer("/spec/volumeClaimTemplates/0/spec").cloned();
         let old = tmpl(sts[0]).unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::readiness::{Readiness, readiness};
-use super::sizes::{claim_size, restore_size};
+use super::sizes::{claim_size, restore_size, restore_size_of};
 use super::verify::{self, Verification};
 use super::{
     Decision, GenerationStatus, Observed, Options, State, cleanup_command, created, decide_removed,
@@ -121,17 +121,10 @@ fn raw_state(d: &Dataset, o: &Observed, opts: &Options) -> Raw {
                 // The claim size depends on restoreSize, and a StatefulSet's claim template is
                 // immutable: created at the spec size, it could not grow to a larger restoreSize
                 // reported later. So a ready snapshot without one is waited for like a pending one.
-                Readiness::Ready if restore_size(&Observed {
-                    snapshot: Some((*snap).clone()),
-                    ..Observed::default()
-                })
-                .is_none() =>
-                {
-                    Readiness::Pending(
-                        "ready to use but reports no restoreSize yet (the claim size depends on it)"
-                            .to_string(),
-                    )
-                }
+                Readiness::Ready if restore_size_of([*snap]).is_none() => Readiness::Pending(
+                    "ready to use but reports no restoreSize yet (the claim size depends on it)"
+                        .to_string(),
+                ),
                 r => r,
             };
             let (Readiness::Pending(d) | Readiness::Failed(d)) = state else {
@@ -316,7 +309,7 @@ pub fn decide(d: &Dataset, observed: &[Observed], opts: &Options) -> Decision {
             let sts = &o.statefulset;
             (
                 State::Serving,
-                sts.as_ref().map(replicas_detail).unwrap_or_default(),
+                sts.as_deref().map(replicas_detail).unwrap_or_default(),
             )
         } else if Some(i) == in_progress {
             match raw {

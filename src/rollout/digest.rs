@@ -77,8 +77,11 @@ mod tests {
     fn with_message(phase: &str, message: &str) -> Observed {
         Observed {
             id: "2021-07-16".into(),
-            producer: Some(json!({"status": {"phase": phase, "containerStatuses": [
-                {"state": {"terminated": {"exitCode": 0, "message": message}}}]}})),
+            producer: Some(
+                json!({"status": {"phase": phase, "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 0, "message": message}}}]}})
+                .into(),
+            ),
             ..Observed::default()
         }
     }

@@ -44,6 +44,7 @@ pub use source::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -57,20 +58,23 @@ pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// What was seen of one generation of one dataset.
 #[derive(Clone, Debug, Default, PartialEq)]
+///
+/// The objects are shared with the list they were observed in (`Arc`): a decision reads them,
+/// and copying every Pod, snapshot and StatefulSet of 1,000 datasets cost more than deciding.
 pub struct Observed {
     pub id: String,
-    pub producer: Option<Value>,
+    pub producer: Option<Arc<Value>>,
     /// The generation's snapshot (the first copy, by name, when it takes several): `Some`
     /// whenever any snapshot of the generation exists.
-    pub snapshot: Option<Value>,
+    pub snapshot: Option<Arc<Value>>,
     /// Every snapshot copy of the generation, by name (`snapshot.copies`); empty means
     /// `snapshot` alone (see [`Observed::snapshot_copies`]).
-    pub snapshots: Vec<Value>,
-    pub statefulset: Option<Value>,
+    pub snapshots: Vec<Arc<Value>>,
+    pub statefulset: Option<Arc<Value>>,
     /// Consumer PVCs (made by the StatefulSet controller) still present.
     pub claims: usize,
     /// The generation's verify Job (`consumer.verify`), while it exists.
-    pub verify: Option<Value>,
+    pub verify: Option<Arc<Value>>,
     /// Whether the claim the verify Job mounts (`<dataset>-<gen>-verify`) exists.
     pub verify_claim: bool,
 }
@@ -79,9 +83,9 @@ impl Observed {
     /// Every snapshot copy that exists, by name.
     pub fn snapshot_copies(&self) -> Vec<&Value> {
         if self.snapshots.is_empty() {
-            self.snapshot.iter().collect()
+            self.snapshot.as_deref().into_iter().collect()
         } else {
-            self.snapshots.iter().collect()
+            self.snapshots.iter().map(|v| &**v).collect()
         }
     }
 
@@ -110,7 +114,7 @@ impl Observed {
         [&self.producer, &self.snapshot, &self.statefulset]
             .into_iter()
             .flatten()
-            .filter_map(created)
+            .filter_map(|v| created(v))
             .min()
     }
 }
@@ -225,7 +229,7 @@ pub struct ServiceSwitch {
 #[derive(Clone, Debug, Default)]
 pub struct Shared {
     /// Dataset → its shared source claim `<dataset>`.
-    pub sources: BTreeMap<String, Value>,
+    pub sources: BTreeMap<String, Arc<Value>>,
     /// Dataset → the generation its Service selects (`consumer.switch: atomic`).
     pub selects: BTreeMap<String, String>,
 }

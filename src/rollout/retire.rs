@@ -142,7 +142,7 @@ pub fn removed_holds(
 pub fn removed_git_holds(
     rollout: &Rollout,
     name: &str,
-    manifests: &[Value],
+    manifests: &[std::sync::Arc<Value>],
 ) -> BTreeMap<crate::manifest::ObjectRef, String> {
     let mut out = BTreeMap::new();
     let removed = |v: &Value| {
@@ -161,7 +161,7 @@ pub fn removed_git_holds(
     let with_sts: std::collections::BTreeSet<String> = manifests
         .iter()
         .filter(|v| kind_of(v) == Some(Kind::StatefulSet))
-        .filter_map(removed)
+        .filter_map(|v| removed(v))
         .collect();
     for v in manifests {
         let (Some(d), Some(kind)) = (removed(v), kind_of(v)) else {

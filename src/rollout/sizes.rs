@@ -9,8 +9,13 @@ use crate::spec::{self, Dataset};
 /// The restoreSize of a generation's snapshot: the largest among its copies, so every claim
 /// (whichever copy it restores from) requests enough. `None` until every copy reports one.
 pub(super) fn restore_size(o: &Observed) -> Option<String> {
+    restore_size_of(o.snapshot_copies())
+}
+
+/// [`restore_size`] of the given snapshot copies.
+pub(super) fn restore_size_of<'a>(copies: impl IntoIterator<Item = &'a Value>) -> Option<String> {
     let mut best: Option<(spec::quantity::Quantity, String)> = None;
-    for snap in o.snapshot_copies() {
+    for snap in copies {
         let size = snap.pointer("/status/restoreSize").and_then(|v| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),

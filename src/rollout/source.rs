@@ -119,7 +119,7 @@ fn source_of(o: &Observed) -> Option<String> {
 pub(super) fn roll_source_forward(
     rollout: &Rollout,
     observed: &BTreeMap<String, Vec<Observed>>,
-    sources: &BTreeMap<String, Value>,
+    sources: &BTreeMap<String, std::sync::Arc<Value>>,
     decisions: &mut [Decision],
 ) -> std::collections::BTreeSet<String> {
     let mut fresh = std::collections::BTreeSet::new();
@@ -134,7 +134,7 @@ pub(super) fn roll_source_forward(
             let seen = gens.iter().find(|o| o.id == plan.id);
             if plan.statefulset {
                 plan.claim_storage = seen
-                    .and_then(|o| o.statefulset.as_ref())
+                    .and_then(|o| o.statefulset.as_deref())
                     .and_then(claim_storage_of);
             }
             let used = seen.and_then(source_of);

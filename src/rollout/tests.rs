@@ -46,10 +46,10 @@ fn sts(ready: i64, ts: &str) -> Value {
 fn serving(id: &str, ts: &str) -> Observed {
     Observed {
         id: id.into(),
-        producer: Some(pod("Succeeded", ts)),
-        snapshot: Some(snap(true, ts)),
+        producer: Some(pod("Succeeded", ts).into()),
+        snapshot: Some(snap(true, ts).into()),
         snapshots: Vec::new(),
-        statefulset: Some(sts(3, ts)),
+        statefulset: Some(sts(3, ts).into()),
         claims: 3,
         ..Observed::default()
     }
@@ -76,17 +76,17 @@ fn snapshot_waits_for_the_producer_and_statefulset_for_the_snapshot() {
     let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
     let mut new = Observed {
         id: "2021-07-16".into(),
-        producer: Some(pod("Running", "2021-07-16T01:00:00Z")),
+        producer: Some(pod("Running", "2021-07-16T01:00:00Z").into()),
         ..Observed::default()
     };
     let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
     let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
     assert!(p.producer && !p.snapshot && !p.statefulset);
-    new.producer = Some(pod("Succeeded", "2021-07-16T01:00:00Z"));
+    new.producer = Some(pod("Succeeded", "2021-07-16T01:00:00Z").into());
     let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
     let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
     assert!(p.snapshot && !p.statefulset);
-    new.snapshot = Some(snap(true, "2021-07-16T02:00:00Z"));
+    new.snapshot = Some(snap(true, "2021-07-16T02:00:00Z").into());
     let dec = decide(&d, &[old.clone(), new.clone()], &opts("2021-07-16"));
     let p = dec.render.iter().find(|p| p.id == "2021-07-16").unwrap();
     assert!(p.statefulset);
@@ -129,8 +129,11 @@ fn failed_producer_keeps_the_previous_generation_serving() {
     let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
     let bad = Observed {
         id: "2021-07-16".into(),
-        producer: Some(json!({"metadata": meta("2021-07-16T01:00:00Z"),
-            "status": {"phase": "Failed", "message": "DeadlineExceeded"}})),
+        producer: Some(
+            json!({"metadata": meta("2021-07-16T01:00:00Z"),
+            "status": {"phase": "Failed", "message": "DeadlineExceeded"}})
+            .into(),
+        ),
         ..Observed::default()
     };
     let dec = decide(&d, &[old.clone(), bad.clone()], &opts("2021-07-16"));
@@ -151,8 +154,8 @@ fn snapshot_error_is_reported_but_not_final_until_the_timeout() {
     s["status"]["error"] = json!({"message": "quota exceeded"});
     let g = Observed {
         id: "2021-07-16".into(),
-        producer: Some(pod("Succeeded", "2021-07-16T09:00:00Z")),
-        snapshot: Some(s),
+        producer: Some(pod("Succeeded", "2021-07-16T09:00:00Z").into()),
+        snapshot: Some(s.into()),
         ..Observed::default()
     };
     let dec = decide(&d, std::slice::from_ref(&g), &opts("2021-07-16"));
@@ -197,7 +200,7 @@ fn at_most_one_generation_is_introduced() {
     let d = dataset(1);
     let busy = Observed {
         id: "2021-07-15".into(),
-        producer: Some(pod("Running", "2021-07-15T01:00:00Z")),
+        producer: Some(pod("Running", "2021-07-15T01:00:00Z").into()),
         ..Observed::default()
     };
     let dec = decide(&d, std::slice::from_ref(&busy), &opts("2021-07-16"));
@@ -207,7 +210,7 @@ fn at_most_one_generation_is_introduced() {
 }
 
 fn with_digest(mut o: Observed, digest: &str, unchanged: Option<&str>) -> Observed {
-    let s = o.snapshot.as_mut().unwrap();
+    let s = std::sync::Arc::make_mut(o.snapshot.as_mut().unwrap());
     s["metadata"]["annotations"] = json!({"snaproll.dev/digest": digest});
     if let Some(u) = unchanged {
         s["metadata"]["annotations"]["snaproll.dev/unchanged"] = json!(u);
@@ -221,7 +224,7 @@ fn reporting(id: &str, message: &str) -> Observed {
         json!([{"state": {"terminated": {"exitCode": 0, "message": message}}}]);
     Observed {
         id: id.into(),
-        producer: Some(p),
+        producer: Some(p.into()),
         ..Observed::default()
     }
 }
@@ -304,9 +307,9 @@ fn copies_gate_the_statefulset_until_every_copy_is_ready() {
     let old = serving("2021-07-15", "2021-07-15T01:00:00Z");
     let new = |snapshots: Vec<Value>| Observed {
         id: "2021-07-16".into(),
-        producer: Some(pod("Succeeded", "2021-07-16T01:00:00Z")),
-        snapshot: snapshots.first().cloned(),
-        snapshots,
+        producer: Some(pod("Succeeded", "2021-07-16T01:00:00Z").into()),
+        snapshot: snapshots.first().cloned().map(Into::into),
+        snapshots: snapshots.into_iter().map(Into::into).collect(),
         ..Observed::default()
     };
     let plan_of = |dec: &Decision| {
@@ -355,7 +358,10 @@ fn copies_gate_the_statefulset_until_every_copy_is_ready() {
 #[test]
 fn a_missing_copy_under_a_statefulset_breaks_the_invariant() {
     let mut o = serving("2021-07-16", "2021-07-16T01:00:00Z");
-    o.snapshots = vec![copy(0, 3, true, "10Gi"), copy(2, 3, true, "10Gi")];
+    o.snapshots = vec![
+        copy(0, 3, true, "10Gi").into(),
+        copy(2, 3, true, "10Gi").into(),
+    ];
     o.snapshot = o.snapshots.first().cloned();
     let e = check_state("data", &[o]).unwrap_err();
     assert_eq!(
@@ -386,8 +392,8 @@ fn job(condition: Option<(&str, &str)>, ts: &str) -> Value {
 fn ready_snapshot(id: &str, ts: &str) -> Observed {
     Observed {
         id: id.into(),
-        producer: Some(pod("Succeeded", ts)),
-        snapshot: Some(snap(true, ts)),
+        producer: Some(pod("Succeeded", ts).into()),
+        snapshot: Some(snap(true, ts).into()),
         ..Observed::default()
     }
 }
@@ -409,14 +415,14 @@ fn verify_gates_the_statefulset_and_records_its_outcome_on_the_snapshot() {
     check_invariants(&dec, &[old.clone(), new.clone()]).unwrap();
 
     // Running: still verifying.
-    new.verify = Some(job(None, ts));
+    new.verify = Some(job(None, ts).into());
     new.verify_claim = true;
     let dec = decide(&d, &[old.clone(), new.clone()], &today);
     assert_eq!(dec.generations[1].state, State::Verifying);
     assert_eq!(dec.generations[1].detail, "verify Job not started");
 
     // Complete: the StatefulSet; the Job and claim are no longer rendered; `passed` recorded.
-    new.verify = Some(job(Some(("Complete", "")), ts));
+    new.verify = Some(job(Some(("Complete", "")), ts).into());
     let (decs, _) = decide_all(
         &rollout_of(&d),
         &[("data".into(), vec![old.clone(), new.clone()])].into(),
@@ -428,10 +434,13 @@ fn verify_gates_the_statefulset_and_records_its_outcome_on_the_snapshot() {
     assert_eq!(decs[0].generations[1].state, State::RollingOut);
 
     // Failed: the generation fails, the old one keeps serving, `failed: …` recorded.
-    new.verify = Some(job(
-        Some(("Failed", "Job has reached the specified backoff limit")),
-        ts,
-    ));
+    new.verify = Some(
+        job(
+            Some(("Failed", "Job has reached the specified backoff limit")),
+            ts,
+        )
+        .into(),
+    );
     let (decs, _) = decide_all(
         &rollout_of(&d),
         &[("data".into(), vec![old.clone(), new.clone()])].into(),
@@ -453,9 +462,12 @@ fn verify_gates_the_statefulset_and_records_its_outcome_on_the_snapshot() {
     // Recorded and the Job gone: still failed, nothing restarts it.
     new.verify = None;
     new.verify_claim = false;
-    new.snapshot = Some(json!({"metadata": {"creationTimestamp": ts, "name": "x",
+    new.snapshot = Some(
+        json!({"metadata": {"creationTimestamp": ts, "name": "x",
         "annotations": {"snaproll.dev/verify": "failed: checksum"}},
-        "status": {"readyToUse": true, "restoreSize": "12Gi"}}));
+        "status": {"readyToUse": true, "restoreSize": "12Gi"}})
+        .into(),
+    );
     let dec = decide(&d, &[old.clone(), new.clone()], &today);
     assert_eq!(dec.generations[1].state, State::Failed);
     assert_eq!(dec.generations[1].detail, "verify failed: checksum");

@@ -571,8 +571,8 @@ mod tests {
                     .unwrap();
                 for o in &set.objects {
                     let back = crate::yaml::from_str(&o.yaml).unwrap();
-                    prop_assert_eq!(&back, &o.value);
-                    prop_assert_eq!(&serde_saphyr::from_str::<Value>(&o.yaml).unwrap(), &o.value);
+                    prop_assert_eq!(&back, &*o.value);
+                    prop_assert_eq!(&serde_saphyr::from_str::<Value>(&o.yaml).unwrap(), &*o.value);
                     if o.id.kind == crate::manifest::Kind::Pod {
                         let c = &back["spec"]["containers"][0];
                         prop_assert_eq!(&c["args"], &json!([v, v]));

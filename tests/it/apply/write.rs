@@ -205,7 +205,7 @@ async fn removing_a_field_from_the_template_is_a_change() {
         .iter_mut()
         .find(|o| o.id.kind == Kind::Service)
         .unwrap();
-    svc.value["metadata"]["labels"]
+    std::sync::Arc::make_mut(&mut svc.value)["metadata"]["labels"]
         .as_object_mut()
         .unwrap()
         .remove("app.kubernetes.io/component");
@@ -335,7 +335,8 @@ async fn immutable_snapshot_source_names_the_field_advises_a_new_generation_and_
         .iter_mut()
         .find(|o| o.id.kind == Kind::VolumeSnapshot)
         .unwrap();
-    snap.value["spec"]["source"]["persistentVolumeClaimName"] = json!("data-copy");
+    std::sync::Arc::make_mut(&mut snap.value)["spec"]["source"]["persistentVolumeClaimName"] =
+        json!("data-copy");
     api.clear_requests();
     let f = err(mgr.apply(&g1, &opts(true)).await);
     let ApplyError::Immutable { object, fields, .. } = &f.error else {

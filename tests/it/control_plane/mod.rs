@@ -458,7 +458,8 @@ impl Rollout {
     /// holds, observed as snaproll observes it.
     fn check_invariants(&self, now: &str, when: &str) {
         let loaded = snaproll::spec::load(&self.spec).unwrap();
-        let observed = snaproll::engine::observe("demo", &self.c.rollout_objects());
+        let observed =
+            snaproll::engine::observe("demo", &crate::lifecycle::shared(&self.c.rollout_objects()));
         let opts = snaproll::rollout::Options {
             generation: Default::default(),
             today: now[..10].to_string(),

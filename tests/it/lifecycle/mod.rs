@@ -307,6 +307,11 @@ pub(crate) fn generation_of(v: &Value) -> String {
         .to_string()
 }
 
+/// Objects as the engine's observation takes them (shared, not copied).
+pub(crate) fn shared(objects: &[Value]) -> Vec<std::sync::Arc<Value>> {
+    objects.iter().cloned().map(std::sync::Arc::new).collect()
+}
+
 pub(crate) fn sts_ready(s: &Value) -> bool {
     let want = s["spec"]["replicas"].as_i64().unwrap_or(1);
     s.pointer("/status/readyReplicas").and_then(Value::as_i64) == Some(want)

@@ -245,13 +245,13 @@ impl World {
             if !self.repo.join(".git").exists() {
                 return;
             }
-            let manifests: Vec<Value> = self
+            let manifests: Vec<std::sync::Arc<Value>> = self
                 .git_files()
                 .iter()
                 .filter(|f| f.as_str() != "kustomization.yaml")
                 .map(|f| {
                     let text = self.git(&["show", &format!("HEAD:rollouts/demo/{f}")]);
-                    serde_saphyr::from_str(&text).unwrap()
+                    std::sync::Arc::new(serde_saphyr::from_str(&text).unwrap())
                 })
                 .collect();
             for (d, gens) in snaproll::engine::observe("demo", &manifests) {
@@ -278,7 +278,7 @@ impl World {
         }
         // What snaproll counts: members of the rollout's ApplySet (look-alikes are not).
         let id = snaproll::manifest::rollout_applyset_id("demo", NS);
-        let observed = snaproll::engine::observe_members("demo", &id, &objects).datasets;
+        let observed = snaproll::engine::observe_members("demo", &id, &shared(&objects)).datasets;
         let now = self.now.borrow().clone();
         let opts = rollout::Options {
             generation: Default::default(),
@@ -310,7 +310,7 @@ impl World {
         for (d, gens) in &observed {
             let ready = gens
                 .iter()
-                .filter(|g| g.statefulset.as_ref().is_some_and(sts_ready))
+                .filter(|g| g.statefulset.as_deref().is_some_and(sts_ready))
                 .count();
             let in_spec = loaded.rollout.spec.datasets.iter().any(|x| &x.name == d);
             if served.contains(d) && in_spec {
