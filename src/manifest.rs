@@ -268,6 +268,46 @@ impl Object {
     }
 }
 
+/// The labels of a JSON object, borrowed: what the observation of thousands of objects reads
+/// (a [`labels_of`] map copies every key and value of every object).
+#[derive(Clone, Copy)]
+pub struct Labels<'a>(Option<&'a serde_json::Map<String, serde_json::Value>>);
+
+impl<'a> Labels<'a> {
+    /// The labels of `value` (none when absent or malformed).
+    pub fn of(value: &'a serde_json::Value) -> Self {
+        Labels(
+            value
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(serde_json::Value::as_object),
+        )
+    }
+
+    /// The value of label `key`, when it is a string.
+    pub fn get(self, key: &str) -> Option<&'a str> {
+        self.0?.get(key)?.as_str()
+    }
+}
+
+/// Reading one label: what [`is_owned_by`] and [`is_member`] need, from a copied label map or
+/// from a [`Labels`] view.
+pub trait LabelLookup {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelLookup for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl LabelLookup for Labels<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
 /// Labels of a JSON object (empty when absent or malformed).
 pub fn labels_of(value: &serde_json::Value) -> BTreeMap<String, String> {
     value
@@ -344,13 +384,13 @@ pub fn member_labels(
 /// StatefulSet controller makes from a claim template carry no `part-of` (kubectl's ApplySet
 /// prune would delete members it did not apply); they count by their labels, and another
 /// ApplySet's `part-of` still excludes them.
-pub fn is_member(labels: &BTreeMap<String, String>, rollout: &str, applyset_id: &str) -> bool {
+pub fn is_member(labels: &impl LabelLookup, rollout: &str, applyset_id: &str) -> bool {
     if !is_owned_by(labels, rollout) {
         return false;
     }
-    match labels.get(LABEL_PART_OF) {
+    match labels.label(LABEL_PART_OF) {
         Some(id) => id == applyset_id,
-        None => labels.get(LABEL_COMPONENT).map(String::as_str) == Some("consumer-volume"),
+        None => labels.label(LABEL_COMPONENT) == Some("consumer-volume"),
     }
 }
 
@@ -371,9 +411,9 @@ pub fn consumer_volume_selector(rollout: &str, dataset: &str, generation: &str) 
 }
 
 /// Whether `labels` mark an object as owned by snaproll's rollout `rollout`.
-pub fn is_owned_by(labels: &BTreeMap<String, String>, rollout: &str) -> bool {
-    labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
-        && labels.get(LABEL_ROLLOUT).map(String::as_str) == Some(rollout)
+pub fn is_owned_by(labels: &impl LabelLookup, rollout: &str) -> bool {
+    labels.label(LABEL_MANAGED_BY) == Some(MANAGED_BY)
+        && labels.label(LABEL_ROLLOUT) == Some(rollout)
 }
 
 /// Sorts objects into apply order: kind, then namespace, then name. Stable and total, so the

@@ -36,7 +36,7 @@ pub struct Observation {
 pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Arc<Value>]) -> Observation {
     let mut foreign: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let members = objects.iter().filter(|v| {
-        let labels = manifest::labels_of(v);
+        let labels = manifest::Labels::of(v);
         if !manifest::is_owned_by(&labels, rollout) {
             return false;
         }
@@ -52,8 +52,8 @@ pub fn observe_members(rollout: &str, applyset_id: &str, objects: &[Arc<Value>])
             .entry(
                 labels
                     .get(manifest::LABEL_DATASET)
-                    .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .to_string(),
             )
             .or_default()
             .push(format!("{kind}/{name}"));
@@ -70,9 +70,10 @@ fn group<'a>(
     rollout: &str,
     objects: impl Iterator<Item = &'a Arc<Value>>,
 ) -> BTreeMap<String, Vec<Observed>> {
-    let mut by: BTreeMap<(String, String), Observed> = BTreeMap::new();
+    // Keyed by the labels' text, borrowed: thousands of objects, a few per generation.
+    let mut by: BTreeMap<(&str, &str), Observed> = BTreeMap::new();
     for v in objects {
-        let labels = manifest::labels_of(v);
+        let labels = manifest::Labels::of(v);
         if !manifest::is_owned_by(&labels, rollout) {
             continue;
         }
@@ -82,17 +83,15 @@ fn group<'a>(
         ) else {
             continue;
         };
-        let entry = by
-            .entry((dataset.clone(), generation.clone()))
-            .or_insert_with(|| Observed {
-                id: generation.clone(),
-                ..Observed::default()
-            });
+        let entry = by.entry((dataset, generation)).or_insert_with(|| Observed {
+            id: generation.to_string(),
+            ..Observed::default()
+        });
         let kind = v
             .get("kind")
             .and_then(Value::as_str)
             .and_then(Kind::from_kind);
-        let component = labels.get(manifest::LABEL_COMPONENT).map(String::as_str);
+        let component = labels.get(manifest::LABEL_COMPONENT);
         match (kind, component) {
             (Some(Kind::Pod), Some("producer")) => entry.producer = Some(v.clone()),
             (Some(Kind::VolumeSnapshot), _) => entry.snapshots.push(v.clone()),
@@ -114,7 +113,7 @@ fn group<'a>(
         };
         o.snapshots.sort_by_key(name);
         o.snapshot = o.snapshots.first().cloned();
-        out.entry(dataset).or_default().push(o);
+        out.entry(dataset.to_string()).or_default().push(o);
     }
     out
 }
@@ -264,8 +263,15 @@ pub(super) fn decide_from_git(
 fn shared_objects(rollout: &Rollout, objects: &[Arc<Value>], applyset_id: Option<&str>) -> Shared {
     let name = &rollout.metadata.name;
     let mut shared = Shared::default();
+    // By name: a scan of the spec's datasets per object grew with the square of their number.
+    let datasets: std::collections::HashMap<&str, &crate::spec::Dataset> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| (d.name.as_str(), d))
+        .collect();
     for v in objects {
-        let l = manifest::labels_of(v);
+        let l = manifest::Labels::of(v);
         let owned = match applyset_id {
             Some(id) => manifest::is_member(&l, name, id),
             None => manifest::is_owned_by(&l, name),
@@ -273,13 +279,13 @@ fn shared_objects(rollout: &Rollout, objects: &[Arc<Value>], applyset_id: Option
         let (Some(dataset), true) = (l.get(manifest::LABEL_DATASET), owned) else {
             continue;
         };
-        let Some(d) = rollout.spec.datasets.iter().find(|d| &d.name == dataset) else {
+        let Some(d) = datasets.get(dataset) else {
             continue;
         };
         let object = v.pointer("/metadata/name").and_then(Value::as_str);
         match v.get("kind").and_then(Value::as_str) {
             Some("PersistentVolumeClaim")
-                if l.get(manifest::LABEL_COMPONENT).map(String::as_str) == Some("source")
+                if l.get(manifest::LABEL_COMPONENT) == Some("source")
                     && object == Some(d.name.as_str()) =>
             {
                 shared.sources.insert(d.name.clone(), v.clone());

@@ -145,13 +145,20 @@ pub fn removed_git_holds(
     manifests: &[std::sync::Arc<Value>],
 ) -> BTreeMap<crate::manifest::ObjectRef, String> {
     let mut out = BTreeMap::new();
+    // A set: a scan of the spec's datasets per object grew with the square of their number.
+    let in_spec: std::collections::HashSet<&str> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|x| x.name.as_str())
+        .collect();
     let removed = |v: &Value| {
-        let l = manifest::labels_of(v);
+        let l = manifest::Labels::of(v);
         if !manifest::is_owned_by(&l, name) {
             return None;
         }
-        let d = l.get(manifest::LABEL_DATASET)?.clone();
-        (!rollout.spec.datasets.iter().any(|x| x.name == d)).then_some(d)
+        let d = l.get(manifest::LABEL_DATASET)?;
+        (!in_spec.contains(d)).then(|| d.to_string())
     };
     let kind_of = |v: &Value| {
         v.get("kind")
