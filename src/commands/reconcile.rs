@@ -40,6 +40,10 @@ pub fn reconcile(cmd: &ReconcileCmd, color: bool) -> Result<u8> {
         redecide_attempts: cmd.git.push_retries,
         ..super::engine_options(&cmd.render, &cmd.cluster, cmd.snapshot.timeout)?
     };
+    if let (true, false, Some(target)) = (opts.offline, apply, &opts.git) {
+        // No cluster and, with a local repository that does not push, no network at all.
+        gitops::local_only(&target.dest);
+    }
     let spec = engine::read_spec(&opts)?;
     // An offline run whose inputs match the head's commit stops before parsing the spec.
     if !cmd.wait

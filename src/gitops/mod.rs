@@ -253,6 +253,23 @@ pub fn read(dest: &Destination) -> Result<Vec<File>, GitError> {
 }
 
 /// Seven-character abbreviation of a commit id, for messages.
+/// For a process whose Git work is all local (a repository path, no push): keeps libgit2 from
+/// parsing the system's CA bundle when it starts, which it does for every process (through
+/// OpenSSL, for HTTPS remotes this process will never contact): about 4 ms of a 25 ms no-op
+/// run. Points `SSL_CERT_FILE` at an empty file, whatever it was: nothing in such a process
+/// verifies a certificate.
+///
+/// Must be called before any other Git operation, while the process has a single thread,
+/// and only when nothing in the process will open a TLS connection (no cluster either).
+pub fn local_only(dest: &Destination) {
+    if dest.push || is_url(&dest.repo) {
+        return;
+    }
+    // SAFETY: the caller runs this before starting any thread, so nothing reads or writes
+    // the environment concurrently; no child process is started in such a run.
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+}
+
 pub fn short(oid: Oid) -> String {
     oid.to_string()[..7].to_string()
 }

@@ -14,6 +14,11 @@ pub(super) struct Plan {
     pub(super) new: Vec<(usize, Oid)>,
 }
 
+/// How many files of each kind a commit message lists. A first commit of 1,000 datasets listed
+/// all 5,001 (400 KB), which every later run read and hash-checked to find the fingerprint,
+/// and nobody reads in `git log`; the commit itself lists every file.
+pub(super) const MESSAGE_LIST_LIMIT: usize = 100;
+
 impl Plan {
     pub(super) fn new(
         folder: &str,
@@ -78,6 +83,8 @@ impl Plan {
         )
     }
 
+    /// The commit message: the summary, the changed files by kind (at most
+    /// [`MESSAGE_LIST_LIMIT`] of each), the folder and the fingerprint trailers.
     pub(super) fn message(
         &self,
         req: &Request<'_>,
@@ -98,7 +105,7 @@ impl Plan {
             }
             m.push_str(title);
             m.push_str(":\n");
-            for c in items {
+            for c in items.iter().take(MESSAGE_LIST_LIMIT) {
                 let file = c.path.rsplit('/').next().unwrap_or(&c.path);
                 if c.objects.is_empty() {
                     m.push_str(&format!("- {file}\n"));
@@ -106,6 +113,12 @@ impl Plan {
                 for o in &c.objects {
                     m.push_str(&format!("- {o} [{file}]\n"));
                 }
+            }
+            if items.len() > MESSAGE_LIST_LIMIT {
+                m.push_str(&format!(
+                    "- and {} more files (`git show --stat` lists them all)\n",
+                    items.len() - MESSAGE_LIST_LIMIT
+                ));
             }
         }
         m.push_str(&format!("\nPath: {folder}\n"));
