@@ -58,15 +58,20 @@ pub(super) fn decide_each(
         .iter()
         .map(|d| one(d, observed.get(&d.name).unwrap_or(&empty), opts))
         .collect();
-    for d in &mut decisions {
+    // One decision per spec dataset, in the spec's order.
+    for (d, spec) in decisions.iter_mut().zip(&rollout.spec.datasets) {
         let gens = observed.get(&d.dataset).unwrap_or(&empty);
         digest::record(d, gens);
-        if let Some(spec) = rollout.spec.datasets.iter().find(|s| s.name == d.dataset) {
-            verify::record(spec, d, gens, opts);
-        }
+        verify::record(spec, d, gens, opts);
     }
+    let in_spec: std::collections::HashSet<&str> = rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
     for (name, gens) in observed.iter().filter(|_| removed) {
-        if !rollout.spec.datasets.iter().any(|d| &d.name == name) {
+        if !in_spec.contains(name.as_str()) {
             decisions.push(decide_removed(name, gens, opts));
         }
     }

@@ -234,6 +234,16 @@ pub struct Shared {
     pub selects: BTreeMap<String, String>,
 }
 
+/// Where each dataset's decision is in `decisions`: the passes over the spec's datasets find
+/// theirs here (a scan per dataset grew with the square of their number).
+pub(super) fn decision_index(decisions: &[Decision]) -> std::collections::HashMap<String, usize> {
+    decisions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.dataset.clone(), i))
+        .collect()
+}
+
 impl Decision {
     /// Whether any generation of this dataset is failed.
     pub fn failed(&self) -> bool {

@@ -124,10 +124,12 @@ pub(super) fn roll_source_forward(
 ) -> std::collections::BTreeSet<String> {
     let mut fresh = std::collections::BTreeSet::new();
     let empty = Vec::new();
+    let index = super::decision_index(decisions);
     for d in &rollout.spec.datasets {
-        let Some(decision) = decisions.iter_mut().find(|x| x.dataset == d.name) else {
+        let Some(&at) = index.get(&d.name) else {
             continue;
         };
+        let decision = &mut decisions[at];
         let gens = observed.get(&d.name).unwrap_or(&empty);
         let change = sources.get(&d.name).and_then(|live| source_change(d, live));
         for plan in &mut decision.render {

@@ -23,13 +23,15 @@ pub(super) fn switch_atomic(
     decisions: &mut [Decision],
 ) {
     let empty = Vec::new();
+    let index = super::decision_index(decisions);
     for d in &rollout.spec.datasets {
         if d.consumer.switch != spec::Switch::Atomic {
             continue;
         }
-        let Some(decision) = decisions.iter_mut().find(|x| x.dataset == d.name) else {
+        let Some(&at) = index.get(&d.name) else {
             continue;
         };
+        let decision = &mut decisions[at];
         let gens = observed.get(&d.name).unwrap_or(&empty);
         let now = live.get(&d.name).cloned();
         let in_state = |state: State| {
