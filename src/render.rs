@@ -272,6 +272,8 @@ impl Renderer {
             }
         }
         let shared = shared_values(rollout);
+        let applyset =
+            manifest::rollout_applyset_id(&rollout.metadata.name, &rollout.metadata.namespace);
         // Rendering is CPU-bound and independent per dataset: split it across the cores.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -283,10 +285,11 @@ impl Renderer {
                 .chunks(chunk)
                 .map(|part| {
                     let shared = &shared;
+                    let applyset = applyset.as_str();
                     s.spawn(move || {
                         let mut out = Vec::new();
                         for d in part {
-                            self.render_dataset(rollout, d, plan, shared, &mut out)?;
+                            self.render_dataset(rollout, d, plan, shared, applyset, &mut out)?;
                         }
                         Ok(out)
                     })
@@ -324,11 +327,15 @@ impl Renderer {
         d: &Dataset,
         plan: &Plan,
         shared: &minijinja::Value,
+        applyset: &str,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
         let gens = &plan.datasets[&d.name];
         let own = dataset_values(d);
-        let layers = [&own, shared];
+        let layers = Layers {
+            values: [&own, shared],
+            applyset,
+        };
         let selects = plan.selects.get(&d.name).map(String::as_str);
         let base = dataset_context_with(rollout, d, None, selects, &layers);
         if !plan.fresh_source.contains(&d.name) {

@@ -182,9 +182,13 @@ pub fn to_string(value: &Value) -> String {
 }
 
 fn indent(out: &mut String, n: usize) {
-    for _ in 0..n {
-        out.push(' ');
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
     }
+    out.push_str(&SPACES[..n]);
 }
 
 fn write_map(out: &mut String, m: &serde_json::Map<String, Value>, ind: usize) {
@@ -352,7 +356,9 @@ fn plain_safe(s: &str) -> bool {
             return false;
         }
         colon |= b == b':';
-        letter_not_number |= b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(&b);
+        // A `match`, not `contains` on a byte string: that is a `memchr` call per byte.
+        letter_not_number |= b.is_ascii_alphabetic()
+            && !matches!(b, b'a'..=b'f' | b'A'..=b'F' | b'x' | b'X' | b'o' | b'O');
         prev = b;
     }
     if first.is_ascii_digit() {

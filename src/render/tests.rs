@@ -80,7 +80,11 @@ fn embedded_templates_render_yaml_the_fast_reader_reads() {
         ));
         for d in &r.spec.datasets {
             let own = dataset_values(d);
-            let layers = [&own, &shared];
+            let applyset = manifest::rollout_applyset_id(&r.metadata.name, &r.metadata.namespace);
+            let layers = Layers {
+                values: [&own, &shared],
+                applyset: &applyset,
+            };
             let base = dataset_context(r, d, None, &layers);
             let g = GenerationPlan::full("2021-07-15");
             let ctx = dataset_context(r, d, Some(&g), &layers);
