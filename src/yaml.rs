@@ -42,25 +42,87 @@ pub(crate) fn plain_document(text: &str) -> Option<Value> {
 /// [`plain_document`] for documents of up to `max_nodes` parser events (a spec of 10,000
 /// datasets has a few hundred thousand; serde-saphyr's budget for it is larger still).
 pub(crate) fn plain_document_within(text: &str, max_nodes: usize) -> Option<Value> {
+    if text.len() >= PIPELINE_BYTES
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    {
+        return pipelined(text, max_nodes);
+    }
+    let mut events = events(text, max_nodes);
+    plain_events(&mut || events.next()?)
+}
+
+/// Documents from this size on (a spec of a few hundred datasets) are read on two cores.
+const PIPELINE_BYTES: usize = 64 * 1024;
+
+/// Events passed from the parsing thread to the reading one at a time.
+const BATCH: usize = 1024;
+
+/// A document's events without comments: `Some(None)` once it has more than `max_nodes` or
+/// fails to parse.
+fn events(text: &str, max_nodes: usize) -> impl Iterator<Item = Option<Event<'_>>> {
     let mut parser = Parser::new_from_str(text);
     let mut nodes = 0;
-    let mut next = move || -> Option<Event<'_>> {
+    let mut over = false;
+    std::iter::from_fn(move || {
+        if over {
+            return None;
+        }
         loop {
-            match parser.next_event()? {
+            let event = match parser.next_event()? {
                 Ok((Event::Comment(..), _)) => continue,
                 Ok((event, _)) => {
                     nodes += 1;
-                    return (nodes <= max_nodes).then_some(event);
+                    (nodes <= max_nodes).then_some(event)
                 }
-                Err(_) => return None,
-            }
+                Err(_) => None,
+            };
+            over = event.is_none();
+            return Some(event);
         }
-    };
+    })
+}
+
+/// [`plain_document_within`] with the parser on a thread of its own, handing its events over
+/// in batches while this one builds the value: the spec is read before anything else can
+/// start, so its reading is the one step of a render that no other work overlaps.
+fn pipelined(text: &str, max_nodes: usize) -> Option<Value> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<Event<'_>>>>(8);
+        s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            for event in events(text, max_nodes) {
+                batch.push(event);
+                if batch.len() == BATCH {
+                    // The reader stopped (the document is not plain): so does the parser.
+                    if tx
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        let mut current = Vec::new().into_iter();
+        let mut next = move || loop {
+            if let Some(event) = current.next() {
+                return event;
+            }
+            current = rx.recv().ok()?.into_iter();
+        };
+        plain_events(&mut next)
+        // `next`, holding the receiver, is dropped here: a parser still sending stops.
+    })
+}
+
+/// The value of a document's events, `None` when it is not plain.
+fn plain_events<'a>(next: &mut impl FnMut() -> Option<Event<'a>>) -> Option<Value> {
     if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart(..)) {
         return None;
     }
     let first = next()?;
-    let value = plain_node(first, &mut next, 0)?;
+    let value = plain_node(first, next, 0)?;
     match (next()?, next()?) {
         (Event::DocumentEnd, Event::StreamEnd) => Some(value),
         _ => None,
