@@ -284,38 +284,37 @@ impl Renderer {
         let runs: Vec<&[&Dataset]> = datasets.chunks(16).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let mut results: Vec<(usize, Result<Vec<Object>, RenderError>)> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..workers)
-                    .map(|_| {
-                        let (shared, applyset) = (&shared, applyset.as_str());
-                        let (runs, next, failed) = (&runs, &next, &failed);
-                        s.spawn(move || {
-                            use std::sync::atomic::Ordering::Relaxed;
-                            let mut done = Vec::new();
-                            // Runs are taken in order, so every run before a failed one is
-                            // rendered: the error reported is the first dataset's, as serially.
-                            while !failed.load(Relaxed) {
-                                let i = next.fetch_add(1, Relaxed);
-                                let Some(run) = runs.get(i) else { break };
-                                let mut out = Vec::new();
-                                let result = run.iter().try_for_each(|d| {
-                                    self.render_dataset(rollout, d, plan, shared, applyset, &mut out)
-                                });
-                                if result.is_err() {
-                                    failed.store(true, Relaxed);
-                                }
-                                done.push((i, result.map(|()| out)));
+        let mut results: Vec<(usize, Result<Vec<Object>, RenderError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (shared, applyset) = (&shared, applyset.as_str());
+                    let (runs, next, failed) = (&runs, &next, &failed);
+                    s.spawn(move || {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let mut done = Vec::new();
+                        // Runs are taken in order, so every run before a failed one is
+                        // rendered: the error reported is the first dataset's, as serially.
+                        while !failed.load(Relaxed) {
+                            let i = next.fetch_add(1, Relaxed);
+                            let Some(run) = runs.get(i) else { break };
+                            let mut out = Vec::new();
+                            let result = run.iter().try_for_each(|d| {
+                                self.render_dataset(rollout, d, plan, shared, applyset, &mut out)
+                            });
+                            if result.is_err() {
+                                failed.store(true, Relaxed);
                             }
-                            done
-                        })
+                            done.push((i, result.map(|()| out)));
+                        }
+                        done
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("render worker panicked"))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("render worker panicked"))
+                .collect()
+        });
         results.sort_unstable_by_key(|(i, _)| *i);
         let mut objects = Vec::new();
         if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {

@@ -677,6 +677,32 @@ mod tests {
     }
 
     #[test]
+    fn large_documents_read_on_two_threads_as_on_one() {
+        let item = |i: usize| {
+            format!(
+                "  - name: data-{i}\n    size: 10Gi\n    args: [\"echo {i}\", /bin/sh]\n    count: {i}\n"
+            )
+        };
+        let mut text = String::from("# a spec\nkind: Test\nitems:\n");
+        while text.len() < 2 * PIPELINE_BYTES {
+            text.push_str(&item(text.len()));
+        }
+        let mut serial = events(&text, MAX_NODES);
+        let one = plain_events(&mut || serial.next()?);
+        assert!(one.is_some());
+        assert_eq!(pipelined(&text, MAX_NODES), one);
+        assert_eq!(plain_document(&text), one);
+        assert_eq!(plain_document(&text), serde_saphyr::from_str(&text).ok());
+        // Not plain near the start (an anchor): the reader stops while the parser still has
+        // batches to send, and the parser stops with it.
+        let anchored = text.replacen("kind: Test", "kind: &k Test", 1);
+        assert!(plain_document(&anchored).is_none());
+        // A syntax error at the end, and a node budget exceeded half way.
+        assert!(plain_document(&format!("{text}  - [")).is_none());
+        assert!(plain_document_within(&text, 1_000).is_none());
+    }
+
+    #[test]
     fn fast_reader_reads_canonical_output_itself() {
         let v = json!({
             "apiVersion": "v1",
