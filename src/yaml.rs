@@ -385,6 +385,39 @@ const RESERVED: [&str; 13] = [
     "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "nan", "inf", "=",
 ];
 
+/// [`BYTE_CLASS`] bits: a byte a plain string may hold; `:`; a letter no number form uses
+/// (outside hex digits and x/o).
+const PLAIN: u8 = 1;
+const COLON: u8 = 2;
+const NOT_NUMBER: u8 = 4;
+
+/// The class of each byte, looked up once per byte of every key and string written.
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
+            )
+        {
+            t[b] |= PLAIN;
+        }
+        if c == b':' {
+            t[b] |= COLON;
+        }
+        if c.is_ascii_alphabetic()
+            && !matches!(c, b'a'..=b'f' | b'A'..=b'F' | b'x' | b'X' | b'o' | b'O')
+        {
+            t[b] |= NOT_NUMBER;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Whether `s` reads back as the same string, plainly, under YAML 1.1 and 1.2. Conservative:
 /// anything unusual is quoted. One pass over the bytes: this runs for every key and string of
 /// every rendered object.
@@ -405,24 +438,17 @@ fn plain_safe(s: &str) -> bool {
     }
     // The charset leaves `#` out, so ` #` (a comment) cannot occur; `: ` (a mapping) is
     // checked on the way.
-    let mut prev = 0u8;
-    let mut colon = false;
-    let mut letter_not_number = false;
+    let mut seen = PLAIN;
     for &b in bytes {
-        let ok = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
-            );
-        if !ok || (prev == b':' && b == b' ') {
-            return false;
-        }
-        colon |= b == b':';
-        // A `match`, not `contains` on a byte string: that is a `memchr` call per byte.
-        letter_not_number |= b.is_ascii_alphabetic()
-            && !matches!(b, b'a'..=b'f' | b'A'..=b'F' | b'x' | b'X' | b'o' | b'O');
-        prev = b;
+        let class = BYTE_CLASS[b as usize];
+        seen &= class | !PLAIN;
+        seen |= class & !PLAIN;
     }
+    let colon = seen & COLON != 0;
+    if seen & PLAIN == 0 || (colon && s.contains(": ")) {
+        return false;
+    }
+    let letter_not_number = seen & NOT_NUMBER != 0;
     if first.is_ascii_digit() {
         // Numbers, dates, times, octal, hex, exponents and sexagesimal all start with a digit
         // and contain no letter outside hex digits and x/o: such strings are quoted. `10Gi`,

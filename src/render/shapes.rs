@@ -86,15 +86,16 @@ pub(super) struct Lesson {
 pub(super) struct Shapes {
     /// The templates served: the embedded ones not overridden.
     templates: BTreeSet<String>,
-    /// Shape key → its skeleton, or `None` when the shape cannot take this path.
-    known: RwLock<HashMap<String, Option<Arc<Shape>>>>,
+    /// Shape key → its skeleton, or `None` when the shape cannot take this path. The keys are
+    /// the text of the renderer's own templates and the spec: a fast hash is enough.
+    known: RwLock<HashMap<String, Option<Arc<Shape>>, foldhash::fast::RandomState>>,
 }
 
 impl Shapes {
     pub(super) fn new(templates: BTreeSet<String>) -> Self {
         Shapes {
             templates,
-            known: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashMap::default()),
         }
     }
 
