@@ -221,11 +221,12 @@ fn direct(v: &minijinja::Value) -> Direct {
             Direct::Plain(Value::Array(out))
         }
         ValueKind::Map => {
-            let Ok(keys) = v.try_iter() else {
+            // Pairs, as `Serialize` reads them: looking each key up again was most of this.
+            let Some(pairs) = v.as_object().and_then(|o| o.try_iter_pairs()) else {
                 return Direct::Serde;
             };
             let mut out = serde_json::Map::new();
-            for key in keys {
+            for (key, item) in pairs {
                 // Other keys serialise in ways of their own.
                 let Some(k) = key.as_str().filter(|_| key.kind() == ValueKind::String) else {
                     return Direct::Serde;
@@ -233,9 +234,6 @@ fn direct(v: &minijinja::Value) -> Direct {
                 if !printable_ascii(k) {
                     return Direct::NotPlain;
                 }
-                let Ok(item) = v.get_item(&key) else {
-                    return Direct::Serde;
-                };
                 let x = match direct(&item) {
                     Direct::Plain(x) => x,
                     Direct::NotPlain => return Direct::NotPlain,
@@ -263,7 +261,20 @@ fn plain(v: &Value) -> bool {
 }
 
 fn printable_ascii(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !s.contains(SLOT)
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !has_slot(s.as_bytes())
+}
+
+/// Whether `s` holds [`SLOT`]: found from its underscores, as a substring search set up for
+/// each of the many short strings cost more than the rest of their conversion.
+fn has_slot(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = s[from..].iter().position(|&b| b == b'_') {
+        if s[from + at..].starts_with(SLOT.as_bytes()) {
+            return true;
+        }
+        from += at + 1;
+    }
+    false
 }
 
 /// The structure of a value as the typed round trip sees it: types, keys, items (a list of
