@@ -272,37 +272,56 @@ impl Renderer {
             }
         }
         let shared = shared_values(rollout);
-        // Rendering is CPU-bound and independent per dataset: split it across the cores.
+        let applyset =
+            manifest::rollout_applyset_id(&rollout.metadata.name, &rollout.metadata.namespace);
+        // Rendering is CPU-bound and independent per dataset: split it across the cores. The
+        // workers take small runs of datasets in turn, so one that is slowed down (by the other
+        // work on a shared machine, or by learning shapes) does not hold the others back.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .min(datasets.len().div_ceil(64).max(1));
-        let chunk = datasets.len().div_ceil(workers).max(1);
-        let results: Vec<Result<Vec<Object>, RenderError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = datasets
-                .chunks(chunk)
-                .map(|part| {
-                    let shared = &shared;
+        let runs: Vec<&[&Dataset]> = datasets.chunks(16).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let mut results: Vec<(usize, Result<Vec<Object>, RenderError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (shared, applyset) = (&shared, applyset.as_str());
+                    let (runs, next, failed) = (&runs, &next, &failed);
                     s.spawn(move || {
-                        let mut out = Vec::new();
-                        for d in part {
-                            self.render_dataset(rollout, d, plan, shared, &mut out)?;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let mut done = Vec::new();
+                        // Runs are taken in order, so every run before a failed one is
+                        // rendered: the error reported is the first dataset's, as serially.
+                        while !failed.load(Relaxed) {
+                            let i = next.fetch_add(1, Relaxed);
+                            let Some(run) = runs.get(i) else { break };
+                            let mut out = Vec::new();
+                            let result = run.iter().try_for_each(|d| {
+                                self.render_dataset(rollout, d, plan, shared, applyset, &mut out)
+                            });
+                            if result.is_err() {
+                                failed.store(true, Relaxed);
+                            }
+                            done.push((i, result.map(|()| out)));
                         }
-                        Ok(out)
+                        done
                     })
                 })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().expect("render worker panicked"))
+                .flat_map(|h| h.join().expect("render worker panicked"))
                 .collect()
         });
+        results.sort_unstable_by_key(|(i, _)| *i);
         let mut objects = Vec::new();
         if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {
             let class = class_context(rollout, &shared);
             objects.push(self.render_one(Kind::VolumeSnapshotClass, &class)?);
         }
-        for r in results {
+        for (_, r) in results {
             objects.extend(r?);
         }
         manifest::sort_for_apply(&mut objects);
@@ -324,11 +343,15 @@ impl Renderer {
         d: &Dataset,
         plan: &Plan,
         shared: &minijinja::Value,
+        applyset: &str,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
         let gens = &plan.datasets[&d.name];
         let own = dataset_values(d);
-        let layers = [&own, shared];
+        let layers = Layers {
+            values: [&own, shared],
+            applyset,
+        };
         let selects = plan.selects.get(&d.name).map(String::as_str);
         let base = dataset_context_with(rollout, d, None, selects, &layers);
         if !plan.fresh_source.contains(&d.name) {

@@ -42,25 +42,87 @@ pub(crate) fn plain_document(text: &str) -> Option<Value> {
 /// [`plain_document`] for documents of up to `max_nodes` parser events (a spec of 10,000
 /// datasets has a few hundred thousand; serde-saphyr's budget for it is larger still).
 pub(crate) fn plain_document_within(text: &str, max_nodes: usize) -> Option<Value> {
+    if text.len() >= PIPELINE_BYTES
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    {
+        return pipelined(text, max_nodes);
+    }
+    let mut events = events(text, max_nodes);
+    plain_events(&mut || events.next()?)
+}
+
+/// Documents from this size on (a spec of a few hundred datasets) are read on two cores.
+const PIPELINE_BYTES: usize = 64 * 1024;
+
+/// Events passed from the parsing thread to the reading one at a time.
+const BATCH: usize = 1024;
+
+/// A document's events without comments: `Some(None)` once it has more than `max_nodes` or
+/// fails to parse.
+fn events(text: &str, max_nodes: usize) -> impl Iterator<Item = Option<Event<'_>>> {
     let mut parser = Parser::new_from_str(text);
     let mut nodes = 0;
-    let mut next = move || -> Option<Event<'_>> {
+    let mut over = false;
+    std::iter::from_fn(move || {
+        if over {
+            return None;
+        }
         loop {
-            match parser.next_event()? {
+            let event = match parser.next_event()? {
                 Ok((Event::Comment(..), _)) => continue,
                 Ok((event, _)) => {
                     nodes += 1;
-                    return (nodes <= max_nodes).then_some(event);
+                    (nodes <= max_nodes).then_some(event)
                 }
-                Err(_) => return None,
-            }
+                Err(_) => None,
+            };
+            over = event.is_none();
+            return Some(event);
         }
-    };
+    })
+}
+
+/// [`plain_document_within`] with the parser on a thread of its own, handing its events over
+/// in batches while this one builds the value: the spec is read before anything else can
+/// start, so its reading is the one step of a render that no other work overlaps.
+fn pipelined(text: &str, max_nodes: usize) -> Option<Value> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<Event<'_>>>>(8);
+        s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            for event in events(text, max_nodes) {
+                batch.push(event);
+                if batch.len() == BATCH {
+                    // The reader stopped (the document is not plain): so does the parser.
+                    if tx
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        let mut current = Vec::new().into_iter();
+        let mut next = move || loop {
+            if let Some(event) = current.next() {
+                return event;
+            }
+            current = rx.recv().ok()?.into_iter();
+        };
+        plain_events(&mut next)
+        // `next`, holding the receiver, is dropped here: a parser still sending stops.
+    })
+}
+
+/// The value of a document's events, `None` when it is not plain.
+fn plain_events<'a>(next: &mut impl FnMut() -> Option<Event<'a>>) -> Option<Value> {
     if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart(..)) {
         return None;
     }
     let first = next()?;
-    let value = plain_node(first, &mut next, 0)?;
+    let value = plain_node(first, next, 0)?;
     match (next()?, next()?) {
         (Event::DocumentEnd, Event::StreamEnd) => Some(value),
         _ => None,
@@ -182,9 +244,13 @@ pub fn to_string(value: &Value) -> String {
 }
 
 fn indent(out: &mut String, n: usize) {
-    for _ in 0..n {
-        out.push(' ');
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
     }
+    out.push_str(&SPACES[..n]);
 }
 
 fn write_map(out: &mut String, m: &serde_json::Map<String, Value>, ind: usize) {
@@ -319,6 +385,39 @@ const RESERVED: [&str; 13] = [
     "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "nan", "inf", "=",
 ];
 
+/// [`BYTE_CLASS`] bits: a byte a plain string may hold; `:`; a letter no number form uses
+/// (outside hex digits and x/o).
+const PLAIN: u8 = 1;
+const COLON: u8 = 2;
+const NOT_NUMBER: u8 = 4;
+
+/// The class of each byte, looked up once per byte of every key and string written.
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
+            )
+        {
+            t[b] |= PLAIN;
+        }
+        if c == b':' {
+            t[b] |= COLON;
+        }
+        if c.is_ascii_alphabetic()
+            && !matches!(c, b'a'..=b'f' | b'A'..=b'F' | b'x' | b'X' | b'o' | b'O')
+        {
+            t[b] |= NOT_NUMBER;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Whether `s` reads back as the same string, plainly, under YAML 1.1 and 1.2. Conservative:
 /// anything unusual is quoted. One pass over the bytes: this runs for every key and string of
 /// every rendered object.
@@ -339,22 +438,17 @@ fn plain_safe(s: &str) -> bool {
     }
     // The charset leaves `#` out, so ` #` (a comment) cannot occur; `: ` (a mapping) is
     // checked on the way.
-    let mut prev = 0u8;
-    let mut colon = false;
-    let mut letter_not_number = false;
+    let mut seen = PLAIN;
     for &b in bytes {
-        let ok = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b' ' | b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'@' | b':' | b','
-            );
-        if !ok || (prev == b':' && b == b' ') {
-            return false;
-        }
-        colon |= b == b':';
-        letter_not_number |= b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(&b);
-        prev = b;
+        let class = BYTE_CLASS[b as usize];
+        seen &= class | !PLAIN;
+        seen |= class & !PLAIN;
     }
+    let colon = seen & COLON != 0;
+    if seen & PLAIN == 0 || (colon && s.contains(": ")) {
+        return false;
+    }
+    let letter_not_number = seen & NOT_NUMBER != 0;
     if first.is_ascii_digit() {
         // Numbers, dates, times, octal, hex, exponents and sexagesimal all start with a digit
         // and contain no letter outside hex digits and x/o: such strings are quoted. `10Gi`,
@@ -606,6 +700,32 @@ mod tests {
         assert!(agrees(&shallow));
         let huge = format!("[{}]", vec!["1"; MAX_NODES].join(","));
         assert!(plain_document(&huge).is_none());
+    }
+
+    #[test]
+    fn large_documents_read_on_two_threads_as_on_one() {
+        let item = |i: usize| {
+            format!(
+                "  - name: data-{i}\n    size: 10Gi\n    args: [\"echo {i}\", /bin/sh]\n    count: {i}\n"
+            )
+        };
+        let mut text = String::from("# a spec\nkind: Test\nitems:\n");
+        while text.len() < 2 * PIPELINE_BYTES {
+            text.push_str(&item(text.len()));
+        }
+        let mut serial = events(&text, MAX_NODES);
+        let one = plain_events(&mut || serial.next()?);
+        assert!(one.is_some());
+        assert_eq!(pipelined(&text, MAX_NODES), one);
+        assert_eq!(plain_document(&text), one);
+        assert_eq!(plain_document(&text), serde_saphyr::from_str(&text).ok());
+        // Not plain near the start (an anchor): the reader stops while the parser still has
+        // batches to send, and the parser stops with it.
+        let anchored = text.replacen("kind: Test", "kind: &k Test", 1);
+        assert!(plain_document(&anchored).is_none());
+        // A syntax error at the end, and a node budget exceeded half way.
+        assert!(plain_document(&format!("{text}  - [")).is_none());
+        assert!(plain_document_within(&text, 1_000).is_none());
     }
 
     #[test]

@@ -172,14 +172,18 @@ fn write_dir(dir: &Path, set: &RenderedSet, force: bool) -> Result<()> {
         .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = files.len().div_ceil(workers).max(1);
+    // Files are created relative to the open directory: the kernel does not walk its path
+    // again for each of them.
+    let staging_dir = std::fs::File::open(staging.path())
+        .with_context(|| format!("opening {}", staging.path().display()))?;
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
-                let dir = staging.path();
+                let dir = &staging_dir;
                 s.spawn(move || -> Result<()> {
                     for (name, content) in part {
-                        std::fs::write(dir.join(name), content)
+                        write_in(dir, name, content.as_bytes())
                             .with_context(|| format!("writing {name}"))?;
                     }
                     Ok(())
@@ -214,4 +218,16 @@ fn write_dir(dir: &Path, set: &RenderedSet, force: bool) -> Result<()> {
             let _ = std::fs::remove_dir_all(&staged);
         })
         .with_context(|| format!("replacing {}", dir.display()))
+}
+
+/// `std::fs::write` of `dir`'s entry `name` (created or truncated, mode 0666 less the umask).
+fn write_in(dir: &std::fs::File, name: &str, content: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )?;
+    std::fs::File::from(fd).write_all(content)
 }

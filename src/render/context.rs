@@ -84,6 +84,15 @@ pub(super) fn serde_value(v: impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
+/// The layers under a dataset context's local one, most specific first, and what every local
+/// layer of the render repeats.
+pub(super) struct Layers<'a> {
+    pub(super) values: [&'a minijinja::Value; 2],
+    /// The rollout's ApplySet id (see [`manifest::rollout_applyset_id`]), computed once per
+    /// render: it is a SHA-256 that every member label set would otherwise recompute.
+    pub(super) applyset: &'a str,
+}
+
 /// Layers given most specific first, `local` the most specific of all. minijinja's merge
 /// looks a key up from the last map to the first (the last that has it wins), so they are
 /// handed over in reverse.
@@ -137,7 +146,7 @@ pub(super) fn dataset_context(
     r: &Rollout,
     d: &Dataset,
     g: Option<&GenerationPlan>,
-    layers: &[&minijinja::Value],
+    layers: &Layers,
 ) -> Context {
     dataset_context_with(r, d, g, None, layers)
 }
@@ -149,13 +158,13 @@ pub(super) fn dataset_context_with(
     d: &Dataset,
     g: Option<&GenerationPlan>,
     selects: Option<&str>,
-    layers: &[&minijinja::Value],
+    layers: &Layers,
 ) -> Context {
-    let local = local_layer(r, d, g, selects);
+    let local = local_layer(r, d, g, selects, layers.applyset);
     Context {
         dataset: Some(d.name.clone()),
         generation: local.generation.clone(),
-        values: merged(layers, local),
+        values: merged(&layers.values, local),
     }
 }
 
@@ -165,6 +174,7 @@ pub(super) fn local_layer(
     d: &Dataset,
     g: Option<&GenerationPlan>,
     selects: Option<&str>,
+    applyset: &str,
 ) -> Local {
     let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
@@ -175,8 +185,7 @@ pub(super) fn local_layer(
         ("claim", d.claim_name().to_string()),
         ("volume", "data".to_string()),
     ]);
-    let ns = r.metadata.namespace.as_str();
-    let shared = manifest::member_labels(rollout, ns, Some(&d.name), None);
+    let shared = member_labels(rollout, applyset, Some(&d.name), None);
     // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
     // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
     // consumer only; claim-template labels carry ownership plus a component of their own so the
@@ -227,7 +236,7 @@ pub(super) fn local_layer(
         names.insert("snapshot", format!("{}-{id}", d.name));
         names.insert("statefulset", format!("{}-{id}", d.consumer.name));
         names.insert("verify", format!("{}-{id}{}", d.name, spec::VERIFY_SUFFIX));
-        let owned = manifest::member_labels(rollout, ns, Some(&d.name), Some(id));
+        let owned = member_labels(rollout, applyset, Some(&d.name), Some(id));
         labels.insert(
             "producer",
             with(owned.clone(), [(manifest::LABEL_COMPONENT, "producer")]),
@@ -297,6 +306,18 @@ pub(super) fn local_layer(
     }
 }
 
+/// [`manifest::member_labels`] with the ApplySet id given.
+fn member_labels(
+    rollout: &str,
+    applyset: &str,
+    dataset: Option<&str>,
+    generation: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut labels = manifest::ownership_labels(rollout, dataset, generation);
+    labels.insert(manifest::LABEL_PART_OF.to_string(), applyset.to_string());
+    labels
+}
+
 /// The name of snapshot copy `i` of a generation taking several (`snapshot.copies` > 1).
 pub fn copy_name(d: &Dataset, generation: &str, i: u32) -> String {
     format!("{}-{generation}-{i}", d.name)
@@ -308,15 +329,15 @@ pub(super) fn with_local(
     r: &Rollout,
     d: &Dataset,
     g: &GenerationPlan,
-    layers: &[&minijinja::Value],
+    layers: &Layers,
     change: impl FnOnce(&mut Local),
 ) -> Context {
-    let mut local = local_layer(r, d, Some(g), None);
+    let mut local = local_layer(r, d, Some(g), None, layers.applyset);
     change(&mut local);
     Context {
         dataset: Some(d.name.clone()),
         generation: local.generation.clone(),
-        values: merged(layers, local),
+        values: merged(&layers.values, local),
     }
 }
 

@@ -86,15 +86,16 @@ pub(super) struct Lesson {
 pub(super) struct Shapes {
     /// The templates served: the embedded ones not overridden.
     templates: BTreeSet<String>,
-    /// Shape key → its skeleton, or `None` when the shape cannot take this path.
-    known: RwLock<HashMap<String, Option<Arc<Shape>>>>,
+    /// Shape key → its skeleton, or `None` when the shape cannot take this path. The keys are
+    /// the text of the renderer's own templates and the spec: a fast hash is enough.
+    known: RwLock<HashMap<String, Option<Arc<Shape>>, foldhash::fast::RandomState>>,
 }
 
 impl Shapes {
     pub(super) fn new(templates: BTreeSet<String>) -> Self {
         Shapes {
             templates,
-            known: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashMap::default()),
         }
     }
 
@@ -166,8 +167,87 @@ fn plain_json(v: &minijinja::Value) -> Option<Value> {
     if v.is_safe() {
         return None;
     }
+    match direct(v) {
+        Direct::Plain(json) => Some(json),
+        Direct::NotPlain => None,
+        Direct::Serde => serialised(v),
+    }
+}
+
+/// A value through its `Serialize` implementation, as [`plain_json`] reads it.
+fn serialised(v: &minijinja::Value) -> Option<Value> {
     let json = serde_json::to_value(v).ok()?;
     plain(&json).then_some(json)
+}
+
+/// What [`direct`] made of a value.
+enum Direct {
+    /// The value, read without serde.
+    Plain(Value),
+    /// Not plain: the full path takes the object.
+    NotPlain,
+    /// A kind read through serde (numbers, iterables, objects of their own).
+    Serde,
+}
+
+/// Strings, booleans, none and the lists and maps of them (nearly every interpolated value)
+/// converted straight from minijinja's value, as its `Serialize` implementation writes them:
+/// going through serde was a fifteenth of a large render.
+fn direct(v: &minijinja::Value) -> Direct {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::String => match v.as_str() {
+            Some(s) if printable_ascii(s) => Direct::Plain(Value::String(s.to_string())),
+            Some(_) => Direct::NotPlain,
+            None => Direct::Serde,
+        },
+        ValueKind::Bool => Direct::Plain(Value::Bool(v.is_true())),
+        ValueKind::None => Direct::Plain(Value::Null),
+        ValueKind::Seq => {
+            let Ok(items) = v.try_iter() else {
+                return Direct::Serde;
+            };
+            let mut out = Vec::with_capacity(v.len().unwrap_or(0));
+            for item in items {
+                match direct(&item) {
+                    Direct::Plain(x) => out.push(x),
+                    Direct::NotPlain => return Direct::NotPlain,
+                    Direct::Serde => match serialised(&item) {
+                        Some(x) => out.push(x),
+                        None => return Direct::NotPlain,
+                    },
+                }
+            }
+            Direct::Plain(Value::Array(out))
+        }
+        ValueKind::Map => {
+            // Pairs, as `Serialize` reads them: looking each key up again was most of this.
+            let Some(pairs) = v.as_object().and_then(|o| o.try_iter_pairs()) else {
+                return Direct::Serde;
+            };
+            let mut out = serde_json::Map::new();
+            for (key, item) in pairs {
+                // Other keys serialise in ways of their own.
+                let Some(k) = key.as_str().filter(|_| key.kind() == ValueKind::String) else {
+                    return Direct::Serde;
+                };
+                if !printable_ascii(k) {
+                    return Direct::NotPlain;
+                }
+                let x = match direct(&item) {
+                    Direct::Plain(x) => x,
+                    Direct::NotPlain => return Direct::NotPlain,
+                    Direct::Serde => match serialised(&item) {
+                        Some(x) => x,
+                        None => return Direct::NotPlain,
+                    },
+                };
+                out.insert(k.to_string(), x);
+            }
+            Direct::Plain(Value::Object(out))
+        }
+        _ => Direct::Serde,
+    }
 }
 
 fn plain(v: &Value) -> bool {
@@ -181,7 +261,20 @@ fn plain(v: &Value) -> bool {
 }
 
 fn printable_ascii(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !s.contains(SLOT)
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !has_slot(s.as_bytes())
+}
+
+/// Whether `s` holds [`SLOT`]: found from its underscores, as a substring search set up for
+/// each of the many short strings cost more than the rest of their conversion.
+fn has_slot(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = s[from..].iter().position(|&b| b == b'_') {
+        if s[from + at..].starts_with(SLOT.as_bytes()) {
+            return true;
+        }
+        from += at + 1;
+    }
+    false
 }
 
 /// The structure of a value as the typed round trip sees it: types, keys, items (a list of
@@ -258,17 +351,23 @@ fn slot_index(s: &str) -> Option<usize> {
     s.strip_prefix(SLOT)?.strip_suffix("__")?.parse().ok()
 }
 
-/// The skeleton with each slot replaced by its value.
+/// The skeleton with each slot replaced by its value. A clone and replacements in place: a
+/// map's clone copies its index table, where collecting a new map hashes every key again.
 fn fill(skeleton: &Value, slots: &mut [Option<Value>]) -> Value {
-    match skeleton {
-        Value::String(s) => match slot_index(s) {
-            Some(i) => slots[i].take().unwrap_or(Value::Null),
-            None => Value::String(s.clone()),
-        },
-        Value::Array(a) => Value::Array(a.iter().map(|x| fill(x, slots)).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, x)| (k.clone(), fill(x, slots))).collect())
+    let mut value = skeleton.clone();
+    fill_in(&mut value, slots);
+    value
+}
+
+fn fill_in(v: &mut Value, slots: &mut [Option<Value>]) {
+    match v {
+        Value::String(s) => {
+            if let Some(i) = slot_index(s) {
+                *v = slots[i].take().unwrap_or(Value::Null);
+            }
         }
-        other => other.clone(),
+        Value::Array(a) => a.iter_mut().for_each(|x| fill_in(x, slots)),
+        Value::Object(m) => m.values_mut().for_each(|x| fill_in(x, slots)),
+        _ => {}
     }
 }

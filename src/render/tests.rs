@@ -80,7 +80,11 @@ fn embedded_templates_render_yaml_the_fast_reader_reads() {
         ));
         for d in &r.spec.datasets {
             let own = dataset_values(d);
-            let layers = [&own, &shared];
+            let applyset = manifest::rollout_applyset_id(&r.metadata.name, &r.metadata.namespace);
+            let layers = Layers {
+                values: [&own, &shared],
+                applyset: &applyset,
+            };
             let base = dataset_context(r, d, None, &layers);
             let g = GenerationPlan::full("2021-07-15");
             let ctx = dataset_context(r, d, Some(&g), &layers);
@@ -129,6 +133,41 @@ fn objects_of_one_structure_share_a_shape() {
         .render(&loaded.rollout, &plan)
         .unwrap();
     assert_eq!(fast.files(), full.files());
+}
+
+/// A value that holds the slot marker text is never taken for a slot: its objects take the
+/// full path and come out as the full path writes them.
+#[test]
+fn values_holding_the_slot_marker_render_as_the_full_path() {
+    let mut text = String::from(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata: {name: r, namespace: n}\nspec:\n  snapshotClass: {name: c, driver: d.example.com}\n  datasets:\n",
+    );
+    for (i, arg) in [
+        "__snaproll_slot_0__",
+        "a_b__snaproll_slot_12__",
+        "plain_arg",
+        "x__snaproll_slot_",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            "    - name: data-{i}\n      storage: {{size: 1Gi}}\n      producer: {{image: busybox, args: [\"{arg}\"]}}\n      consumer: {{name: c-{i}, image: nginx}}\n"
+        ));
+    }
+    let loaded = spec::parse_str("r.yaml", &text).unwrap();
+    let plan = Plan::single(&loaded.rollout, "2021-07-15");
+    let fast = Renderer::new(None)
+        .unwrap()
+        .render(&loaded.rollout, &plan)
+        .unwrap();
+    let full = Renderer::new(None)
+        .unwrap()
+        .full_path()
+        .render(&loaded.rollout, &plan)
+        .unwrap();
+    assert_eq!(fast.files(), full.files());
+    assert!(fast.to_yaml_stream().contains("a_b__snaproll_slot_12__"));
 }
 
 #[test]
