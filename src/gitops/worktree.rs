@@ -586,6 +586,20 @@ mod tests {
     use super::*;
     use crate::gitops::checkout::Session;
 
+    /// A commit request for `files` of rollout `demo`, generation `g1`, by `t`.
+    fn request(files: &[File]) -> Request<'_> {
+        Request {
+            files,
+            rollout: "demo",
+            generation: "g1",
+            author_name: Some("t"),
+            author_email: Some("t@example.com"),
+            describe_removed: None,
+            fingerprint: None,
+            fingerprint_check: None,
+        }
+    }
+
     /// The path taken only when a write fails after the checks passed: the commit stays, the
     /// index matches it (nothing left staged against HEAD) and the error names a working command.
     #[test]
@@ -598,16 +612,7 @@ mod tests {
             content: b"a: 1\n".to_vec(),
             objects: vec![],
         }];
-        let req = Request {
-            files: &files,
-            rollout: "demo",
-            generation: "g1",
-            author_name: Some("t"),
-            author_email: Some("t@example.com"),
-            describe_removed: None,
-            fingerprint: None,
-            fingerprint_check: None,
-        };
+        let req = request(&files);
         let session = Session::open(&dest, true).unwrap();
         let comps = vec!["rollouts".to_string(), "demo".to_string()];
         let (_, commit) = session.commit_onto(&req, &comps, None, false).unwrap();
@@ -650,16 +655,7 @@ mod tests {
                 objects: vec![],
             })
             .collect();
-        let req = Request {
-            files: &files,
-            rollout: "demo",
-            generation: "g1",
-            author_name: Some("t"),
-            author_email: Some("t@example.com"),
-            describe_removed: None,
-            fingerprint: None,
-            fingerprint_check: None,
-        };
+        let req = request(&files);
         crate::gitops::publish(&dest, &req).unwrap();
         // A fresh session for each check, as each run opens one (libgit2 keeps what a status
         // learnt of the index for the rest of a session).
