@@ -516,7 +516,7 @@ impl Session {
         }
         index.write().map_err(g)?;
         if let Some(newest) = newest {
-            self.index_after(&mut index, newest).map_err(g)?;
+            self.index_after(&mut index, newest);
         }
         if let Some(e) = first_error {
             return Err(e);
@@ -538,19 +538,21 @@ impl Session {
     /// clock (about a millisecond or more on most) leave every entry "racy": git and libgit2
     /// then cannot trust the recorded stat data and re-read each file on every status, and
     /// a no-op run cannot prove its folder clean from metadata. Gives up after 50 tries
-    /// (coarser clocks): the entries stay racy, which is only slower.
-    fn index_after(&self, index: &mut git2::Index, newest: (i64, i64)) -> Result<(), git2::Error> {
+    /// (coarser clocks), and at the first failed write (say, another git holds the index
+    /// lock): the index already written is right, its entries stay racy, which is only slower.
+    fn index_after(&self, index: &mut git2::Index, newest: (i64, i64)) {
         let path = self.repo.path().join("index");
         for _ in 0..50 {
             match std::fs::metadata(&path) {
-                Ok(m) if mtime(&m) > newest => return Ok(()),
-                Ok(_) => {}
-                Err(_) => return Ok(()),
+                Ok(m) if mtime(&m) <= newest => {}
+                _ => return,
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
-            index.write()?;
+            if let Err(e) = index.write() {
+                tracing::debug!(error = %self.scrub.err(e), "index left racy");
+                return;
+            }
         }
-        Ok(())
     }
 }
 
