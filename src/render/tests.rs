@@ -127,11 +127,7 @@ fn objects_of_one_structure_share_a_shape() {
     let fast = renderer.render(&loaded.rollout, &plan).unwrap();
     let shapes = renderer.shapes.as_ref().unwrap().len();
     assert_eq!(shapes, 6, "one shape per kind");
-    let full = Renderer::new(None)
-        .unwrap()
-        .full_path()
-        .render(&loaded.rollout, &plan)
-        .unwrap();
+    let full = full_path_render(&loaded.rollout, &plan);
     assert_eq!(fast.files(), full.files());
 }
 
@@ -157,15 +153,8 @@ fn values_holding_the_slot_marker_render_as_the_full_path() {
     }
     let loaded = spec::parse_str("r.yaml", &text).unwrap();
     let plan = Plan::single(&loaded.rollout, "2021-07-15");
-    let fast = Renderer::new(None)
-        .unwrap()
-        .render(&loaded.rollout, &plan)
-        .unwrap();
-    let full = Renderer::new(None)
-        .unwrap()
-        .full_path()
-        .render(&loaded.rollout, &plan)
-        .unwrap();
+    let fast = embedded_render(&loaded.rollout, &plan);
+    let full = full_path_render(&loaded.rollout, &plan);
     assert_eq!(fast.files(), full.files());
     assert!(fast.to_yaml_stream().contains("a_b__snaproll_slot_12__"));
 }
@@ -178,10 +167,7 @@ fn text_only_render_writes_the_same_yaml_and_drops_values() {
     );
     let loaded = spec::load(Path::new(&path)).unwrap();
     let plan = Plan::single(&loaded.rollout, "2021-07-15");
-    let full = Renderer::new(None)
-        .unwrap()
-        .render(&loaded.rollout, &plan)
-        .unwrap();
+    let full = embedded_render(&loaded.rollout, &plan);
     let text = Renderer::new(None)
         .unwrap()
         .text_only()
@@ -232,4 +218,18 @@ fn snapshot_records_the_plans_digest_and_unchanged_generation() {
             &json!({ manifest::ANNOTATION_SYNC_WAVE: wave }),
         ]
     );
+}
+
+/// The embedded templates' render, on the fast path where it applies.
+fn embedded_render(rollout: &spec::Rollout, plan: &Plan) -> RenderedSet {
+    Renderer::new(None).unwrap().render(rollout, plan).unwrap()
+}
+
+/// The embedded templates' render with every object on the full path (the reference).
+fn full_path_render(rollout: &spec::Rollout, plan: &Plan) -> RenderedSet {
+    Renderer::new(None)
+        .unwrap()
+        .full_path()
+        .render(rollout, plan)
+        .unwrap()
 }
