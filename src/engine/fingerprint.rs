@@ -124,7 +124,11 @@ pub(super) fn declared_name(spec: &[u8]) -> Option<String> {
 }
 
 /// Every file under `dir` (relative name, content).
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+pub(super) fn collect(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {

@@ -37,6 +37,7 @@ use crate::rollout::{self, Decision, State};
 use crate::spec::{self, Loaded, SpecError};
 
 mod client;
+mod delta;
 mod fingerprint;
 mod lock;
 mod observe;
@@ -477,10 +478,6 @@ impl Engine {
     fn plan(&self, now: jiff::Timestamp) -> Result<Planned, EngineError> {
         let rollout = &self.loaded.rollout;
         let name = rollout.metadata.name.clone();
-        let step_err = |source| EngineError::Step {
-            rollout: name.clone(),
-            source,
-        };
         let git_err = |source| EngineError::Git {
             rollout: name.clone(),
             source: Box::new(source),
@@ -553,36 +550,56 @@ impl Engine {
                         fingerprint: None,
                         decided: None,
                         options: opts,
+                        partial: None,
+                        table: None,
                     });
                 }
-                let files = checkout.read().map_err(git_err)?;
-                // Each committed file is parsed once: the decision and `carry` share it
-                // (`origin[i]` is the file manifest `i` was read from).
-                let (origin, manifests) = parse_committed(&files);
-                let (observed, decisions, plan) =
-                    observe::decide_from_git(&manifests, rollout, &opts).map_err(step_err)?;
-                let set = self
-                    .renderer
-                    .render(rollout, &plan)
-                    .map_err(|e| step_err(StepError::Render(e)))?;
-                let mut step = Step {
-                    observed,
-                    decisions,
-                    set,
-                    live: None,
-                };
-                // A dataset that left the spec leaves Git StatefulSets first: the rest of it
-                // stays one more run.
-                let mut holds = rollout::removed_git_holds(rollout, &name, &manifests);
-                holds.extend(rollout::source_holds(&step.decisions, &namespace));
-                let carried = carry_parsed(&mut step.set, &files, &origin, manifests, &holds);
+                // Only the datasets whose inputs changed, when the kept table stands for
+                // the head (see `delta`).
+                let digests = fp.as_ref().and_then(|_| {
+                    delta::Digests::of(
+                        rollout,
+                        &opts,
+                        self.opts.templates.as_deref(),
+                        &target.dest.path,
+                    )
+                });
+                let keeper = digests
+                    .as_ref()
+                    .and_then(|_| checkout.keeper(&delta::key(&target.dest.path)));
+                if let (Some(digests), Some(kept)) = (&digests, &keeper)
+                    && let Some(p) = self.plan_partial(&checkout, kept, digests, &opts)?
+                {
+                    #[cfg(debug_assertions)]
+                    self.check_partial(&checkout, &p, &opts);
+                    let decided = Decided {
+                        plan: p.plan,
+                        carried: Vec::new(),
+                    };
+                    return Ok(Planned {
+                        step: p.step,
+                        generation: p.generation,
+                        checkout: Some(checkout),
+                        unchanged: None,
+                        fingerprint: fp,
+                        decided: Some(decided),
+                        options: opts,
+                        partial: Some(p.partial),
+                        table: Some((kept.clone(), p.table)),
+                    });
+                }
+                let (step, plan, carried) = self.plan_full(&checkout, &opts)?;
+                let table = digests
+                    .filter(|_| carried.is_empty())
+                    .and_then(|d| delta::Table::of_run(&d, rollout, &step.decisions, &step.set))
+                    .and_then(|t| keeper.map(|k| (k, t)));
                 let decided = fp.as_ref().map(|_| Decided { plan, carried });
-                (step, Some((checkout, fp, decided)))
+                (step, Some((checkout, fp, decided, table)))
             }
         };
-        let (checkout, fingerprint, decided) = match checkout {
-            Some((c, f, d)) => (Some(c), f, d),
-            None => (None, None, None),
+        let (checkout, fingerprint, decided, table) = match checkout {
+            Some((c, f, d, t)) => (Some(c), f, d, t),
+            None => (None, None, None, None),
         };
         // What a commit message names: a pin (a rollback) when there is one, since the newer
         // generation still renders while it retires; else the newest rendered generation.
@@ -609,7 +626,110 @@ impl Engine {
             fingerprint,
             decided,
             options: opts,
+            partial: None,
+            table,
         })
+    }
+
+    /// The full offline step: every committed file parsed, every dataset decided and rendered,
+    /// the objects Git must hold carried over (their ids returned, in the order added).
+    fn plan_full(
+        &self,
+        checkout: &Checkout,
+        opts: &rollout::Options,
+    ) -> Result<(Step, rollout::Plan, Vec<ObjectRef>), EngineError> {
+        let rollout = &self.loaded.rollout;
+        let name = &rollout.metadata.name;
+        let step_err = |source| EngineError::Step {
+            rollout: name.clone(),
+            source,
+        };
+        let files = checkout.read().map_err(|source| EngineError::Git {
+            rollout: name.clone(),
+            source: Box::new(source),
+        })?;
+        // Each committed file is parsed once: the decision and `carry` share it
+        // (`origin[i]` is the file manifest `i` was read from).
+        let (origin, manifests) = parse_committed(&files);
+        let (observed, decisions, plan) =
+            observe::decide_from_git(&manifests, rollout, opts).map_err(step_err)?;
+        let set = self
+            .renderer
+            .render(rollout, &plan)
+            .map_err(|e| step_err(StepError::Render(e)))?;
+        let mut step = Step {
+            observed,
+            decisions,
+            set,
+            live: None,
+        };
+        // A dataset that left the spec leaves Git StatefulSets first: the rest of it
+        // stays one more run.
+        let mut holds = rollout::removed_git_holds(rollout, name, &manifests);
+        holds.extend(rollout::source_holds(
+            &step.decisions,
+            &rollout.metadata.namespace,
+        ));
+        let carried = carry_parsed(&mut step.set, &files, &origin, manifests, &holds);
+        Ok((step, plan, carried))
+    }
+
+    /// Debug builds (every test): a partial step must come out as the full step would, file
+    /// for file, decision for decision, with the same generation.
+    #[cfg(debug_assertions)]
+    fn check_partial(&self, checkout: &Checkout, p: &delta::Planned, opts: &rollout::Options) {
+        let (full, _, carried) = self.plan_full(checkout, opts).expect("the full step");
+        assert!(
+            carried.is_empty(),
+            "a partial step where the full one carries objects over"
+        );
+        let json = |d: &[Decision]| serde_json::to_value(d).expect("decisions serialize");
+        assert_eq!(
+            json(&p.step.decisions),
+            json(&full.decisions),
+            "partial decisions differ"
+        );
+        let files = checkout.read().expect("the head's files");
+        let mut partial: BTreeMap<String, Vec<u8>> = files
+            .into_iter()
+            .filter(|f| !p.partial.scope.contains(&f.path))
+            .map(|f| (f.path, f.content))
+            .collect();
+        for f in &p.partial.files {
+            partial.insert(f.path.clone(), f.content.clone());
+        }
+        let whole: BTreeMap<String, Vec<u8>> = full
+            .set
+            .files()
+            .into_iter()
+            .map(|(n, c)| (n, c.into_bytes()))
+            .collect();
+        assert_eq!(
+            partial.keys().collect::<Vec<_>>(),
+            whole.keys().collect::<Vec<_>>(),
+            "a partial step's files differ from the full step's"
+        );
+        for (name, content) in &whole {
+            assert!(
+                partial.get(name) == Some(content),
+                "a partial step's {name} differs from the full step's"
+            );
+        }
+        let newest = full
+            .decisions
+            .iter()
+            .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
+            .max();
+        let pinned = self
+            .loaded
+            .rollout
+            .spec
+            .datasets
+            .iter()
+            .find_map(|d| d.generations.pin.clone());
+        if let Some(g) = pinned.or(newest) {
+            assert_eq!(g, p.generation, "a partial step names another generation");
+        }
     }
 
     /// Commits (or previews) the decided folder. An offline run commits onto the very
@@ -619,21 +739,30 @@ impl Engine {
             return Ok(outcome);
         }
         let set = &planned.step.set;
-        // One object per file; kustomization.yaml describes none.
-        let described: BTreeMap<String, String> = set
-            .objects
-            .iter()
-            .map(|o| (o.id.file_name(), o.id.to_string()))
-            .collect();
-        let files: Vec<gitops::File> = set
-            .files()
-            .into_iter()
-            .map(|(name, content)| gitops::File {
-                objects: described.get(&name).cloned().into_iter().collect(),
-                path: name,
-                content: content.into_bytes(),
-            })
-            .collect();
+        let partial = planned.partial.take();
+        let files: Vec<gitops::File> = match &partial {
+            Some(p) => p.files.clone(),
+            None => {
+                // One object per file; kustomization.yaml describes none.
+                let described: BTreeMap<String, String> = set
+                    .objects
+                    .iter()
+                    .map(|o| (o.id.file_name(), o.id.to_string()))
+                    .collect();
+                set.files()
+                    .into_iter()
+                    .map(|(name, content)| gitops::File {
+                        objects: described.get(&name).cloned().into_iter().collect(),
+                        path: name,
+                        content: content.into_bytes(),
+                    })
+                    .collect()
+            }
+        };
+        // The fixed-point check decides what this run decided: the redone datasets only.
+        let spec = partial
+            .as_ref()
+            .map_or(&self.loaded.rollout, |p| &p.rollout);
         let describe = |_: &str, content: &[u8]| describe_removed(content);
         let rollout = self.rollout_name();
         let checkout = match planned.checkout.take() {
@@ -649,7 +778,7 @@ impl Engine {
             // writes a commit.
             let check = (!target.preview).then_some(decided).flatten().map(|d| {
                 scope.spawn(move || {
-                    let (spec, renderer) = (&self.loaded.rollout, &self.renderer);
+                    let renderer = &self.renderer;
                     fingerprint::is_fixed_point(set, &d.plan, &d.carried, spec, renderer, options)
                 })
             });
@@ -675,12 +804,21 @@ impl Engine {
                 describe_removed: Some(&describe),
                 fingerprint: fp,
                 fingerprint_check: Some(&vouch),
+                scope: partial.as_ref().map(|p| &p.scope),
             };
             if target.preview {
-                checkout.preview(&req)
-            } else {
-                checkout.publish(&req)
+                return checkout.preview(&req);
             }
+            let outcome = checkout.publish(&req)?;
+            // The table stands for the new head only when its commit recorded the fingerprint
+            // (a fixed point); a commit without it leaves the old table, naming an old head.
+            if let (Some(commit), Some((keeper, table))) = (outcome.commit, planned.table.take())
+                && fp.is_some()
+                && check.borrow().1 == Some(true)
+            {
+                keeper.write(&table.with_head(commit.to_string()).to_bytes());
+            }
+            Ok(outcome)
         })
     }
 
@@ -835,6 +973,11 @@ struct Planned {
     decided: Option<Decided>,
     /// The decision options the plan was made with.
     options: rollout::Options,
+    /// Offline, when only the datasets whose inputs changed were redone: the partial request.
+    partial: Option<delta::Partial>,
+    /// Offline: the table of what the commit is made from, kept once the commit records the
+    /// fingerprint (see `delta`).
+    table: Option<(gitops::Keeper, delta::Table)>,
 }
 
 impl Planned {

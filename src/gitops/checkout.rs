@@ -89,6 +89,62 @@ impl Checkout {
         session.fingerprint_at(session.branch_head()?)
     }
 
+    /// The branch head, when it was committed with a fingerprint still bound to its folder
+    /// (see [`Checkout::head_fingerprint`]: a fixed point of some inputs); it becomes the head
+    /// this run read, so [`Checkout::publish`] commits onto exactly it. `None` (nothing
+    /// recorded as read) when the head carries no fingerprint or there is no repository yet.
+    pub fn vouched_head(&self) -> Result<Option<Oid>, GitError> {
+        let Some(session) = &self.session else {
+            return Ok(None);
+        };
+        let head = session.branch_head()?;
+        if head.is_none() || session.fingerprint_at(head)?.is_none() {
+            return Ok(None);
+        }
+        self.seen.set(Some(head));
+        Ok(head)
+    }
+
+    /// The named files of the folder (relative paths) as the head [`Checkout::vouched_head`]
+    /// returned holds them, in the order asked; `None` for a name it does not hold as a file.
+    /// Reads only those blobs, not the folder.
+    pub fn read_named(&self, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, GitError> {
+        let (Some(session), Some(head)) = (&self.session, self.seen.get().flatten()) else {
+            return Ok(names.iter().map(|_| None).collect());
+        };
+        let Some(tree) = session.tree_of(Some(head))? else {
+            return Ok(names.iter().map(|_| None).collect());
+        };
+        let folder = self.rel.join("/");
+        names
+            .iter()
+            .map(
+                |name| match tree.get_path(Path::new(&format!("{folder}/{name}"))) {
+                    Ok(e) if e.kind() == Some(ObjectType::Blob) => {
+                        session.blob_content(e.id()).map(Some)
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+                    Err(e) => Err(session.repo_err(format!("reading {name}"))(e)),
+                },
+            )
+            .collect()
+    }
+
+    /// A place beside this repository for bytes a caller keeps between runs under `key`
+    /// (`<git dir>/snaproll/<key>`): never committed, pushed or cloned, so only a later run
+    /// on the same repository sees it. `None` for a temporary clone (a URL) or before the
+    /// repository exists.
+    pub fn keeper(&self, key: &str) -> Option<Keeper> {
+        let session = self.session.as_ref()?;
+        if session.url_mode || key.is_empty() || key.contains(['/', '\\', '.']) {
+            return None;
+        }
+        Some(Keeper {
+            path: session.repo.path().join("snaproll").join(key),
+        })
+    }
+
     /// The outcome of a publish that writes nothing, when the branch head was committed with
     /// `fingerprint` and its folder is still what that commit recorded (see
     /// [`Checkout::head_fingerprint`]); `None` otherwise, and then the caller does the full
@@ -172,6 +228,42 @@ impl Checkout {
             }
         }
         Ok(plan.outcome(req, None, parent, branch, &dest.path))
+    }
+}
+
+/// Bytes kept beside a repository between runs (see [`Checkout::keeper`]). Best effort: a
+/// read that fails is `None`, a write that fails is only logged, so what is kept can only
+/// speed a run up, never fail one.
+#[derive(Clone, Debug)]
+pub struct Keeper {
+    path: std::path::PathBuf,
+}
+
+impl Keeper {
+    /// What was kept, if anything.
+    pub fn read(&self) -> Option<Vec<u8>> {
+        std::fs::read(&self.path).ok()
+    }
+
+    /// Replaces what is kept: written to a temporary file and renamed, so a reader sees the
+    /// old bytes or the new ones, never a part.
+    pub fn write(&self, bytes: &[u8]) {
+        let result = (|| {
+            let dir = self.path.parent().expect("a key under a directory");
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, bytes)?;
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(e) = result {
+            tracing::debug!(error = %e, path = %self.path.display(), "could not keep a file beside the repository");
+        }
+    }
+
+    /// Forgets what was kept (a run that cannot vouch for it).
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

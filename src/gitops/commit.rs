@@ -123,6 +123,15 @@ impl Session {
             }
             entries.push((f.path.as_str(), oid));
         }
+        if let Some(scope) = req.scope {
+            // A partial request: the committed files outside its scope stay as they are.
+            let given: BTreeSet<&str> = req.files.iter().map(|f| f.path.as_str()).collect();
+            for (path, &(oid, _)) in &old {
+                if !scope.contains(path) && !given.contains(path.as_str()) && !path.is_empty() {
+                    entries.push((path.as_str(), oid));
+                }
+            }
+        }
         if new_blobs.len() >= PACK_MIN_OBJECTS {
             let blobs: Vec<&[u8]> = new_blobs.values().map(|f| f.content.as_slice()).collect();
             self.write_pack(&blobs)?;

@@ -31,6 +31,7 @@ mod redact;
 mod remote;
 mod worktree;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +39,7 @@ use std::time::Duration;
 use git2::Oid;
 use serde::Serialize;
 
-pub use checkout::Checkout;
+pub use checkout::{Checkout, Keeper};
 pub use error::{GitError, Libgit2};
 pub use paths::check_destination;
 pub use redact::{
@@ -187,6 +188,12 @@ pub struct Request<'a> {
     /// full work. `None`: the fingerprint is recorded as given. Called only when a commit is
     /// actually written, so a costly check costs nothing on runs that change nothing.
     pub fingerprint_check: Option<&'a dyn Fn() -> bool>,
+    /// `None`: `files` is the whole folder (a committed file not among them is removed).
+    /// `Some(scope)`: `files` replaces only the files named in `scope` (paths relative to the
+    /// folder); a file in `scope` not among `files` is removed, every other committed file
+    /// stays as it is, unread. A caller that knows which files a change touches (one dataset
+    /// of a thousand) neither renders nor hashes the others.
+    pub scope: Option<&'a BTreeSet<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -47,7 +47,11 @@ impl Plan {
                 new: keep_content.then(|| f.content.clone()),
             });
         }
-        for p in old.keys().filter(|p| !present.contains(p.as_str())) {
+        let in_scope = |p: &str| req.scope.is_none_or(|s| s.contains(p));
+        for p in old
+            .keys()
+            .filter(|p| !present.contains(p.as_str()) && in_scope(p))
+        {
             changes.push(FileChange {
                 path: if p.is_empty() {
                     folder.to_string()

@@ -599,6 +599,7 @@ mod tests {
             describe_removed: None,
             fingerprint: None,
             fingerprint_check: None,
+            scope: None,
         }
     }
 

@@ -47,7 +47,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::spec;
@@ -126,7 +126,7 @@ pub(crate) fn created(v: &Value) -> Option<jiff::Timestamp> {
 }
 
 /// The state of a generation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// The producer Pod is filling the PVC.
@@ -171,7 +171,7 @@ impl fmt::Display for State {
 }
 
 /// One generation's state, for `status` and the run's report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationStatus {
     pub generation: String,
     pub state: State,
@@ -183,7 +183,9 @@ pub struct GenerationStatus {
 }
 
 /// What to do for one dataset this run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Deserialized only from what an earlier run of this build kept (see `engine::delta`); the
+/// fields skipped in JSON come back empty.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub dataset: String,
     /// Oldest first.
@@ -195,26 +197,26 @@ pub struct Decision {
     pub removed: bool,
     /// Why the dataset has no generation at all, when that is expected: a manual schedule
     /// waits for `--generation` (shown instead of an empty state).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     /// What the run did not do and why, one line each (a clock behind the newest generation).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Look-alikes: objects with the dataset's ownership labels that are not members of the
     /// rollout's ApplySet (`Kind/name`); ignored.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign: Vec<String>,
     /// The shared source claim, when it is no longer rendered (its spec changed in a way the
     /// API server refuses in place) but a rendered producer still uses it: kept until then.
     #[serde(skip)]
     pub held_source: Option<String>,
     /// `consumer.switch: atomic`: which generation the Service selects.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSwitch>,
 }
 
 /// What the Service of a dataset with `consumer.switch: atomic` selects.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSwitch {
     /// The generation the Service selects as the run found it (`None`: no Service yet, or one

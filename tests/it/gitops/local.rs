@@ -280,6 +280,7 @@ fn library_publish_handles_nested_files_and_an_emptied_folder() {
             describe_removed: None,
             fingerprint: None,
             fingerprint_check: None,
+            scope: None,
         }
     }
     let dest = Destination::new(repo.to_str().unwrap(), "deploy/demo/");

@@ -384,6 +384,7 @@ fn lib_req(files: &[snaproll::gitops::File]) -> snaproll::gitops::Request<'_> {
         describe_removed: None,
         fingerprint: None,
         fingerprint_check: None,
+        scope: None,
     }
 }
 

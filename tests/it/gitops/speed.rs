@@ -100,6 +100,7 @@ fn fingerprint_is_bound_to_the_folder_it_produced() {
     let with = |fp: &'static str| Request {
         fingerprint: Some(fp),
         fingerprint_check: None,
+        scope: None,
         ..lib_req(&files)
     };
     assert_eq!(
