@@ -133,15 +133,20 @@ impl Checkout {
 
     /// A place beside this repository for bytes a caller keeps between runs under `key`
     /// (`<git dir>/snaproll/<key>`): never committed, pushed or cloned, so only a later run
-    /// on the same repository sees it. `None` for a temporary clone (a URL) or before the
-    /// repository exists.
+    /// on the same repository sees it. `None` for a temporary clone (a URL).
     pub fn keeper(&self, key: &str) -> Option<Keeper> {
-        let session = self.session.as_ref()?;
-        if session.url_mode || key.is_empty() || key.contains(['/', '\\', '.']) {
+        if key.is_empty() || key.contains(['/', '\\', '.']) {
             return None;
         }
+        let dir = match &self.session {
+            Some(s) if s.url_mode => return None,
+            Some(s) => s.repo.path().to_path_buf(),
+            // `publish` creates it as a non-bare repository (see `init_repo`).
+            None if is_url(&self.dest.repo) => return None,
+            None => Path::new(&self.dest.repo).join(".git"),
+        };
         Some(Keeper {
-            path: session.repo.path().join("snaproll").join(key),
+            path: dir.join("snaproll").join(key),
         })
     }
 
