@@ -126,6 +126,7 @@ fn main() {
         describe_removed: None,
         fingerprint: Some("bench-fingerprint-1"),
         fingerprint_check: None,
+        scope: None,
     };
     let unfingerprinted = Request {
         fingerprint: None,

@@ -59,6 +59,7 @@ pub(super) fn key(folder: &str) -> String {
 }
 
 /// The inputs of a run's datasets: one digest for what they share, one per dataset.
+#[derive(Clone, Debug)]
 pub(super) struct Digests {
     pub(super) shared: String,
     pub(super) datasets: BTreeMap<String, String>,
@@ -176,26 +177,30 @@ impl Table {
             .map(|e| (&e.decision, e.newest.as_deref()))
     }
 
-    /// A table for a head whose datasets were all decided by this run (`decisions` in the
-    /// spec's order, `set` their objects); `None` when the run carried objects over or a
-    /// decision holds something, which only a full run can see again.
-    pub(super) fn of_run(
-        digests: &Digests,
-        rollout: &Rollout,
-        decisions: &[Decision],
-        set: &crate::render::RenderedSet,
-    ) -> Option<Table> {
-        let mut table = Table {
+    /// A table with no dataset yet, for inputs with `digests`.
+    pub(super) fn empty(digests: &Digests) -> Table {
+        Table {
             format: FORMAT,
             head: String::new(),
             shared: digests.shared.clone(),
             datasets: BTreeMap::new(),
-        };
-        table.update(digests, rollout, decisions, set)?;
-        (table.datasets.len() == rollout.spec.datasets.len()).then_some(table)
+        }
     }
 
-    /// Replaces the entries of the datasets `decisions` decided (their objects in `set`).
+    /// Whether the table has an entry for every dataset of `rollout` and no other.
+    pub(super) fn covers(&self, rollout: &Rollout) -> bool {
+        self.datasets.len() == rollout.spec.datasets.len()
+            && rollout
+                .spec
+                .datasets
+                .iter()
+                .all(|d| self.datasets.contains_key(&d.name))
+    }
+
+    /// Replaces the entries of the datasets `decisions` decided (their objects in `set`):
+    /// the decisions a run from the committed content makes (the fixed-point check's), which
+    /// is what a full run reports for a dataset until its inputs or the head change. `None`
+    /// when a decision holds something (only a full run sees it again).
     pub(super) fn update(
         &mut self,
         digests: &Digests,
@@ -320,45 +325,6 @@ pub(super) fn scope<'a>(
     new.chain(old).map(str::to_string).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn apply_order_is_by_kind_then_name_not_by_file_name() {
-        let mut names: Vec<String> = [
-            "60-statefulset-a.yaml",
-            "20-persistentvolumeclaim-a.yaml",
-            "20-persistentvolumeclaim-a-b.yaml",
-            "10-volumesnapshotclass-c.yaml",
-        ]
-        .map(String::from)
-        .to_vec();
-        apply_order(&mut names);
-        assert_eq!(
-            names,
-            [
-                "10-volumesnapshotclass-c.yaml",
-                "20-persistentvolumeclaim-a.yaml",
-                "20-persistentvolumeclaim-a-b.yaml",
-                "60-statefulset-a.yaml",
-            ]
-        );
-    }
-
-    #[test]
-    fn only_snaprolls_own_kustomization_is_read() {
-        let ours = crate::render::kustomization_of(["a.yaml", "b.yaml"].into_iter());
-        assert_eq!(
-            listed(ours.as_bytes()),
-            Some(vec!["a.yaml".to_string(), "b.yaml".to_string()])
-        );
-        assert_eq!(listed(b"resources:\n  - a.yaml\n"), None);
-        let edited = ours.replace("  - b.yaml", "  -  b.yaml");
-        assert_eq!(listed(edited.as_bytes()), None);
-    }
-}
-
 /// A partial offline step: what [`super::Engine::plan`] needs besides the step itself.
 pub(super) struct Partial {
     /// The request's files: the redone datasets' objects and `kustomization.yaml`.
@@ -370,7 +336,7 @@ pub(super) struct Partial {
 }
 
 /// What a partial step decided: the step (all decisions; only the redone objects), its plan,
-/// the commit's generation, the partial request and the next table (without its head).
+/// the commit's generation, the partial request and the table it started from.
 pub(super) struct Planned {
     pub(super) step: super::Step,
     pub(super) plan: rollout::Plan,
@@ -450,6 +416,7 @@ impl super::Engine {
             .renderer
             .render(&sub, &plan)
             .map_err(|e| step_err(super::StepError::Render(e)))?;
+        // This run's decisions stand in for the redone datasets' until the commit's check.
         let mut next = table.clone();
         if next.update(digests, &sub, &decisions, &set).is_none() {
             return Ok(None);
@@ -480,7 +447,7 @@ impl super::Engine {
             content: crate::render::kustomization_of(names.iter().map(String::as_str)).into_bytes(),
             objects: Vec::new(),
         });
-        let decisions = merged(rollout, &next, decisions);
+        let decisions = merged(rollout, &table, decisions);
         let pinned = rollout
             .spec
             .datasets
@@ -516,7 +483,46 @@ impl super::Engine {
                 scope,
                 rollout: sub,
             },
-            table: next,
+            table,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_order_is_by_kind_then_name_not_by_file_name() {
+        let mut names: Vec<String> = [
+            "60-statefulset-a.yaml",
+            "20-persistentvolumeclaim-a.yaml",
+            "20-persistentvolumeclaim-a-b.yaml",
+            "10-volumesnapshotclass-c.yaml",
+        ]
+        .map(String::from)
+        .to_vec();
+        apply_order(&mut names);
+        assert_eq!(
+            names,
+            [
+                "10-volumesnapshotclass-c.yaml",
+                "20-persistentvolumeclaim-a.yaml",
+                "20-persistentvolumeclaim-a-b.yaml",
+                "60-statefulset-a.yaml",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_snaprolls_own_kustomization_is_read() {
+        let ours = crate::render::kustomization_of(["a.yaml", "b.yaml"].into_iter());
+        assert_eq!(
+            listed(ours.as_bytes()),
+            Some(vec!["a.yaml".to_string(), "b.yaml".to_string()])
+        );
+        assert_eq!(listed(b"resources:\n  - a.yaml\n"), None);
+        let edited = ours.replace("  - b.yaml", "  -  b.yaml");
+        assert_eq!(listed(edited.as_bytes()), None);
     }
 }

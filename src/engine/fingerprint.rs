@@ -141,8 +141,8 @@ pub(super) fn collect(
     Ok(())
 }
 
-/// Whether an offline run from `set` (the content about to be committed) with the same inputs
-/// makes exactly `set` again: decided from the set's own objects, with what the engine carries
+/// The decisions of an offline run from `set` (the content about to be committed) with the
+/// same inputs, when that run makes exactly `set` again (else `None`): decided from the set's own objects, with what the engine carries
 /// over from Git carried over from them. Only then may the commit record the fingerprint.
 ///
 /// `set` is the render of `plan` (by this build, from this spec) plus `carried`. The render is
@@ -156,15 +156,18 @@ pub(super) fn is_fixed_point(
     spec: &Rollout,
     renderer: &Renderer,
     opts: &rollout::Options,
-) -> bool {
-    let same = same_decision(set, plan, carried, spec, renderer, opts);
+) -> Option<Vec<rollout::Decision>> {
+    let mut next = None;
+    let same = same_decision(set, plan, carried, spec, renderer, opts, &mut next);
     tracing::debug!(
         fixed_point = same,
         "re-decided from the content being committed"
     );
-    same
+    next.filter(|_| same)
 }
 
+/// Whether the next run makes `set` again; its decisions go to `decided` (what a later run
+/// that does not decide a dataset again reports for it: see `delta`).
 fn same_decision(
     set: &RenderedSet,
     plan: &rollout::Plan,
@@ -172,6 +175,7 @@ fn same_decision(
     spec: &Rollout,
     renderer: &Renderer,
     opts: &rollout::Options,
+    decided: &mut Option<Vec<rollout::Decision>>,
 ) -> bool {
     // The set's values are its YAML parsed (the text is written from them), so this reads
     // what the next run would read, without parsing the text again.
@@ -183,21 +187,22 @@ fn same_decision(
     let Ok((_, decisions, next)) = super::observe::decide_from_git(&manifests, spec, opts) else {
         return false;
     };
+    let decisions = &*decided.insert(decisions);
     if normalized(next.clone(), spec) != normalized(plan.clone(), spec) {
         // A plan that differs may still render the same objects: render it and compare.
         tracing::debug!("the next decision plans differently: rendering it to compare");
-        return rendered_again(set, next, &decisions, &manifests, spec, renderer);
+        return rendered_again(set, next, decisions, &manifests, spec, renderer);
     }
     // Equal normalized plans must render the same: every debug build (every test) proves it.
     #[cfg(debug_assertions)]
     if carried.is_empty() {
         assert!(
-            rendered_again(set, next, &decisions, &manifests, spec, renderer),
+            rendered_again(set, next, decisions, &manifests, spec, renderer),
             "equal normalized plans rendered differently"
         );
     }
     let mut holds = rollout::removed_git_holds(spec, &spec.metadata.name, &manifests);
-    holds.extend(rollout::source_holds(&decisions, &spec.metadata.namespace));
+    holds.extend(rollout::source_holds(decisions, &spec.metadata.namespace));
     if !carried.iter().all(|id| holds.contains_key(id)) {
         return false;
     }

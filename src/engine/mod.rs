@@ -585,14 +585,13 @@ impl Engine {
                         decided: Some(decided),
                         options: opts,
                         partial: Some(p.partial),
-                        table: Some((kept.clone(), p.table)),
+                        table: Some((kept.clone(), p.table, digests.clone())),
                     });
                 }
                 let (step, plan, carried) = self.plan_full(&checkout, &opts)?;
                 let table = digests
                     .filter(|_| carried.is_empty())
-                    .and_then(|d| delta::Table::of_run(&d, rollout, &step.decisions, &step.set))
-                    .and_then(|t| keeper.map(|k| (k, t)));
+                    .and_then(|d| keeper.map(|k| (k, delta::Table::empty(&d), d)));
                 let decided = fp.as_ref().map(|_| Decided { plan, carried });
                 (step, Some((checkout, fp, decided, table)))
             }
@@ -787,13 +786,13 @@ impl Engine {
                 let mut c = check.borrow_mut();
                 if let Some(handle) = c.0.take() {
                     c.1 = Some(match handle.join() {
-                        Ok(fixed) => fixed,
+                        Ok(next) => next,
                         // A debug build's cross-check failed: a bug every test must see.
                         Err(panic) if cfg!(debug_assertions) => std::panic::resume_unwind(panic),
-                        Err(_) => false,
+                        Err(_) => None,
                     });
                 }
-                c.1.unwrap_or(false)
+                c.1.as_ref().is_some_and(Option::is_some)
             };
             let req = gitops::Request {
                 files: &files,
@@ -812,9 +811,12 @@ impl Engine {
             let outcome = checkout.publish(&req)?;
             // The table stands for the new head only when its commit recorded the fingerprint
             // (a fixed point); a commit without it leaves the old table, naming an old head.
-            if let (Some(commit), Some((keeper, table))) = (outcome.commit, planned.table.take())
+            if let (Some(commit), Some((keeper, mut table, digests))) =
+                (outcome.commit, planned.table.take())
                 && fp.is_some()
-                && check.borrow().1 == Some(true)
+                && let Some(Some(next)) = check.borrow().1.as_ref()
+                && table.update(&digests, spec, next, set).is_some()
+                && table.covers(&self.loaded.rollout)
             {
                 keeper.write(&table.with_head(commit.to_string()).to_bytes());
             }
@@ -975,9 +977,10 @@ struct Planned {
     options: rollout::Options,
     /// Offline, when only the datasets whose inputs changed were redone: the partial request.
     partial: Option<delta::Partial>,
-    /// Offline: the table of what the commit is made from, kept once the commit records the
-    /// fingerprint (see `delta`).
-    table: Option<(gitops::Keeper, delta::Table)>,
+    /// Offline: where the table of what the commit is made from is kept, the table this run
+    /// started from (empty for a full run) and this run's digests; the table is completed and
+    /// kept once the commit records the fingerprint (see `delta`).
+    table: Option<(gitops::Keeper, delta::Table, delta::Digests)>,
 }
 
 impl Planned {

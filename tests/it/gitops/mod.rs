@@ -4,6 +4,7 @@
 
 mod fingerprint;
 mod local;
+mod partial;
 mod races;
 mod refusals;
 mod remote;
