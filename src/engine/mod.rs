@@ -811,8 +811,15 @@ impl Engine {
             let outcome = checkout.publish(&req)?;
             // The table stands for the new head only when its commit recorded the fingerprint
             // (a fixed point); a commit without it leaves the old table, naming an old head.
-            if let (Some(commit), Some((keeper, mut table, digests))) =
-                (outcome.commit, planned.table.take())
+            // A full run that commits nothing (an upgrade of snaproll, a spec edit of no
+            // consequence) left the head as its content: kept for that head when the check
+            // finds it a fixed point, so later runs with these inputs redo nothing.
+            let head = match outcome.commit {
+                Some(c) => Some(c),
+                None if partial.is_none() && vouch() => outcome.head,
+                None => None,
+            };
+            if let (Some(commit), Some((keeper, mut table, digests))) = (head, planned.table.take())
                 && fp.is_some()
                 && let Some(Some(next)) = check.borrow().1.as_ref()
                 && table.update(&digests, spec, next, set).is_some()
