@@ -77,6 +77,14 @@ impl Session {
         let prefix = format!("{folder}/");
         let mut at = index.find_prefix(Path::new(&prefix)).ok()?;
         let dir = workdir.join(folder);
+        // Each file is looked up relative to the open folder: a full path per file walked
+        // every directory above it again (most of the lookups' kernel time).
+        let dir_fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()?;
         let mut names = BTreeSet::new();
         for entry in tree.iter() {
             let name = entry.name().ok()?;
@@ -97,17 +105,29 @@ impl Session {
                 i64::from(ix.mtime.seconds()),
                 i64::from(ix.mtime.nanoseconds()),
             ) >= (index_s, index_ns);
-            let meta = std::fs::symlink_metadata(dir.join(name)).ok()?;
-            let executable = meta.mode() & 0o111 != 0;
+            let meta =
+                rustix::fs::statat(&dir_fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            // The field types differ between platforms: widened to i64/u64 for the comparison.
+            #[allow(clippy::unnecessary_cast)]
+            let (mode, size, ino) = (meta.st_mode as u32, meta.st_size as u64, meta.st_ino as u64);
+            #[allow(clippy::unnecessary_cast)]
+            let (mtime, mtime_ns, ctime, ctime_ns) = (
+                meta.st_mtime as i64,
+                meta.st_mtime_nsec as i64,
+                meta.st_ctime as i64,
+                meta.st_ctime_nsec as i64,
+            );
+            let executable = mode & 0o111 != 0;
             if racy
-                || !meta.file_type().is_file()
+                || rustix::fs::FileType::from_raw_mode(mode as _)
+                    != rustix::fs::FileType::RegularFile
                 || (ix.mode == 0o100755) != executable
-                || u64::from(ix.file_size) != meta.size() & 0xffff_ffff
-                || i64::from(ix.mtime.seconds()) != meta.mtime()
-                || i64::from(ix.mtime.nanoseconds()) != meta.mtime_nsec()
-                || i64::from(ix.ctime.seconds()) != meta.ctime()
-                || i64::from(ix.ctime.nanoseconds()) != meta.ctime_nsec()
-                || u64::from(ix.ino) != meta.ino() & 0xffff_ffff
+                || u64::from(ix.file_size) != size & 0xffff_ffff
+                || i64::from(ix.mtime.seconds()) != mtime
+                || i64::from(ix.mtime.nanoseconds()) != mtime_ns
+                || i64::from(ix.ctime.seconds()) != ctime
+                || i64::from(ix.ctime.nanoseconds()) != ctime_ns
+                || u64::from(ix.ino) != ino & 0xffff_ffff
             {
                 return None;
             }
