@@ -381,7 +381,7 @@ impl Renderer {
         rollout: &Rollout,
         d: &Dataset,
         plan: &Plan,
-        shared: &minijinja::Value,
+        shared: &Layer,
         applyset: &str,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
