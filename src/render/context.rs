@@ -68,10 +68,17 @@ pub(super) fn dataset_values(d: &Dataset) -> Layer {
         // The verify timeout, as the Job's deadline (a plain integer).
         consumer["verify"]["activeDeadlineSeconds"] = json!(v.timeout().as_secs());
     }
+    // `storage` and `producer` as the dataset's own fields: serialised once, not twice.
+    let dataset = serde_value(d);
+    let field = |name: &str| {
+        dataset
+            .get_attr(name)
+            .expect("a serialised dataset is a map of its fields")
+    };
     Layer::from([
-        ("dataset", serde_value(d)),
-        ("storage", serde_value(&d.storage)),
-        ("producer", serde_value(&d.producer)),
+        ("storage", field("storage")),
+        ("producer", field("producer")),
+        ("dataset", dataset.clone()),
         ("consumer", serde_value(consumer)),
     ])
 }

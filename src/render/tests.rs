@@ -272,3 +272,19 @@ fn local_layer_is_its_serialisation() {
         );
     }
 }
+
+/// The dataset layer's `storage` and `producer`, taken from its serialised dataset, are what
+/// serialising each of them gives.
+#[test]
+fn dataset_layer_fields_are_their_serialisation() {
+    let path = format!(
+        "{}/examples/gke-daily/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let d = &loaded.rollout.spec.datasets[0];
+    let layer = dataset_values(d);
+    let json = |v: &minijinja::Value| serde_json::to_value(v).unwrap().to_string();
+    assert_eq!(json(&layer["storage"]), json(&serde_value(&d.storage)));
+    assert_eq!(json(&layer["producer"]), json(&serde_value(&d.producer)));
+}
