@@ -540,11 +540,7 @@ mod cel {
                 lexed.insert(rule.to_string(), lex(rule));
             }
             let toks = lexed.get(rule)?.as_deref()?;
-            let mut p = Parser {
-                toks,
-                pos: 0,
-                this,
-            };
+            let mut p = Parser { toks, pos: 0, this };
             let v = p.or()?;
             (p.pos == p.toks.len()).then_some(v)
         })

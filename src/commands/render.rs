@@ -199,8 +199,12 @@ fn stage_dir(dir: &Path, force: bool) -> Result<Staged> {
 /// Adds `kustomization.yaml` to the staged files (the objects' own, written as they were
 /// rendered) and puts them in `dir`'s place as one step, so a failure leaves `dir` as it was.
 fn finish_dir(dir: &Path, staged: Staged, set: &RenderedSet) -> Result<()> {
-    write_in(&staged.fd, "kustomization.yaml", set.kustomization().as_bytes())
-        .context("writing kustomization.yaml")?;
+    write_in(
+        &staged.fd,
+        "kustomization.yaml",
+        set.kustomization().as_bytes(),
+    )
+    .context("writing kustomization.yaml")?;
     let parent = staged.parent;
     let staged = staged.dir.keep();
     let swap = || -> std::io::Result<()> {

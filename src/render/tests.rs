@@ -251,7 +251,8 @@ fn local_layer_is_its_serialisation() {
     g.claim_storage = Some(spec_claim_storage(d, "3Gi"));
     for (g, selects) in [(None, None), (None, Some("2021-07-14")), (Some(&g), None)] {
         let local = || local_layer(r, d, g, selects, "applyset-id");
-        let ours = serde_json::to_value(minijinja::Value::from_object(local_value(local()))).unwrap();
+        let ours =
+            serde_json::to_value(minijinja::Value::from_object(local_value(local()))).unwrap();
         let serialised = serde_json::to_value(serde_value(local())).unwrap();
         assert_eq!(ours, serialised);
         // Each entry prints as it did (the order of the layer's own names cannot be read).
@@ -266,10 +267,7 @@ fn local_layer_is_its_serialisation() {
             )
             .unwrap()
         };
-        assert_eq!(
-            read(merged(&[], local())),
-            read(serde_value(local()))
-        );
+        assert_eq!(read(merged(&[], local())), read(serde_value(local())));
     }
 }
 
