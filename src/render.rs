@@ -97,6 +97,13 @@ pub enum RenderError {
     /// The generation id is not usable in object names and labels.
     #[error("generation `{generation}`: {reason}")]
     Generation { generation: String, reason: String },
+    /// The sink of [`Renderer::render_to`] (`render --out`'s file writer) failed on an object.
+    #[error("writing {file}")]
+    Write {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Two rendered objects have the same identity.
     #[error("{object} is rendered twice (by datasets `{first}` and `{second}`); rename one")]
     Duplicate {
@@ -265,6 +272,29 @@ impl Renderer {
     /// Renders and validates every object of `plan`. Either every object is valid and returned
     /// in apply order, or nothing is returned.
     pub fn render(&self, rollout: &Rollout, plan: &Plan) -> Result<RenderedSet, RenderError> {
+        self.render_inner(rollout, plan, None)
+    }
+
+    /// [`Renderer::render`], handing each valid object to `sink` from the worker that rendered
+    /// it (in no particular order) and then dropping its text: `render --out` writes each file
+    /// while the other objects render, and never holds every object's text at once. The set
+    /// returned has the objects' identities in apply order, with empty `yaml`. On any error the
+    /// sink may have seen some objects: the caller discards what it wrote (a staging directory).
+    pub fn render_to(
+        &self,
+        rollout: &Rollout,
+        plan: &Plan,
+        sink: &Sink<'_>,
+    ) -> Result<RenderedSet, RenderError> {
+        self.render_inner(rollout, plan, Some(sink))
+    }
+
+    fn render_inner(
+        &self,
+        rollout: &Rollout,
+        plan: &Plan,
+        sink: Option<&Sink<'_>>,
+    ) -> Result<RenderedSet, RenderError> {
         let datasets: Vec<&Dataset> = rollout
             .spec
             .datasets
@@ -305,9 +335,14 @@ impl Renderer {
                             let i = next.fetch_add(1, Relaxed);
                             let Some(run) = runs.get(i) else { break };
                             let mut out = Vec::new();
-                            let result = run.iter().try_for_each(|d| {
-                                self.render_dataset(rollout, d, plan, shared, applyset, &mut out)
-                            });
+                            let result = run
+                                .iter()
+                                .try_for_each(|d| {
+                                    self.render_dataset(
+                                        rollout, d, plan, shared, applyset, &mut out,
+                                    )
+                                })
+                                .and_then(|()| sink.map_or(Ok(()), |s| hand_over(s, &mut out)));
                             if result.is_err() {
                                 failed.store(true, Relaxed);
                             }
@@ -326,7 +361,11 @@ impl Renderer {
         let mut objects = Vec::new();
         if !rollout.spec.snapshot_class.existing && !plan.datasets.is_empty() {
             let class = class_context(rollout, &shared);
-            objects.push(self.render_one(Kind::VolumeSnapshotClass, &class)?);
+            let mut class = vec![self.render_one(Kind::VolumeSnapshotClass, &class)?];
+            if let Some(sink) = sink {
+                hand_over(sink, &mut class)?;
+            }
+            objects.extend(class);
         }
         for (_, r) in results {
             objects.extend(r?);
@@ -349,7 +388,7 @@ impl Renderer {
         rollout: &Rollout,
         d: &Dataset,
         plan: &Plan,
-        shared: &minijinja::Value,
+        shared: &Layer,
         applyset: &str,
         out: &mut Vec<Object>,
     ) -> Result<(), RenderError> {
@@ -580,6 +619,21 @@ impl Renderer {
             }
         })
     }
+}
+
+/// What [`Renderer::render_to`] hands each valid object to, from any render worker.
+pub type Sink<'a> = dyn Fn(&Object) -> std::io::Result<()> + Sync + 'a;
+
+/// Hands `objects` to `sink` and frees their text.
+fn hand_over(sink: &Sink<'_>, objects: &mut [Object]) -> Result<(), RenderError> {
+    for o in objects {
+        sink(o).map_err(|source| RenderError::Write {
+            file: o.id.file_name(),
+            source,
+        })?;
+        o.yaml = String::new();
+    }
+    Ok(())
 }
 
 /// Canonical YAML of a JSON value (see [`crate::yaml`]).

@@ -426,8 +426,13 @@ fn plain_safe(s: &str) -> bool {
     let Some(&first) = bytes.first() else {
         return false;
     };
-    // The longest reserved word has 5 bytes.
-    if bytes.len() <= 5 && RESERVED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+    // The longest reserved word has 5 bytes; those starting with a letter start with one of
+    // these (the others fail the first-byte check below), so most short keys skip the list.
+    if bytes.len() <= 5
+        && (!first.is_ascii_alphabetic()
+            || matches!(first | 0x20, b'y' | b'n' | b'o' | b't' | b'f' | b'i'))
+        && RESERVED.iter().any(|w| s.eq_ignore_ascii_case(w))
+    {
         return false;
     }
     if !(first.is_ascii_alphabetic() || first == b'/' || first.is_ascii_digit()) {

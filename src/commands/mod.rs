@@ -558,6 +558,17 @@ pub(crate) fn load_and_render(
     args: &RenderArgs,
     text_only: bool,
 ) -> Result<(Loaded, String, RenderedSet)> {
+    load_and_render_to(args, text_only, None)
+}
+
+/// [`load_and_render`], handing each object to `sink` as it is rendered when given (see
+/// [`Renderer::render_to`]); a failing sink's error is its own I/O error, as writing after
+/// the render reported it.
+pub(crate) fn load_and_render_to(
+    args: &RenderArgs,
+    text_only: bool,
+    sink: Option<&crate::render::Sink<'_>>,
+) -> Result<(Loaded, String, RenderedSet)> {
     let started = std::time::Instant::now();
     let loaded = spec::load(&args.spec.file)?;
     tracing::debug!(
@@ -581,12 +592,17 @@ pub(crate) fn load_and_render(
     if text_only {
         renderer = renderer.text_only();
     }
-    let set = renderer
-        .render(
-            &loaded.rollout,
-            &single_plan(&loaded.rollout, &generation, &ids),
-        )
-        .with_context(|| format!("rendering {}", loaded.file))?;
+    let plan = single_plan(&loaded.rollout, &generation, &ids);
+    let set = match sink {
+        Some(sink) => renderer.render_to(&loaded.rollout, &plan, sink),
+        None => renderer.render(&loaded.rollout, &plan),
+    };
+    let set = match set {
+        Err(RenderError::Write { file, source }) => {
+            return Err(anyhow::Error::new(source).context(format!("writing {file}")));
+        }
+        set => set.with_context(|| format!("rendering {}", loaded.file))?,
+    };
     tracing::debug!(
         file = %loaded.file,
         %generation,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{UsageError, load_and_render};
+use super::{UsageError, load_and_render, load_and_render_to};
 use crate::cli::{OutputFormat, RenderCmd, ValidateCmd};
 use crate::exit;
 use crate::render::RenderedSet;
@@ -58,6 +58,29 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
         .into());
     }
     let json = cmd.output.format == OutputFormat::Json;
+    if let Some(dir) = &cmd.out {
+        // Checked and staged before the render, so that each file is written by the worker
+        // that rendered it; a problem with `dir` is still reported after the render's own.
+        let staged = stage_dir(dir, cmd.force);
+        let (loaded, _, set) = match &staged {
+            Ok(staged) => {
+                let sink = |o: &crate::manifest::Object| {
+                    write_in(&staged.fd, &o.id.file_name(), o.yaml.as_bytes())
+                };
+                load_and_render_to(&cmd.render, true, Some(&sink))?
+            }
+            Err(_) => load_and_render(&cmd.render, true)?,
+        };
+        exiting(loaded);
+        finish_dir(dir, staged?, &set)?;
+        super::note(&format!(
+            "wrote {} objects and kustomization.yaml to {}",
+            set.objects.len(),
+            dir.display()
+        ));
+        exiting(set);
+        return Ok(exit::OK);
+    }
     let (loaded, _, set) = load_and_render(&cmd.render, !json)?;
     exiting(loaded);
     match &cmd.out {
@@ -74,23 +97,25 @@ pub fn render(cmd: &RenderCmd) -> Result<u8> {
                 .and_then(|_| out.flush())
                 .context("writing to stdout")?;
         }
-        Some(dir) => {
-            write_dir(dir, &set, cmd.force)?;
-            super::note(&format!(
-                "wrote {} objects and kustomization.yaml to {}",
-                set.objects.len(),
-                dir.display()
-            ));
-        }
+        Some(_) => unreachable!("--out is handled above"),
     }
     exiting(set);
     Ok(exit::OK)
 }
 
-/// Replaces `dir` with the rendered files as one step: the files are written into a fresh
-/// sibling directory which then takes `dir`'s place, so a failure leaves `dir` as it was. A
+/// The fresh sibling directory that `--out` files are written into before it takes the
+/// place of `dir` (removed when dropped before [`finish_dir`]).
+struct Staged {
+    dir: tempfile::TempDir,
+    /// The open directory: files are created relative to it, so the kernel does not walk its
+    /// path again for each of them.
+    fd: std::fs::File,
+    parent: std::path::PathBuf,
+}
+
+/// Checks that `dir` may be replaced and creates the staging directory beside it. A
 /// non-empty `dir` that snaproll did not write is refused rather than replaced.
-fn write_dir(dir: &Path, set: &RenderedSet, force: bool) -> Result<()> {
+fn stage_dir(dir: &Path, force: bool) -> Result<Staged> {
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!(
             "--out {} is a file; --out takes a directory (created when missing)",
@@ -162,39 +187,26 @@ fn write_dir(dir: &Path, set: &RenderedSet, force: bool) -> Result<()> {
         .prefix(".snaproll-out-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-    // Thousands of small files: the writes are syscall-bound, so spread them over the cores.
-    let kustomization = set.kustomization();
-    let files: Vec<(String, &str)> = set
-        .objects
-        .iter()
-        .map(|o| (o.id.file_name(), o.yaml.as_str()))
-        .chain([("kustomization.yaml".to_string(), kustomization.as_str())])
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = files.len().div_ceil(workers).max(1);
-    // Files are created relative to the open directory: the kernel does not walk its path
-    // again for each of them.
-    let staging_dir = std::fs::File::open(staging.path())
+    let fd = std::fs::File::open(staging.path())
         .with_context(|| format!("opening {}", staging.path().display()))?;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| {
-                let dir = &staging_dir;
-                s.spawn(move || -> Result<()> {
-                    for (name, content) in part {
-                        write_in(dir, name, content.as_bytes())
-                            .with_context(|| format!("writing {name}"))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("writer thread panicked"))
-    })?;
-    let staged = staging.keep();
+    Ok(Staged {
+        dir: staging,
+        fd,
+        parent,
+    })
+}
+
+/// Adds `kustomization.yaml` to the staged files (the objects' own, written as they were
+/// rendered) and puts them in `dir`'s place as one step, so a failure leaves `dir` as it was.
+fn finish_dir(dir: &Path, staged: Staged, set: &RenderedSet) -> Result<()> {
+    write_in(
+        &staged.fd,
+        "kustomization.yaml",
+        set.kustomization().as_bytes(),
+    )
+    .context("writing kustomization.yaml")?;
+    let parent = staged.parent;
+    let staged = staged.dir.keep();
     let swap = || -> std::io::Result<()> {
         if dir.exists() {
             let old = tempfile::Builder::new()

@@ -4,10 +4,11 @@ use super::*;
 
 /// What a template sees. Documented in `docs/spec.md` ("Template context").
 ///
-/// The context is built in three layers merged lazily by minijinja, so each part is converted
-/// once: the rollout and class once per render ([`Shared`]), the dataset once per dataset
-/// ([`DatasetValues`]), and only the names, labels and sizes once per generation ([`Local`]).
-/// Converting the whole dataset for every template was a tenth of a large render.
+/// The context is built in three layers ([`merged`] into one map of shared values), so each
+/// part is converted once: the rollout and class once per render ([`shared_values`]), the
+/// dataset once per dataset ([`dataset_values`]), and only the names, labels and sizes once
+/// per generation ([`Local`]). Converting the whole dataset for every template was a tenth of
+/// a large render.
 pub(super) struct Context {
     /// The dataset it belongs to (`None` for the shared VolumeSnapshotClass).
     pub(super) dataset: Option<String>,
@@ -22,21 +23,10 @@ impl Context {
     }
 }
 
-/// The layer every template shares.
-#[derive(Serialize)]
-pub(super) struct Shared<'a> {
-    pub(super) rollout: Value,
-    pub(super) class: &'a spec::SnapshotClassSpec,
-}
-
-/// The layer of one dataset, shared by its generations.
-#[derive(Serialize)]
-pub(super) struct DatasetValues<'a> {
-    pub(super) dataset: &'a Dataset,
-    pub(super) storage: &'a spec::Storage,
-    pub(super) producer: &'a spec::Producer,
-    pub(super) consumer: Value,
-}
+/// One layer of a context: its top-level names and their values. The layer every template
+/// shares ([`shared_values`]) and the layer of one dataset ([`dataset_values`]) are built once
+/// and merged into each context with its [`Local`] layer.
+pub(super) type Layer = BTreeMap<&'static str, minijinja::Value>;
 
 /// The layer of one context: what differs between a dataset's shared objects and each
 /// generation.
@@ -56,14 +46,20 @@ pub(super) struct Local {
     pub(super) sizes: BTreeMap<&'static str, String>,
 }
 
-pub(super) fn shared_values(r: &Rollout) -> minijinja::Value {
-    serde_value(Shared {
-        rollout: json!({ "name": r.metadata.name, "namespace": r.metadata.namespace }),
-        class: &r.spec.snapshot_class,
-    })
+/// The layer every template shares: `rollout` (name, namespace) and `class`.
+pub(super) fn shared_values(r: &Rollout) -> Layer {
+    Layer::from([
+        (
+            "rollout",
+            serde_value(json!({ "name": r.metadata.name, "namespace": r.metadata.namespace })),
+        ),
+        ("class", serde_value(&r.spec.snapshot_class)),
+    ])
 }
 
-pub(super) fn dataset_values(d: &Dataset) -> minijinja::Value {
+/// The layer of one dataset, shared by its generations: `dataset`, `storage`, `producer`
+/// and `consumer`.
+pub(super) fn dataset_values(d: &Dataset) -> Layer {
     let mut consumer = serde_json::to_value(&d.consumer).expect("spec serialises");
     // Kubernetes spells the service field `type` and the retention values as strings; the
     // serialised spec already does, but replicas must be a plain integer.
@@ -72,12 +68,19 @@ pub(super) fn dataset_values(d: &Dataset) -> minijinja::Value {
         // The verify timeout, as the Job's deadline (a plain integer).
         consumer["verify"]["activeDeadlineSeconds"] = json!(v.timeout().as_secs());
     }
-    serde_value(DatasetValues {
-        dataset: d,
-        storage: &d.storage,
-        producer: &d.producer,
-        consumer,
-    })
+    // `storage` and `producer` as the dataset's own fields: serialised once, not twice.
+    let dataset = serde_value(d);
+    let field = |name: &str| {
+        dataset
+            .get_attr(name)
+            .expect("a serialised dataset is a map of its fields")
+    };
+    Layer::from([
+        ("storage", field("storage")),
+        ("producer", field("producer")),
+        ("dataset", dataset.clone()),
+        ("consumer", serde_value(consumer)),
+    ])
 }
 
 pub(super) fn serde_value(v: impl Serialize) -> minijinja::Value {
@@ -87,26 +90,52 @@ pub(super) fn serde_value(v: impl Serialize) -> minijinja::Value {
 /// The layers under a dataset context's local one, most specific first, and what every local
 /// layer of the render repeats.
 pub(super) struct Layers<'a> {
-    pub(super) values: [&'a minijinja::Value; 2],
+    pub(super) values: [&'a Layer; 2],
     /// The rollout's ApplySet id (see [`manifest::rollout_applyset_id`]), computed once per
     /// render: it is a SHA-256 that every member label set would otherwise recompute.
     pub(super) applyset: &'a str,
 }
 
-/// Layers given most specific first, `local` the most specific of all. minijinja's merge
-/// looks a key up from the last map to the first (the last that has it wins), so they are
-/// handed over in reverse.
-pub(super) fn merged(layers: &[&minijinja::Value], local: Local) -> minijinja::Value {
-    minijinja::value::merge_maps(
-        layers
-            .iter()
-            .rev()
-            .map(|v| (*v).clone())
-            .chain(std::iter::once(serde_value(local))),
-    )
+/// Layers given most specific first, `local` the most specific of all, merged into one map
+/// (a name in a more specific layer hides the others'). One map instead of minijinja's
+/// merged view, which looked each name up layer by layer on every read.
+pub(super) fn merged(layers: &[&Layer], local: Local) -> minijinja::Value {
+    let mut flat = Layer::new();
+    for layer in layers.iter().rev() {
+        flat.extend(layer.iter().map(|(k, v)| (*k, v.clone())));
+    }
+    flat.extend(local_value(local));
+    minijinja::Value::from_object(flat)
 }
 
-pub(super) fn class_context(r: &Rollout, shared: &minijinja::Value) -> Context {
+/// The local layer as minijinja maps over its own Rust maps (moved, not copied), with the
+/// same keys and values as its serialisation: serialising it copied every name and label
+/// into minijinja values for each context (most of them never read), an eighth of a large
+/// render, and looked keys up by comparing values.
+pub(super) fn local_value(local: Local) -> Layer {
+    use minijinja::Value;
+    let by_key = |maps: BTreeMap<&'static str, BTreeMap<String, String>>| {
+        Value::from_object(
+            maps.into_iter()
+                .map(|(k, m)| (k, Value::from_object(m)))
+                .collect::<BTreeMap<&'static str, Value>>(),
+        )
+    };
+    let mut layer = Layer::new();
+    if let Some(generation) = local.generation {
+        layer.insert("generation", Value::from(generation));
+    }
+    if let Some(storage) = local.storage {
+        layer.insert("storage", serde_value(storage));
+    }
+    layer.insert("names", Value::from_object(local.names));
+    layer.insert("labels", by_key(local.labels));
+    layer.insert("annotations", by_key(local.annotations));
+    layer.insert("sizes", Value::from_object(local.sizes));
+    layer
+}
+
+pub(super) fn class_context(r: &Rollout, shared: &Layer) -> Context {
     let mut labels = BTreeMap::new();
     labels.insert(
         "class",

@@ -25,7 +25,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
@@ -55,9 +54,31 @@ pub(super) fn formatter(
         })
     });
     match slot {
-        Some(i) => write!(out, "{SLOT}{i}__").map_err(minijinja::Error::from),
+        // Written piece by piece: `write!` was a tenth of the marker render.
+        Some(i) => {
+            let mut buf = [0; 20];
+            [SLOT, decimal(i, &mut buf), "__"]
+                .into_iter()
+                .try_for_each(|part| out.write_str(part))
+                .map_err(minijinja::Error::from)
+        }
         None => minijinja::escape_formatter(out, state, value),
     }
+}
+
+/// `n` in decimal, written at the end of `buf` without the formatting machinery.
+fn decimal(n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).expect("decimal digits")
 }
 
 /// One shape: the parsed marker text.
@@ -221,6 +242,19 @@ fn direct(v: &minijinja::Value) -> Direct {
             Direct::Plain(Value::Array(out))
         }
         ValueKind::Map => {
+            // The context's own string maps (labels, annotations: see `context::local_value`)
+            // read straight from Rust, as their serialisation writes them.
+            if let Some(map) = v.downcast_object_ref::<std::collections::BTreeMap<String, String>>()
+            {
+                let mut out = serde_json::Map::new();
+                for (k, x) in map {
+                    if !printable_ascii(k) || !printable_ascii(x) {
+                        return Direct::NotPlain;
+                    }
+                    out.insert(k.clone(), Value::String(x.clone()));
+                }
+                return Direct::Plain(Value::Object(out));
+            }
             // Pairs, as `Serialize` reads them: looking each key up again was most of this.
             let Some(pairs) = v.as_object().and_then(|o| o.try_iter_pairs()) else {
                 return Direct::Serde;
@@ -312,7 +346,10 @@ fn signature(v: &Value, out: &mut String) {
         Value::Object(m) => {
             out.push('{');
             for (k, v) in m {
-                let _ = write!(out, "{}:{k}=", k.len());
+                out.push_str(decimal(k.len(), &mut [0; 20]));
+                out.push(':');
+                out.push_str(k);
+                out.push('=');
                 signature(v, out);
                 out.push(',');
             }

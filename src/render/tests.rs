@@ -233,3 +233,56 @@ fn full_path_render(rollout: &spec::Rollout, plan: &Plan) -> RenderedSet {
         .render(rollout, plan)
         .unwrap()
 }
+
+/// The local layer reads, and prints as JSON, exactly as its serialisation did: every key,
+/// value and order within its entries, with and without a generation, a live claim storage
+/// and annotations.
+#[test]
+fn local_layer_is_its_serialisation() {
+    let path = format!(
+        "{}/examples/gke-daily/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let r = &loaded.rollout;
+    let d = &r.spec.datasets[0];
+    let mut g = GenerationPlan::full("2021-07-15");
+    g.digest = Some("sha256:00".into());
+    g.claim_storage = Some(spec_claim_storage(d, "3Gi"));
+    for (g, selects) in [(None, None), (None, Some("2021-07-14")), (Some(&g), None)] {
+        let local = || local_layer(r, d, g, selects, "applyset-id");
+        let ours =
+            serde_json::to_value(minijinja::Value::from_object(local_value(local()))).unwrap();
+        let serialised = serde_json::to_value(serde_value(local())).unwrap();
+        assert_eq!(ours, serialised);
+        // Each entry prints as it did (the order of the layer's own names cannot be read).
+        for (name, value) in serialised.as_object().unwrap() {
+            assert_eq!(ours[name].to_string(), value.to_string(), "{name}");
+        }
+        let env = minijinja::Environment::new();
+        let read = |v: minijinja::Value| {
+            env.render_str(
+                "{{ names.pvc }} {{ labels.pvc | tojson }} {{ names.restore is defined }} {% if annotations.snapshot %}a{% endif %} {{ labels | length }} {{ generation is defined }} {{ storage is defined }}",
+                v,
+            )
+            .unwrap()
+        };
+        assert_eq!(read(merged(&[], local())), read(serde_value(local())));
+    }
+}
+
+/// The dataset layer's `storage` and `producer`, taken from its serialised dataset, are what
+/// serialising each of them gives.
+#[test]
+fn dataset_layer_fields_are_their_serialisation() {
+    let path = format!(
+        "{}/examples/gke-daily/snaproll.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let loaded = spec::load(Path::new(&path)).unwrap();
+    let d = &loaded.rollout.spec.datasets[0];
+    let layer = dataset_values(d);
+    let json = |v: &minijinja::Value| serde_json::to_value(v).unwrap().to_string();
+    assert_eq!(json(&layer["storage"]), json(&serde_value(&d.storage)));
+    assert_eq!(json(&layer["producer"]), json(&serde_value(&d.producer)));
+}

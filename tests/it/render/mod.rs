@@ -286,6 +286,48 @@ fn failed_render_keeps_the_previous_out_directory() {
     assert_no_staging_left(tmp.path());
 }
 
+/// A render that fails after other render workers have already written files of the datasets
+/// before it (each writes its own as it goes) leaves the previous `--out` directory as it was
+/// and no staging directory behind.
+#[test]
+fn render_failing_midway_keeps_the_previous_out_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = String::from(
+        "apiVersion: snaproll.dev/v1alpha1\nkind: DatasetRollout\nmetadata:\n  name: many\n  namespace: many\nspec:\n  snapshotClass:\n    name: many-class\n    driver: pd.csi.storage.gke.io\n  datasets:\n",
+    );
+    for i in 0..80 {
+        spec.push_str(&format!(
+            "    - name: data-{i:02}\n      storage: {{size: 1Gi}}\n      producer: {{image: busybox}}\n      consumer: {{name: consumer-{i:02}, image: busybox}}\n"
+        ));
+    }
+    let spec_path = tmp.path().join("many.yaml");
+    fs::write(&spec_path, spec).unwrap();
+    let out = tmp.path().join("m");
+    render_out(spec_path.to_str().unwrap(), GEN, &out)
+        .assert()
+        .success();
+    let before = dir_snapshot(&out);
+    assert_eq!(before.len(), 80 * 5 + 2);
+    // The Pod of the last dataset fails: the runs of datasets before it are written first.
+    let templates = tmp.path().join("templates");
+    fs::create_dir(&templates).unwrap();
+    let pod = include_str!("../../../templates/pod.yaml.j2").replace(
+        "restartPolicy: OnFailure",
+        "restartPolicy: {% if dataset.name == 'data-79' %}{{ no_such_value }}{% endif %}OnFailure",
+    );
+    fs::write(templates.join("pod.yaml.j2"), pod).unwrap();
+    let res = render_out(spec_path.to_str().unwrap(), "2021-07-16", &out)
+        .arg("--templates")
+        .arg(&templates)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("pod.yaml.j2"), "{err}");
+    assert_eq!(dir_snapshot(&out), before);
+    assert_no_staging_left(tmp.path());
+}
+
 fn dir_snapshot(dir: &Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = fs::read_dir(dir)
         .unwrap()
