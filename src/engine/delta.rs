@@ -448,11 +448,6 @@ impl super::Engine {
             objects: Vec::new(),
         });
         let decisions = merged(rollout, &table, decisions);
-        let pinned = rollout
-            .spec
-            .datasets
-            .iter()
-            .find_map(|d| d.generations.pin.clone());
         let newest = rollout
             .spec
             .datasets
@@ -460,10 +455,7 @@ impl super::Engine {
             .filter_map(|d| next.kept(&d.name).and_then(|(_, n)| n))
             .max()
             .map(str::to_string);
-        let generation = pinned
-            .or(newest)
-            .or_else(|| self.opts.generation.all.clone())
-            .unwrap_or_else(|| opts.today.clone());
+        let generation = self.commit_generation(newest, opts);
         tracing::debug!(
             redone = changed.len(),
             kept = rollout.spec.datasets.len() - changed.len(),

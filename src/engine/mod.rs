@@ -600,22 +600,12 @@ impl Engine {
             Some((c, f, d, t)) => (Some(c), f, d, t),
             None => (None, None, None, None),
         };
-        // What a commit message names: a pin (a rollback) when there is one, since the newer
-        // generation still renders while it retires; else the newest rendered generation.
-        let pinned = rollout
-            .spec
-            .datasets
+        let newest = step
+            .decisions
             .iter()
-            .find_map(|d| d.generations.pin.clone());
-        let generation = pinned
-            .or_else(|| {
-                step.decisions
-                    .iter()
-                    .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
-                    .max()
-            })
-            .or_else(|| self.opts.generation.all.clone())
-            .unwrap_or_else(|| opts.today.clone());
+            .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
+            .max();
+        let generation = self.commit_generation(newest, &opts);
         tracing::debug!(objects = step.set.objects.len(), %generation, "rollout decided and rendered");
         Ok(Planned {
             step,
@@ -628,6 +618,20 @@ impl Engine {
             partial: None,
             table,
         })
+    }
+
+    /// What a commit message names: a pin (a rollback) when there is one, since the newer
+    /// generation still renders while it retires; else the newest rendered generation.
+    fn commit_generation(&self, newest: Option<String>, opts: &rollout::Options) -> String {
+        self.loaded
+            .rollout
+            .spec
+            .datasets
+            .iter()
+            .find_map(|d| d.generations.pin.clone())
+            .or(newest)
+            .or_else(|| self.opts.generation.all.clone())
+            .unwrap_or_else(|| opts.today.clone())
     }
 
     /// The full offline step: every committed file parsed, every dataset decided and rendered,
@@ -719,16 +723,11 @@ impl Engine {
             .iter()
             .flat_map(|d| d.render.iter().map(|g| g.id.clone()))
             .max();
-        let pinned = self
-            .loaded
-            .rollout
-            .spec
-            .datasets
-            .iter()
-            .find_map(|d| d.generations.pin.clone());
-        if let Some(g) = pinned.or(newest) {
-            assert_eq!(g, p.generation, "a partial step names another generation");
-        }
+        assert_eq!(
+            self.commit_generation(newest, opts),
+            p.generation,
+            "a partial step names another generation"
+        );
     }
 
     /// Commits (or previews) the decided folder. An offline run commits onto the very
