@@ -206,7 +206,10 @@ impl Validator<'_> {
         }
         let unique: BTreeSet<_> = s.access_modes.iter().collect();
         if unique.len() != s.access_modes.len() {
-            self.error(&format_args!("{at}.accessModes"), "access modes must not repeat");
+            self.error(
+                &format_args!("{at}.accessModes"),
+                "access modes must not repeat",
+            );
         }
     }
 
