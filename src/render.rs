@@ -425,7 +425,7 @@ impl Renderer {
                 let claim = with_local(rollout, d, g, &layers, |l| {
                     l.names.insert("pvc", l.names["verify"].clone());
                     l.names.insert("restore", restore.clone());
-                    let labels = l.labels["verifyClaim"].clone();
+                    let labels = l.labels.get("verifyClaim").expect("generation labels");
                     l.labels.insert("pvc", labels);
                     l.storage = Some(claim_storage(d, l));
                 });
@@ -467,7 +467,7 @@ impl Renderer {
                         l.names.insert("pvc", name);
                         l.names
                             .insert("restore", copy_name(d, &g.id, ordinal % copies));
-                        let labels = l.labels["claim"].clone();
+                        let labels = l.labels.get("claim").expect("generation labels");
                         l.labels.insert("pvc", labels);
                         l.storage = Some(claim_storage(d, l));
                     });

@@ -39,7 +39,7 @@ pub(super) struct Local {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) storage: Option<ClaimStorage>,
     pub(super) names: BTreeMap<&'static str, String>,
-    pub(super) labels: BTreeMap<&'static str, BTreeMap<String, String>>,
+    pub(super) labels: Labels,
     /// Annotations snaproll records on an object (the snapshot's digest and unchanged record:
     /// see [`GenerationPlan::digest`]); empty maps when there are none.
     pub(super) annotations: BTreeMap<&'static str, BTreeMap<String, String>>,
@@ -129,14 +129,17 @@ pub(super) fn local_value(local: Local) -> Layer {
         layer.insert("storage", serde_value(storage));
     }
     layer.insert("names", Value::from_object(local.names));
-    layer.insert("labels", by_key(local.labels));
+    layer.insert("labels", Value::from_object(local.labels));
     layer.insert("annotations", by_key(local.annotations));
     layer.insert("sizes", Value::from_object(local.sizes));
     layer
 }
 
 pub(super) fn class_context(r: &Rollout, shared: &Layer) -> Context {
-    let mut labels = BTreeMap::new();
+    let mut labels = Labels {
+        of: None,
+        set: BTreeMap::new(),
+    };
     labels.insert(
         "class",
         with(
@@ -205,7 +208,6 @@ pub(super) fn local_layer(
     selects: Option<&str>,
     applyset: &str,
 ) -> Local {
-    let rollout = r.metadata.name.as_str();
     let gen_id = g.map(|g| g.id.as_str());
     let mut names = BTreeMap::from([
         ("class", r.spec.snapshot_class.name.clone()),
@@ -214,35 +216,17 @@ pub(super) fn local_layer(
         ("claim", d.claim_name().to_string()),
         ("volume", "data".to_string()),
     ]);
-    let shared = member_labels(rollout, applyset, Some(&d.name), None);
-    // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
-    // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
-    // consumer only; claim-template labels carry ownership plus a component of their own so the
-    // rollout can clean them up by label on clusters without a retention policy.
-    let app = [
-        ("app.kubernetes.io/name", d.consumer.name.as_str()),
-        ("app.kubernetes.io/instance", rollout),
-    ];
-    let mut labels = BTreeMap::from([
-        (
-            "pvc",
-            with(shared.clone(), [(manifest::LABEL_COMPONENT, "source")]),
-        ),
-        (
-            "service",
-            with(shared, [(manifest::LABEL_COMPONENT, "consumer")]),
-        ),
-        ("serviceSelector", with(BTreeMap::new(), app)),
-    ]);
-    if let Some(generation) = selects {
-        labels.insert(
-            "serviceSelector",
-            with(
-                with(BTreeMap::new(), app),
-                [(manifest::LABEL_GENERATION, generation)],
-            ),
-        );
-    }
+    let labels = Labels {
+        of: Some(LabelInputs {
+            rollout: r.metadata.name.clone(),
+            applyset: applyset.to_string(),
+            dataset: d.name.clone(),
+            consumer: d.consumer.name.clone(),
+            generation: gen_id.map(str::to_string),
+            selects: selects.map(str::to_string),
+        }),
+        set: BTreeMap::new(),
+    };
     let mut sizes = BTreeMap::from([("claim", d.storage.size.clone())]);
     let mut annotations = BTreeMap::new();
     if let (Some(g), Some(id)) = (g, gen_id) {
@@ -265,58 +249,6 @@ pub(super) fn local_layer(
         names.insert("snapshot", format!("{}-{id}", d.name));
         names.insert("statefulset", format!("{}-{id}", d.consumer.name));
         names.insert("verify", format!("{}-{id}{}", d.name, spec::VERIFY_SUFFIX));
-        let owned = member_labels(rollout, applyset, Some(&d.name), Some(id));
-        labels.insert(
-            "producer",
-            with(owned.clone(), [(manifest::LABEL_COMPONENT, "producer")]),
-        );
-        labels.insert(
-            "snapshot",
-            with(owned.clone(), [(manifest::LABEL_COMPONENT, "snapshot")]),
-        );
-        labels.insert(
-            "statefulset",
-            with(owned.clone(), [(manifest::LABEL_COMPONENT, "consumer")]),
-        );
-        labels.insert(
-            "verify",
-            with(owned.clone(), [(manifest::LABEL_COMPONENT, "verify")]),
-        );
-        labels.insert(
-            "verifyClaim",
-            with(
-                owned.clone(),
-                [(manifest::LABEL_COMPONENT, "verify-volume")],
-            ),
-        );
-        // The verify Job's Pod: not an object snaproll applies (no ownership labels, which
-        // prune lists by), and not one the Service selects (another app name).
-        labels.insert(
-            "verifyPod",
-            with(
-                BTreeMap::new(),
-                [
-                    ("app.kubernetes.io/name", "snaproll-verify"),
-                    ("app.kubernetes.io/instance", rollout),
-                    (manifest::LABEL_GENERATION, id),
-                ],
-            ),
-        );
-        // Claims the StatefulSet controller makes from the template are not ApplySet members:
-        // kubectl's ApplySet prune would delete every member it did not apply.
-        labels.insert(
-            "claim",
-            with(
-                manifest::ownership_labels(rollout, Some(&d.name), Some(id)),
-                [(manifest::LABEL_COMPONENT, "consumer-volume")],
-            ),
-        );
-        let pod = with(
-            with(BTreeMap::new(), app),
-            [(manifest::LABEL_GENERATION, id)],
-        );
-        labels.insert("podSelector", pod.clone());
-        labels.insert("pod", pod);
         if let Some(size) = &g.claim_size {
             sizes.insert("claim", size.clone());
         }
@@ -332,6 +264,167 @@ pub(super) fn local_layer(
         labels,
         annotations,
         sizes,
+    }
+}
+
+/// The label sets of a context (`labels.pvc`, `labels.statefulset`, ...), each built when it
+/// is read: a template reads one to four of a generation's twelve, and building all of them
+/// for every context was a twentieth of a large render. Sets given with [`Labels::insert`]
+/// (or changed through [`Labels::get_mut`]) replace the built ones.
+#[derive(Debug)]
+pub(super) struct Labels {
+    /// What the built sets are made of (`None`: only the given sets).
+    of: Option<LabelInputs>,
+    set: BTreeMap<&'static str, BTreeMap<String, String>>,
+}
+
+#[derive(Debug)]
+struct LabelInputs {
+    rollout: String,
+    applyset: String,
+    dataset: String,
+    consumer: String,
+    generation: Option<String>,
+    /// The generation the Service selects (`consumer.switch: atomic`).
+    selects: Option<String>,
+}
+
+/// The sets of a dataset's context, and those a generation's adds.
+const DATASET_SETS: &[&str] = &["pvc", "service", "serviceSelector"];
+const GENERATION_SETS: &[&str] = &[
+    "claim",
+    "pod",
+    "podSelector",
+    "producer",
+    "snapshot",
+    "statefulset",
+    "verify",
+    "verifyClaim",
+    "verifyPod",
+];
+
+impl Labels {
+    /// The names of its sets, in order.
+    fn keys(&self) -> BTreeSet<&'static str> {
+        let mut keys: BTreeSet<&'static str> = self.set.keys().copied().collect();
+        if let Some(of) = &self.of {
+            keys.extend(DATASET_SETS);
+            if of.generation.is_some() {
+                keys.extend(GENERATION_SETS);
+            }
+        }
+        keys
+    }
+
+    /// Set `key`, as given or built.
+    pub(super) fn get(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        match self.set.get(key) {
+            Some(set) => Some(set.clone()),
+            None => self.build(key),
+        }
+    }
+
+    pub(super) fn insert(&mut self, key: &'static str, set: BTreeMap<String, String>) {
+        self.set.insert(key, set);
+    }
+
+    /// Set `key`, to change in place (built first when it was not given).
+    pub(super) fn get_mut(&mut self, key: &'static str) -> Option<&mut BTreeMap<String, String>> {
+        if !self.set.contains_key(key) {
+            let built = self.build(key)?;
+            self.set.insert(key, built);
+        }
+        self.set.get_mut(key)
+    }
+
+    /// Set `key` of the inputs (what `local_layer` put in every context before).
+    fn build(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        let of = self.of.as_ref()?;
+        let rollout = of.rollout.as_str();
+        let dataset = Some(of.dataset.as_str());
+        // Pods and PVCs made by the StatefulSet controller must not look like objects snaproll
+        // applied (prune lists Pods and PVCs by the ownership labels): pod labels identify the
+        // consumer only; claim-template labels carry ownership plus a component of their own so
+        // the rollout can clean them up by label on clusters without a retention policy.
+        let app = [
+            ("app.kubernetes.io/name", of.consumer.as_str()),
+            ("app.kubernetes.io/instance", rollout),
+        ];
+        let component = |generation: Option<&str>, component: &str| {
+            let labels = member_labels(rollout, &of.applyset, dataset, generation);
+            with(labels, [(manifest::LABEL_COMPONENT, component)])
+        };
+        match (key, of.generation.as_deref()) {
+            ("pvc", _) => return Some(component(None, "source")),
+            ("service", _) => return Some(component(None, "consumer")),
+            ("serviceSelector", _) => {
+                return Some(match &of.selects {
+                    Some(generation) => with(
+                        with(BTreeMap::new(), app),
+                        [(manifest::LABEL_GENERATION, generation.as_str())],
+                    ),
+                    None => with(BTreeMap::new(), app),
+                });
+            }
+            _ => {}
+        }
+        let id = of.generation.as_deref()?;
+        Some(match key {
+            "producer" => component(Some(id), "producer"),
+            "snapshot" => component(Some(id), "snapshot"),
+            "statefulset" => component(Some(id), "consumer"),
+            "verify" => component(Some(id), "verify"),
+            "verifyClaim" => component(Some(id), "verify-volume"),
+            // The verify Job's Pod: not an object snaproll applies (no ownership labels, which
+            // prune lists by), and not one the Service selects (another app name).
+            "verifyPod" => with(
+                BTreeMap::new(),
+                [
+                    ("app.kubernetes.io/name", "snaproll-verify"),
+                    ("app.kubernetes.io/instance", rollout),
+                    (manifest::LABEL_GENERATION, id),
+                ],
+            ),
+            // Claims the StatefulSet controller makes from the template are not ApplySet
+            // members: kubectl's ApplySet prune would delete every member it did not apply.
+            "claim" => with(
+                manifest::ownership_labels(rollout, dataset, Some(id)),
+                [(manifest::LABEL_COMPONENT, "consumer-volume")],
+            ),
+            "pod" | "podSelector" => with(
+                with(BTreeMap::new(), app),
+                [(manifest::LABEL_GENERATION, id)],
+            ),
+            _ => return None,
+        })
+    }
+}
+
+impl minijinja::value::Object for Labels {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        Some(minijinja::Value::from_object(self.get(key.as_str()?)?))
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            self.keys()
+                .into_iter()
+                .map(minijinja::Value::from)
+                .collect(),
+        )
+    }
+}
+
+/// As the map of every set (what it serialised as before).
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let keys = self.keys();
+        let mut map = serializer.serialize_map(Some(keys.len()))?;
+        for key in keys {
+            map.serialize_entry(key, &self.get(key))?;
+        }
+        map.end()
     }
 }
 

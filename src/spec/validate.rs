@@ -1,6 +1,7 @@
 //! The semantic checks made after a spec parsed: names, sizes, cross-field rules, warnings.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use super::names::shown;
 use super::positions::Positions;
@@ -17,29 +18,32 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn issue(&self, field: &str, message: String) -> Issue {
+    /// Field paths are [`fmt::Display`] values (`format_args!`), made into text only here:
+    /// building each checked field's path up front was 13 M instructions of a large spec.
+    fn issue(&self, field: &dyn fmt::Display, message: String) -> Issue {
+        let field = field.to_string();
         Issue {
             file: self.file.to_string(),
-            pos: self.positions.find(field),
-            field: field.to_string(),
+            pos: self.positions.find(&field),
+            field,
             message,
         }
     }
 
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    fn error(&mut self, field: &dyn fmt::Display, message: impl Into<String>) {
         let issue = self.issue(field, message.into());
         self.errors.push(issue);
     }
 
     /// An error about a map entry: located by `lookup` (the entry's full path, whose key may
     /// be long or hold any character), named as `field` (its map).
-    fn error_at(&mut self, lookup: &str, field: &str, message: String) {
+    fn error_at(&mut self, lookup: &dyn fmt::Display, field: &dyn fmt::Display, message: String) {
         let mut issue = self.issue(lookup, message);
         issue.field = field.to_string();
         self.errors.push(issue);
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    fn warn(&mut self, field: &dyn fmt::Display, message: impl Into<String>) {
         let issue = self.issue(field, message.into());
         self.warnings.push(issue);
     }
@@ -47,7 +51,7 @@ impl Validator<'_> {
     pub(super) fn rollout(&mut self, r: &Rollout) {
         if r.api_version != API_VERSION {
             self.error(
-                "apiVersion",
+                &"apiVersion",
                 format!(
                     "unsupported apiVersion `{}`; this snaproll reads `{API_VERSION}`",
                     r.api_version
@@ -56,7 +60,7 @@ impl Validator<'_> {
         }
         if r.kind != KIND {
             self.error(
-                "kind",
+                &"kind",
                 format!("unsupported kind `{}`; expected `{KIND}`", r.kind),
             );
         }
@@ -65,8 +69,8 @@ impl Validator<'_> {
         {
             self.portable_strings(String::new(), &doc);
         }
-        self.dns_label("metadata.name", &r.metadata.name);
-        self.dns_label("metadata.namespace", &r.metadata.namespace);
+        self.dns_label(&"metadata.name", &r.metadata.name);
+        self.dns_label(&"metadata.namespace", &r.metadata.namespace);
         for (map, values_are_labels) in [("labels", true), ("annotations", false)] {
             let entries = if values_are_labels {
                 &r.metadata.labels
@@ -85,18 +89,18 @@ impl Validator<'_> {
         self.snapshot_class(&r.spec.snapshot_class);
         if r.spec.datasets.is_empty() {
             self.error(
-                "spec.datasets",
+                &"spec.datasets",
                 "at least one dataset is required (the list is empty)",
             );
         }
         let mut dataset_names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut consumer_names: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, d) in r.spec.datasets.iter().enumerate() {
-            let at = format!("spec.datasets[{i}]");
+            let at = format_args!("spec.datasets[{i}]");
             if let Some(first) = dataset_names.insert(&d.name, i) {
                 dataset_names.insert(&d.name, first);
                 self.error(
-                    &format!("{at}.name"),
+                    &format_args!("{at}.name"),
                     format!(
                         "duplicate dataset name `{}` (already used by spec.datasets[{first}]); dataset names must be unique",
                         d.name
@@ -106,7 +110,7 @@ impl Validator<'_> {
             if let Some(first) = consumer_names.insert(&d.consumer.name, i) {
                 consumer_names.insert(&d.consumer.name, first);
                 self.error(
-                    &format!("{at}.consumer.name"),
+                    &format_args!("{at}.consumer.name"),
                     format!(
                         "duplicate consumer name `{}` (already used by spec.datasets[{first}]); its Service and StatefulSets would collide",
                         d.consumer.name
@@ -118,69 +122,69 @@ impl Validator<'_> {
     }
 
     fn snapshot_class(&mut self, c: &SnapshotClassSpec) {
-        self.dns_subdomain("spec.snapshotClass.name", &c.name);
+        self.dns_subdomain(&"spec.snapshotClass.name", &c.name);
         match (&c.driver, c.existing) {
             (None, false) => self.error(
-                "spec.snapshotClass.driver",
+                &"spec.snapshotClass.driver",
                 "missing required field `driver` (the CSI driver, e.g. pd.csi.storage.gke.io or ebs.csi.aws.com), or set `existing: true` to use a class that already exists",
             ),
-            (Some(d), _) => self.dns_subdomain("spec.snapshotClass.driver", d),
+            (Some(d), _) => self.dns_subdomain(&"spec.snapshotClass.driver", d),
             (None, true) => {}
         }
         for key in c.parameters.keys() {
             if key.is_empty() {
                 self.error(
-                    "spec.snapshotClass.parameters",
+                    &"spec.snapshotClass.parameters",
                     "parameter names must not be empty",
                 );
             }
         }
         if c.deletion_policy == DeletionPolicy::Retain {
             self.warn(
-                "spec.snapshotClass.deletionPolicy",
+                &"spec.snapshotClass.deletionPolicy",
                 "with Retain, retired snapshots stay in the storage backend (and on the bill) until deleted by hand",
             );
         }
     }
 
-    fn dataset(&mut self, at: &str, d: &Dataset, class: &SnapshotClassSpec) {
-        self.dns_label(&format!("{at}.name"), &d.name);
-        self.storage(&format!("{at}.storage"), &d.storage);
-        self.producer(&format!("{at}.producer"), &d.producer);
+    fn dataset(&mut self, at: &dyn fmt::Display, d: &Dataset, class: &SnapshotClassSpec) {
+        self.dns_label(&format_args!("{at}.name"), &d.name);
+        self.storage(&format_args!("{at}.storage"), &d.storage);
+        self.producer(&format_args!("{at}.producer"), &d.producer);
         if let Some(pin) = &d.generations.pin {
-            self.dns_label(&format!("{at}.generations.pin"), pin);
+            self.dns_label(&format_args!("{at}.generations.pin"), pin);
         }
         if d.generations.keep == 0 {
             self.error(
-                &format!("{at}.generations.keep"),
+                &format_args!("{at}.generations.keep"),
                 "must be at least 1 (the serving generation is always kept)",
             );
         }
         if let Err(why) = parse_timeout(&d.snapshot.timeout) {
-            self.error(&format!("{at}.snapshot.timeout"), why);
+            self.error(&format_args!("{at}.snapshot.timeout"), why);
         }
         if !(1..=MAX_SNAPSHOT_COPIES).contains(&d.snapshot.copies) {
             self.error(
-                &format!("{at}.snapshot.copies"),
+                &format_args!("{at}.snapshot.copies"),
                 format!(
                     "{} is out of range; use 1 to {MAX_SNAPSHOT_COPIES} snapshots per generation",
                     d.snapshot.copies
                 ),
             );
         }
-        self.consumer(&format!("{at}.consumer"), d, class);
+        self.consumer(&format_args!("{at}.consumer"), d, class);
     }
 
-    fn storage(&mut self, at: &str, s: &Storage) {
+    fn storage(&mut self, at: &dyn fmt::Display, s: &Storage) {
         if let Some(sc) = &s.storage_class_name {
-            self.dns_subdomain(&format!("{at}.storageClassName"), sc);
+            self.dns_subdomain(&format_args!("{at}.storageClassName"), sc);
         }
         match quantity::parse(&s.size) {
             Ok(q) if q.is_positive() && s.size.bytes().all(|b| b.is_ascii_digit()) => {
                 // A bare number is bytes: `size: 200` asks for a 200-byte volume, which the
                 // provisioner rounds up to its minimum; nobody means that for a dataset.
                 self.warn(
-                    &format!("{at}.size"),
+                    &format_args!("{at}.size"),
                     format!(
                         "`{0}` has no unit, so it means {0} bytes; did you mean {0}Gi?",
                         s.size
@@ -189,33 +193,36 @@ impl Validator<'_> {
             }
             Ok(q) if q.is_positive() => {}
             Ok(_) => self.error(
-                &format!("{at}.size"),
+                &format_args!("{at}.size"),
                 format!("must be greater than zero (got `{}`)", s.size),
             ),
-            Err(e) => self.error(&format!("{at}.size"), e.to_string()),
+            Err(e) => self.error(&format_args!("{at}.size"), e.to_string()),
         }
         if s.access_modes.is_empty() {
             self.error(
-                &format!("{at}.accessModes"),
+                &format_args!("{at}.accessModes"),
                 "at least one access mode is required (ReadWriteOnce, ReadOnlyMany, ReadWriteMany, ReadWriteOncePod)",
             );
         }
         let unique: BTreeSet<_> = s.access_modes.iter().collect();
         if unique.len() != s.access_modes.len() {
-            self.error(&format!("{at}.accessModes"), "access modes must not repeat");
+            self.error(
+                &format_args!("{at}.accessModes"),
+                "access modes must not repeat",
+            );
         }
     }
 
-    fn verify(&mut self, at: &str, d: &Dataset, v: &Verify) {
-        self.image(&format!("{at}.image"), &v.image);
+    fn verify(&mut self, at: &dyn fmt::Display, d: &Dataset, v: &Verify) {
+        self.image(&format_args!("{at}.image"), &v.image);
         if v.command.is_empty() {
             self.error(
-                &format!("{at}.command"),
+                &format_args!("{at}.command"),
                 "must name at least the program to run (e.g. [sha256sum, -c, /data/SHA256SUMS])",
             );
         }
         if let Err(why) = parse_timeout(&v.timeout) {
-            self.error(&format!("{at}.timeout"), why);
+            self.error(&format_args!("{at}.timeout"), why);
         }
         // The Job controller labels its Pods `batch.kubernetes.io/job-name: <job>` (63 max).
         let job = d.name.len() + DATE_SUFFIX_LEN + VERIFY_SUFFIX.len();
@@ -232,17 +239,17 @@ impl Validator<'_> {
         }
     }
 
-    fn producer(&mut self, at: &str, p: &Producer) {
-        self.image(&format!("{at}.image"), &p.image);
-        self.env(&format!("{at}.env"), &p.env);
-        self.resources(&format!("{at}.resources"), &p.resources);
-        self.mount_path(&format!("{at}.mountPath"), &p.mount_path);
+    fn producer(&mut self, at: &dyn fmt::Display, p: &Producer) {
+        self.image(&format_args!("{at}.image"), &p.image);
+        self.env(&format_args!("{at}.env"), &p.env);
+        self.resources(&format_args!("{at}.resources"), &p.resources);
+        self.mount_path(&format_args!("{at}.mountPath"), &p.mount_path);
         if let Some(sa) = &p.service_account_name {
-            self.dns_subdomain(&format!("{at}.serviceAccountName"), sa);
+            self.dns_subdomain(&format_args!("{at}.serviceAccountName"), sa);
         }
         if p.active_deadline_seconds < 1 {
             self.error(
-                &format!("{at}.activeDeadlineSeconds"),
+                &format_args!("{at}.activeDeadlineSeconds"),
                 format!(
                     "must be at least 1 second (got {}); the default is {} (12h)",
                     p.active_deadline_seconds, DEFAULT_ACTIVE_DEADLINE_SECONDS
@@ -251,16 +258,16 @@ impl Validator<'_> {
         }
         if p.max_restarts < 0 {
             self.error(
-                &format!("{at}.maxRestarts"),
+                &format_args!("{at}.maxRestarts"),
                 format!(
                     "must be 0 or more (got {}); the default is {DEFAULT_MAX_RESTARTS}",
                     p.max_restarts
                 ),
             );
         }
-        let selector_at = format!("{at}.nodeSelector");
+        let selector_at = format_args!("{at}.nodeSelector");
         for (key, value) in &p.node_selector {
-            let path = format!("{selector_at}.{key}");
+            let path = format_args!("{selector_at}.{key}");
             if let Err(why) = check_qualified_name(key) {
                 self.error_at(&path, &selector_at, format!("key {why}"));
             } else if let Err(why) = check_label_value(value) {
@@ -268,7 +275,7 @@ impl Validator<'_> {
             }
         }
         for (i, t) in p.tolerations.iter().enumerate() {
-            let f = format!("{at}.tolerations[{i}]");
+            let f = format_args!("{at}.tolerations[{i}]");
             if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty())
                 && let Err(why) = check_qualified_name(key)
             {
@@ -294,9 +301,9 @@ impl Validator<'_> {
         }
     }
 
-    fn consumer(&mut self, at: &str, d: &Dataset, class: &SnapshotClassSpec) {
+    fn consumer(&mut self, at: &dyn fmt::Display, d: &Dataset, class: &SnapshotClassSpec) {
         let c = &d.consumer;
-        let name_at = format!("{at}.name");
+        let name_at = format_args!("{at}.name");
         self.dns_label(&name_at, &c.name);
         if c.name.starts_with(|ch: char| ch.is_ascii_digit()) {
             // The consumer name is also the Service name, and Service names are RFC 1035 labels.
@@ -324,29 +331,29 @@ impl Validator<'_> {
             );
         }
         if let Some(v) = &c.verify {
-            self.verify(&format!("{at}.verify"), d, v);
+            self.verify(&format_args!("{at}.verify"), d, v);
         }
         if c.replicas < 0 {
             self.error(
-                &format!("{at}.replicas"),
+                &format_args!("{at}.replicas"),
                 format!("must be 0 or more (got {})", c.replicas),
             );
         } else if c.replicas > i64::from(i32::MAX) {
             self.error(
-                &format!("{at}.replicas"),
+                &format_args!("{at}.replicas"),
                 format!("must be at most {} (got {})", i32::MAX, c.replicas),
             );
         }
-        self.image(&format!("{at}.image"), &c.image);
-        self.env(&format!("{at}.env"), &c.env);
-        self.resources(&format!("{at}.resources"), &c.resources);
-        self.mount_path(&format!("{at}.mountPath"), &c.mount_path);
+        self.image(&format_args!("{at}.image"), &c.image);
+        self.env(&format_args!("{at}.env"), &c.env);
+        self.resources(&format_args!("{at}.resources"), &c.resources);
+        self.mount_path(&format_args!("{at}.mountPath"), &c.mount_path);
         if let Some(claim) = &c.claim_name {
-            self.dns_label(&format!("{at}.claimName"), claim);
+            self.dns_label(&format_args!("{at}.claimName"), claim);
         }
         let mut port_names = BTreeSet::new();
         for (i, p) in c.ports.iter().enumerate() {
-            let f = format!("{at}.ports[{i}]");
+            let f = format_args!("{at}.ports[{i}]");
             self.port_number(&format!("{f}.containerPort"), p.container_port);
             if let Some(n) = &p.name {
                 self.port_name(&format!("{f}.name"), n);
@@ -357,7 +364,7 @@ impl Validator<'_> {
         }
         let mut svc_ports = BTreeSet::new();
         for (i, p) in c.service.ports.iter().enumerate() {
-            let f = format!("{at}.service.ports[{i}]");
+            let f = format_args!("{at}.service.ports[{i}]");
             self.port_number(&format!("{f}.port"), p.port);
             if !svc_ports.insert((p.port, p.protocol as u8)) {
                 self.error(
@@ -391,7 +398,7 @@ impl Validator<'_> {
         }
         if c.service.kind == ServiceKind::ClusterIP && c.service.ports.is_empty() {
             self.error(
-                &format!("{at}.service.ports"),
+                &format_args!("{at}.service.ports"),
                 "a ClusterIP service needs at least one port (or use type Headless)",
             );
         }
@@ -423,7 +430,7 @@ impl Validator<'_> {
                     per_hour * copies
                 )
             };
-            self.warn(&format!("{at}.replicas"), message);
+            self.warn(&format_args!("{at}.replicas"), message);
         }
         if c.replicas > 1
             && !c.read_only
@@ -433,13 +440,13 @@ impl Validator<'_> {
                 .all(|m| *m == AccessMode::ReadWriteOncePod)
         {
             self.warn(
-                &format!("{at}.readOnly"),
+                &format_args!("{at}.readOnly"),
                 "every replica gets its own copy of the snapshot; ReadWriteOncePod only limits each copy to one pod",
             );
         }
     }
 
-    fn image(&mut self, field: &str, image: &str) {
+    fn image(&mut self, field: &dyn fmt::Display, image: &str) {
         if image.trim().is_empty() {
             self.error(field, "must name a container image (it is empty)");
         } else if image.chars().any(char::is_whitespace) {
@@ -450,10 +457,10 @@ impl Validator<'_> {
         }
     }
 
-    fn env(&mut self, at: &str, env: &[EnvVar]) {
+    fn env(&mut self, at: &dyn fmt::Display, env: &[EnvVar]) {
         let mut seen = BTreeSet::new();
         for (i, e) in env.iter().enumerate() {
-            let f = format!("{at}[{i}].name");
+            let f = format_args!("{at}[{i}].name");
             if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(char::is_control) {
                 self.error(
                     &f,
@@ -468,10 +475,10 @@ impl Validator<'_> {
         }
     }
 
-    fn resources(&mut self, at: &str, r: &Resources) {
+    fn resources(&mut self, at: &dyn fmt::Display, r: &Resources) {
         for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
             for (name, value) in map {
-                let f = format!("{at}.{kind}.{name}");
+                let f = format_args!("{at}.{kind}.{name}");
                 match quantity::parse(value) {
                     Ok(q) if q.is_negative() => {
                         self.error(&f, format!("must not be negative (got `{value}`)"))
@@ -487,14 +494,14 @@ impl Validator<'_> {
                 && rq > lq
             {
                 self.error(
-                    &format!("{at}.requests.{name}"),
+                    &format_args!("{at}.requests.{name}"),
                     format!("request {request} is above the limit {limit}"),
                 );
             }
         }
     }
 
-    fn mount_path(&mut self, field: &str, path: &str) {
+    fn mount_path(&mut self, field: &dyn fmt::Display, path: &str) {
         if !path.starts_with('/') {
             self.error(field, format!("must be an absolute path (got `{path}`)"));
         } else if path.split('/').any(|c| c == "..") {
@@ -502,7 +509,7 @@ impl Validator<'_> {
         }
     }
 
-    fn port_number(&mut self, field: &str, n: i64) {
+    fn port_number(&mut self, field: &dyn fmt::Display, n: i64) {
         if !(1..=65535).contains(&n) {
             self.error(
                 field,
@@ -511,7 +518,7 @@ impl Validator<'_> {
         }
     }
 
-    fn port_name(&mut self, field: &str, name: &str) {
+    fn port_name(&mut self, field: &dyn fmt::Display, name: &str) {
         let ok = !name.is_empty()
             && name.len() <= 15
             && name
@@ -573,13 +580,13 @@ impl Validator<'_> {
         }
     }
 
-    fn dns_label(&mut self, field: &str, name: &str) {
+    fn dns_label(&mut self, field: &dyn fmt::Display, name: &str) {
         if let Err(why) = check_dns_label(name) {
             self.error(field, why);
         }
     }
 
-    fn dns_subdomain(&mut self, field: &str, name: &str) {
+    fn dns_subdomain(&mut self, field: &dyn fmt::Display, name: &str) {
         if let Err(why) = check_dns_subdomain(name) {
             self.error(field, why);
         }
