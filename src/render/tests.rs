@@ -2,15 +2,20 @@
 
 use super::*;
 
-/// A live StatefulSet's claim storage replaces the spec's in its own generation only, with
-/// or without a storage class (a claim template on the cluster's default class has none).
-#[test]
-fn claim_storage_of_a_live_statefulset_is_rendered_as_it_is() {
+/// The shipped `examples/gke-daily` spec, loaded.
+fn gke_daily() -> spec::Loaded {
     let path = format!(
         "{}/examples/gke-daily/snaproll.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let loaded = spec::load(Path::new(&path)).unwrap();
+    spec::load(Path::new(&path)).unwrap()
+}
+
+/// A live StatefulSet's claim storage replaces the spec's in its own generation only, with
+/// or without a storage class (a claim template on the cluster's default class has none).
+#[test]
+fn claim_storage_of_a_live_statefulset_is_rendered_as_it_is() {
+    let loaded = gke_daily();
     let r = &loaded.rollout;
     let d = &r.spec.datasets[0].name;
     for class in [None, Some("old-class".to_string())] {
@@ -182,11 +187,7 @@ fn text_only_render_writes_the_same_yaml_and_drops_values() {
 /// the sync wave); a plan without them renders none of them.
 #[test]
 fn snapshot_records_the_plans_digest_and_unchanged_generation() {
-    let path = format!(
-        "{}/examples/gke-daily/snaproll.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let loaded = spec::load(Path::new(&path)).unwrap();
+    let loaded = gke_daily();
     let r = &loaded.rollout;
     let d = &r.spec.datasets[0].name;
     let mut recorded = GenerationPlan::full("2021-07-15");
@@ -239,11 +240,7 @@ fn full_path_render(rollout: &spec::Rollout, plan: &Plan) -> RenderedSet {
 /// and annotations.
 #[test]
 fn local_layer_is_its_serialisation() {
-    let path = format!(
-        "{}/examples/gke-daily/snaproll.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let loaded = spec::load(Path::new(&path)).unwrap();
+    let loaded = gke_daily();
     let r = &loaded.rollout;
     let d = &r.spec.datasets[0];
     let mut g = GenerationPlan::full("2021-07-15");
@@ -275,11 +272,7 @@ fn local_layer_is_its_serialisation() {
 /// serialising each of them gives.
 #[test]
 fn dataset_layer_fields_are_their_serialisation() {
-    let path = format!(
-        "{}/examples/gke-daily/snaproll.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let loaded = spec::load(Path::new(&path)).unwrap();
+    let loaded = gke_daily();
     let d = &loaded.rollout.spec.datasets[0];
     let layer = dataset_values(d);
     let json = |v: &minijinja::Value| serde_json::to_value(v).unwrap().to_string();
