@@ -64,12 +64,7 @@ pub(super) fn decide_each(
         digest::record(d, gens);
         verify::record(spec, d, gens, opts);
     }
-    let in_spec: std::collections::HashSet<&str> = rollout
-        .spec
-        .datasets
-        .iter()
-        .map(|d| d.name.as_str())
-        .collect();
+    let in_spec = super::spec_names(rollout);
     for (name, gens) in observed.iter().filter(|_| removed) {
         if !in_spec.contains(name.as_str()) {
             decisions.push(decide_removed(name, gens, opts));

@@ -236,6 +236,17 @@ pub struct Shared {
     pub selects: BTreeMap<String, String>,
 }
 
+/// The names of the spec's datasets, as a set: a scan of the spec per object or per observed
+/// dataset grew with the square of their number.
+pub(super) fn spec_names(rollout: &crate::spec::Rollout) -> std::collections::HashSet<&str> {
+    rollout
+        .spec
+        .datasets
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect()
+}
+
 /// Where each dataset's decision is in `decisions`: the passes over the spec's datasets find
 /// theirs here (a scan per dataset grew with the square of their number).
 pub(super) fn decision_index(decisions: &[Decision]) -> std::collections::HashMap<String, usize> {

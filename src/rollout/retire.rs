@@ -145,13 +145,7 @@ pub fn removed_git_holds(
     manifests: &[std::sync::Arc<Value>],
 ) -> BTreeMap<crate::manifest::ObjectRef, String> {
     let mut out = BTreeMap::new();
-    // A set: a scan of the spec's datasets per object grew with the square of their number.
-    let in_spec: std::collections::HashSet<&str> = rollout
-        .spec
-        .datasets
-        .iter()
-        .map(|x| x.name.as_str())
-        .collect();
+    let in_spec = super::spec_names(rollout);
     let removed = |v: &Value| {
         let l = manifest::Labels::of(v);
         if !manifest::is_owned_by(&l, name) {
